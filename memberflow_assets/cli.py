@@ -1,0 +1,103 @@
+"""`memberflow`: the platform's command line.
+
+    memberflow start      prepare PostgreSQL, DAGSTER_HOME and sample data, then run `dagster dev`
+    memberflow env        print the environment `dagster` commands need (eval "$(memberflow env)")
+    memberflow migrate    apply the sales database migrations in sql/migrations/
+    memberflow samples    write sample application files into the landing zone
+
+Each domain adds its own subcommands through `COMMAND_MODULES` (a `register(subparsers)` function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import shlex
+import shutil
+import sys
+
+from memberflow_assets import postgres
+from memberflow_assets.settings import REPO_ROOT, Settings
+
+COMMAND_MODULES = ["memberflow_assets.membership.commands"]
+
+log = logging.getLogger("memberflow")
+
+
+def prepare_environment(settings: Settings) -> dict[str, str]:
+    """Start what the platform needs locally and return the environment Dagster processes run with."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    dsn = postgres.sales_dsn(settings)
+    applied = postgres.apply_migrations(dsn)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    dagster_home = os.environ.get("DAGSTER_HOME") or str(settings.data_dir / "dagster_home")
+    os.makedirs(dagster_home, exist_ok=True)
+    shutil.copy(REPO_ROOT / "dagster.yaml", os.path.join(dagster_home, "dagster.yaml"))
+    return {
+        "MEMBERFLOW_DATA_DIR": str(settings.data_dir),
+        "MEMBERFLOW_PG_DSN": dsn,
+        "MEMBERFLOW_WAREHOUSE": settings.warehouse,
+        "MEMBERFLOW_DAGSTER_PG_URL": postgres.dagster_storage_url(settings),
+        "MEMBERFLOW_MAX_CONCURRENT_RUNS": os.environ.get("MEMBERFLOW_MAX_CONCURRENT_RUNS", "4"),
+        "DAGSTER_HOME": dagster_home,
+    }
+
+
+def _start(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    environment = prepare_environment(settings)
+    os.environ.update(environment)
+    if not args.no_samples:
+        from memberflow_assets.membership.commands import write_samples
+
+        write_samples(files=3, rows=200)
+    log.info(
+        "starting dagster dev on http://%s:%s (DAGSTER_HOME=%s)", args.host, args.port, environment["DAGSTER_HOME"]
+    )
+    os.chdir(REPO_ROOT)
+    command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port), "-w", "workspace.yaml"]
+    os.execvpe(command[0], command, os.environ)
+    return 0  # not reached
+
+
+def _env(args: argparse.Namespace) -> int:
+    for name, value in prepare_environment(Settings.from_env()).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    applied = postgres.apply_migrations(postgres.sales_dsn())
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memberflow", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    start = subparsers.add_parser("start", help="run the platform locally (dagster dev on embedded defaults)")
+    start.add_argument("--host", default="127.0.0.1")
+    start.add_argument("--port", type=int, default=3000)
+    start.add_argument("--no-samples", action="store_true", help="do not write sample application files")
+    start.set_defaults(handler=_start)
+
+    subparsers.add_parser("env", help="print the environment for dagster commands").set_defaults(handler=_env)
+    subparsers.add_parser("migrate", help="apply sales database migrations").set_defaults(handler=_migrate)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The memberflow code location: every domain's assets, checks, jobs and sensors, and the resources."""
+
+import dagster as dg
+
+from memberflow_assets.membership import assets as membership_assets
+from memberflow_assets.membership.jobs import membership_batch_job
+from memberflow_assets.membership.sensors import landing_applications_sensor
+from memberflow_assets.resources import ParquetIOManager, SalesDatabase, ZonesResource
+
+zones = ZonesResource()
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([membership_assets]),
+    asset_checks=dg.load_asset_checks_from_modules([membership_assets]),
+    jobs=[membership_batch_job],
+    sensors=[landing_applications_sensor],
+    resources={
+        "zones": zones,
+        "sales_db": SalesDatabase(),
+        "dataframe_io_manager": ParquetIOManager(zones=zones),
+    },
+)

@@ -1,0 +1,1 @@
+"""Membership applications: landing zone -> classified members (files and sales.members)."""

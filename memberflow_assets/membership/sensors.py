@@ -1,0 +1,133 @@
+"""The landing-zone sensor: one dynamic partition and one run per new, finished applications file.
+
+Cursor (JSON): `hwm`, the newest change time handled; `seen`, files handled near the hwm (so an
+overlap window can be re-listed safely: S3 times have 1-second resolution); `pending`, files seen
+still changing. Only files changed at or after `hwm - OVERLAP` are looked at, so thousands of old
+files cost one listing and nothing else. A new file is hashed once; content already processed
+(under any name) is recognised by the run tag `memberflow/sha256` and not processed again.
+"""
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from memberflow_assets.membership import batches
+from memberflow_assets.membership.jobs import membership_batch_job
+from memberflow_assets.membership.partitions import application_files
+from memberflow_assets.resources import ZonesResource
+from memberflow_assets.zones import FileInfo, Zones
+
+SHA256_TAG = "memberflow/sha256"
+SOURCE_FILE_TAG = "memberflow/source_file"
+OVERLAP_SECONDS = 5.0
+SETTLE_SECONDS = float(os.environ.get("MEMBERFLOW_LANDING_SETTLE_SECONDS", "10"))
+MAX_FILES_PER_TICK = 200
+
+
+@dataclass
+class LandingCursor:
+    hwm: float = 0.0
+    seen: dict[str, float] = field(default_factory=dict)
+    pending: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "LandingCursor":
+        return cls(**json.loads(text)) if text else cls()
+
+    def dump(self) -> str:
+        return json.dumps({"hwm": self.hwm, "seen": self.seen, "pending": self.pending}, sort_keys=True)
+
+
+@dataclass
+class TickPlan:
+    ready: list[FileInfo]
+    waiting: list[FileInfo]  # still being written, or beyond this tick's cap
+
+
+def plan_tick(zones: Zones, cursor: LandingCursor, now: float) -> TickPlan:
+    """Which landed files to handle now. A local file is finished when its size and change time are
+    the same as at the previous tick, or it has not changed for SETTLE_SECONDS; an S3 object is
+    always whole (a PUT is atomic)."""
+    candidates = sorted(
+        (
+            info
+            for info in zones.list_files(batches.LANDING_PREFIX)
+            if batches.is_batch_file(info.name)
+            and (info.changed_at >= cursor.hwm - OVERLAP_SECONDS or info.relpath in cursor.pending)
+            and cursor.seen.get(info.relpath) != info.changed_at
+        ),
+        key=lambda info: (info.changed_at, info.relpath),
+    )
+    ready, waiting = [], []
+    for info in candidates:
+        settled = (
+            zones.is_s3
+            or now - info.changed_at >= SETTLE_SECONDS
+            or cursor.pending.get(info.relpath) == [info.size, info.changed_at]
+        )
+        (ready if settled and len(ready) < MAX_FILES_PER_TICK else waiting).append(info)
+    return TickPlan(ready, waiting)
+
+
+def advance(cursor: LandingCursor, plan: TickPlan) -> LandingCursor:
+    hwm = max([cursor.hwm, *(info.changed_at for info in plan.ready)])
+    if plan.waiting:  # never move past a file not handled yet
+        hwm = min(hwm, min(info.changed_at for info in plan.waiting))
+    seen = {**cursor.seen, **{info.relpath: info.changed_at for info in plan.ready}}
+    return LandingCursor(
+        hwm=hwm,
+        seen={path: changed for path, changed in seen.items() if changed >= hwm - OVERLAP_SECONDS},
+        pending={info.relpath: [info.size, info.changed_at] for info in plan.waiting},
+    )
+
+
+def _sha256(zones: Zones, relpath: str) -> str:
+    with zones.fs.open(zones.path(relpath), "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _batch_with_content(instance: dg.DagsterInstance, sha256: str) -> str | None:
+    records = instance.get_run_records(dg.RunsFilter(tags={SHA256_TAG: sha256}), limit=1)
+    return records[0].dagster_run.tags.get("dagster/partition") if records else None
+
+
+@dg.sensor(
+    job=membership_batch_job,
+    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registers a partition and requests a run for each new, finished file in landing/applications/.",
+)
+def landing_applications_sensor(context: dg.SensorEvaluationContext, zones: ZonesResource) -> dg.SensorResult:
+    zone = zones.get_zones()
+    cursor = LandingCursor.parse(context.cursor)
+    plan = plan_tick(zone, cursor, now=time.time())
+
+    run_requests, new_keys, hashed_now = [], [], {}
+    for info in plan.ready:
+        sha256 = _sha256(zone, info.relpath)
+        key = batches.batch_key(info.name)
+        duplicate_of = hashed_now.get(sha256) or _batch_with_content(context.instance, sha256)
+        if duplicate_of is not None:
+            context.log.info(f"{info.name}: same content as batch {duplicate_of!r} already processed; skipped")
+            continue
+        hashed_now[sha256] = key
+        if not context.instance.has_dynamic_partition(application_files.name, key):
+            new_keys.append(key)
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"{key}:{sha256[:16]}",
+                partition_key=key,
+                tags={SHA256_TAG: sha256, SOURCE_FILE_TAG: info.name},
+            )
+        )
+    if plan.waiting:
+        context.log.info(f"{len(plan.waiting)} file(s) still being written or queued for the next tick")
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[application_files.build_add_request(new_keys)] if new_keys else [],
+        cursor=advance(cursor, plan).dump(),
+    )

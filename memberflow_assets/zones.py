@@ -1,0 +1,176 @@
+"""The data zones (landing, quarantine, members, images, ...) on a local folder or in S3, one code path.
+
+Every zone path is relative to one root: `MEMBERFLOW_DATA_DIR` locally, or `MEMBERFLOW_STORAGE_URL`
+(`s3://bucket/prefix`). fsspec gives both the same API; the two places where local and S3 differ
+on purpose are atomic writes (temp file + rename locally, a single PUT on S3) and which timestamp
+marks a file as new (see `FileInfo.changed_at`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memberflow_assets.settings import Settings
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    relpath: str  # relative to the zones root, '/'-separated
+    size: int
+    changed_at: float  # epoch seconds: when the file appeared or last changed at this path
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.relpath)
+
+
+class Zones:
+    def __init__(self, root_url: str, s3_endpoint_url: str | None = None):
+        self.root_url = root_url.rstrip("/")
+        self.is_s3 = self.root_url.startswith("s3://")
+        if self.is_s3:
+            # Listings must be fresh on every sensor tick, so s3fs's listing cache is off.
+            self.fs = fsspec.filesystem(
+                "s3", endpoint_url=s3_endpoint_url, use_listings_cache=False, skip_instance_cache=True
+            )
+            self.root = self.root_url.removeprefix("s3://")
+        else:
+            self.fs = fsspec.filesystem("file")
+            self.root = os.path.abspath(self.root_url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Zones:
+        settings = settings or Settings.from_env()
+        return cls(settings.zones_url, settings.s3_endpoint_url)
+
+    # -- paths -----------------------------------------------------------------------------------
+    def path(self, relpath: str) -> str:
+        """The filesystem path (no protocol) of a zone-relative path."""
+        return posixpath.join(self.root, relpath.lstrip("/"))
+
+    def url(self, relpath: str) -> str:
+        """The full address a user can open: `s3://...` or an absolute local path."""
+        return f"s3://{self.path(relpath)}" if self.is_s3 else self.path(relpath)
+
+    def relative(self, path: str) -> str:
+        return posixpath.relpath(path.removeprefix("s3://"), self.root)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def list_files(self, prefix: str, recursive: bool = False) -> list[FileInfo]:
+        """Files directly under (or, recursively, below) a zone folder; [] when it does not exist."""
+        base = self.path(prefix)
+        try:
+            if recursive:
+                entries = self.fs.find(base, detail=True).values()
+            else:
+                entries = self.fs.ls(base, detail=True)
+        except FileNotFoundError:
+            return []
+        return [
+            FileInfo(self.relative(entry["name"]), int(entry["size"]), self._changed_at(entry))
+            for entry in entries
+            if entry.get("type") == "file"
+        ]
+
+    def _changed_at(self, entry: dict) -> float:
+        if self.is_s3:
+            modified = entry["LastModified"]
+            return modified.timestamp() if isinstance(modified, datetime) else float(modified)
+        # A rename keeps a file's mtime but updates its ctime: upstream that moves an old file into
+        # the landing zone must still count as new.
+        return max(float(entry["mtime"]), float(entry.get("created") or 0))
+
+    def exists(self, relpath: str) -> bool:
+        return self.fs.exists(self.path(relpath))
+
+    def read_bytes(self, relpath: str) -> bytes:
+        return self.fs.cat_file(self.path(relpath))
+
+    @contextmanager
+    def local_file(self, relpath: str) -> Iterator[str]:
+        """A local path holding the file's bytes: the file itself locally, a temporary download on S3."""
+        if not self.is_s3:
+            yield self.path(relpath)
+            return
+        with tempfile.TemporaryDirectory(prefix="memberflow-") as folder:
+            local = os.path.join(folder, posixpath.basename(relpath))
+            self.fs.get_file(self.path(relpath), local)
+            yield local
+
+    def read_parquet(self, relpath: str) -> pa.Table:
+        with self.fs.open(self.path(relpath), "rb") as handle:
+            return pq.read_table(handle)
+
+    def parquet_num_rows(self, relpath: str) -> int:
+        """Row count from the Parquet footer, without reading the data."""
+        with self.fs.open(self.path(relpath), "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+
+    # -- writing ---------------------------------------------------------------------------------
+    @contextmanager
+    def atomic_local_path(self, relpath: str) -> Iterator[str]:
+        """A temporary local path to write; on success it replaces `relpath` in one step."""
+        if self.is_s3:
+            raise ValueError("atomic_local_path is for local zones; use write_bytes on S3")
+        final = self.path(relpath)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
+        try:
+            yield temp
+            os.replace(temp, final)
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        """Write a whole object so readers see either nothing or all of it."""
+        if self.is_s3:
+            self.fs.pipe_file(self.path(relpath), data)  # one PUT: S3 objects appear complete
+            return
+        with self.atomic_local_path(relpath) as temp, open(temp, "wb") as handle:
+            handle.write(data)
+
+    def write_parquet(self, relpath: str, table: pa.Table) -> None:
+        if self.is_s3:
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer, compression="zstd")
+            self.write_bytes(relpath, buffer.getvalue())
+            return
+        with self.atomic_local_path(relpath) as temp:
+            pq.write_table(table, temp, compression="zstd")
+
+    def copy(self, src_relpath: str, dst_relpath: str) -> None:
+        if self.is_s3:
+            self.fs.copy(self.path(src_relpath), self.path(dst_relpath))
+        else:
+            self.write_bytes(dst_relpath, self.read_bytes(src_relpath))
+
+    def delete(self, relpath: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(relpath))
+
+    # -- DuckDB ----------------------------------------------------------------------------------
+    def duckdb_connect(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection that can read and write zone URLs (`zones.url(...)`) directly.
+
+        DuckDB's own httpfs extension would be downloaded at run time, which this platform never
+        does; on S3 it is given the same fsspec filesystem as everything else instead.
+        """
+        connection = duckdb.connect(database, read_only=read_only)
+        if self.is_s3:
+            connection.register_filesystem(self.fs)
+        return connection

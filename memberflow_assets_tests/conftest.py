@@ -1,0 +1,92 @@
+"""Real components for the tests: an embedded PostgreSQL per session (a fresh database per test),
+moto's S3 server, and a clean environment pointing every zone at a temporary folder."""
+
+import os
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+
+from memberflow_assets.postgres import ensure_database, with_database
+
+ENV_VARS = (
+    "MEMBERFLOW_DATA_DIR",
+    "MEMBERFLOW_STORAGE_URL",
+    "MEMBERFLOW_S3_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL",
+    "MEMBERFLOW_PG_DSN",
+    "MEMBERFLOW_WAREHOUSE",
+    "MEMBERFLOW_KAFKA_BOOTSTRAP",
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server_uri():
+    import pgserver
+
+    # unix socket paths are limited to ~107 bytes, so the data dir lives directly under /tmp
+    pg_dir = Path(tempfile.mkdtemp(prefix="mfpg", dir="/tmp"))
+    server = pgserver.get_server(pg_dir, cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_dsn(pg_server_uri):
+    """A new, empty database for one test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    ensure_database(pg_server_uri, name)
+    yield with_database(pg_server_uri, name)
+    connection = psycopg2.connect(pg_server_uri)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    connection.close()
+
+
+@pytest.fixture
+def memberflow_env(tmp_path, pg_dsn, monkeypatch):
+    """Environment of a local deployment rooted in tmp_path; returns the data dir."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MEMBERFLOW_PG_DSN", pg_dsn)
+    return data_dir
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's S3-compatible server on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(memberflow_env, moto_endpoint, monkeypatch):
+    """Like memberflow_env, but every zone in a fresh bucket on moto's server; returns the storage URL."""
+    bucket = f"memberflow-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    url = f"s3://{bucket}/zones"
+    monkeypatch.setenv("MEMBERFLOW_STORAGE_URL", url)
+    monkeypatch.setenv("MEMBERFLOW_S3_ENDPOINT_URL", moto_endpoint)
+    return url

@@ -1,0 +1,48 @@
+"""Shared test helpers: landing files and running a batch the way the sensor's runs do."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from memberflow_assets.definitions import defs
+from memberflow_assets.membership.partitions import application_files
+from memberflow_assets.zones import Zones
+
+HEADER = "name,email,date_of_birth,mobile_no"
+
+
+def land(zones: Zones, name: str, content: bytes | str) -> str:
+    data = content.encode() if isinstance(content, str) else content
+    relpath = f"landing/applications/{name}"
+    zones.write_bytes(relpath, data)
+    return relpath
+
+
+def run_batch(instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
+    """Materialise one partition of the membership job (assets and checks), as a sensor run would."""
+    if not instance.has_dynamic_partition(application_files.name, key):
+        instance.add_dynamic_partitions(application_files.name, [key])
+    job = defs.resolve_job_def("membership_batch")
+    return job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+
+
+def materialized_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        if materialization.asset_key == dg.AssetKey(asset):
+            return {key: value.value for key, value in materialization.metadata.items()}
+    raise AssertionError(f"{asset} was not materialised")
+
+
+def read_output(zones: Zones, kind: str, batch: str) -> pd.DataFrame:
+    return zones.read_parquet(f"members/{kind}/{batch}.parquet").to_pandas()
+
+
+def read_reason(data_dir: Path, name: str) -> dict:
+    return json.loads((data_dir / "quarantine" / "applications" / f"{name}.reason.txt").read_text())

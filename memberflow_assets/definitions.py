@@ -5,9 +5,7 @@ import dagster as dg
 from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
-from memberflow_assets.resources import ParquetIOManager, SalesDatabase, ZonesResource
-
-zones = ZonesResource()
+from memberflow_assets.resources import SalesDatabase, ZonesResource
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([membership_assets]),
@@ -15,8 +13,7 @@ defs = dg.Definitions(
     jobs=[membership_batch_job],
     sensors=[landing_applications_sensor],
     resources={
-        "zones": zones,
+        "zones": ZonesResource(),
         "sales_db": SalesDatabase(),
-        "dataframe_io_manager": ParquetIOManager(zones=zones),
     },
 )

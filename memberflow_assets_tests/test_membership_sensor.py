@@ -1,5 +1,6 @@
 """The landing sensor, evaluated with build_sensor_context against a real local landing zone."""
 
+import json
 import os
 import time
 
@@ -128,6 +129,7 @@ def test_a_rewritten_file_runs_its_partition_again(instance, zones, settled):
 
 
 def test_thousands_of_files_in_bounded_ticks_without_rereading_old_ones(instance, zones, settled, monkeypatch):
+    monkeypatch.setattr(sensors, "OVERLAP_SECONDS", 0.5)
     for number in range(450):
         land(zones, f"bulk_{number:04d}.csv", f"{HEADER}\nP{number} Q,p{number}@example.com,1990-01-01,81234567\n")
     reads = []
@@ -140,10 +142,12 @@ def test_thousands_of_files_in_bounded_ticks_without_rereading_old_ones(instance
     assert len(requested) == 450 == len(set(requested))  # 200 + 200 + 50: every file exactly once
     assert len(reads) == 450
     reads.clear()
+    time.sleep(0.6)  # the bulk is now older than the overlap window
     land(zones, "one_more.csv", GOOD)
     assert keys(ticker.tick()) == ["one_more"]
     assert reads == ["landing/applications/one_more.csv"]  # the 450 old files were not read again
-    assert len(ticker.cursor) < 2000  # the cursor does not grow with the number of files
+    # the cursor remembers only files inside the overlap window, not every file ever seen
+    assert list(json.loads(ticker.cursor)["seen"]) == ["landing/applications/one_more.csv"]
 
 
 def test_a_wrongly_named_file_is_picked_up_to_be_quarantined_not_ignored(instance, zones, settled):

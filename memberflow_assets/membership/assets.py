@@ -83,7 +83,7 @@ def read_landed_file(context: dg.AssetExecutionContext, zone: Zones) -> tuple[Fi
         try:
             return landed, sha256, read_applications(local_path, landed.name)
         except ApplicationFileError as error:
-            target = quarantine(zone, landed, error, sha256, context.run_id)
+            target = quarantine(zone, landed, error, sha256, context.run.run_id)
             context.log.error(f"{error} -> quarantined to {zone.url(target)}")
             raise dg.Failure(
                 description=str(error),

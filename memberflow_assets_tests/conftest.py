@@ -8,10 +8,12 @@ import uuid
 from pathlib import Path
 
 import boto3
+import dagster as dg
 import psycopg2
 import pytest
 
 from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.zones import Zones
 
 ENV_VARS = (
     "MEMBERFLOW_DATA_DIR",
@@ -72,6 +74,19 @@ def memberflow_env(tmp_path, pg_dsn, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MEMBERFLOW_PG_DSN", pg_dsn)
     return data_dir
+
+
+@pytest.fixture
+def instance():
+    """A throwaway Dagster instance (runs, partitions, event log) for one test."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def zones(memberflow_env) -> Zones:
+    """The zones of the test's local deployment."""
+    return Zones.from_settings()
 
 
 def free_port() -> int:

@@ -21,7 +21,11 @@ import sys
 from memberflow_assets import postgres
 from memberflow_assets.settings import REPO_ROOT, Settings
 
-COMMAND_MODULES = ["memberflow_assets.membership.commands"]
+COMMAND_MODULES = [
+    "memberflow_assets.membership.commands",
+    "memberflow_assets.sales.commands",
+    "memberflow_assets.warehouse.commands",
+]
 
 log = logging.getLogger("memberflow")
 
@@ -54,6 +58,7 @@ def _start(args: argparse.Namespace) -> int:
         from memberflow_assets.membership.commands import write_samples
 
         write_samples(files=3, rows=200)
+        os.environ.setdefault("MEMBERFLOW_SALES_DEMO", "1")  # demo transactions follow the sample members
     log.info(
         "starting dagster dev on http://%s:%s (DAGSTER_HOME=%s)", args.host, args.port, environment["DAGSTER_HOME"]
     )

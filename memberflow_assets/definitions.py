@@ -6,14 +6,23 @@ from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.sales import assets as sales_assets
+from memberflow_assets.sales.jobs import sales_demo_job
+from memberflow_assets.sales.sensors import sales_demo_sensor
+from memberflow_assets.warehouse import assets as warehouse_assets
+from memberflow_assets.warehouse.jobs import sales_warehouse_job, sales_warehouse_schedule
+from memberflow_assets.warehouse.resources import Warehouse
+from memberflow_assets.warehouse.sensors import sales_warehouse_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([membership_assets]),
-    asset_checks=dg.load_asset_checks_from_modules([membership_assets]),
-    jobs=[membership_batch_job],
-    sensors=[landing_applications_sensor],
+    assets=dg.load_assets_from_modules([membership_assets, sales_assets, warehouse_assets]),
+    asset_checks=dg.load_asset_checks_from_modules([membership_assets, warehouse_assets]),
+    jobs=[membership_batch_job, sales_demo_job, sales_warehouse_job],
+    schedules=[sales_warehouse_schedule],
+    sensors=[landing_applications_sensor, sales_demo_sensor, sales_warehouse_sensor],
     resources={
         "zones": ZonesResource(),
         "sales_db": SalesDatabase(),
+        "warehouse": Warehouse(),
     },
 )

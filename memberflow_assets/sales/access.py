@@ -1,0 +1,125 @@
+"""Login users for the teams' group roles (logistics, analytics, sales). No Dagster.
+
+The group roles and their privileges are a migration (sql/migrations/0012_sales_access.sql); this
+module only adds, re-keys and removes the people in them. Passwords are turned into a SCRAM-SHA-256
+verifier on the client (libpq's PQencryptPasswordConn), so the plain text never reaches the server,
+its logs or pg_stat_statements. See docs/access.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as PgConnection
+from psycopg2.extensions import encrypt_password
+
+TEAMS = ("logistics", "analytics", "sales")
+# Settings a team's users log in with (role settings are not inherited from the group role).
+TEAM_SESSION_SETTINGS = {"analytics": {"default_transaction_read_only": "on"}}
+MIN_PASSWORD_LENGTH = 12
+_USER_NAME = re.compile(r"^[a-z][a-z0-9_]{2,62}$")
+
+
+class AccessError(ValueError):
+    """A request the access commands refuse (unknown team, bad name, weak password, ...)."""
+
+
+@dataclass(frozen=True)
+class TeamUser:
+    name: str
+    team: str
+    can_login: bool
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccessError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _verifier(connection: PgConnection, user: str, password: str) -> str:
+    return encrypt_password(password, user, connection, "scram-sha-256")
+
+
+def team_of(connection: PgConnection, user: str) -> str | None:
+    """The team whose group role `user` is a member of, or None (not a team user)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT g.rolname FROM pg_auth_members am "
+            "JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles u ON u.oid = am.member "
+            "WHERE u.rolname = %s AND g.rolname = ANY(%s) ORDER BY 1",
+            (user, list(TEAMS)),
+        )
+        teams = [row[0] for row in cursor.fetchall()]
+    return teams[0] if teams else None
+
+
+def _team_user(connection: PgConnection, user: str) -> str:
+    team = team_of(connection, user)
+    if team is None:
+        raise AccessError(f"{user!r} is not a user of any team ({', '.join(TEAMS)}); refusing to touch it")
+    return team
+
+
+def create_user(connection: PgConnection, team: str, user: str, password: str) -> None:
+    """A login role `user` in group role `team`, with a SCRAM password (in the caller's transaction)."""
+    if team not in TEAMS:
+        raise AccessError(f"unknown team {team!r}; teams: {', '.join(TEAMS)}")
+    if not _USER_NAME.match(user) or user in TEAMS:
+        raise AccessError(
+            f"invalid user name {user!r}: 3-63 characters, lower-case letters, digits and '_', "
+            "starting with a letter, and not a team name"
+        )
+    _check_password(password)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+        if cursor.fetchone():
+            raise AccessError(f"a role named {user!r} exists already")
+        cursor.execute(
+            sql.SQL("CREATE ROLE {} LOGIN INHERIT IN ROLE {} PASSWORD %s").format(
+                sql.Identifier(user), sql.Identifier(team)
+            ),
+            (_verifier(connection, user, password),),
+        )
+        for name, value in TEAM_SESSION_SETTINGS.get(team, {}).items():
+            cursor.execute(
+                sql.SQL("ALTER ROLE {} SET {} = %s").format(sql.Identifier(user), sql.Identifier(name)), (value,)
+            )
+
+
+def set_password(connection: PgConnection, user: str, password: str) -> None:
+    """Replace a team user's password (rotation)."""
+    _team_user(connection, user)
+    _check_password(password)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(user)),
+            (_verifier(connection, user, password),),
+        )
+
+
+def remove_user(connection: PgConnection, user: str) -> int:
+    """Drop a team user and end their open sessions. Returns the number of sessions ended."""
+    _team_user(connection, user)
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(user)))
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+            (user,),
+        )
+        ended = cursor.fetchone()[0]
+        cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(user)))
+    return ended
+
+
+def list_users(connection: PgConnection) -> list[TeamUser]:
+    """Every member of a team role, by team and name."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT u.rolname, g.rolname, u.rolcanlogin FROM pg_auth_members am "
+            "JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles u ON u.oid = am.member "
+            "WHERE g.rolname = ANY(%s) ORDER BY g.rolname, u.rolname",
+            (list(TEAMS),),
+        )
+        return [TeamUser(*row) for row in cursor.fetchall()]

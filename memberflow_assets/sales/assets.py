@@ -1,0 +1,40 @@
+"""Demo transactions for the members the membership pipeline created (never needed in production)."""
+
+import dagster as dg
+
+from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
+
+GROUP = "sales"
+
+
+class SalesDemoConfig(dg.Config):
+    seed: int = DemoSpec.seed
+    transactions_per_member: int = DemoSpec.transactions_per_member
+
+
+@dg.asset(
+    deps=["members"],
+    group_name=GROUP,
+    kinds={"postgres"},
+    description="Demo only: a deterministic catalogue (once) and transactions for every member without any. "
+    "Materialised by sales_demo_sensor after members when MEMBERFLOW_SALES_DEMO=1 (memberflow start).",
+)
+def sales_demo_data(
+    context: dg.AssetExecutionContext, config: SalesDemoConfig, sales_db: SalesDatabase
+) -> dg.MaterializeResult:
+    spec = DemoSpec(seed=config.seed, transactions_per_member=config.transactions_per_member)
+    with sales_db.connect() as connection:
+        result = seed_demo_sales(connection, spec)
+    context.log.info(
+        f"{result.transactions_created} demo transactions for {result.members_served} member(s) without any"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "manufacturers_created": result.manufacturers_created,
+            "items_created": result.items_created,
+            "members_served": result.members_served,
+            "transactions_created": result.transactions_created,
+            "lines_created": result.lines_created,
+        }
+    )

@@ -1,0 +1,11 @@
+import dagster as dg
+
+from memberflow_assets.sales.assets import sales_demo_data
+
+sales_demo_job = dg.define_asset_job(
+    "sales_demo",
+    selection=dg.AssetSelection.assets(sales_demo_data),
+    executor_def=dg.in_process_executor,
+    tags={"memberflow/domain": "sales"},
+    description="Demo transactions for the members without any.",
+)

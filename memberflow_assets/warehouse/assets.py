@@ -1,0 +1,139 @@
+"""The sales star schema and the BI views in the DuckDB warehouse, and their checks.
+
+One multi-asset refreshes all tables together (`refresh.refresh_warehouse`): they are published as
+one new file, so analysts never see facts that are newer than their dimensions.
+"""
+
+import dagster as dg
+
+from memberflow_assets import postgres
+from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.warehouse import checks
+from memberflow_assets.warehouse.refresh import connect, refresh_warehouse
+from memberflow_assets.warehouse.resources import Warehouse
+
+GROUP = "sales"
+
+# The operational tables, written outside Dagster: the shop's transactions, the sales team's
+# catalogue, logistics' status changes (and, in the demo, sales_demo_data).
+sales_database = dg.AssetSpec(
+    "sales_database",
+    group_name=GROUP,
+    kinds={"postgres"},
+    description="PostgreSQL schema sales: manufacturers, items, transactions, transaction_lines - written by "
+    "the shop and the teams, not by Dagster.",
+)
+
+
+class WarehouseRefreshConfig(dg.Config):
+    full_refresh: bool = False  # rebuild everything instead of loading the changed transactions only
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    can_subset=False,
+    specs=[
+        dg.AssetSpec(
+            "dim_member",
+            deps=["members"],
+            kinds={"duckdb"},
+            description="Members without contact data (sales.member_profiles): name, birth year, batch, since.",
+        ),
+        dg.AssetSpec(
+            "dim_item",
+            deps=[sales_database],
+            kinds={"duckdb"},
+            description="Every item ever in the catalogue with its manufacturer, current cost and weight.",
+        ),
+        dg.AssetSpec("dim_date", kinds={"duckdb"}, description="Calendar days covering every sale (UTC)."),
+        dg.AssetSpec(
+            "fact_sales",
+            deps=[sales_database, "dim_member", "dim_item", "dim_date"],
+            kinds={"duckdb"},
+            description="One row per transaction line, with the price and weight at the time of sale. "
+            "Refreshed incrementally: transactions written since the last refresh replace their rows.",
+        ),
+        dg.AssetSpec(
+            "application_outcomes",
+            deps=["successful_applications", "unsuccessful_applications"],
+            kinds={"duckdb"},
+            description="Outcome and rejection reasons of every membership application (no personal data).",
+        ),
+        dg.AssetSpec(
+            "bi_views",
+            deps=["fact_sales", "application_outcomes"],
+            kinds={"duckdb"},
+            description="Schema bi: top_members_by_spending, top_items_by_purchases, sales_per_day, "
+            "transaction_weights, membership_applications_by_outcome (sql/warehouse/bi_views.sql).",
+        ),
+    ],
+)
+def sales_warehouse(
+    context: dg.AssetExecutionContext,
+    config: WarehouseRefreshConfig,
+    zones: ZonesResource,
+    sales_db: SalesDatabase,
+    warehouse: Warehouse,
+):
+    dsn = sales_db.get_dsn()
+    postgres.apply_migrations(dsn)
+    result = refresh_warehouse(dsn, warehouse.get_path(), zones.get_zones(), full=config.full_refresh)
+    context.log.info(
+        f"{result.mode} refresh: {result.transactions_loaded} transactions / {result.lines_loaded} lines loaded "
+        f"in {result.seconds:.1f} s; published {result.path}"
+    )
+    refreshed = {
+        "mode": result.mode,
+        "changed_since": str(result.changed_since) if result.changed_since else "(full)",
+        "watermark": str(result.watermark),
+        "path": dg.MetadataValue.path(result.path),
+    }
+    rows = {
+        "dim_member": {"rows": result.members},
+        "dim_item": {"rows": result.items},
+        "dim_date": {"rows": result.dates},
+        "fact_sales": {
+            "rows": result.fact_rows,
+            "transactions_loaded": result.transactions_loaded,
+            "lines_loaded": result.lines_loaded,
+            "seconds": round(result.seconds, 2),
+        },
+        "application_outcomes": {"rows": result.applications},
+        "bi_views": {},
+    }
+    for asset, metadata in rows.items():
+        yield dg.MaterializeResult(asset_key=asset, metadata={**refreshed, **metadata})
+
+
+@dg.asset_check(
+    asset="fact_sales",
+    blocking=True,
+    description="Every fact row has its member, item and date in the dimensions, and no line is there twice.",
+)
+def fact_sales_referential_integrity(warehouse: Warehouse) -> dg.AssetCheckResult:
+    with connect(warehouse.get_path(), read_only=True) as connection:
+        problems = checks.referential_integrity(connection)
+    return dg.AssetCheckResult(passed=not any(problems.values()), metadata=problems)
+
+
+@dg.asset_check(
+    asset="fact_sales",
+    blocking=True,
+    description="Transaction count, total price and total weight in fact_sales equal PostgreSQL's for every "
+    "transaction unchanged since the refresh's watermark.",
+)
+def fact_sales_reconciles_with_postgres(warehouse: Warehouse, sales_db: SalesDatabase) -> dg.AssetCheckResult:
+    with connect(warehouse.get_path(), read_only=True) as connection:
+        result = checks.reconcile_with_postgres(connection, sales_db.get_dsn())
+    return dg.AssetCheckResult(
+        passed=result.matches,
+        metadata={
+            "postgres_transactions": result.postgres.transactions,
+            "warehouse_transactions": result.warehouse.transactions,
+            "postgres_total_price": float(result.postgres.price),
+            "warehouse_total_price": float(result.warehouse.price),
+            "postgres_total_weight_kg": float(result.postgres.weight_kg),
+            "warehouse_total_weight_kg": float(result.warehouse.weight_kg),
+            "changed_since_watermark": result.changed_since_watermark,
+        },
+    )

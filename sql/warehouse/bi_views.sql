@@ -1,0 +1,106 @@
+-- DuckDB: the analysts' BI views (schema bi) over the sales star schema and the membership outcomes.
+-- Recreated by every warehouse refresh, so a change here reaches the warehouse with the next refresh.
+-- Counts of transactions group by (key, transaction_id) first: two plain aggregations are faster
+-- than count(DISTINCT ...) over millions of lines.
+
+-- The 10 members who spent most (all transactions, pending or completed); ties by membership_id.
+CREATE OR REPLACE VIEW bi.top_members_by_spending AS
+WITH per_transaction AS (
+    SELECT membership_id, transaction_id, sum(line_price) AS price
+    FROM fact_sales
+    GROUP BY membership_id, transaction_id
+),
+spending AS (
+    SELECT membership_id, count(*) AS transactions, sum(price) AS total_spent
+    FROM per_transaction
+    GROUP BY membership_id
+)
+SELECT
+    row_number() OVER (ORDER BY s.total_spent DESC, s.membership_id) AS rank,
+    s.membership_id,
+    m.first_name,
+    m.last_name,
+    s.transactions,
+    s.total_spent
+FROM spending s
+LEFT JOIN dim_member m USING (membership_id)
+ORDER BY rank
+LIMIT 10;
+
+-- The 3 items bought most often: in the most transactions; ties by units sold, then item_id.
+CREATE OR REPLACE VIEW bi.top_items_by_purchases AS
+WITH per_transaction AS (
+    SELECT item_id, transaction_id, sum(quantity) AS units, sum(line_price) AS price
+    FROM fact_sales
+    GROUP BY item_id, transaction_id
+),
+purchases AS (
+    SELECT item_id, count(*) AS times_bought, sum(units) AS units_sold, sum(price) AS revenue
+    FROM per_transaction
+    GROUP BY item_id
+)
+SELECT
+    row_number() OVER (ORDER BY p.times_bought DESC, p.units_sold DESC, p.item_id) AS rank,
+    p.item_id,
+    i.item_name,
+    i.manufacturer_name,
+    p.times_bought,
+    p.units_sold,
+    p.revenue
+FROM purchases p
+LEFT JOIN dim_item i USING (item_id)
+ORDER BY rank
+LIMIT 3;
+
+-- Sales per day (UTC): transactions, units and revenue; days without sales are not listed.
+CREATE OR REPLACE VIEW bi.sales_per_day AS
+WITH per_transaction AS (
+    SELECT date_key, transaction_id, sum(quantity) AS units, sum(line_price) AS price
+    FROM fact_sales
+    GROUP BY date_key, transaction_id
+),
+daily AS (
+    SELECT date_key, count(*) AS transactions, sum(units) AS units_sold, sum(price) AS revenue
+    FROM per_transaction
+    GROUP BY date_key
+)
+SELECT d.date, d.day_name, daily.transactions, daily.units_sold, daily.revenue,
+       CAST(daily.revenue / daily.transactions AS DECIMAL(14, 2)) AS average_basket
+FROM daily
+JOIN dim_date d USING (date_key)
+ORDER BY d.date;
+
+-- For logistics: the total weight to ship per transaction.
+CREATE OR REPLACE VIEW bi.transaction_weights AS
+SELECT
+    transaction_id,
+    any_value(membership_id) AS membership_id,
+    any_value(status) AS status,
+    any_value(created_at) AS created_at,
+    any_value(completed_at) AS completed_at,
+    count(*) AS lines,
+    sum(quantity) AS units,
+    sum(line_weight_kg) AS total_weight_kg
+FROM fact_sales
+GROUP BY transaction_id;
+
+-- Membership applications by outcome and rejection reason. An application that broke several rules
+-- counts once under each of its reasons; applications_in_outcome counts each application once.
+CREATE OR REPLACE VIEW bi.membership_applications_by_outcome AS
+WITH reasons AS (
+    SELECT
+        CASE WHEN is_successful THEN 'successful' ELSE 'unsuccessful' END AS outcome,
+        unnest(CASE WHEN is_successful THEN [NULL] ELSE string_split(rejection_reasons, ';') END) AS rejection_reason
+    FROM application_outcomes
+),
+outcomes AS (
+    SELECT CASE WHEN is_successful THEN 'successful' ELSE 'unsuccessful' END AS outcome,
+           count(*) AS applications_in_outcome
+    FROM application_outcomes
+    GROUP BY ALL
+)
+SELECT r.outcome, r.rejection_reason, count(*) AS applications, any_value(o.applications_in_outcome) AS applications_in_outcome
+FROM reasons r
+JOIN outcomes o USING (outcome)
+GROUP BY ALL
+ORDER BY r.outcome, applications DESC, r.rejection_reason;

@@ -1,0 +1,77 @@
+-- DuckDB: the sales star schema (schema main), the refresh log (schema meta) and the BI schema.
+-- Keys are the durable source keys (membership_id, item_id, yyyymmdd date_key): they never change
+-- in the operational database, the dimensions keep current values (type 1), and the facts carry the
+-- price and weight at the time of sale, so surrogate keys would add a lookup and nothing else.
+CREATE SCHEMA IF NOT EXISTS meta;
+CREATE SCHEMA IF NOT EXISTS bi;
+
+CREATE TABLE IF NOT EXISTS dim_member (
+    membership_id  VARCHAR NOT NULL,
+    first_name     VARCHAR NOT NULL,
+    last_name      VARCHAR NOT NULL,
+    birth_year     INTEGER NOT NULL,
+    above_18       BOOLEAN NOT NULL,
+    source_batch   VARCHAR NOT NULL,
+    member_since   TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS dim_item (
+    item_id            INTEGER NOT NULL,
+    item_name          VARCHAR NOT NULL,
+    manufacturer_id    INTEGER NOT NULL,
+    manufacturer_name  VARCHAR NOT NULL,
+    cost               DECIMAL(12, 2) NOT NULL,
+    weight_kg          DECIMAL(10, 3) NOT NULL,
+    on_sale            BOOLEAN NOT NULL,
+    discontinued_at    TIMESTAMPTZ
+);
+
+CREATE TABLE IF NOT EXISTS dim_date (
+    date_key      INTEGER NOT NULL,
+    date          DATE NOT NULL,
+    year          INTEGER NOT NULL,
+    quarter       INTEGER NOT NULL,
+    month         INTEGER NOT NULL,
+    month_name    VARCHAR NOT NULL,
+    day           INTEGER NOT NULL,
+    iso_week      INTEGER NOT NULL,
+    day_of_week   INTEGER NOT NULL,  -- ISO: 1 = Monday
+    day_name      VARCHAR NOT NULL,
+    is_weekend    BOOLEAN NOT NULL
+);
+
+-- One row per transaction line. Transaction attributes (member, status, times) are repeated on its
+-- lines; source_updated_at is the transaction's updated_at in PostgreSQL when it was extracted.
+CREATE TABLE IF NOT EXISTS fact_sales (
+    transaction_id     BIGINT NOT NULL,
+    line_number        SMALLINT NOT NULL,
+    membership_id      VARCHAR NOT NULL,
+    item_id            INTEGER NOT NULL,
+    date_key           INTEGER NOT NULL,  -- the day (UTC) the transaction was created
+    created_at         TIMESTAMPTZ NOT NULL,
+    status             VARCHAR NOT NULL,
+    completed_at       TIMESTAMPTZ,
+    quantity           INTEGER NOT NULL,
+    unit_price         DECIMAL(12, 2) NOT NULL,
+    unit_weight_kg     DECIMAL(10, 3) NOT NULL,
+    line_price         DECIMAL(14, 2) NOT NULL,
+    line_weight_kg     DECIMAL(14, 3) NOT NULL,
+    source_updated_at  TIMESTAMPTZ NOT NULL
+);
+
+-- Membership applications: outcome and reasons only (no personal data) from members/*/*.parquet.
+CREATE TABLE IF NOT EXISTS application_outcomes (
+    batch              VARCHAR NOT NULL,
+    row_number         BIGINT NOT NULL,
+    is_successful      BOOLEAN NOT NULL,
+    rejection_reasons  VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS meta.refreshes (
+    refreshed_at          TIMESTAMPTZ NOT NULL,
+    mode                  VARCHAR NOT NULL,  -- full | incremental
+    changed_since         TIMESTAMPTZ,       -- NULL for a full refresh
+    watermark             TIMESTAMPTZ NOT NULL,  -- the next incremental refresh reads changes from here
+    transactions_loaded   BIGINT NOT NULL,
+    lines_loaded          BIGINT NOT NULL
+);

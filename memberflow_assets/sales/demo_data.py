@@ -206,8 +206,8 @@ def seed_demo_sales(connection: PgConnection, spec: DemoSpec = DemoSpec()) -> De
                 {"path": catalogue_csv},
             )
             if (
-                not duck.execute("SELECT count(*) FROM new_members").fetchone()[0]
-                or not duck.execute("SELECT count(*) FROM catalogue").fetchone()[0]
+                not duck.execute("SELECT count(*) FROM new_members").fetchall()[0][0]
+                or not duck.execute("SELECT count(*) FROM catalogue").fetchall()[0][0]
             ):
                 return DemoResult(manufacturers_created, items_created, 0, 0, 0)
             duck.execute(

@@ -11,11 +11,12 @@ import psycopg2
 import psycopg2.extensions
 
 from memberflow_assets.settings import read_sql
+from memberflow_assets.warehouse.refresh import last_watermark
 
 
 def referential_integrity(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Counts of fact rows without their member, item or date, and of duplicated lines (all 0 = good)."""
-    row = connection.execute(read_sql("warehouse/check_referential_integrity.sql")).fetchone()
+    row = connection.execute(read_sql("warehouse/check_referential_integrity.sql")).fetchall()[0]
     names = ("facts_without_member", "facts_without_item", "facts_without_date", "duplicate_lines")
     return dict(zip(names, map(int, row), strict=True))
 
@@ -45,7 +46,7 @@ def reconcile_with_postgres(connection: duckdb.DuckDBPyConnection, pg_dsn: str) 
     comparison holds while the shop keeps writing. PostgreSQL's side uses the transactions' totals,
     the warehouse's the sums of its lines: a lost, duplicated or altered line shows up as a difference.
     """
-    watermark = connection.execute("SELECT max(watermark) FROM meta.refreshes").fetchone()[0]
+    watermark = last_watermark(connection)
     if watermark is None:
         raise ValueError("the warehouse has never been refreshed")
     pg = psycopg2.connect(pg_dsn, application_name="memberflow-warehouse-check")
@@ -60,7 +61,7 @@ def reconcile_with_postgres(connection: duckdb.DuckDBPyConnection, pg_dsn: str) 
         pg.close()
     connection.register("changed_since_watermark", changed)
     try:
-        warehouse = Totals(*connection.execute(read_sql("warehouse/warehouse_totals.sql")).fetchone())
+        warehouse = Totals(*connection.execute(read_sql("warehouse/warehouse_totals.sql")).fetchall()[0])
     finally:
         connection.unregister("changed_since_watermark")
     return Reconciliation(postgres, warehouse, len(changed))

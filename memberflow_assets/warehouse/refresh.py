@@ -124,8 +124,9 @@ def connect(path: str, zones: Zones | None = None, read_only: bool = False) -> d
     return connection
 
 
-def _last_watermark(connection: duckdb.DuckDBPyConnection) -> datetime | None:
-    return connection.execute("SELECT max(watermark) FROM meta.refreshes").fetchone()[0]
+def last_watermark(connection: duckdb.DuckDBPyConnection) -> datetime | None:
+    """Where the next incremental refresh starts reading changes (None: never refreshed)."""
+    return connection.execute("SELECT max(watermark) FROM meta.refreshes").fetchall()[0][0]
 
 
 def _extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime, dict[str, str]]:
@@ -193,12 +194,12 @@ def _build(
 ) -> tuple[datetime | None, datetime, int, int]:
     """Bring an open warehouse file up to date. Returns (changed_since, watermark, transactions, lines)."""
     connection.execute(read_sql("warehouse/schema.sql"))
-    since = _last_watermark(connection) if incremental else None
+    since = last_watermark(connection) if incremental else None
     watermark, paths = _extract(pg_dsn, since, folder)
     _stage(connection, paths)
     transactions, lines = connection.execute(
         "SELECT (SELECT count(*) FROM stage_transactions), (SELECT count(*) FROM stage_lines)"
-    ).fetchone()
+    ).fetchall()[0]
     # One transaction: no intermediate checkpoints while millions of rows are written.
     connection.execute("BEGIN")
     _load(connection, _application_files(zones))
@@ -239,7 +240,7 @@ def refresh_warehouse(
                     "SELECT (SELECT count(*) FROM fact_sales), (SELECT count(*) FROM dim_member), "
                     "(SELECT count(*) FROM dim_item), (SELECT count(*) FROM dim_date), "
                     "(SELECT count(*) FROM application_outcomes)"
-                ).fetchone()
+                ).fetchall()[0]
                 connection.execute("CHECKPOINT")
             publish(temp_path, warehouse_path)
         finally:

@@ -1,0 +1,341 @@
+"""The sales star schema and BI views in the DuckDB warehouse, refreshed from real PostgreSQL."""
+
+import os
+import subprocess
+import sys
+from datetime import date
+from decimal import Decimal
+
+import duckdb
+import psycopg2
+import pyarrow as pa
+import pytest
+
+from memberflow_assets import cli
+from memberflow_assets.definitions import defs
+from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
+from memberflow_assets.settings import REPO_ROOT, Settings
+from memberflow_assets.warehouse import checks
+from memberflow_assets.warehouse.refresh import connect, refresh_warehouse
+from memberflow_assets.zones import Zones
+
+from .sales_data import add_item, add_members, add_transaction, migrated
+
+MEMBERS = ["lee_1a2b3", "tan_00f0f", "ng_abcde"]
+
+
+@pytest.fixture
+def shop(pg_dsn):
+    """Three members, three items and three transactions on two days."""
+    migrated(pg_dsn)
+    add_members(pg_dsn, MEMBERS)
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        kettle = add_item(cursor, "Kettle", "19.99", "1.200")
+        lamp = add_item(cursor, "Lamp", "5.50", "0.250", manufacturer="Globex")
+        add_item(cursor, "Never Sold", "1.00", "0.100")
+        add_transaction(cursor, "lee_1a2b3", [(kettle, 2), (lamp, 1)], created_at="2025-03-01T23:30:00-02:00")
+        add_transaction(cursor, "tan_00f0f", [(lamp, 4)], created_at="2025-03-02T08:00:00Z")
+        add_transaction(cursor, "lee_1a2b3", [(lamp, 1)], created_at="2025-03-02T09:00:00Z")
+    connection.close()
+    return pg_dsn
+
+
+def execute(dsn: str, *statements: str) -> None:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+    connection.close()
+
+
+def rows(path: str, query: str) -> list[tuple]:
+    with connect(path, read_only=True) as connection:
+        return connection.execute(query).fetchall()
+
+
+def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    result = refresh_warehouse(shop, path)
+
+    assert (result.mode, result.transactions_loaded, result.lines_loaded, result.fact_rows) == ("full", 3, 4, 4)
+    assert (result.members, result.items) == (3, 3)
+    # no contact data or birthday in the warehouse
+    columns = rows(path, "SELECT column_name FROM duckdb_columns() WHERE table_name = 'dim_member'")
+    assert [name for (name,) in columns] == [
+        "membership_id", "first_name", "last_name", "birth_year", "above_18", "source_batch", "member_since",
+    ]  # fmt: skip
+    assert rows(path, "SELECT membership_id, birth_year FROM dim_member ORDER BY 1")[0] == ("lee_1a2b3", 1980)
+    assert rows(path, "SELECT item_name, manufacturer_name, cost, on_sale FROM dim_item ORDER BY item_id") == [
+        ("Kettle", "Acme", Decimal("19.99"), True),
+        ("Lamp", "Globex", Decimal("5.50"), True),
+        ("Never Sold", "Acme", Decimal("1.00"), True),
+    ]
+    # the sale at 23:30 -02:00 happened on 2 March in UTC
+    assert rows(
+        path,
+        "SELECT transaction_id, line_number, membership_id, date_key, status, quantity, unit_price, line_price, "
+        "line_weight_kg FROM fact_sales ORDER BY 1, 2",
+    ) == [
+        (1, 1, "lee_1a2b3", 20250302, "pending", 2, Decimal("19.99"), Decimal("39.98"), Decimal("2.400")),
+        (1, 2, "lee_1a2b3", 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
+        (2, 1, "tan_00f0f", 20250302, "pending", 4, Decimal("5.50"), Decimal("22.00"), Decimal("1.000")),
+        (3, 1, "lee_1a2b3", 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
+    ]
+    this_year = date.today().year
+    assert rows(path, "SELECT min(date), max(date), count(*) FROM dim_date")[0] == (
+        date(2025, 1, 1), date(this_year + 1, 12, 31), (date(this_year + 1, 12, 31) - date(2025, 1, 1)).days + 1,
+    )  # fmt: skip
+    assert rows(path, "SELECT day_name, is_weekend, iso_week FROM dim_date WHERE date_key = 20250302") == [
+        ("Sunday", True, 9)
+    ]
+    with connect(path, read_only=True) as connection:
+        assert checks.referential_integrity(connection) == dict.fromkeys(
+            ("facts_without_member", "facts_without_item", "facts_without_date", "duplicate_lines"), 0
+        )
+        assert checks.reconcile_with_postgres(connection, shop).matches
+
+
+def test_an_incremental_refresh_loads_new_and_changed_transactions_only(shop, tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    assert refresh_warehouse(shop, path).transactions_loaded == 0  # nothing changed
+
+    execute(shop, "UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 2")
+    with psycopg2.connect(shop) as connection, connection.cursor() as cursor:
+        new = add_transaction(cursor, "ng_abcde", [(3, 5)], created_at="2025-03-03T12:00:00Z")
+    connection.close()
+    result = refresh_warehouse(shop, path)
+
+    assert (result.mode, result.transactions_loaded, result.lines_loaded, result.fact_rows) == ("incremental", 2, 2, 5)
+    statuses = rows(path, "SELECT transaction_id, status, completed_at IS NOT NULL FROM fact_sales "
+                          "WHERE transaction_id IN (2, 3) ORDER BY 1")  # fmt: skip
+    assert statuses == [(2, "completed", True), (3, "pending", False)]
+    assert rows(path, f"SELECT membership_id, quantity FROM fact_sales WHERE transaction_id = {new}") == [
+        ("ng_abcde", 5)
+    ]
+
+    # a line replaced without changing the totals still reaches the warehouse
+    execute(shop, "UPDATE sales.transaction_lines SET line_number = 7 WHERE transaction_id = 2")
+    assert refresh_warehouse(shop, path).transactions_loaded == 1
+    assert rows(path, "SELECT line_number FROM fact_sales WHERE transaction_id = 2") == [(7,)]
+
+    # the incremental result equals a full rebuild
+    full = str(tmp_path / "full.duckdb")
+    refresh_warehouse(shop, full, full=True)
+    query = "SELECT * EXCLUDE (source_updated_at) FROM fact_sales ORDER BY transaction_id, line_number"
+    assert rows(path, query) == rows(full, query)
+    assert [r[0] for r in rows(path, "SELECT mode FROM meta.refreshes ORDER BY refreshed_at")] == [
+        "full", "incremental", "incremental", "incremental",
+    ]  # fmt: skip
+
+
+def test_a_transaction_committed_after_a_refresh_started_is_loaded_by_the_next_one(shop, tmp_path):
+    """The watermark is not max(updated_at): a writer that started before the refresh but commits
+    after it must not be skipped by the next incremental refresh."""
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    slow_writer = psycopg2.connect(shop)
+    try:
+        with slow_writer.cursor() as cursor:
+            late = add_transaction(cursor, "ng_abcde", [(1, 1)])  # written, not committed yet
+        with psycopg2.connect(shop) as connection, connection.cursor() as cursor:
+            add_transaction(cursor, "tan_00f0f", [(2, 1)])  # committed meanwhile by someone else
+        connection.close()
+        first = refresh_warehouse(shop, path)
+        assert first.transactions_loaded == 1
+        slow_writer.commit()
+    finally:
+        slow_writer.close()
+    second = refresh_warehouse(shop, path)
+    assert late in [r[0] for r in rows(path, "SELECT DISTINCT transaction_id FROM fact_sales")]
+    assert second.transactions_loaded >= 1
+    with connect(path, read_only=True) as connection:
+        assert checks.reconcile_with_postgres(connection, shop).matches
+
+
+def write_outcomes(zones: Zones, kind: str, batch: str, outcomes: list[tuple[bool, str]]) -> None:
+    table = pa.table(
+        {
+            "batch": [batch] * len(outcomes),
+            "row_number": list(range(1, len(outcomes) + 1)),
+            "email": ["someone@example.com"] * len(outcomes),  # the warehouse must not take this
+            "is_successful": [ok for ok, _ in outcomes],
+            "rejection_reasons": [reasons for _, reasons in outcomes],
+        }
+    )
+    zones.write_parquet(f"members/{kind}/{batch}.parquet", table)
+
+
+def test_the_bi_views_answer_the_analysts_questions(pg_dsn, zones, tmp_path):
+    migrated(pg_dsn)
+    members = [f"m{number:02d}_{number:05x}" for number in range(12)]
+    add_members(pg_dsn, members)
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cheap = add_item(cursor, "Cheap", "1.00", "0.500")
+        dear = add_item(cursor, "Dear", "100.00", "2.000")
+        other = add_item(cursor, "Other", "3.00", "1.000")
+        for number, member in enumerate(members):  # member n spends (n + 1) * 1.00 on this day
+            add_transaction(cursor, member, [(cheap, number + 1)], created_at="2025-03-02T10:00:00Z")
+        add_transaction(cursor, members[0], [(dear, 1), (other, 1)], created_at="2025-03-03T10:00:00Z")  # 104.00
+        add_transaction(cursor, members[5], [(other, 2)], created_at="2025-03-03T11:00:00Z")  # 6.00 + 6.00
+    connection.close()
+    write_outcomes(zones, "successful", "b1", [(True, ""), (True, "")])
+    write_outcomes(zones, "unsuccessful", "b1", [(False, "invalid_email"), (False, "under_18;invalid_email")])
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(pg_dsn, path, zones)
+
+    top = rows(path, "SELECT rank, membership_id, transactions, total_spent FROM bi.top_members_by_spending")
+    assert len(top) == 10
+    assert top[0] == (1, members[0], 2, Decimal("104.00"))
+    assert top[1:3] == [(2, members[5], 2, Decimal("12.00")), (3, members[11], 1, Decimal("12.00"))]  # a tie
+    assert [r[1] for r in top[3:]] == [members[n] for n in (10, 9, 8, 7, 6, 4, 3)]
+    assert rows(path, "SELECT rank, item_name, times_bought, units_sold FROM bi.top_items_by_purchases") == [
+        (1, "Cheap", 12, 78), (2, "Other", 2, 3), (3, "Dear", 1, 1),
+    ]  # fmt: skip
+    assert rows(path, "SELECT * FROM bi.sales_per_day") == [
+        (date(2025, 3, 2), "Sunday", 12, 78, Decimal("78.00"), Decimal("6.50")),
+        (date(2025, 3, 3), "Monday", 2, 4, Decimal("109.00"), Decimal("54.50")),
+    ]
+    weights = rows(path, "SELECT transaction_id, lines, units, total_weight_kg FROM bi.transaction_weights "
+                         "ORDER BY transaction_id DESC LIMIT 2")  # fmt: skip
+    assert weights == [(14, 1, 2, Decimal("2.000")), (13, 2, 2, Decimal("3.000"))]
+    assert rows(path, "SELECT * FROM bi.membership_applications_by_outcome") == [
+        ("successful", None, 2, 2),
+        ("unsuccessful", "invalid_email", 2, 2),
+        ("unsuccessful", "under_18", 1, 2),
+    ]
+    assert "email" not in [r[0] for r in rows(path, "SELECT column_name FROM duckdb_columns()")]
+
+
+def test_the_application_outcomes_come_from_s3_too(s3_env, pg_dsn, tmp_path):
+    migrated(pg_dsn)
+    zones = Zones.from_settings()
+    write_outcomes(zones, "unsuccessful", "b9", [(False, "invalid_mobile_no")] * 3)
+    path = str(tmp_path / "warehouse.duckdb")
+    assert refresh_warehouse(pg_dsn, path, zones).applications == 3
+    assert rows(path, "SELECT rejection_reason, applications FROM bi.membership_applications_by_outcome") == [
+        ("invalid_mobile_no", 3)
+    ]
+
+
+def test_the_checks_catch_a_warehouse_that_drifted(shop, tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    with duckdb.connect(path) as connection:
+        connection.execute("DELETE FROM fact_sales WHERE transaction_id = 2")
+        connection.execute(
+            "INSERT INTO fact_sales SELECT * REPLACE (99 AS item_id) FROM fact_sales WHERE transaction_id = 3"
+        )
+    with connect(path, read_only=True) as connection:
+        assert checks.referential_integrity(connection) == {
+            "facts_without_member": 0, "facts_without_item": 1, "facts_without_date": 0, "duplicate_lines": 1,
+        }  # fmt: skip
+        result = checks.reconcile_with_postgres(connection, shop)
+    assert not result.matches
+    assert (result.postgres.transactions, result.warehouse.transactions) == (3, 2)
+    assert result.warehouse.price == result.postgres.price - Decimal("22.00") + Decimal("5.50")
+
+
+def test_the_reconciliation_holds_while_the_shop_keeps_writing_and_sees_deletions(shop, tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    execute(shop, "UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 1")
+    with psycopg2.connect(shop) as connection, connection.cursor() as cursor:
+        add_transaction(cursor, "ng_abcde", [(1, 3)])
+    connection.close()
+    with connect(path, read_only=True) as connection:
+        result = checks.reconcile_with_postgres(connection, shop)
+    assert result.matches and result.changed_since_watermark == 2
+
+    # A deleted transaction is not an incremental change: the check says so, a full refresh repairs it.
+    execute(shop, "DELETE FROM sales.transactions WHERE transaction_id = 3")
+    refresh_warehouse(shop, path)
+    with connect(path, read_only=True) as connection:
+        assert not checks.reconcile_with_postgres(connection, shop).matches
+    refresh_warehouse(shop, path, full=True)
+    with connect(path, read_only=True) as connection:
+        assert checks.reconcile_with_postgres(connection, shop).matches
+
+
+def test_a_reader_keeps_working_while_the_warehouse_is_refreshed(memberflow_env, pg_dsn):
+    """An analyst's open read-only session neither blocks a refresh nor is disturbed by it."""
+    migrated(pg_dsn)
+    members = [f"m{number:04d}_{number:05x}" for number in range(300)]
+    add_members(pg_dsn, members)
+    connection = psycopg2.connect(pg_dsn)
+    with connection:
+        seed_demo_sales(connection, DemoSpec(transactions_per_member=20))
+    connection.close()
+    path = Settings.from_env().warehouse
+    refresh_warehouse(pg_dsn, path)
+    reader = duckdb.connect(path, read_only=True)
+    before = reader.execute("SELECT count(*) FROM fact_sales").fetchall()[0][0]
+    execute(pg_dsn, "UPDATE sales.transactions SET status = 'completed' WHERE status = 'pending'")
+
+    refresh = subprocess.Popen(
+        [sys.executable, "-m", "memberflow_assets.cli", "warehouse", "refresh", "--full"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    answers, other_readers = [], 0
+    while refresh.poll() is None:
+        answers.append(reader.execute("SELECT count(*) FROM fact_sales WHERE status = 'pending'").fetchall()[0][0])
+        if len(answers) % 20 == 0:  # readers that connect during the refresh, in another process
+            other = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    f"import duckdb; duckdb.connect({path!r}, read_only=True).sql('FROM bi.sales_per_day')",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            assert other.returncode == 0, other.stderr
+            other_readers += 1
+    output = refresh.stdout.read()
+    assert refresh.returncode == 0, output
+    assert "full refresh" in output
+    assert len(set(answers)) == 1 and answers[0] > 0 and len(answers) > 20  # the same old version throughout
+    assert other_readers >= 1
+    assert reader.execute("SELECT count(*) FROM fact_sales").fetchall()[0][0] == before
+    reader.close()
+    # a new session (once the process has closed its old one) sees the refreshed warehouse
+    assert rows(path, "SELECT count(*) FROM fact_sales WHERE status = 'pending'") == [(0,)]
+    assert [name for name in os.listdir(os.path.dirname(path)) if name.endswith((".tmp", ".wal"))] == []
+
+
+def test_the_warehouse_command_queries_read_only(memberflow_env, pg_dsn, capsys):
+    migrated(pg_dsn)
+    assert cli.main(["warehouse", "refresh"]) == 0
+    assert "full refresh" in capsys.readouterr().out
+    assert cli.main(["warehouse", "query", "SELECT count(*) AS facts FROM fact_sales"]) == 0
+    assert "facts" in capsys.readouterr().out
+    with pytest.raises(duckdb.Error, match="read-only"):
+        cli.main(["warehouse", "query", "DROP TABLE fact_sales"])
+
+
+def test_the_dagster_refresh_job_materialises_every_table_and_runs_the_checks(shop, memberflow_env, instance):
+    job = defs.resolve_job_def("sales_warehouse_refresh")
+
+    def fact_metadata(result) -> dict:
+        [fact] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["fact_sales"]]
+        return {key: value.value for key, value in fact.materialization.metadata.items()}
+
+    first = job.execute_in_process(instance=instance)
+    assert first.success
+    assert {e.asset_key.path[0] for e in first.get_asset_materialization_events()} == {
+        "dim_member", "dim_item", "dim_date", "fact_sales", "application_outcomes", "bi_views",
+    }  # fmt: skip
+    assert {e.check_name: e.passed for e in first.get_asset_check_evaluations()} == {
+        "fact_sales_referential_integrity": True,
+        "fact_sales_reconciles_with_postgres": True,
+    }
+    assert (fact_metadata(first)["mode"], fact_metadata(first)["rows"]) == ("full", 4)
+    again = job.execute_in_process(instance=instance)
+    assert (fact_metadata(again)["mode"], fact_metadata(again)["transactions_loaded"]) == ("incremental", 0)
+    rebuilt = job.execute_in_process(
+        instance=instance, run_config={"ops": {"sales_warehouse": {"config": {"full_refresh": True}}}}
+    )
+    assert (fact_metadata(rebuilt)["mode"], fact_metadata(rebuilt)["transactions_loaded"]) == ("full", 3)

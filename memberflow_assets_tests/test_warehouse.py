@@ -339,3 +339,17 @@ def test_the_dagster_refresh_job_materialises_every_table_and_runs_the_checks(sh
         instance=instance, run_config={"ops": {"sales_warehouse": {"config": {"full_refresh": True}}}}
     )
     assert (fact_metadata(rebuilt)["mode"], fact_metadata(rebuilt)["transactions_loaded"]) == ("full", 3)
+
+
+def test_the_sample_analyst_queries(shop, tmp_path):
+    execute(shop, "UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 1")
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    analyst = REPO_ROOT / "sql" / "analyst"
+    assert rows(path, (analyst / "revenue_by_month_and_manufacturer.sql").read_text()) == [
+        (2025, "March", "Acme", 1, 2, Decimal("39.98")),
+        (2025, "March", "Globex", 1, 1, Decimal("5.50")),
+    ]
+    assert rows(path, (analyst / "spending_by_decade_of_birth.sql").read_text()) == [
+        (1980, 2, 1.5, Decimal("24.33"), Decimal("72.98"))
+    ]

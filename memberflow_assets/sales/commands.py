@@ -4,31 +4,13 @@ import argparse
 import getpass
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 
-import psycopg2
-from psycopg2.extensions import connection as PgConnection
-
-from memberflow_assets import postgres
+from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 
 PASSWORD_ENV = "MEMBERFLOW_USER_PASSWORD"
-
-
-@contextmanager
-def _platform_connection() -> Iterator[PgConnection]:
-    """The sales database as the platform's own role, migrated; commits when the block succeeds."""
-    dsn = postgres.sales_dsn()
-    postgres.apply_migrations(dsn)
-    connection = psycopg2.connect(dsn, application_name="memberflow-cli")
-    try:
-        with connection:
-            yield connection
-    finally:
-        connection.close()
 
 
 def read_password(user: str) -> str:
@@ -46,7 +28,7 @@ def read_password(user: str) -> str:
 
 def _create_user(args: argparse.Namespace) -> int:
     password = read_password(args.user)
-    with _platform_connection() as connection:
+    with SalesDatabase().connect() as connection:
         access.create_user(connection, args.team, args.user, password)
     print(f"created {args.user} in team {args.team}")
     return 0
@@ -54,21 +36,21 @@ def _create_user(args: argparse.Namespace) -> int:
 
 def _set_password(args: argparse.Namespace) -> int:
     password = read_password(args.user)
-    with _platform_connection() as connection:
+    with SalesDatabase().connect() as connection:
         access.set_password(connection, args.user, password)
     print(f"password of {args.user} replaced")
     return 0
 
 
 def _remove_user(args: argparse.Namespace) -> int:
-    with _platform_connection() as connection:
+    with SalesDatabase().connect() as connection:
         ended = access.remove_user(connection, args.user)
     print(f"removed {args.user} ({ended} open session(s) ended)")
     return 0
 
 
 def _list_users(args: argparse.Namespace) -> int:
-    with _platform_connection() as connection:
+    with SalesDatabase().connect() as connection:
         for user in access.list_users(connection):
             print(f"{user.team:<10} {user.name}{'' if user.can_login else '  (cannot log in)'}")
     return 0
@@ -91,7 +73,7 @@ def _sales_demo(args: argparse.Namespace) -> int:
         first_day=date.fromisoformat(args.first_day),
         days=args.days,
     )
-    with _platform_connection() as connection:
+    with SalesDatabase().connect() as connection:
         result = seed_demo_sales(connection, spec)
     print(
         f"catalogue: {result.manufacturers_created} manufacturers and {result.items_created} items created; "

@@ -129,8 +129,9 @@ def last_watermark(connection: duckdb.DuckDBPyConnection) -> datetime | None:
     return connection.execute("SELECT max(watermark) FROM meta.refreshes").fetchall()[0][0]
 
 
-def _extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime, dict[str, str]]:
-    """CSV files of every extract from one consistent snapshot, and the next watermark."""
+def extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime, dict[str, str]]:
+    """CSV files of every extract (in `folder`) from one consistent snapshot, and the next watermark."""
+    os.makedirs(folder, exist_ok=True)
     connection = psycopg2.connect(pg_dsn, application_name="memberflow-warehouse")
     try:
         connection.autocommit = True
@@ -195,7 +196,7 @@ def _build(
     """Bring an open warehouse file up to date. Returns (changed_since, watermark, transactions, lines)."""
     connection.execute(read_sql("warehouse/schema.sql"))
     since = last_watermark(connection) if incremental else None
-    watermark, paths = _extract(pg_dsn, since, folder)
+    watermark, paths = extract(pg_dsn, since, folder)
     _stage(connection, paths)
     transactions, lines = connection.execute(
         "SELECT (SELECT count(*) FROM stage_transactions), (SELECT count(*) FROM stage_lines)"

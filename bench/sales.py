@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from memberflow_assets.postgres import apply_migrations, ensure_database, with_database
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
-from memberflow_assets.warehouse.refresh import connect, extract, last_watermark, refresh_warehouse
+from memberflow_assets.warehouse.refresh import EXTRACT_COLUMNS, connect, extract, last_watermark, refresh_warehouse
 from memberflow_assets.zones import Zones
 
 OUT = Path(__file__).resolve().parent / "out" / "sales"
@@ -138,7 +138,7 @@ def write_application_outcomes(zones: Zones, rows: int) -> None:
             {
                 "batch": ["bench"] * count,
                 "row_number": np.flatnonzero(mask) + 1,
-                "is_successful": mask[mask],
+                "is_successful": [kind == "successful"] * count,
                 "rejection_reasons": [""] * count if kind == "successful" else reasons[rng.integers(0, 7, count)],
             }
         )
@@ -147,10 +147,8 @@ def write_application_outcomes(zones: Zones, rows: int) -> None:
 
 def raw_scan(folder_paths: dict[str, str]) -> None:
     """DuckDB reading every extracted CSV once (all columns, typed as the refresh types them)."""
-    from memberflow_assets.warehouse.refresh import _EXTRACTS
-
     with duckdb.connect() as connection:
-        for name, columns in _EXTRACTS.items():
+        for name, columns in EXTRACT_COLUMNS.items():
             connection.execute(
                 "SELECT count(*), max(COLUMNS(*)) FROM read_csv($path, header = true, columns = $columns, "
                 "auto_detect = false)",

@@ -23,73 +23,16 @@ from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets.settings import read_sql
 
-_MAKERS = [
-    "Acme",
-    "Globex",
-    "Initech",
-    "Umbrella",
-    "Stark",
-    "Wayne",
-    "Wonka",
-    "Tyrell",
-    "Soylent",
-    "Hooli",
-    "Vandelay",
-    "Cyberdyne",
-    "Aperture",
-    "Gringotts",
-    "Monarch",
-    "Oscorp",
-    "Nakatomi",
-    "Zorg",
-    "Duff",
-    "Kwik",
-]
-_MAKER_KINDS = [
-    "Industries",
-    "Labs",
-    "Works",
-    "Goods",
-    "Supply",
-    "Trading",
-    "Brothers",
-    "Foods",
-    "Outfitters",
-    "Electronics",
-    "Home",
-    "Sports",
-    "Garden",
-    "Kitchen",
-    "Tools",
-    "Toys",
-    "Apparel",
-    "Health",
-    "Books",
-    "Pets",
-]
+# fmt: off
+_MAKERS = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Tyrell", "Soylent", "Hooli",
+           "Vandelay", "Cyberdyne", "Aperture", "Gringotts", "Monarch", "Oscorp", "Nakatomi", "Zorg", "Duff", "Kwik"]
+_MAKER_KINDS = ["Industries", "Labs", "Works", "Goods", "Supply", "Trading", "Brothers", "Foods", "Outfitters", "Home",
+                "Electronics", "Sports", "Garden", "Kitchen", "Tools", "Toys", "Apparel", "Health", "Books", "Pets"]
 _ADJECTIVES = ["Compact", "Deluxe", "Classic", "Smart", "Eco", "Ultra", "Mini", "Pro", "Travel", "Family"]
-_PRODUCTS = [
-    "Kettle",
-    "Backpack",
-    "Lamp",
-    "Blender",
-    "Headphones",
-    "Yoga Mat",
-    "Drill",
-    "Board Game",
-    "Jacket",
-    "Coffee Beans",
-    "Cat Tree",
-    "Novel",
-    "Water Bottle",
-    "Toaster",
-    "Sneakers",
-    "Tent",
-    "Monitor",
-    "Vitamins",
-    "Saucepan",
-    "Garden Hose",
-]
+_PRODUCTS = ["Kettle", "Backpack", "Lamp", "Blender", "Headphones", "Yoga Mat", "Drill", "Board Game", "Jacket",
+             "Coffee Beans", "Cat Tree", "Novel", "Water Bottle", "Toaster", "Sneakers", "Tent", "Monitor", "Vitamins",
+             "Saucepan", "Garden Hose"]
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -173,13 +116,76 @@ def _ensure_catalogue(cursor, spec: DemoSpec, folder: str) -> tuple[int, int]:
     return made, cursor.rowcount
 
 
+def _generate(spec: DemoSpec, folder: str, members_csv: str, catalogue_csv: str) -> tuple[str, str] | None:
+    """DuckDB: the demo transactions and lines of the members in members_csv as two CSV files (None
+    when there are no members or no items to buy)."""
+    transactions_csv, lines_csv = os.path.join(folder, "transactions.csv"), os.path.join(folder, "lines.csv")
+    with duckdb.connect() as duck:
+        duck.execute("SET TimeZone = 'UTC'")
+        duck.execute(
+            "CREATE TEMP TABLE new_members AS SELECT * FROM read_csv($path, all_varchar = true)", {"path": members_csv}
+        )
+        duck.execute(
+            "CREATE TEMP TABLE catalogue AS SELECT * FROM read_csv($path, types = "
+            "{'item_no': 'BIGINT', 'item_id': 'INTEGER', 'cost': 'DECIMAL(12,2)', 'weight_kg': 'DECIMAL(10,3)'})",
+            {"path": catalogue_csv},
+        )
+        members, items = duck.execute(
+            "SELECT (SELECT count(*) FROM new_members), (SELECT count(*) FROM catalogue)"
+        ).fetchall()[0]
+        if not members or not items:
+            return None
+        duck.execute(
+            "CREATE TEMP TABLE demo_lines AS " + read_sql("sales/demo_lines.sql"),
+            {
+                "seed": str(spec.seed),
+                "transactions_per_member": spec.transactions_per_member,
+                "max_lines": spec.max_lines,
+            },
+        )
+        duck.execute(
+            "CREATE TEMP TABLE demo_transactions AS " + read_sql("sales/demo_transactions.sql"),
+            {"seed": str(spec.seed), "first_day": spec.first_day.isoformat(), "days": spec.days},
+        )
+        duck.sql("SELECT * FROM demo_transactions").write_csv(transactions_csv)
+        duck.sql("SELECT * FROM demo_lines").write_csv(lines_csv)
+    return transactions_csv, lines_csv
+
+
+def _insert(cursor, transactions_csv: str, lines_csv: str) -> tuple[int, int, int]:
+    """Load the generated CSV files into sales; returns (members served, transactions, lines)."""
+    cursor.execute(
+        "CREATE TEMP TABLE demo_transactions_stage (membership_id text, transaction_no int, total_price numeric,"
+        " total_weight_kg numeric, created_at timestamptz, status text, completed_at timestamptz) ON COMMIT DROP;"
+        "CREATE TEMP TABLE demo_lines_stage (membership_id text, transaction_no int, line_number smallint,"
+        " item_id int, quantity int, unit_price numeric, unit_weight_kg numeric) ON COMMIT DROP"
+    )
+    _copy_in(
+        cursor,
+        "demo_transactions_stage",
+        "membership_id, transaction_no, total_price, total_weight_kg, created_at, status, completed_at",
+        transactions_csv,
+    )
+    _copy_in(
+        cursor,
+        "demo_lines_stage",
+        "membership_id, transaction_no, line_number, item_id, quantity, unit_price, unit_weight_kg",
+        lines_csv,
+    )
+    cursor.execute(read_sql("sales/insert_demo_transactions.sql"))
+    cursor.execute(
+        "SELECT (SELECT count(DISTINCT membership_id) FROM demo_transactions_stage),"
+        " (SELECT count(*) FROM demo_transactions_stage), (SELECT count(*) FROM demo_lines_stage)"
+    )
+    return cursor.fetchone()
+
+
 def seed_demo_sales(connection: PgConnection, spec: DemoSpec = DemoSpec()) -> DemoResult:
     """Create the demo catalogue (if none) and demo transactions for members without any, in the
     caller's database transaction. Concurrent callers wait for each other (advisory lock)."""
     with tempfile.TemporaryDirectory(prefix="memberflow-demo-") as folder, connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext('memberflow_sales_demo'))")
         manufacturers_created, items_created = _ensure_catalogue(cursor, spec, folder)
-
         members_csv, catalogue_csv = os.path.join(folder, "members.csv"), os.path.join(folder, "catalogue.csv")
         _copy_out(
             cursor,
@@ -193,60 +199,6 @@ def seed_demo_sales(connection: PgConnection, spec: DemoSpec = DemoSpec()) -> De
             "FROM sales.items WHERE discontinued_at IS NULL",
             catalogue_csv,
         )
-        transactions_csv, lines_csv = os.path.join(folder, "transactions.csv"), os.path.join(folder, "lines.csv")
-        with duckdb.connect() as duck:
-            duck.execute("SET TimeZone = 'UTC'")
-            duck.execute(
-                "CREATE TEMP TABLE new_members AS SELECT * FROM read_csv($path, all_varchar = true)",
-                {"path": members_csv},
-            )
-            duck.execute(
-                "CREATE TEMP TABLE catalogue AS SELECT * FROM read_csv($path, types = "
-                "{'item_no': 'BIGINT', 'item_id': 'INTEGER', 'cost': 'DECIMAL(12,2)', 'weight_kg': 'DECIMAL(10,3)'})",
-                {"path": catalogue_csv},
-            )
-            if (
-                not duck.execute("SELECT count(*) FROM new_members").fetchall()[0][0]
-                or not duck.execute("SELECT count(*) FROM catalogue").fetchall()[0][0]
-            ):
-                return DemoResult(manufacturers_created, items_created, 0, 0, 0)
-            duck.execute(
-                "CREATE TEMP TABLE demo_lines AS " + read_sql("sales/demo_lines.sql"),
-                {
-                    "seed": str(spec.seed),
-                    "transactions_per_member": spec.transactions_per_member,
-                    "max_lines": spec.max_lines,
-                },
-            )
-            duck.execute(
-                "CREATE TEMP TABLE demo_transactions AS " + read_sql("sales/demo_transactions.sql"),
-                {"seed": str(spec.seed), "first_day": spec.first_day.isoformat(), "days": spec.days},
-            )
-            duck.sql("SELECT * FROM demo_transactions").write_csv(transactions_csv)
-            duck.sql("SELECT * FROM demo_lines").write_csv(lines_csv)
-
-        cursor.execute(
-            "CREATE TEMP TABLE demo_transactions_stage (membership_id text, transaction_no int, total_price numeric,"
-            " total_weight_kg numeric, created_at timestamptz, status text, completed_at timestamptz) ON COMMIT DROP;"
-            "CREATE TEMP TABLE demo_lines_stage (membership_id text, transaction_no int, line_number smallint,"
-            " item_id int, quantity int, unit_price numeric, unit_weight_kg numeric) ON COMMIT DROP"
-        )
-        _copy_in(
-            cursor,
-            "demo_transactions_stage",
-            "membership_id, transaction_no, total_price, total_weight_kg, created_at, status, completed_at",
-            transactions_csv,
-        )
-        _copy_in(
-            cursor,
-            "demo_lines_stage",
-            "membership_id, transaction_no, line_number, item_id, quantity, unit_price, unit_weight_kg",
-            lines_csv,
-        )
-        cursor.execute(read_sql("sales/insert_demo_transactions.sql"))
-        cursor.execute(
-            "SELECT (SELECT count(DISTINCT membership_id) FROM demo_transactions_stage),"
-            " (SELECT count(*) FROM demo_transactions_stage), (SELECT count(*) FROM demo_lines_stage)"
-        )
-        members_served, transactions_created, lines_created = cursor.fetchone()
-    return DemoResult(manufacturers_created, items_created, members_served, transactions_created, lines_created)
+        generated = _generate(spec, folder, members_csv, catalogue_csv)
+        served, transactions, lines = _insert(cursor, *generated) if generated else (0, 0, 0)
+    return DemoResult(manufacturers_created, items_created, served, transactions, lines)

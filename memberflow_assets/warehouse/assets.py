@@ -54,6 +54,13 @@ class WarehouseRefreshConfig(dg.Config):
             "Refreshed incrementally: transactions written since the last refresh replace their rows.",
         ),
         dg.AssetSpec(
+            "fact_transactions",
+            deps=["fact_sales"],
+            kinds={"duckdb"},
+            description="One row per transaction (member, day, status, lines, units, totals): the grain of the "
+            "per-transaction, per-member and per-day views. Refreshed with fact_sales.",
+        ),
+        dg.AssetSpec(
             "application_outcomes",
             deps=["successful_applications", "unsuccessful_applications"],
             kinds={"duckdb"},
@@ -61,7 +68,7 @@ class WarehouseRefreshConfig(dg.Config):
         ),
         dg.AssetSpec(
             "bi_views",
-            deps=["fact_sales", "application_outcomes"],
+            deps=["fact_sales", "fact_transactions", "application_outcomes"],
             kinds={"duckdb"},
             description="Schema bi: top_members_by_spending, top_items_by_purchases, sales_per_day, "
             "transaction_weights, membership_applications_by_outcome (sql/warehouse/bi_views.sql).",
@@ -98,6 +105,7 @@ def sales_warehouse(
             "lines_loaded": result.lines_loaded,
             "seconds": round(result.seconds, 2),
         },
+        "fact_transactions": {"rows": result.fact_transaction_rows},
         "application_outcomes": {"rows": result.applications},
         "bi_views": {},
     }
@@ -108,7 +116,8 @@ def sales_warehouse(
 @dg.asset_check(
     asset="fact_sales",
     blocking=True,
-    description="Every fact row has its member, item and date in the dimensions, and no line is there twice.",
+    description="Every fact row has its member, item and date in the dimensions, no line is there twice, and "
+    "fact_transactions holds each transaction of fact_sales once, with totals equal to its lines.",
 )
 def fact_sales_referential_integrity(warehouse: Warehouse) -> dg.AssetCheckResult:
     with connect(warehouse.get_path(), read_only=True) as connection:

@@ -13,12 +13,20 @@ import psycopg2.extensions
 from memberflow_assets.settings import read_sql
 from memberflow_assets.warehouse.refresh import last_watermark
 
+INTEGRITY_PROBLEMS = (
+    "facts_without_member",
+    "facts_without_item",
+    "facts_without_date",
+    "duplicate_lines",
+    "duplicate_transactions",
+    "transactions_not_matching_lines",
+)
+
 
 def referential_integrity(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Counts of fact rows without their member, item or date, and of duplicated lines (all 0 = good)."""
+    """How many fact rows break each integrity rule (INTEGRITY_PROBLEMS; all 0 = good)."""
     row = connection.execute(read_sql("warehouse/check_referential_integrity.sql")).fetchall()[0]
-    names = ("facts_without_member", "facts_without_item", "facts_without_date", "duplicate_lines")
-    return dict(zip(names, map(int, row), strict=True))
+    return dict(zip(INTEGRITY_PROBLEMS, map(int, row), strict=True))
 
 
 @dataclass(frozen=True)

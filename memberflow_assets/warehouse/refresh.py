@@ -35,7 +35,7 @@ from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones
 
 # Column types of the CSV extracts (PostgreSQL COPY -> DuckDB read_csv).
-_EXTRACTS = {
+EXTRACT_COLUMNS = {
     "members": {
         "membership_id": "VARCHAR",
         "first_name": "VARCHAR",
@@ -63,6 +63,8 @@ _EXTRACTS = {
         "sale_date": "DATE",
         "completed_at": "TIMESTAMPTZ",
         "updated_at": "TIMESTAMPTZ",
+        "total_price": "DECIMAL(14,2)",
+        "total_weight_kg": "DECIMAL(14,3)",
     },
     "lines": {
         "transaction_id": "BIGINT",
@@ -86,6 +88,7 @@ class RefreshResult:
     transactions_loaded: int
     lines_loaded: int
     fact_rows: int
+    fact_transaction_rows: int
     members: int
     items: int
     dates: int
@@ -144,7 +147,7 @@ def extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime,
         with connection, connection.cursor() as cursor:
             cursor.execute("SET LOCAL TimeZone = 'UTC'")
             params = {"since": since or "-infinity"}
-            for name in _EXTRACTS:
+            for name in EXTRACT_COLUMNS:
                 query = cursor.mogrify(read_sql(f"warehouse/extract_{name}.sql"), params).decode()
                 paths[name] = os.path.join(folder, f"{name}.csv")
                 with open(paths[name], "wb") as handle:
@@ -155,7 +158,7 @@ def extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime,
 
 
 def _stage(connection: duckdb.DuckDBPyConnection, paths: dict[str, str]) -> None:
-    for name, columns in _EXTRACTS.items():
+    for name, columns in EXTRACT_COLUMNS.items():
         connection.execute(
             f"CREATE OR REPLACE TEMP TABLE stage_{name} AS "
             "SELECT * FROM read_csv($path, header = true, columns = $columns, auto_detect = false)",
@@ -238,7 +241,8 @@ def refresh_warehouse(
             with connect(temp_path, zones) as connection:
                 since, watermark, transactions, lines = _build(connection, pg_dsn, zones, incremental, extracts)
                 counts = connection.execute(
-                    "SELECT (SELECT count(*) FROM fact_sales), (SELECT count(*) FROM dim_member), "
+                    "SELECT (SELECT count(*) FROM fact_sales), (SELECT count(*) FROM fact_transactions), "
+                    "(SELECT count(*) FROM dim_member), "
                     "(SELECT count(*) FROM dim_item), (SELECT count(*) FROM dim_date), "
                     "(SELECT count(*) FROM application_outcomes)"
                 ).fetchall()[0]

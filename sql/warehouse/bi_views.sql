@@ -1,18 +1,13 @@
 -- DuckDB: the analysts' BI views (schema bi) over the sales star schema and the membership outcomes.
 -- Recreated by every warehouse refresh, so a change here reaches the warehouse with the next refresh.
--- Counts of transactions group by (key, transaction_id) first: two plain aggregations are faster
--- than count(DISTINCT ...) over millions of lines.
+-- Per-transaction questions read fact_transactions (one row per transaction) rather than regrouping
+-- the lines of fact_sales.
 
 -- The 10 members who spent most (all transactions, pending or completed); ties by membership_id.
 CREATE OR REPLACE VIEW bi.top_members_by_spending AS
-WITH per_transaction AS (
-    SELECT membership_id, transaction_id, sum(line_price) AS price
-    FROM fact_sales
-    GROUP BY membership_id, transaction_id
-),
-spending AS (
-    SELECT membership_id, count(*) AS transactions, sum(price) AS total_spent
-    FROM per_transaction
+WITH spending AS (
+    SELECT membership_id, count(*) AS transactions, sum(total_price) AS total_spent
+    FROM fact_transactions
     GROUP BY membership_id
 )
 SELECT
@@ -29,14 +24,10 @@ LIMIT 10;
 
 -- The 3 items bought most often: in the most transactions; ties by units sold, then item_id.
 CREATE OR REPLACE VIEW bi.top_items_by_purchases AS
-WITH per_transaction AS (
-    SELECT item_id, transaction_id, sum(quantity) AS units, sum(line_price) AS price
+WITH purchases AS (
+    SELECT item_id, count(*) FILTER (WHERE first_line_for_item) AS times_bought, sum(quantity) AS units_sold,
+           sum(line_price) AS revenue
     FROM fact_sales
-    GROUP BY item_id, transaction_id
-),
-purchases AS (
-    SELECT item_id, count(*) AS times_bought, sum(units) AS units_sold, sum(price) AS revenue
-    FROM per_transaction
     GROUP BY item_id
 )
 SELECT
@@ -54,14 +45,9 @@ LIMIT 3;
 
 -- Sales per day (UTC): transactions, units and revenue; days without sales are not listed.
 CREATE OR REPLACE VIEW bi.sales_per_day AS
-WITH per_transaction AS (
-    SELECT date_key, transaction_id, sum(quantity) AS units, sum(line_price) AS price
-    FROM fact_sales
-    GROUP BY date_key, transaction_id
-),
-daily AS (
-    SELECT date_key, count(*) AS transactions, sum(units) AS units_sold, sum(price) AS revenue
-    FROM per_transaction
+WITH daily AS (
+    SELECT date_key, count(*) AS transactions, sum(units) AS units_sold, sum(total_price) AS revenue
+    FROM fact_transactions
     GROUP BY date_key
 )
 SELECT d.date, d.day_name, daily.transactions, daily.units_sold, daily.revenue,
@@ -72,17 +58,8 @@ ORDER BY d.date;
 
 -- For logistics: the total weight to ship per transaction.
 CREATE OR REPLACE VIEW bi.transaction_weights AS
-SELECT
-    transaction_id,
-    any_value(membership_id) AS membership_id,
-    any_value(status) AS status,
-    any_value(created_at) AS created_at,
-    any_value(completed_at) AS completed_at,
-    count(*) AS lines,
-    sum(quantity) AS units,
-    sum(line_weight_kg) AS total_weight_kg
-FROM fact_sales
-GROUP BY transaction_id;
+SELECT transaction_id, membership_id, status, created_at, completed_at, lines, units, total_weight_kg
+FROM fact_transactions;
 
 -- Membership applications by outcome and rejection reason. An application that broke several rules
 -- counts once under each of its reasons; applications_in_outcome counts each application once.

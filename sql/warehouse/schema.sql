@@ -42,20 +42,39 @@ CREATE TABLE IF NOT EXISTS dim_date (
 
 -- One row per transaction line. Transaction attributes (member, status, times) are repeated on its
 -- lines; source_updated_at is the transaction's updated_at in PostgreSQL when it was extracted.
+-- first_line_for_item marks the first line of each item within its transaction, so "in how many
+-- transactions was this item bought" is a plain filtered count instead of a distinct count.
 CREATE TABLE IF NOT EXISTS fact_sales (
+    transaction_id       BIGINT NOT NULL,
+    line_number          SMALLINT NOT NULL,
+    membership_id        VARCHAR NOT NULL,
+    item_id              INTEGER NOT NULL,
+    date_key             INTEGER NOT NULL,  -- the day (UTC) the transaction was created
+    created_at           TIMESTAMPTZ NOT NULL,
+    status               VARCHAR NOT NULL,
+    completed_at         TIMESTAMPTZ,
+    quantity             INTEGER NOT NULL,
+    unit_price           DECIMAL(12, 2) NOT NULL,
+    unit_weight_kg       DECIMAL(10, 3) NOT NULL,
+    line_price           DECIMAL(14, 2) NOT NULL,
+    line_weight_kg       DECIMAL(14, 3) NOT NULL,
+    first_line_for_item  BOOLEAN NOT NULL,
+    source_updated_at    TIMESTAMPTZ NOT NULL
+);
+
+-- The same transactions at their own grain (one row each, totals as PostgreSQL holds them): what the
+-- per-transaction, per-member and per-day views aggregate, without regrouping millions of lines.
+CREATE TABLE IF NOT EXISTS fact_transactions (
     transaction_id     BIGINT NOT NULL,
-    line_number        SMALLINT NOT NULL,
     membership_id      VARCHAR NOT NULL,
-    item_id            INTEGER NOT NULL,
-    date_key           INTEGER NOT NULL,  -- the day (UTC) the transaction was created
+    date_key           INTEGER NOT NULL,
     created_at         TIMESTAMPTZ NOT NULL,
     status             VARCHAR NOT NULL,
     completed_at       TIMESTAMPTZ,
-    quantity           INTEGER NOT NULL,
-    unit_price         DECIMAL(12, 2) NOT NULL,
-    unit_weight_kg     DECIMAL(10, 3) NOT NULL,
-    line_price         DECIMAL(14, 2) NOT NULL,
-    line_weight_kg     DECIMAL(14, 3) NOT NULL,
+    lines              INTEGER NOT NULL,
+    units              INTEGER NOT NULL,
+    total_price        DECIMAL(14, 2) NOT NULL,
+    total_weight_kg    DECIMAL(14, 3) NOT NULL,
     source_updated_at  TIMESTAMPTZ NOT NULL
 );
 

@@ -12,9 +12,12 @@ BEGIN
     FOREACH team IN ARRAY ARRAY['logistics', 'analytics', 'sales'] LOOP
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = team) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', team);
+        ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = team
+                      AND (rolcanlogin OR rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls)) THEN
+            -- someone else's role of that name: never hand its powers to a team
+            RAISE EXCEPTION 'role % exists and can log in or administer; a team role must be a plain NOLOGIN group',
+                team;
         END IF;
-        -- a group role is never a login, whoever created it
-        EXECUTE format('ALTER ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS', team);
     END LOOP;
     -- PUBLIC may not connect to or create temporary tables in this database; the teams may connect.
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());

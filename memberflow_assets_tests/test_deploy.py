@@ -368,24 +368,52 @@ def test_kubernetes_and_ecs_run_the_same_queue_logs_and_recovery_policy(ecs_env,
     assert ecs_config["storage"]["postgres"]["postgres_db"]["params"] == {"sslmode": "require"}
 
 
-def test_upload_api_manifest_objects_are_valid_kubernetes_objects_running_the_memberflow_image():
-    documents = list(yaml.safe_load_all((DEPLOY / "k8s" / "upload-api.yaml").read_text()))
+def kubernetes_manifests() -> dict[str, list[dict]]:
+    return {path.name: list(yaml.safe_load_all(path.read_text())) for path in sorted((DEPLOY / "k8s").glob("*.yaml"))}
+
+
+def pod_spec(document: dict) -> dict:
+    return document["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("name", sorted(kubernetes_manifests()))
+def test_kubernetes_manifests_are_valid_objects_running_the_memberflow_image_as_its_user(name):
+    image_uid = int(dockerfile_stages()["base"]["USER"][-1].split(":")[0])
+    repository = chart_user_deployment()["image"]["repository"]
+    documents = kubernetes_manifests()[name]
     for document in documents:
         model = getattr(k8s, document["apiVersion"].split("/")[-1].upper() + document["kind"])
         k8s_model_from_dict(model, k8s_snake_case_dict(model, document))
-    (deployment,) = [document for document in documents if document["kind"] == "Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    repository = chart_user_deployment()["image"]["repository"]
-    assert container["image"].rsplit(":", 1)[0] == repository
-    assert pod["securityContext"]["runAsUser"] == int(dockerfile_stages()["base"]["USER"][-1].split(":")[0])
-    assert {variable["name"] for variable in container["env"]} <= settings_variables() | AWS_VARIABLES
+    workloads = [document for document in documents if document["kind"] in {"Deployment", "Job"}]
+    assert workloads
+    for workload in workloads:
+        pod = pod_spec(workload)
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == image_uid
+        for container in pod["containers"]:
+            assert container["image"].rsplit(":", 1)[0] == repository
+            assert {variable["name"] for variable in container.get("env", [])} <= settings_variables() | AWS_VARIABLES
+
+
+def test_upload_api_serves_the_api_module_with_a_health_probe():
+    (deployment,) = [d for d in kubernetes_manifests()["upload-api.yaml"] if d["kind"] == "Deployment"]
+    (container,) = pod_spec(deployment)["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     app_module, _, app_name = container["command"][container["command"].index("uvicorn") + 1].partition(":")
     if importlib.util.find_spec(app_module) is None:
         assert module_path(app_module) in PENDING_MERGE, f"{app_module} does not exist"
     else:
         assert hasattr(importlib.import_module(app_module), app_name)
+
+
+def test_migration_job_runs_the_projects_migrate_command():
+    from memberflow_assets.cli import build_parser
+
+    (job,) = kubernetes_manifests()["migrate-job.yaml"]
+    (container,) = pod_spec(job)["containers"]
+    assert container["command"][0] == "memberflow"
+    assert build_parser().parse_args(container["command"][1:]).command == "migrate"
+    # The same sales database secret as the code location.
+    assert container["envFrom"] == [{"secretRef": secret} for secret in chart_user_deployment()["envSecrets"]]
 
 
 # -- AWS policies: IAM's policy grammar (as moto implements it) ----------------------------------
@@ -582,3 +610,25 @@ def test_code_location_serves_and_runs_with_s3_zones_and_external_postgres(code_
     log_objects = zones.fs.find(f"{bucket}/{compute_logs['config']['prefix']}")
     assert any(run.run_id in path for path in log_objects), log_objects
     assert postgres.apply_migrations(pg_dsn) == []  # the run migrated the external database itself
+
+
+# -- the architecture document points at real code -------------------------------------------------
+REPO_PATH = re.compile(r"^(memberflow_assets|memberflow_assets_tests|sql|deploy|docs|bench|\.ci)/[\w./-]*$")
+
+
+def referenced_paths(markdown: Path) -> set[str]:
+    """Repository paths a document links to or names in backticks."""
+    text = markdown.read_text()
+    links = set()
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        path = os.path.normpath(markdown.parent / target).removeprefix(f"{REPO_ROOT}/")
+        links.add(path + "/" if target.endswith("/") else path)
+    named = {token for token in re.findall(r"`([^`\s]+)`", text) if REPO_PATH.match(token)}
+    return {path for path in links | named if not path.startswith("..")}
+
+
+def test_every_path_the_architecture_document_points_at_exists():
+    paths = referenced_paths(REPO_ROOT / "docs" / "architecture.md")
+    assert "deploy/helm/values.yaml" in paths and "memberflow_assets/zones.py" in paths
+    missing = sorted(path for path in paths if not (REPO_ROOT / path).exists() and path not in PENDING_MERGE)
+    assert not missing, f"docs/architecture.md points at paths that do not exist: {missing}"

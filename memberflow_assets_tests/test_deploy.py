@@ -359,7 +359,7 @@ def test_kubernetes_and_ecs_run_the_same_queue_logs_and_recovery_policy(ecs_env,
     for key in ("max_concurrent_runs", "tag_concurrency_limits", "dequeue_use_threads", "dequeue_num_workers"):
         assert queue[key] == ecs_config["run_queue"][key], key
     k8s_logs, ecs_logs = (validate_class_config(config["compute_logs"]) for config in (k8s_config, ecs_config))
-    for key in ("prefix", "upload_interval", "skip_empty_files", "upload_extra_args"):
+    for key in ("prefix", "upload_interval", "skip_empty_files"):
         assert k8s_logs[key] == ecs_logs[key], key
     for block in ("run_retries", "sensors", "schedules", "retention", "telemetry"):
         assert k8s_config[block] == ecs_config[block], block

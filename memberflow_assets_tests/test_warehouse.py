@@ -16,7 +16,7 @@ from memberflow_assets.definitions import defs
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import checks
-from memberflow_assets.warehouse.refresh import connect, refresh_warehouse
+from memberflow_assets.warehouse.refresh import connect, publish, refresh_warehouse, versions_folder
 from memberflow_assets.zones import Zones
 
 from .sales_data import add_item, add_members, add_transaction, migrated
@@ -362,3 +362,21 @@ def test_the_sample_analyst_queries(shop, tmp_path):
     assert rows(path, (analyst / "spending_by_decade_of_birth.sql").read_text()) == [
         (1980, 2, 1.5, Decimal("24.33"), Decimal("72.98"))
     ]
+
+
+def test_each_refresh_publishes_a_version_and_replaced_ones_are_kept_for_a_grace_period(tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+
+    def build(number: int) -> str:
+        temp = str(tmp_path / f".build{number}.tmp")
+        with duckdb.connect(temp) as connection:
+            connection.execute(f"CREATE TABLE version AS SELECT {number} AS number")
+        return temp
+
+    published = [publish(build(number), path) for number in range(3)]
+    assert os.path.islink(path) and os.path.realpath(path) == published[-1]
+    assert sorted(os.listdir(versions_folder(path))) == [os.path.basename(version) for version in published]
+    assert rows(path, "FROM version") == [(2,)]
+    newest = publish(build(3), path, grace_seconds=0)
+    assert os.listdir(versions_folder(path)) == [os.path.basename(newest)]
+    assert rows(path, "FROM version") == [(3,)]

@@ -2,10 +2,12 @@
 
 Readers are never blocked: the refresh never opens the published file for writing. It builds the
 next version in a temporary file beside it (a copy of the current one for an incremental refresh,
-an empty one for a full refresh), and `os.replace` swaps it in atomically. A reader that has the
-warehouse open keeps reading the version it opened; the next connection sees the new one. (DuckDB
-lets one process write a file or many read it, never both at once, so writing in place would lock
-analysts out for the whole refresh, and an analyst's open session would make the refresh fail.)
+an empty one for a full refresh) and publishes it as a new version: the warehouse path is a
+symbolic link that one rename switches to the new version. A reader that has the warehouse open
+keeps reading the version it opened (kept for REPLACED_VERSION_GRACE_SECONDS after it was
+replaced); the next connection sees the new one. (DuckDB lets one process write a file or many read
+it, never both at once, so writing in place would lock analysts out for the whole refresh, and an
+analyst's open session would make the refresh fail.)
 
 Incremental: only transactions whose `updated_at` is at or after the previous refresh's watermark
 are extracted (with all their lines) and replace their rows in fact_sales; the dimensions, dim_date,
@@ -79,6 +81,12 @@ EXTRACT_COLUMNS = {
 }
 
 
+# How long a replaced version stays on disk. A reader keeps the version it opened; over a network
+# filesystem (EFS in production) a deleted file cannot be read further even while open, so old
+# versions are kept this long rather than deleted by the next refresh.
+REPLACED_VERSION_GRACE_SECONDS = 3600.0
+
+
 @dataclass(frozen=True)
 class RefreshResult:
     path: str
@@ -108,16 +116,49 @@ def refresh_lock(warehouse_path: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def publish(temp_path: str, warehouse_path: str) -> None:
-    """Make a finished (closed, checkpointed) database file the warehouse, atomically and durably."""
-    with open(temp_path, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp_path, warehouse_path)
-    folder = os.open(os.path.dirname(warehouse_path), os.O_RDONLY)
+def _fsync(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(folder)
+        os.fsync(descriptor)
     finally:
-        os.close(folder)
+        os.close(descriptor)
+
+
+def versions_folder(warehouse_path: str) -> str:
+    folder, name = os.path.split(warehouse_path)
+    return os.path.join(folder, f".{name}.versions")
+
+
+def publish(temp_path: str, warehouse_path: str, grace_seconds: float = REPLACED_VERSION_GRACE_SECONDS) -> str:
+    """Make a finished (closed, checkpointed) database file the current warehouse, atomically and durably.
+
+    The file becomes a new version in the versions folder and `warehouse_path`, a symbolic link, is
+    switched to it with one rename. Versions replaced more than `grace_seconds` ago are deleted.
+    Returns the new version's path.
+    """
+    folder = os.path.dirname(warehouse_path)
+    versions = versions_folder(warehouse_path)
+    os.makedirs(versions, exist_ok=True)
+    version = os.path.join(versions, f"{time.time_ns() // 1000:017d}-{uuid.uuid4().hex[:8]}.duckdb")
+    _fsync(temp_path)
+    os.replace(temp_path, version)
+    link = os.path.join(folder, f".{os.path.basename(warehouse_path)}.{uuid.uuid4().hex}.link")
+    os.symlink(os.path.relpath(version, folder), link)
+    os.replace(link, warehouse_path)
+    _fsync(versions)
+    _fsync(folder)
+    _prune(versions, grace_seconds)
+    return version
+
+
+def _prune(versions: str, grace_seconds: float) -> None:
+    """Delete the versions that were replaced (by the next one) more than grace_seconds ago."""
+    names = sorted(name for name in os.listdir(versions) if name.endswith(".duckdb"))
+    now_us = time.time_ns() // 1000
+    for replaced, successor in zip(names, names[1:], strict=False):
+        published_us = int(successor.split("-", 1)[0])  # when `replaced` stopped being current
+        if now_us - published_us >= grace_seconds * 1_000_000:
+            os.remove(os.path.join(versions, replaced))
 
 
 def connect(path: str, zones: Zones | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:

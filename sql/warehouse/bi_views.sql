@@ -9,18 +9,20 @@ WITH spending AS (
     SELECT membership_id, count(*) AS transactions, sum(total_price) AS total_spent
     FROM fact_transactions
     GROUP BY membership_id
+),
+top AS (  -- the 10 first, then rank and names for those 10 only
+    SELECT * FROM spending ORDER BY total_spent DESC, membership_id LIMIT 10
 )
 SELECT
-    row_number() OVER (ORDER BY s.total_spent DESC, s.membership_id) AS rank,
-    s.membership_id,
+    row_number() OVER (ORDER BY t.total_spent DESC, t.membership_id) AS rank,
+    t.membership_id,
     m.first_name,
     m.last_name,
-    s.transactions,
-    s.total_spent
-FROM spending s
+    t.transactions,
+    t.total_spent
+FROM top t
 LEFT JOIN dim_member m USING (membership_id)
-ORDER BY rank
-LIMIT 10;
+ORDER BY rank;
 
 -- The 3 items bought most often: in the most transactions; ties by units sold, then item_id.
 CREATE OR REPLACE VIEW bi.top_items_by_purchases AS
@@ -29,19 +31,21 @@ WITH purchases AS (
            sum(line_price) AS revenue
     FROM fact_sales
     GROUP BY item_id
+),
+top AS (
+    SELECT * FROM purchases ORDER BY times_bought DESC, units_sold DESC, item_id LIMIT 3
 )
 SELECT
-    row_number() OVER (ORDER BY p.times_bought DESC, p.units_sold DESC, p.item_id) AS rank,
-    p.item_id,
+    row_number() OVER (ORDER BY t.times_bought DESC, t.units_sold DESC, t.item_id) AS rank,
+    t.item_id,
     i.item_name,
     i.manufacturer_name,
-    p.times_bought,
-    p.units_sold,
-    p.revenue
-FROM purchases p
+    t.times_bought,
+    t.units_sold,
+    t.revenue
+FROM top t
 LEFT JOIN dim_item i USING (item_id)
-ORDER BY rank
-LIMIT 3;
+ORDER BY rank;
 
 -- Sales per day (UTC): transactions, units and revenue; days without sales are not listed.
 CREATE OR REPLACE VIEW bi.sales_per_day AS

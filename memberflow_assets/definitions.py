@@ -2,6 +2,10 @@
 
 import dagster as dg
 
+from memberflow_assets.images import ingest_assets
+from memberflow_assets.images.ingest_assets import kafka_image_ingest_job
+from memberflow_assets.images.ingest_resources import KafkaImagesResource
+from memberflow_assets.images.ingest_sensors import kafka_images_sensor
 from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
@@ -10,13 +14,14 @@ from memberflow_assets.resources import ParquetIOManager, SalesDatabase, ZonesRe
 zones = ZonesResource()
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([membership_assets]),
+    assets=dg.load_assets_from_modules([membership_assets, ingest_assets]),
     asset_checks=dg.load_asset_checks_from_modules([membership_assets]),
-    jobs=[membership_batch_job],
-    sensors=[landing_applications_sensor],
+    jobs=[membership_batch_job, kafka_image_ingest_job],
+    sensors=[landing_applications_sensor, kafka_images_sensor],
     resources={
         "zones": zones,
         "sales_db": SalesDatabase(),
         "dataframe_io_manager": ParquetIOManager(zones=zones),
+        "kafka_images": KafkaImagesResource(),
     },
 )

@@ -27,6 +27,14 @@ import pyarrow.parquet as pq
 from memberflow_assets.settings import Settings
 
 
+def _fsync_path(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 @dataclass(frozen=True)
 class FileInfo:
     relpath: str  # relative to the zones root, '/'-separated
@@ -122,26 +130,35 @@ class Zones:
 
     # -- writing ---------------------------------------------------------------------------------
     @contextmanager
-    def atomic_local_path(self, relpath: str) -> Iterator[str]:
-        """A temporary local path to write; on success it replaces `relpath` in one step."""
+    def atomic_local_path(self, relpath: str, fsync: bool = False) -> Iterator[str]:
+        """A temporary local path to write; on success it replaces `relpath` in one step.
+
+        With `fsync`, the file's data is on disk before the rename and the rename is on disk before
+        returning, so not even a power failure can leave a partial file under the final name.
+        """
         if self.is_s3:
             raise ValueError("atomic_local_path is for local zones; use write_bytes on S3")
         final = self.path(relpath)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
+        folder = os.path.dirname(final)
+        os.makedirs(folder, exist_ok=True)
+        temp = os.path.join(folder, f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
         try:
             yield temp
+            if fsync:
+                _fsync_path(temp)
             os.replace(temp, final)
+            if fsync:
+                _fsync_path(folder)
         finally:
             if os.path.exists(temp):
                 os.remove(temp)
 
-    def write_bytes(self, relpath: str, data: bytes) -> None:
-        """Write a whole object so readers see either nothing or all of it."""
+    def write_bytes(self, relpath: str, data: bytes, fsync: bool = False) -> None:
+        """Write a whole object so readers see either nothing or all of it (`fsync`: durably, locally)."""
         if self.is_s3:
-            self.fs.pipe_file(self.path(relpath), data)  # one PUT: S3 objects appear complete
+            self.fs.pipe_file(self.path(relpath), data)  # one PUT: S3 objects appear complete, and durable
             return
-        with self.atomic_local_path(relpath) as temp, open(temp, "wb") as handle:
+        with self.atomic_local_path(relpath, fsync=fsync) as temp, open(temp, "wb") as handle:
             handle.write(data)
 
     def write_parquet(self, relpath: str, table: pa.Table) -> None:

@@ -1,0 +1,52 @@
+"""The Kafka sensor: when the image topic has unconsumed messages and no batch is running, request a
+run for the next offset ranges (committed offset -> end, capped per partition).
+
+The consumer group's committed offsets are the state, in Kafka where operators expect it; the
+sensor's cursor only numbers the requests, so a re-evaluated tick (same cursor) cannot launch twice.
+"""
+
+import os
+from dataclasses import asdict
+
+import dagster as dg
+
+from memberflow_assets.images.ingest_assets import kafka_image_ingest_job, kafka_image_uploads
+from memberflow_assets.images.ingest_resources import KafkaImagesResource
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+@dg.sensor(
+    job=kafka_image_ingest_job,
+    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_KAFKA_SENSOR_INTERVAL_SECONDS", "10")),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a kafka_image_ingest run for the next offset ranges of the image topic.",
+)
+def kafka_images_sensor(
+    context: dg.SensorEvaluationContext, kafka_images: KafkaImagesResource
+) -> dg.SensorResult | dg.SkipReason:
+    if not kafka_images.get_bootstrap():
+        return dg.SkipReason("Kafka ingestion is off (MEMBERFLOW_KAFKA_BOOTSTRAP is not set)")
+    running = context.instance.get_run_records(
+        dg.RunsFilter(job_name=kafka_image_ingest_job.name, statuses=IN_FLIGHT), limit=1
+    )
+    if running:
+        return dg.SkipReason(f"batch run {running[0].dagster_run.run_id} is still in progress")
+    ranges = kafka_images.plan()
+    if not ranges:
+        return dg.SkipReason("no unconsumed messages")
+    sequence = int(context.cursor or 0) + 1
+    described = ",".join(f"{r.partition}:{r.start}-{r.end}" for r in ranges)
+    request = dg.RunRequest(
+        run_key=f"kafka-batch-{sequence}",
+        run_config=dg.RunConfig(ops={kafka_image_uploads.op.name: {"config": {"ranges": [asdict(r) for r in ranges]}}}),
+        tags={"memberflow/kafka_ranges": described[:255]},
+    )
+    context.log.info(f"requesting batch {sequence}: {described} ({sum(r.size for r in ranges)} messages)")
+    return dg.SensorResult(run_requests=[request], cursor=str(sequence))

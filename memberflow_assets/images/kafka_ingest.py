@@ -1,0 +1,285 @@
+"""Kafka ingestion: land the images of an image topic, at least once, idempotently. No Dagster.
+
+Message: value = the image bytes; key = the producer's image id; headers `content-type`,
+`source-application` (becomes the image's client), `event-time` (ISO 8601 or epoch milliseconds;
+the message timestamp when absent).
+
+Work is done in explicit offset ranges: `plan_ranges` reads, per partition, the consumer group's
+committed offset and the topic's end, and `KafkaIngestor.ingest` consumes exactly [start, end) of
+each partition with `assign()` (no group membership, so no rebalance waits and no two consumers in one
+range). After each fetched batch, every handled message is durably landed or quarantined and only then
+are the offsets committed. A crash before the commit means the batch is delivered again: landing is
+idempotent (same client + same bytes = same image id, see landing.py), so nothing is stored twice.
+
+A message that is not an acceptable image (or is over the size limit, or reuses a key for different
+bytes) is written to quarantine/images/ with the reason (and, when configured, copied to a dead-letter
+topic) and committed like any other: a bad message never blocks its partition. Errors of the platform
+itself (database or storage down) stop the batch without committing, so it is retried later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from memberflow_assets import postgres
+from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.images.landing import ConnectionPool, Lander
+from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.zones import Zones
+
+log = logging.getLogger(__name__)
+
+HEADER_CONTENT_TYPE = "content-type"
+HEADER_SOURCE = "source-application"
+HEADER_EVENT_TIME = "event-time"
+HEADER_REASON = "memberflow-quarantine-reason"  # added to messages copied to the dead-letter topic
+UNKNOWN_SOURCE = "unknown"
+FETCH_BATCH = 100
+_NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group has not committed this partition yet
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    partition: int
+    start: int
+    end: int  # exclusive
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class IngestStats:
+    landed: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    bytes_landed: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    committed: dict[int, int] = field(default_factory=dict)  # partition -> committed offset
+    complete: bool = True  # every range reached its end
+
+    @property
+    def messages(self) -> int:
+        return self.landed + self.duplicates + self.quarantined
+
+
+def consumer_config(bootstrap: str, group: str, **overrides) -> dict:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        **overrides,
+    }
+
+
+def plan_ranges(consumer: Consumer, topic: str, max_messages: int, timeout: float = 10.0) -> list[OffsetRange]:
+    """Per partition with unconsumed messages: [committed offset, min(end, committed + max_messages))."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        problem = metadata.error if metadata is not None else "not found"
+        raise KafkaException(f"topic {topic!r}: {problem}")
+    partitions = [TopicPartition(topic, number) for number in sorted(metadata.partitions)]
+    committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=timeout)}
+    ranges = []
+    for tp in partitions:
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        start = max(low, committed[tp.partition]) if committed[tp.partition] != _NO_OFFSET else low
+        end = min(high, start + max_messages)
+        if end > start:
+            ranges.append(OffsetRange(tp.partition, start, end))
+    return ranges
+
+
+def _header(headers: dict[str, bytes | None], name: str) -> str | None:
+    value = headers.get(name)
+    text = value.decode("utf-8", errors="replace").strip() if value else ""
+    return text or None
+
+
+def _event_time(header: str | None, message: Message) -> str | None:
+    if header:
+        try:
+            if header.isdigit():
+                return datetime.fromtimestamp(int(header) / 1000, UTC).isoformat()
+            moment = datetime.fromisoformat(header.replace("Z", "+00:00"))
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        except (ValueError, OverflowError, OSError):
+            log.warning("unreadable %s header %r; using the message timestamp", HEADER_EVENT_TIME, header[:40])
+    kind, millis = message.timestamp()
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat() if millis > 0 else None
+
+
+class KafkaIngestor:
+    """Lands the messages of one topic through a `Lander`; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        lander: Lander,
+        consumer: Consumer,
+        topic: str,
+        max_upload_bytes: int,
+        dlq: Producer | None = None,
+        dlq_topic: str | None = None,
+    ):
+        self.lander = lander
+        self.consumer = consumer
+        self.topic = topic
+        self.max_upload_bytes = max_upload_bytes
+        self.dlq = dlq if dlq_topic else None
+        self.dlq_topic = dlq_topic
+
+    def ingest(
+        self,
+        ranges: list[OffsetRange],
+        idle_timeout: float = 30.0,
+        on_progress: Callable[[IngestStats], None] | None = None,
+    ) -> IngestStats:
+        """Consume exactly the given ranges; returns what happened. Committed offsets never go backwards."""
+        stats = IngestStats()
+        if not ranges:
+            return stats
+        ends = {r.partition: r.end for r in ranges}
+        committed = {
+            tp.partition: tp.offset
+            for tp in self.consumer.committed([TopicPartition(self.topic, p) for p in ends], timeout=10)
+        }
+        # Someone may have committed further since the plan was made: never go back to it.
+        starts = {r.partition: max(r.start, committed.get(r.partition, _NO_OFFSET)) for r in ranges}
+        pending = {p for p in ends if starts[p] < ends[p]}
+        self.consumer.assign([TopicPartition(self.topic, p, starts[p]) for p in pending])
+        handled: dict[int, int] = {}  # partition -> next offset after the last handled message
+        last_progress = time.monotonic()
+        try:
+            while pending:
+                messages = self.consumer.consume(FETCH_BATCH, timeout=1.0)
+                for message in messages:
+                    if message.error():
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("consume error: %s", message.error())
+                        continue
+                    partition, offset = message.partition(), message.offset()
+                    if partition not in pending or offset >= ends[partition]:
+                        continue  # beyond this run's range: the next run's work
+                    self._handle(message, stats)
+                    handled[partition] = offset + 1
+                self._finish_positions(pending, ends, handled)
+                if handled:
+                    self._commit(handled, stats)
+                    handled = {}
+                    last_progress = time.monotonic()
+                    if on_progress:
+                        on_progress(stats)
+                pending = {p for p in pending if stats.committed.get(p, starts[p]) < ends[p]}
+                if pending and time.monotonic() - last_progress > idle_timeout:
+                    log.warning("no progress for %.0f s on partitions %s; stopping this batch", idle_timeout, pending)
+                    stats.complete = False
+                    break
+        finally:
+            self.consumer.unassign()
+        return stats
+
+    def _finish_positions(self, pending: set[int], ends: dict[int, int], handled: dict[int, int]) -> None:
+        """A partition whose position passed its range end (transaction markers, deleted records) is done."""
+        for tp in self.consumer.position([TopicPartition(self.topic, p) for p in pending]):
+            if tp.offset >= ends[tp.partition] and handled.get(tp.partition) != ends[tp.partition]:
+                handled[tp.partition] = ends[tp.partition]
+
+    def _commit(self, handled: dict[int, int], stats: IngestStats) -> None:
+        """Commit offsets of messages already durably landed or quarantined (landing fsyncs; DLQ is flushed)."""
+        if self.dlq is not None and self.dlq.flush(30) > 0:
+            raise KafkaException("dead-letter messages not delivered; not committing")
+        offsets = [TopicPartition(self.topic, p, offset) for p, offset in handled.items()]
+        for tp in self.consumer.commit(offsets=offsets, asynchronous=False):
+            if tp.error:
+                raise KafkaException(tp.error)
+            stats.committed[tp.partition] = tp.offset
+
+    def _handle(self, message: Message, stats: IngestStats) -> None:
+        data = message.value() or b""
+        headers = {name: value for name, value in (message.headers() or [])}
+        client = _header(headers, HEADER_SOURCE) or UNKNOWN_SOURCE
+        key = message.key().decode("utf-8", errors="replace") if message.key() else None
+        kafka = {"topic": message.topic(), "partition": message.partition(), "offset": message.offset(), "key": key}
+        try:
+            if len(data) > self.max_upload_bytes:
+                raise ImageRejected(
+                    413, "too_large", f"{len(data):,} bytes exceeds the limit of {self.max_upload_bytes:,}"
+                )
+            landed = self.lander.land(
+                data,
+                source="kafka",
+                client=client,
+                event_time=_event_time(_header(headers, HEADER_EVENT_TIME), message),
+                kafka=kafka,
+                source_key=key,
+            )
+        except ImageRejected as rejection:
+            self._quarantine(message, data, rejection, client, kafka, headers)
+            stats.quarantined += 1
+            stats.reasons[rejection.code] += 1
+            return
+        if landed.duplicate:
+            stats.duplicates += 1
+        else:
+            stats.landed += 1
+            stats.bytes_landed += landed.size_bytes
+
+    def _quarantine(
+        self, message: Message, data: bytes, rejection: ImageRejected, client: str, kafka: dict, headers: dict
+    ) -> None:
+        self.lander.quarantine(
+            data,
+            rejection,
+            source="kafka",
+            client=client,
+            # stable per message: a redelivery overwrites instead of adding a second record
+            quarantine_id=f"kafka-{message.topic()}-{message.partition()}-{message.offset()}",
+            details={"kafka": kafka, "declared_content_type": _header(headers, HEADER_CONTENT_TYPE)},
+        )
+        if self.dlq is not None:
+            self.dlq.produce(
+                self.dlq_topic,
+                value=data,
+                key=message.key(),
+                headers=[*(message.headers() or []), (HEADER_REASON, rejection.code.encode())],
+            )
+            self.dlq.poll(0)
+
+
+@contextmanager
+def open_consumer(bootstrap: str, group: str) -> Iterator[Consumer]:
+    consumer = Consumer(consumer_config(bootstrap, group))
+    try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
+@contextmanager
+def open_ingestor(
+    bootstrap: str, zones: Zones, dsn: str, settings: IngestSettings, topic: str, group: str, dlq_topic: str | None
+) -> Iterator[KafkaIngestor]:
+    """A ready KafkaIngestor (registry migrated, one database connection); closes everything after."""
+    postgres.apply_migrations(dsn)
+    pool = ConnectionPool(dsn, size=1)
+    dlq = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True}) if dlq_topic else None
+    try:
+        with open_consumer(bootstrap, group) as consumer:
+            lander = Lander(zones, pool, settings.max_pixels, settings.fsync)
+            yield KafkaIngestor(lander, consumer, topic, settings.max_upload_bytes, dlq, dlq_topic)
+    finally:
+        if dlq is not None:
+            dlq.flush(30)
+        pool.close()

@@ -24,7 +24,7 @@ class OffsetRangeConfig(dg.Config):
 
 
 class KafkaBatchConfig(dg.Config):
-    # Empty: plan the batch now from the committed offsets (a manual materialisation from the UI).
+    # Empty: every partition from its committed offset (a manual materialisation from the UI).
     ranges: list[OffsetRangeConfig] = []
 
 
@@ -38,6 +38,7 @@ def _metadata(ranges: list[OffsetRange], stats: IngestStats) -> dict:
         "bytes_landed": stats.bytes_landed,
         "offset_ranges": dg.MetadataValue.json([[r.partition, r.start, r.end] for r in ranges]),
         "committed_offsets": dg.MetadataValue.json({str(p): offset for p, offset in sorted(stats.committed.items())}),
+        "caught_up": stats.caught_up,  # False: a range stopped at its bound; the sensor asks for the next batch
         "complete": stats.complete,
     }
 
@@ -54,7 +55,8 @@ def kafka_image_uploads(
     zones: ZonesResource,
     sales_db: SalesDatabase,
 ) -> dg.MaterializeResult:
-    ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges] or kafka_images.plan()
+    ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+    ranges = ranges or kafka_images.plan(every_partition=True)
     context.log.info(f"offset ranges (partition, start, end): {[(r.partition, r.start, r.end) for r in ranges]}")
     with kafka_images.ingestor(zones.get_zones(), sales_db.get_dsn()) as ingestor:
         stats = ingestor.ingest(ranges)

@@ -33,14 +33,15 @@ class KafkaImagesResource(dg.ConfigurableResource):
             raise dg.Failure("Kafka ingestion is off: set MEMBERFLOW_KAFKA_BOOTSTRAP")
         return bootstrap
 
-    def plan(self) -> list[OffsetRange]:
-        """The next batch: per partition, from the group's committed offset towards the end (capped)."""
+    def plan(self, every_partition: bool = False) -> list[OffsetRange]:
+        """The next batch: per partition with unconsumed messages (or every one), from the committed offset."""
         settings = self._settings()
         with open_consumer(self._required_bootstrap(), self.group or settings.kafka_group) as consumer:
             return plan_ranges(
                 consumer,
                 self.topic or settings.kafka_topic,
                 self.max_messages_per_partition or settings.kafka_batch_max_messages,
+                every_partition=every_partition,
             )
 
     @contextmanager

@@ -4,12 +4,18 @@ Message: value = the image bytes; key = the producer's image id; headers `conten
 `source-application` (becomes the image's client), `event-time` (ISO 8601 or epoch milliseconds;
 the message timestamp when absent).
 
-Work is done in explicit offset ranges: `plan_ranges` reads, per partition, the consumer group's
-committed offset and the topic's end, and `KafkaIngestor.ingest` consumes exactly [start, end) of
-each partition with `assign()` (no group membership, so no rebalance waits and no two consumers in one
-range). After each fetched batch, every handled message is durably landed or quarantined and only then
-are the offsets committed. A crash before the commit means the batch is delivered again: landing is
-idempotent (same client + same bytes = same image id, see landing.py), so nothing is stored twice.
+Work is done in bounded batches of explicit offset ranges: `plan_ranges` gives, per partition with
+unconsumed messages, [committed offset, committed offset + max_messages), and `KafkaIngestor.ingest`
+consumes each range with `assign()` (no group membership: no rebalance waits, and no two consumers
+in one range) until the range's end or the end of the partition, whichever comes first. After each
+fetched batch, every handled message is durably landed or quarantined and only then are the offsets
+committed. A crash before the commit means the batch is delivered again: landing is idempotent (same
+client + same bytes = same image id, see landing.py), so nothing is stored twice.
+
+The end of a partition is taken from the consumer's end-of-partition event (the fetch response's high
+watermark), not from a ListOffsets query: Tansu answers ListOffsets with the base offset of the last
+record *batch* + 1, which would leave a batch's later messages behind. ListOffsets is only used to ask
+"is there anything after the committed offset?", which its answer gets right on Tansu too.
 
 A message that is not an acceptable image (or is over the size limit, or reuses a key for different
 bytes) is written to quarantine/images/ with the reason (and, when configured, copied to a dead-letter
@@ -22,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,7 +56,7 @@ _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group has not committed t
 class OffsetRange:
     partition: int
     start: int
-    end: int  # exclusive
+    end: int  # exclusive upper bound; the partition's end may come first
 
     @property
     def size(self) -> int:
@@ -65,7 +71,8 @@ class IngestStats:
     bytes_landed: int = 0
     reasons: Counter = field(default_factory=Counter)
     committed: dict[int, int] = field(default_factory=dict)  # partition -> committed offset
-    complete: bool = True  # every range reached its end
+    caught_up: bool = True  # every partition was consumed to its end (no range stopped at its bound)
+    complete: bool = True  # False: stopped early for lack of progress (what was handled is committed)
 
     @property
     def messages(self) -> int:
@@ -79,13 +86,15 @@ def consumer_config(bootstrap: str, group: str, **overrides) -> dict:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "enable.partition.eof": False,
+        "enable.partition.eof": True,  # how a range learns that its partition has nothing more
         **overrides,
     }
 
 
-def plan_ranges(consumer: Consumer, topic: str, max_messages: int, timeout: float = 10.0) -> list[OffsetRange]:
-    """Per partition with unconsumed messages: [committed offset, min(end, committed + max_messages))."""
+def plan_ranges(
+    consumer: Consumer, topic: str, max_messages: int, every_partition: bool = False, timeout: float = 10.0
+) -> list[OffsetRange]:
+    """Per partition with unconsumed messages (all, with `every_partition`): [committed, committed + max_messages)."""
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None:
         problem = metadata.error if metadata is not None else "not found"
@@ -96,9 +105,8 @@ def plan_ranges(consumer: Consumer, topic: str, max_messages: int, timeout: floa
     for tp in partitions:
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
         start = max(low, committed[tp.partition]) if committed[tp.partition] != _NO_OFFSET else low
-        end = min(high, start + max_messages)
-        if end > start:
-            ranges.append(OffsetRange(tp.partition, start, end))
+        if high > start or every_partition:
+            ranges.append(OffsetRange(tp.partition, start, start + max_messages))
     return ranges
 
 
@@ -117,7 +125,7 @@ def _event_time(header: str | None, message: Message) -> str | None:
             return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
         except (ValueError, OverflowError, OSError):
             log.warning("unreadable %s header %r; using the message timestamp", HEADER_EVENT_TIME, header[:40])
-    kind, millis = message.timestamp()
+    _, millis = message.timestamp()
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat() if millis > 0 else None
 
 
@@ -144,9 +152,8 @@ class KafkaIngestor:
         self,
         ranges: list[OffsetRange],
         idle_timeout: float = 30.0,
-        on_progress: Callable[[IngestStats], None] | None = None,
     ) -> IngestStats:
-        """Consume exactly the given ranges; returns what happened. Committed offsets never go backwards."""
+        """Consume the given ranges; returns what happened. Committed offsets never go backwards."""
         stats = IngestStats()
         if not ranges:
             return stats
@@ -163,38 +170,39 @@ class KafkaIngestor:
         last_progress = time.monotonic()
         try:
             while pending:
-                messages = self.consumer.consume(FETCH_BATCH, timeout=1.0)
-                for message in messages:
+                for message in self.consumer.consume(FETCH_BATCH, timeout=1.0):
+                    partition = message.partition()
                     if message.error():
                         if message.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume error: %s", message.error())
+                        elif partition in pending:
+                            # Everything before this offset was delivered (and handled); the partition is done.
+                            handled[partition] = min(message.offset(), ends[partition])
+                            pending.discard(partition)
                         continue
-                    partition, offset = message.partition(), message.offset()
-                    if partition not in pending or offset >= ends[partition]:
-                        continue  # beyond this run's range: the next run's work
+                    if partition not in pending:
+                        continue
+                    offset = message.offset()
+                    if offset >= ends[partition]:  # the range's bound: the next batch's work
+                        pending.discard(partition)
+                        stats.caught_up = False
+                        continue
                     self._handle(message, stats)
                     handled[partition] = offset + 1
-                self._finish_positions(pending, ends, handled)
+                    if offset + 1 == ends[partition]:
+                        pending.discard(partition)
+                        stats.caught_up = False
                 if handled:
                     self._commit(handled, stats)
                     handled = {}
                     last_progress = time.monotonic()
-                    if on_progress:
-                        on_progress(stats)
-                pending = {p for p in pending if stats.committed.get(p, starts[p]) < ends[p]}
-                if pending and time.monotonic() - last_progress > idle_timeout:
+                elif pending and time.monotonic() - last_progress > idle_timeout:
                     log.warning("no progress for %.0f s on partitions %s; stopping this batch", idle_timeout, pending)
-                    stats.complete = False
+                    stats.complete = stats.caught_up = False
                     break
         finally:
             self.consumer.unassign()
         return stats
-
-    def _finish_positions(self, pending: set[int], ends: dict[int, int], handled: dict[int, int]) -> None:
-        """A partition whose position passed its range end (transaction markers, deleted records) is done."""
-        for tp in self.consumer.position([TopicPartition(self.topic, p) for p in pending]):
-            if tp.offset >= ends[tp.partition] and handled.get(tp.partition) != ends[tp.partition]:
-                handled[tp.partition] = ends[tp.partition]
 
     def _commit(self, handled: dict[int, int], stats: IngestStats) -> None:
         """Commit offsets of messages already durably landed or quarantined (landing fsyncs; DLQ is flushed)."""

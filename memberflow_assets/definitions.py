@@ -9,9 +9,7 @@ from memberflow_assets.images.ingest_sensors import kafka_images_sensor
 from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
-from memberflow_assets.resources import ParquetIOManager, SalesDatabase, ZonesResource
-
-zones = ZonesResource()
+from memberflow_assets.resources import SalesDatabase, ZonesResource
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([membership_assets, ingest_assets]),
@@ -19,9 +17,8 @@ defs = dg.Definitions(
     jobs=[membership_batch_job, kafka_image_ingest_job],
     sensors=[landing_applications_sensor, kafka_images_sensor],
     resources={
-        "zones": zones,
+        "zones": ZonesResource(),
         "sales_db": SalesDatabase(),
-        "dataframe_io_manager": ParquetIOManager(zones=zones),
         "kafka_images": KafkaImagesResource(),
     },
 )

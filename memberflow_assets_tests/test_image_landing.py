@@ -13,7 +13,7 @@ import pytest
 
 from memberflow_assets import postgres
 from memberflow_assets.images import layout
-from memberflow_assets.images.landing import ConnectionPool, Lander, image_id_for
+from memberflow_assets.images.landing import ConnectionPool, Lander, Upload, image_id_for
 from memberflow_assets.images.validation import ImageRejected
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, unique_jpeg
@@ -23,7 +23,7 @@ from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, uniq
 def lander(memberflow_env, pg_dsn):
     postgres.apply_migrations(pg_dsn)
     pool = ConnectionPool(pg_dsn, size=8)
-    yield Lander(Zones(str(memberflow_env)), pool, max_pixels=10_000_000, fsync=True)
+    yield Lander(Zones(str(memberflow_env)), pool, max_pixels=10_000_000, durable=True)
     pool.close()
 
 
@@ -104,10 +104,11 @@ def test_rejected_bytes_land_nothing(lander, memberflow_env, pg_dsn):
 
 
 class FailingSidecarZones(Zones):
-    def write_bytes(self, relpath: str, data: bytes, fsync: bool = False) -> None:
-        if relpath.endswith(".json"):
-            raise OSError("disk full")
-        super().write_bytes(relpath, data, fsync)
+    """The disk fills up after the image, before the sidecar."""
+
+    def write_all(self, files, fsync: bool = False) -> None:
+        super().write_all([(relpath, data) for relpath, data in files if not relpath.endswith(".json")], fsync)
+        raise OSError("disk full")
 
 
 def test_failed_write_releases_the_claim_so_a_retry_lands(lander, memberflow_env, pg_dsn):
@@ -130,10 +131,10 @@ from pathlib import Path
 from memberflow_assets.images.landing import ConnectionPool, Lander
 from memberflow_assets.zones import Zones
 
-def crash(self, sidecar, data):
+def crash(self, files, fsync=False):
     os.kill(os.getpid(), signal.SIGKILL)  # the process dies after the registry claim, before any file
 
-Lander._write = crash
+Zones.write_all = crash
 lander = Lander(Zones(sys.argv[1]), ConnectionPool(sys.argv[2], 1), max_pixels=10_000_000)
 lander.land(Path(sys.argv[3]).read_bytes(), source="api", client="alice")
 """
@@ -204,3 +205,23 @@ def test_quarantine_keeps_bytes_and_reason(lander, memberflow_env):
     reason = json.loads((memberflow_env / reason_path).read_text())
     assert (reason["reason"], reason["client"], reason["size_bytes"]) == ("unsupported_type", "cams", 5)
     assert (memberflow_env / reason_path.replace(".reason.json", ".bin")).read_bytes() == b"hello"
+
+
+def test_a_batch_lands_once_per_image_and_reports_each_upload(lander, memberflow_env, pg_dsn):
+    first, second = small_image("JPEG", 11), small_image("PNG", 12)
+    kafka = {"topic": "t", "partition": 0, "offset": 0, "key": "k1"}
+    results = lander.land_many(
+        [
+            Upload(first, "kafka", "cams", kafka=kafka, source_key="k1"),
+            Upload(b"garbage", "kafka", "cams", source_key="k2"),
+            Upload(first, "kafka", "cams", kafka=kafka, source_key="k1"),  # sent twice in one batch
+            Upload(second, "kafka", "cams", source_key="k1"),  # k1 already names `first`
+            Upload(second, "kafka", "phones", source_key="k1"),
+        ]
+    )
+    landed, garbage, repeat, conflict, other = results
+    assert not landed.duplicate and repeat.duplicate and repeat.image_id == landed.image_id
+    assert isinstance(garbage, ImageRejected) and garbage.code == "unsupported_type"
+    assert isinstance(conflict, ImageRejected) and conflict.code == "key_conflict"
+    assert not other.duplicate and other.received_at == landed.received_at
+    assert len(registry_rows(pg_dsn)) == 2 and len(landed_files(memberflow_env)) == 4

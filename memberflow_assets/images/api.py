@@ -8,11 +8,12 @@
 Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
 is streamed: a declared Content-Length over the limit is refused before any byte is read, and a
 streamed body is refused as soon as it passes the limit, so an oversized upload never sits in memory.
-The landing itself (landing.py) runs in a worker thread, bounded by the database pool's size.
+Landings (landing.py) run on worker threads that land concurrent requests together (GroupLander).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from memberflow_assets import postgres
 from memberflow_assets.images.api_keys import ApiKeys
 from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import ConnectionPool, Lander
+from memberflow_assets.images.landing import GroupLander, Lander, Upload, open_lander
 from memberflow_assets.images.validation import ImageRejected
 from memberflow_assets.zones import Zones
 
@@ -193,19 +194,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ingest = settings or IngestSettings.from_env()
-        database = dsn or postgres.sales_dsn()
-        postgres.apply_migrations(database)
         app.state.settings = ingest
         app.state.keys = ApiKeys(ingest.api_keys, ingest.api_keys_file)
         if app.state.keys.count == 0:
             log.warning("no API keys configured: every upload is refused. Mint one with `memberflow api-key`.")
-        pool = ConnectionPool(database, pool_size)
-        app.state.lander = Lander(zones or Zones.from_settings(), pool, ingest.max_pixels, ingest.fsync)
         app.state.limiter = anyio.CapacityLimiter(pool_size)
-        try:
-            yield
-        finally:
-            pool.close()
+        with open_lander(zones or Zones.from_settings(), dsn or postgres.sales_dsn(), ingest, pool_size) as lander:
+            app.state.lander = lander
+            app.state.landings = GroupLander(lander)
+            try:
+                yield
+            finally:
+                app.state.landings.close()
 
     app = FastAPI(
         title="memberflow image upload API",
@@ -266,7 +266,7 @@ def create_app(
         if not data:
             raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
         try:
-            landed = await in_thread(lander.land, data, source="api", client=client)
+            landed = await asyncio.wrap_future(app.state.landings.submit(Upload(data, "api", client)))
         except ImageRejected as rejection:
             await in_thread(
                 lander.quarantine,

@@ -33,7 +33,7 @@ class IngestSettings:
     api_keys_file: Path  # more such lines; `memberflow api-key` appends here
     max_upload_bytes: int
     max_pixels: int
-    fsync: bool  # local zones: fsync landed files before answering / committing offsets
+    durable: bool  # a landing is on disk (files fsynced, registry commit flushed) before it is acknowledged
     api_host: str
     api_port: int
     kafka_topic: str
@@ -49,7 +49,7 @@ class IngestSettings:
             api_keys_file=Path(_env("MEMBERFLOW_API_KEYS_FILE") or settings.data_dir / "api_keys.txt"),
             max_upload_bytes=int(_env("MEMBERFLOW_MAX_UPLOAD_BYTES", str(DEFAULT_MAX_UPLOAD_BYTES))),
             max_pixels=int(_env("MEMBERFLOW_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))),
-            fsync=_flag("MEMBERFLOW_LANDING_FSYNC", True),
+            durable=_flag("MEMBERFLOW_INGEST_DURABLE", True),
             api_host=_env("MEMBERFLOW_API_HOST", "127.0.0.1"),
             api_port=int(_env("MEMBERFLOW_API_PORT", "8000")),
             kafka_topic=_env("MEMBERFLOW_KAFKA_TOPIC", DEFAULT_TOPIC),

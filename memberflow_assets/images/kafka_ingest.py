@@ -35,9 +35,8 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from memberflow_assets import postgres
 from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import ConnectionPool, Lander
+from memberflow_assets.images.landing import Lander, Upload, open_lander
 from memberflow_assets.images.validation import ImageRejected
 from memberflow_assets.zones import Zones
 
@@ -170,13 +169,14 @@ class KafkaIngestor:
         last_progress = time.monotonic()
         try:
             while pending:
+                batch = []
                 for message in self.consumer.consume(FETCH_BATCH, timeout=1.0):
                     partition = message.partition()
                     if message.error():
                         if message.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume error: %s", message.error())
                         elif partition in pending:
-                            # Everything before this offset was delivered (and handled); the partition is done.
+                            # Everything before this offset was delivered (and is in a batch); the partition is done.
                             handled[partition] = min(message.offset(), ends[partition])
                             pending.discard(partition)
                         continue
@@ -187,11 +187,13 @@ class KafkaIngestor:
                         pending.discard(partition)
                         stats.caught_up = False
                         continue
-                    self._handle(message, stats)
-                    handled[partition] = offset + 1
+                    batch.append(message)
                     if offset + 1 == ends[partition]:
                         pending.discard(partition)
                         stats.caught_up = False
+                self._land(batch, stats)
+                for message in batch:
+                    handled[message.partition()] = max(handled.get(message.partition(), 0), message.offset() + 1)
                 if handled:
                     self._commit(handled, stats)
                     handled = {}
@@ -205,7 +207,7 @@ class KafkaIngestor:
         return stats
 
     def _commit(self, handled: dict[int, int], stats: IngestStats) -> None:
-        """Commit offsets of messages already durably landed or quarantined (landing fsyncs; DLQ is flushed)."""
+        """Commit the offsets of messages already landed or quarantined (and copied to the dead-letter topic)."""
         if self.dlq is not None and self.dlq.flush(30) > 0:
             raise KafkaException("dead-letter messages not delivered; not committing")
         offsets = [TopicPartition(self.topic, p, offset) for p, offset in handled.items()]
@@ -214,56 +216,81 @@ class KafkaIngestor:
                 raise KafkaException(tp.error)
             stats.committed[tp.partition] = tp.offset
 
-    def _handle(self, message: Message, stats: IngestStats) -> None:
-        data = message.value() or b""
-        headers = {name: value for name, value in (message.headers() or [])}
-        client = _header(headers, HEADER_SOURCE) or UNKNOWN_SOURCE
-        key = message.key().decode("utf-8", errors="replace") if message.key() else None
-        kafka = {"topic": message.topic(), "partition": message.partition(), "offset": message.offset(), "key": key}
-        try:
-            if len(data) > self.max_upload_bytes:
-                raise ImageRejected(
-                    413, "too_large", f"{len(data):,} bytes exceeds the limit of {self.max_upload_bytes:,}"
-                )
-            landed = self.lander.land(
-                data,
+    def _land(self, batch: list[Message], stats: IngestStats) -> None:
+        """Land (or quarantine) a fetched batch; when this returns, all of it is durable."""
+        received = [_Received.of(message) for message in batch]
+        rejected: list[tuple[_Received, ImageRejected]] = []
+        uploads: list[tuple[_Received, Upload]] = []
+        for item in received:
+            if len(item.data) > self.max_upload_bytes:
+                size = f"{len(item.data):,} bytes exceeds the limit of {self.max_upload_bytes:,}"
+                rejected.append((item, ImageRejected(413, "too_large", size)))
+            else:
+                uploads.append((item, item.upload()))
+        for (item, _), result in zip(uploads, self.lander.land_many([u for _, u in uploads]), strict=True):
+            if isinstance(result, ImageRejected):
+                rejected.append((item, result))
+            elif result.duplicate:
+                stats.duplicates += 1
+            else:
+                stats.landed += 1
+                stats.bytes_landed += result.size_bytes
+        records = []
+        for item, rejection in rejected:
+            records += self.lander.quarantine_files(
+                item.data,
+                rejection,
                 source="kafka",
-                client=client,
-                event_time=_event_time(_header(headers, HEADER_EVENT_TIME), message),
-                kafka=kafka,
-                source_key=key,
+                client=item.client,
+                # stable per message: a redelivery overwrites instead of adding a second record
+                quarantine_id=f"kafka-{item.kafka['topic']}-{item.kafka['partition']}-{item.kafka['offset']}",
+                details={"kafka": item.kafka, "declared_content_type": _header(item.headers, HEADER_CONTENT_TYPE)},
             )
-        except ImageRejected as rejection:
-            self._quarantine(message, data, rejection, client, kafka, headers)
             stats.quarantined += 1
             stats.reasons[rejection.code] += 1
-            return
-        if landed.duplicate:
-            stats.duplicates += 1
-        else:
-            stats.landed += 1
-            stats.bytes_landed += landed.size_bytes
+            if self.dlq is not None:
+                self.dlq.produce(
+                    self.dlq_topic,
+                    value=item.data,
+                    key=item.message.key(),
+                    headers=[*(item.message.headers() or []), (HEADER_REASON, rejection.code.encode())],
+                )
+                self.dlq.poll(0)
+        if records:
+            self.lander.store(records)
 
-    def _quarantine(
-        self, message: Message, data: bytes, rejection: ImageRejected, client: str, kafka: dict, headers: dict
-    ) -> None:
-        self.lander.quarantine(
-            data,
-            rejection,
-            source="kafka",
-            client=client,
-            # stable per message: a redelivery overwrites instead of adding a second record
-            quarantine_id=f"kafka-{message.topic()}-{message.partition()}-{message.offset()}",
-            details={"kafka": kafka, "declared_content_type": _header(headers, HEADER_CONTENT_TYPE)},
+
+@dataclass(frozen=True)
+class _Received:
+    """A consumed message, read once."""
+
+    message: Message
+    data: bytes
+    headers: dict[str, bytes | None]
+    client: str
+    kafka: dict
+
+    @classmethod
+    def of(cls, message: Message) -> _Received:
+        headers = {name: value for name, value in (message.headers() or [])}
+        key = message.key().decode("utf-8", errors="replace") if message.key() else None
+        return cls(
+            message=message,
+            data=message.value() or b"",
+            headers=headers,
+            client=_header(headers, HEADER_SOURCE) or UNKNOWN_SOURCE,
+            kafka={"topic": message.topic(), "partition": message.partition(), "offset": message.offset(), "key": key},
         )
-        if self.dlq is not None:
-            self.dlq.produce(
-                self.dlq_topic,
-                value=data,
-                key=message.key(),
-                headers=[*(message.headers() or []), (HEADER_REASON, rejection.code.encode())],
-            )
-            self.dlq.poll(0)
+
+    def upload(self) -> Upload:
+        return Upload(
+            self.data,
+            source="kafka",
+            client=self.client,
+            event_time=_event_time(_header(self.headers, HEADER_EVENT_TIME), self.message),
+            kafka=self.kafka,
+            source_key=self.kafka["key"],
+        )
 
 
 @contextmanager
@@ -280,14 +307,10 @@ def open_ingestor(
     bootstrap: str, zones: Zones, dsn: str, settings: IngestSettings, topic: str, group: str, dlq_topic: str | None
 ) -> Iterator[KafkaIngestor]:
     """A ready KafkaIngestor (registry migrated, one database connection); closes everything after."""
-    postgres.apply_migrations(dsn)
-    pool = ConnectionPool(dsn, size=1)
     dlq = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True}) if dlq_topic else None
     try:
-        with open_consumer(bootstrap, group) as consumer:
-            lander = Lander(zones, pool, settings.max_pixels, settings.fsync)
+        with open_lander(zones, dsn, settings, pool_size=1) as lander, open_consumer(bootstrap, group) as consumer:
             yield KafkaIngestor(lander, consumer, topic, settings.max_upload_bytes, dlq, dlq_topic)
     finally:
         if dlq is not None:
             dlq.flush(30)
-        pool.close()

@@ -1,12 +1,11 @@
--- Undo a claim whose files could not be written: a fresh row goes, a revived tombstone is a tombstone again.
-WITH claimed AS (
-    SELECT image_id FROM images.registry
-    WHERE image_id = %(image_id)s AND status = 'landed' AND received_at = %(received_at)s
-), deleted AS (
-    DELETE FROM images.registry WHERE image_id IN (SELECT image_id FROM claimed) AND %(inserted)s
+-- Undo claims whose files could not be written: fresh rows go, revived tombstones are tombstones again.
+-- Only rows still exactly as this landing claimed them (status 'landed', its received_at) are touched.
+WITH deleted AS (
+    DELETE FROM images.registry
+    WHERE image_id = ANY(%(inserted)s) AND status = 'landed' AND received_at = %(received_at)s
 )
 UPDATE images.registry SET
     status = 'purged', source = NULL, client = NULL, sha256 = NULL, size_bytes = NULL, content_type = NULL,
-    received_at = NULL, hour_key = NULL, landing_path = NULL, error = NULL, processed_at = NULL,
-    purged_at = now()
-WHERE image_id IN (SELECT image_id FROM claimed) AND NOT %(inserted)s;
+    received_at = NULL, hour_key = NULL, landing_path = NULL, source_key = NULL, error = NULL,
+    processed_at = NULL, purged_at = now()
+WHERE image_id = ANY(%(revived)s) AND status = 'landed' AND received_at = %(received_at)s;

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from memberflow_assets import postgres
-from memberflow_assets.images.api_keys import append_key_line, mint_key
+from memberflow_assets.images.api_keys import KeyFileError, append_key_line, mint_key
 from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.kafka_ingest import (
     HEADER_CONTENT_TYPE,
@@ -67,7 +67,11 @@ def _api(args: argparse.Namespace) -> int:
 
 def _api_key(args: argparse.Namespace) -> int:
     settings = IngestSettings.from_env()
-    key, line = mint_key(args.client)
+    try:
+        key, line = mint_key(args.client)
+    except KeyFileError as error:
+        print(error, file=sys.stderr)
+        return 2
     if args.print_only:
         print(f"key:  {key}\nline: {line}    (add it to MEMBERFLOW_API_KEYS or the keys file)")
         return 0
@@ -87,8 +91,7 @@ def _kafka_ingest(args: argparse.Namespace) -> int:
         print("MEMBERFLOW_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
         return 2
     topic = args.topic or settings.kafka_topic
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Stopping at any moment is safe: a batch not committed yet is delivered again and lands nothing twice.
     with open_ingestor(
         bootstrap,
         Zones.from_settings(),
@@ -98,10 +101,14 @@ def _kafka_ingest(args: argparse.Namespace) -> int:
         settings.kafka_group,
         settings.kafka_dlq_topic,
     ) as ingestor:
-        while not stop.is_set():
-            ranges = plan_ranges(ingestor.consumer, topic, args.max_messages or settings.kafka_batch_max_messages)
+        caught_up = True
+        while True:
+            limit = args.max_messages or settings.kafka_batch_max_messages
+            ranges = plan_ranges(ingestor.consumer, topic, limit, every_partition=not caught_up)
+            caught_up = True
             if ranges:
                 stats = ingestor.ingest(ranges)
+                caught_up = stats.caught_up
                 log.info(
                     "batch %s: landed %d, duplicates %d, quarantined %d %s",
                     [(r.partition, r.start, r.end) for r in ranges],
@@ -111,10 +118,9 @@ def _kafka_ingest(args: argparse.Namespace) -> int:
                     dict(stats.reasons),
                 )
             if args.once:
-                break
+                return 0
             if not ranges:
-                stop.wait(args.poll_seconds)
-    return 0
+                time.sleep(args.poll_seconds)
 
 
 def _kafka_send(args: argparse.Namespace) -> int:

@@ -9,12 +9,14 @@ marks a file as new (see `FileInfo.changed_at`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import posixpath
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +46,20 @@ def _fsync_path(path: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+@functools.cache
+def _fsync_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(16, thread_name_prefix="fsync")
+
+
+def _fsync_paths(paths: Sequence[str]) -> None:
+    """fsync many files at once: concurrent fsyncs share the filesystem's journal commits, so 200
+    files take a fraction of the time of 200 fsyncs in a row."""
+    if len(paths) == 1:
+        _fsync_path(paths[0])
+    else:
+        list(_fsync_pool().map(_fsync_path, paths))
 
 
 @dataclass(frozen=True)
@@ -182,14 +198,12 @@ class Zones:
                 staged.append((temp, final))  # before writing: a failed write's temporary file is removed too
                 _write_new_file(temp, data)
             if fsync:
-                for temp, _ in staged:
-                    _fsync_path(temp)
+                _fsync_paths([temp for temp, _ in staged])
             for temp, final in staged:
                 os.replace(temp, final)
                 renamed += 1
             if fsync:
-                for folder in dict.fromkeys(os.path.dirname(final) for _, final in staged):
-                    _fsync_path(folder)
+                _fsync_paths(list(dict.fromkeys(os.path.dirname(final) for _, final in staged)))
         finally:
             for temp, _ in staged[renamed:]:
                 with contextlib.suppress(FileNotFoundError):

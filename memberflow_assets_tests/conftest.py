@@ -8,13 +8,16 @@ import uuid
 from pathlib import Path
 
 import boto3
+import dagster as dg
 import psycopg2
 import pytest
 
 from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.zones import Zones
 
 ENV_VARS = (
     "MEMBERFLOW_DATA_DIR",
+    "MEMBERFLOW_DAGSTER_PG_DSN",
     "MEMBERFLOW_STORAGE_URL",
     "MEMBERFLOW_S3_ENDPOINT_URL",
     "AWS_ENDPOINT_URL",
@@ -36,16 +39,29 @@ def pg_server_uri():
 
 
 @pytest.fixture
-def pg_dsn(pg_server_uri):
-    """A new, empty database for one test."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    ensure_database(pg_server_uri, name)
-    yield with_database(pg_server_uri, name)
+def make_database(pg_server_uri):
+    """A factory of new, empty databases on the test server (dropped after the test); returns DSNs."""
+    names = []
+
+    def create() -> str:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        ensure_database(pg_server_uri, name)
+        names.append(name)
+        return with_database(pg_server_uri, name)
+
+    yield create
     connection = psycopg2.connect(pg_server_uri)
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     connection.close()
+
+
+@pytest.fixture
+def pg_dsn(make_database):
+    """A new, empty database for one test."""
+    return make_database()
 
 
 @pytest.fixture
@@ -58,6 +74,19 @@ def memberflow_env(tmp_path, pg_dsn, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MEMBERFLOW_PG_DSN", pg_dsn)
     return data_dir
+
+
+@pytest.fixture
+def instance():
+    """A throwaway Dagster instance (runs, partitions, event log) for one test."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def zones(memberflow_env) -> Zones:
+    """The zones of the test's local deployment."""
+    return Zones.from_settings()
 
 
 def free_port() -> int:

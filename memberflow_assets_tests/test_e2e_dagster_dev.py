@@ -44,11 +44,12 @@ def wait_for(condition, timeout: float, what: str):
 
 
 @pytest.fixture
-def dagster_dev(tmp_path, pg_dsn, monkeypatch):
-    """`dagster dev` on a temporary DAGSTER_HOME and data dir, storage in a fresh PostgreSQL database."""
+def dagster_dev(tmp_path, pg_dsn, make_database, monkeypatch):
+    """`dagster dev` on a temporary DAGSTER_HOME and data dir, storage in fresh PostgreSQL databases."""
     data_dir = tmp_path / "data"
     monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MEMBERFLOW_PG_DSN", pg_dsn)
+    monkeypatch.setenv("MEMBERFLOW_DAGSTER_PG_DSN", make_database())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for name in ("MEMBERFLOW_STORAGE_URL", "MEMBERFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -98,16 +99,18 @@ def test_dropped_files_are_materialised_by_the_sensor_and_daemon(dagster_dev):
         temp.write_text(f"{HEADER}\n{person}\n")
         temp.rename(landing / f"{name}.csv")
 
+    def run_statuses() -> list[str]:
+        runs = graphql(port, "{ runsOrError { ... on Runs { results { status } } } }")["runsOrError"]["results"]
+        return [run["status"] for run in runs]
+
     def materialized() -> bool:
         stats = graphql(port, PARTITION_STATS, {"path": ["unsuccessful_applications"]})["assetNodeOrError"]
-        return stats["partitionStats"]["numMaterialized"] == 2
+        return stats["partitionStats"]["numMaterialized"] == 2 and run_statuses().count("SUCCESS") == 2
 
-    wait_for(materialized, 240, "both partitions to be materialised")
-    members_stats = graphql(port, PARTITION_STATS, {"path": ["successful_applications"]})["assetNodeOrError"]
-    assert members_stats["partitionStats"] == {"numMaterialized": 2, "numFailed": 0}
+    wait_for(materialized, 240, "both partitions to be materialised by two successful runs")
+    stats = graphql(port, PARTITION_STATS, {"path": ["successful_applications"]})["assetNodeOrError"]
+    assert stats["partitionStats"] == {"numMaterialized": 2, "numFailed": 0}
+    assert run_statuses() == ["SUCCESS", "SUCCESS"]  # exactly one run per file
     assert (data_dir / "members" / "successful" / "e2e_one.parquet").exists()
     assert (data_dir / "members" / "unsuccessful" / "e2e_two.parquet").exists()
-    runs = graphql(port, "{ runsOrError { ... on Runs { results { status tags { key value } } } } }")
-    statuses = [run["status"] for run in runs["runsOrError"]["results"]]
-    assert statuses.count("SUCCESS") >= 2
     assert Path(os.environ["DAGSTER_HOME"], "dagster.yaml").exists()

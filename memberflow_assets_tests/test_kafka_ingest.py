@@ -25,6 +25,7 @@ from memberflow_assets.images.kafka_ingest import (
     HEADER_EVENT_TIME,
     HEADER_REASON,
     HEADER_SOURCE,
+    consumer_config,
     open_ingestor,
     plan_ranges,
 )
@@ -313,3 +314,14 @@ def test_bounded_batches_follow_each_other_until_the_topic_is_consumed(
     assert_everything_landed_once(memberflow_env, pg_dsn, messages, kafka_env)
     group = IngestSettings.from_env().kafka_group
     assert committed_offsets(kafka_bootstrap, group, kafka_env) == partition_ends(messages)
+
+
+def test_cluster_settings_come_from_configuration_but_cannot_break_the_guarantees(memberflow_env, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_CONFIG", '{"security.protocol": "SSL", "enable.auto.commit": true}')
+    settings = IngestSettings.from_env()
+    config = consumer_config("broker:9094", "g", settings.kafka_config)
+    assert config["security.protocol"] == "SSL" and config["enable.auto.commit"] is False
+    assert settings.kafka_client_config("broker:9094")["security.protocol"] == "SSL"
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_CONFIG", '["not", "an", "object"]')
+    with pytest.raises(ValueError, match="JSON object"):
+        IngestSettings.from_env()

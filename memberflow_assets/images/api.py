@@ -324,3 +324,7 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+# `uvicorn memberflow_assets.images.api:app`: configured from the environment when it starts, not on import.
+app = create_app()

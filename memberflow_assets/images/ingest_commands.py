@@ -130,8 +130,11 @@ def _kafka_send(args: argparse.Namespace) -> int:
     if not bootstrap:
         print("MEMBERFLOW_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
         return 2
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "message.max.bytes": 32 << 20})
-    topic = args.topic or IngestSettings.from_env().kafka_topic
+    settings = IngestSettings.from_env()
+    producer = Producer(
+        {**settings.kafka_client_config(bootstrap), "enable.idempotence": True, "message.max.bytes": 32 << 20}
+    )
+    topic = args.topic or settings.kafka_topic
     for name in args.files:
         path = Path(name)
         producer.produce(

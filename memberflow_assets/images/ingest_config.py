@@ -6,8 +6,9 @@ docs/images_ingestion.md ("Configuration").
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memberflow_assets.images.validation import DEFAULT_MAX_PIXELS
@@ -27,6 +28,13 @@ def _flag(name: str, default: bool) -> bool:
     return default if value is None else value.lower() not in ("0", "false", "no", "off")
 
 
+def _json_object(name: str) -> dict:
+    value = json.loads(_env(name, "{}"))
+    if not isinstance(value, dict):
+        raise ValueError(f'{name} must be a JSON object of librdkafka settings, e.g. {{"security.protocol": "SSL"}}')
+    return value
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     api_keys: str  # inline `client:sha256-of-key` lines (MEMBERFLOW_API_KEYS)
@@ -40,6 +48,8 @@ class IngestSettings:
     kafka_group: str
     kafka_dlq_topic: str | None
     kafka_batch_max_messages: int  # per Dagster run (per partition)
+    # librdkafka settings for every client, e.g. TLS/SASL for a managed cluster (MEMBERFLOW_KAFKA_CONFIG, JSON)
+    kafka_config: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> IngestSettings:
@@ -56,4 +66,9 @@ class IngestSettings:
             kafka_group=_env("MEMBERFLOW_KAFKA_GROUP", DEFAULT_GROUP),
             kafka_dlq_topic=_env("MEMBERFLOW_KAFKA_DLQ_TOPIC"),
             kafka_batch_max_messages=int(_env("MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES", "2000")),
+            kafka_config=_json_object("MEMBERFLOW_KAFKA_CONFIG"),
         )
+
+    def kafka_client_config(self, bootstrap: str) -> dict:
+        """Settings for a producer or admin client of the image topic's cluster."""
+        return {**self.kafka_config, "bootstrap.servers": bootstrap}

@@ -36,7 +36,8 @@ class KafkaImagesResource(dg.ConfigurableResource):
     def plan(self, every_partition: bool = False) -> list[OffsetRange]:
         """The next batch: per partition with unconsumed messages (or every one), from the committed offset."""
         settings = self._settings()
-        with open_consumer(self._required_bootstrap(), self.group or settings.kafka_group) as consumer:
+        group = self.group or settings.kafka_group
+        with open_consumer(self._required_bootstrap(), group, settings.kafka_config) as consumer:
             return plan_ranges(
                 consumer,
                 self.topic or settings.kafka_topic,

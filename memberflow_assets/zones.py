@@ -42,6 +42,7 @@ class Zones:
     def __init__(self, root_url: str, s3_endpoint_url: str | None = None):
         self.root_url = root_url.rstrip("/")
         self.is_s3 = self.root_url.startswith("s3://")
+        self.s3_endpoint_url = s3_endpoint_url
         if self.is_s3:
             # Listings must be fresh on every sensor tick, so s3fs's listing cache is off.
             self.fs = fsspec.filesystem(
@@ -85,6 +86,14 @@ class Zones:
             for entry in entries
             if entry.get("type") == "file"
         ]
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Relative paths of the folders directly under a zone folder; [] when it does not exist."""
+        try:
+            entries = self.fs.ls(self.path(prefix), detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(self.relative(entry["name"]) for entry in entries if entry.get("type") == "directory")
 
     def _changed_at(self, entry: dict) -> float:
         if self.is_s3:
@@ -162,6 +171,28 @@ class Zones:
     def delete(self, relpath: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(relpath))
+
+    def delete_tree(self, prefix: str) -> None:
+        """Delete a folder and everything below it (S3: batched DeleteObjects); nothing if it is absent."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(prefix), recursive=True)
+
+    def remove_empty_parents(self, relpath: str, stop_at: str) -> None:
+        """Remove the now-empty folders above `relpath`, up to but not including `stop_at`.
+
+        Local only: S3 has no folders to leave behind.
+        """
+        if self.is_s3:
+            return
+        stop = self.path(stop_at)
+        folder = os.path.dirname(self.path(relpath))
+        while folder.startswith(stop + "/"):
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (or already gone and a parent is not empty)
+                if os.path.exists(folder):
+                    return
+            folder = os.path.dirname(folder)
 
     # -- DuckDB ----------------------------------------------------------------------------------
     def duckdb_connect(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:

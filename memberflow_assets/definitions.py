@@ -13,9 +13,7 @@ from memberflow_assets.images.sensors import landing_images_sensor
 from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
-from memberflow_assets.resources import ParquetIOManager, SalesDatabase, ZonesResource
-
-zones = ZonesResource()
+from memberflow_assets.resources import SalesDatabase, ZonesResource
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([membership_assets, image_assets]),
@@ -24,8 +22,7 @@ defs = dg.Definitions(
     sensors=[landing_applications_sensor, landing_images_sensor],
     schedules=[image_retention_schedule],
     resources={
-        "zones": zones,
+        "zones": ZonesResource(),
         "sales_db": SalesDatabase(),
-        "dataframe_io_manager": ParquetIOManager(zones=zones),
     },
 )

@@ -9,6 +9,7 @@ process shares it. Dagster's own storage lives in a second database on the same 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -66,10 +67,13 @@ def sales_dsn(settings: Settings | None = None) -> str:
 
 
 def dagster_storage_url(settings: Settings | None = None) -> str:
-    """SQLAlchemy URL for Dagster's instance storage: database `dagster` beside the sales database."""
-    dsn = sales_dsn(settings)
-    ensure_database(dsn, DAGSTER_DB)
-    url = with_database(dsn, DAGSTER_DB)
+    """SQLAlchemy URL for Dagster's instance storage: MEMBERFLOW_DAGSTER_PG_DSN when set, else
+    database `dagster` beside the sales database (created if missing)."""
+    url = os.environ.get("MEMBERFLOW_DAGSTER_PG_DSN", "").strip()
+    if not url:
+        dsn = sales_dsn(settings)
+        ensure_database(dsn, DAGSTER_DB)
+        url = with_database(dsn, DAGSTER_DB)
     # psycopg2 explicitly: SQLAlchemy 2.1 would pick psycopg 3 if present, which breaks Dagster's NOTIFY.
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg2://", url)
 

@@ -1,4 +1,4 @@
-"""Dagster resources shared by every domain: the zones, the sales database, the DataFrame IO manager.
+"""Dagster resources shared by every domain: the zones and the sales database.
 
 Each resource's fields default to the environment (memberflow_assets.settings), so one Definitions
 object serves the laptop (local folders, embedded PostgreSQL) and production (S3, RDS) unchanged.
@@ -9,12 +9,8 @@ from contextlib import contextmanager
 from functools import cache
 
 import dagster as dg
-import pandas as pd
 import psycopg2
-import pyarrow as pa
-import pyarrow.parquet as pq
 from psycopg2.extensions import connection as PgConnection
-from upath import UPath
 
 from memberflow_assets import postgres
 from memberflow_assets.settings import Settings
@@ -60,31 +56,3 @@ class SalesDatabase(dg.ConfigurableResource):
                 yield connection
         finally:
             connection.close()
-
-
-class _ParquetUPathIOManager(dg.UPathIOManager):
-    extension = ".parquet"
-
-    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
-        table = pa.Table.from_pandas(obj, preserve_index=False)
-        with path.open("wb") as handle:
-            pq.write_table(table, handle, compression="lz4")  # intermediate data: fast over small
-        context.add_output_metadata({"rows": len(obj)})
-
-    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
-        with path.open("rb") as handle:
-            return pq.read_table(handle).to_pandas()
-
-
-class ParquetIOManager(dg.ConfigurableIOManagerFactory):
-    """Stores DataFrames passed between assets as Parquet under the zones' `io/` folder."""
-
-    zones: dg.ResourceDependency[ZonesResource]
-
-    def create_io_manager(self, context: dg.InitResourceContext) -> _ParquetUPathIOManager:
-        zones = self.zones.get_zones()
-        if zones.is_s3:
-            base = UPath(zones.url("io"), endpoint_url=zones.fs.endpoint_url)
-        else:
-            base = UPath(zones.path("io"))
-        return _ParquetUPathIOManager(base_path=base)

@@ -15,6 +15,7 @@ from memberflow_assets.postgres import ensure_database, with_database
 
 ENV_VARS = (
     "MEMBERFLOW_DATA_DIR",
+    "MEMBERFLOW_DAGSTER_PG_DSN",
     "MEMBERFLOW_STORAGE_URL",
     "MEMBERFLOW_S3_ENDPOINT_URL",
     "AWS_ENDPOINT_URL",
@@ -36,16 +37,29 @@ def pg_server_uri():
 
 
 @pytest.fixture
-def pg_dsn(pg_server_uri):
-    """A new, empty database for one test."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    ensure_database(pg_server_uri, name)
-    yield with_database(pg_server_uri, name)
+def make_database(pg_server_uri):
+    """A factory of new, empty databases on the test server (dropped after the test); returns DSNs."""
+    names = []
+
+    def create() -> str:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        ensure_database(pg_server_uri, name)
+        names.append(name)
+        return with_database(pg_server_uri, name)
+
+    yield create
     connection = psycopg2.connect(pg_server_uri)
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     connection.close()
+
+
+@pytest.fixture
+def pg_dsn(make_database):
+    """A new, empty database for one test."""
+    return make_database()
 
 
 @pytest.fixture

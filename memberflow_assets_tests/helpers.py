@@ -20,12 +20,12 @@ def land(zones: Zones, name: str, content: bytes | str) -> str:
     return relpath
 
 
-def run_batch(instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
+def run_batch(instance: dg.DagsterInstance, key: str, tags: dict | None = None) -> dg.ExecuteInProcessResult:
     """Materialise one partition of the membership job (assets and checks), as a sensor run would."""
     if not instance.has_dynamic_partition(application_files.name, key):
         instance.add_dynamic_partitions(application_files.name, [key])
     job = defs.resolve_job_def("membership_batch")
-    return job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+    return job.execute_in_process(instance=instance, partition_key=key, tags=tags, raise_on_error=False)
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:

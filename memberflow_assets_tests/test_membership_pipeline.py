@@ -187,3 +187,18 @@ def test_members_check_catches_a_table_that_drifted_from_the_files(instance, zon
     assert not evaluation.passed
     assert evaluation.metadata["different_in_table"].value == 1
     assert evaluation.metadata["missing_in_table"].value == 0
+
+
+def test_two_different_people_sharing_an_id_is_a_warning_not_a_failure(instance, zones, pg_dsn):
+    land(
+        zones,
+        "twins.csv",
+        f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\nBea Lee,bea@mail.net,1985-02-03,91234567\n",
+    )
+    result = run_batch(instance, "twins")
+    assert result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "membership_id_valid")
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["ids_shared_by_different_applicants"].value == 1
+    assert len(members_rows(pg_dsn)) == 1  # one id, one member: the later row of the batch wins

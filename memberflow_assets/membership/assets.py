@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from memberflow_assets.membership import batches
 from memberflow_assets.membership.members_sync import stage_members, sync_members
@@ -73,24 +74,16 @@ def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha2
     return target
 
 
-@dg.asset(
-    partitions_def=application_files,
-    group_name=GROUP,
-    io_manager_key="dataframe_io_manager",
-    kinds={"csv", "pandas"},
-    description="Applications exactly as read from the landed file: every field as text, plus "
-    "source_file and row_number. An unreadable file is quarantined and fails its partition.",
-)
-def raw_applications(context: dg.AssetExecutionContext, zones: ZonesResource) -> pd.DataFrame:
-    zone = zones.get_zones()
+def read_landed_file(context: dg.AssetExecutionContext, zone: Zones) -> tuple[FileInfo, str, pd.DataFrame]:
+    """The landed file of this partition, its SHA-256 and its rows; quarantines an unreadable file."""
     landed = find_landed_file(zone, context.partition_key)
     with zone.local_file(landed.relpath) as local_path:
         with open(local_path, "rb") as handle:
             sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
         try:
-            frame = read_applications(local_path, landed.name)
+            return landed, sha256, read_applications(local_path, landed.name)
         except ApplicationFileError as error:
-            target = quarantine(zone, landed, error, sha256, context.run_id)
+            target = quarantine(zone, landed, error, sha256, context.run.run_id)
             context.log.error(f"{error} -> quarantined to {zone.url(target)}")
             raise dg.Failure(
                 description=str(error),
@@ -101,48 +94,12 @@ def raw_applications(context: dg.AssetExecutionContext, zones: ZonesResource) ->
                 },
                 allow_retries=False,
             ) from error
-    context.log.info(f"read {len(frame)} applications from {zone.url(landed.relpath)}")
-    context.add_output_metadata(
-        {
-            "source": dg.MetadataValue.path(zone.url(landed.relpath)),
-            "sha256": sha256,
-            "size_bytes": landed.size,
-            "rows": len(frame),
-            "columns": ", ".join(map(str, frame.columns)),
-        }
-    )
-    return frame
 
 
-@dg.asset(
-    partitions_def=application_files,
-    group_name=GROUP,
-    io_manager_key="dataframe_io_manager",
-    kinds={"duckdb", "pandas"},
-    description="Every application with the rules applied (classify_applications) and its batch.",
-)
-def classified_applications(
-    context: dg.AssetExecutionContext, config: ClassificationConfig, raw_applications: pd.DataFrame
-) -> pd.DataFrame:
-    classified = classify_applications(raw_applications, as_of=config.as_of)
-    classified.insert(0, "batch", context.partition_key)
-    classified["source_file"] = raw_applications["source_file"].to_numpy()
-    classified["row_number"] = raw_applications["row_number"].to_numpy()
-
-    successful = int(classified["is_successful"].sum())
-    reasons = classified["rejection_reasons"].str.split(";").explode()
-    reason_counts = {reason: int((reasons == reason).sum()) for reason in REJECTION_REASONS}
-    context.add_output_metadata(
-        {
-            "rows": len(classified),
-            "successful": successful,
-            "unsuccessful": len(classified) - successful,
-            "success_rate": round(successful / len(classified), 4) if len(classified) else 0.0,
-            "rejections_by_reason": dg.MetadataValue.json(reason_counts),
-            "reference_date": config.reference_date,
-        }
-    )
-    return classified
+def rejection_counts(rejection_reasons: pa.Array) -> dict[str, int]:
+    reasons = pc.list_flatten(pc.split_pattern(rejection_reasons, ";"))
+    counted = {row["values"]: row["counts"] for row in pc.value_counts(reasons).to_pylist()}
+    return {reason: counted.get(reason, 0) for reason in REJECTION_REASONS}
 
 
 @dg.multi_asset(
@@ -150,14 +107,28 @@ def classified_applications(
     group_name=GROUP,
     specs=[
         dg.AssetSpec(
+            "raw_applications",
+            kinds={"csv"},
+            description="The landed file's applications exactly as read: every field as text, plus source_file "
+            "and row_number. Its stored form is the landed file itself (never modified; its SHA-256 is recorded). "
+            "An unreadable file is quarantined and fails its partition.",
+        ),
+        dg.AssetSpec(
+            "classified_applications",
+            deps=["raw_applications"],
+            kinds={"duckdb"},
+            description="Every application with the rules applied (classify_applications) and its batch; "
+            "stored as the union of the successful and unsuccessful files.",
+        ),
+        dg.AssetSpec(
             "successful_applications",
-            deps=["raw_applications", "classified_applications"],
+            deps=["classified_applications"],
             kinds={"parquet"},
             description="members/successful/<batch>.parquet: applicants that passed every rule.",
         ),
         dg.AssetSpec(
             "unsuccessful_applications",
-            deps=["raw_applications", "classified_applications"],
+            deps=["classified_applications"],
             kinds={"parquet"},
             description="members/unsuccessful/<batch>.parquet: the others, with rejection_reasons.",
         ),
@@ -165,7 +136,7 @@ def classified_applications(
     check_specs=[
         dg.AssetCheckSpec(
             "rows_conserved",
-            asset="unsuccessful_applications",
+            asset="classified_applications",
             blocking=True,
             description="Rows read = rows in the successful file + rows in the unsuccessful file.",
         ),
@@ -183,52 +154,80 @@ def classified_applications(
             description="Each successful row re-checked against every rule, independently of the SQL.",
         ),
     ],
-    ins={
-        "raw_applications": dg.AssetIn(),
-        "classified_applications": dg.AssetIn(),
-    },
 )
-def application_outputs(
-    context: dg.AssetExecutionContext,
-    config: ClassificationConfig,
-    zones: ZonesResource,
-    raw_applications: pd.DataFrame,
-    classified_applications: pd.DataFrame,
-):
+def application_batch(context: dg.AssetExecutionContext, config: ClassificationConfig, zones: ZonesResource):
+    """One landed file, read -> classified -> stored, in one step: the intermediate data never needs a
+    copy of its own (raw = the landed file, classified = the two output files)."""
     zone = zones.get_zones()
     batch = context.partition_key
-    mask = classified_applications["is_successful"].to_numpy(dtype=bool)
+    landed, sha256, raw = read_landed_file(context, zone)
+    context.log.info(f"read {len(raw)} applications from {zone.url(landed.relpath)}")
+    yield dg.MaterializeResult(
+        asset_key="raw_applications",
+        metadata={
+            "source": dg.MetadataValue.path(zone.url(landed.relpath)),
+            "sha256": sha256,
+            "size_bytes": landed.size,
+            "rows": len(raw),
+            "columns": ", ".join(map(str, raw.columns)),
+        },
+    )
+
+    classified = pa.Table.from_pandas(classify_applications(raw, as_of=config.as_of), preserve_index=False)
+    classified = pa.table(
+        {
+            "batch": pa.repeat(pa.scalar(batch, pa.large_string()), classified.num_rows),
+            **{name: classified[name] for name in classified.column_names},
+            "source_file": pa.array(raw["source_file"]),
+            "row_number": pa.array(raw["row_number"], pa.int64()),
+        }
+    )
+    del raw
+    is_successful = classified["is_successful"]
     outputs = {
-        "successful_applications": (f"{batches.SUCCESSFUL_PREFIX}/{batch}.parquet", classified_applications[mask]),
+        "successful_applications": (f"{batches.SUCCESSFUL_PREFIX}/{batch}.parquet", classified.filter(is_successful)),
         "unsuccessful_applications": (
             f"{batches.UNSUCCESSFUL_PREFIX}/{batch}.parquet",
-            classified_applications[~mask],
+            classified.filter(pc.invert(is_successful)),
         ),
     }
-    written_rows = {}
-    for asset_name, (relpath, frame) in outputs.items():
-        zone.write_parquet(relpath, pa.Table.from_pandas(frame, preserve_index=False))
-        written_rows[asset_name] = zone.parquet_num_rows(relpath)  # what is really on storage
+    stored_rows = {}
+    for asset_name, (relpath, table) in outputs.items():
+        zone.write_parquet(relpath, table)
+        stored_rows[asset_name] = zone.parquet_num_rows(relpath)  # what is really on storage
+
+    rows, successful = classified.num_rows, stored_rows["successful_applications"]
+    yield dg.MaterializeResult(
+        asset_key="classified_applications",
+        metadata={
+            "rows": rows,
+            "successful": successful,
+            "unsuccessful": rows - successful,
+            "success_rate": round(successful / rows, 4) if rows else 0.0,
+            "rejections_by_reason": dg.MetadataValue.json(rejection_counts(classified["rejection_reasons"])),
+            "reference_date": config.reference_date,
+        },
+    )
+    for asset_name, (relpath, table) in outputs.items():
         yield dg.MaterializeResult(
             asset_key=asset_name,
             metadata={
                 "path": dg.MetadataValue.path(zone.url(relpath)),
-                "rows": written_rows[asset_name],
-                "preview": _preview(frame),
+                "rows": stored_rows[asset_name],
+                "preview": _preview(table.slice(0, PREVIEW_ROWS).to_pandas()),
             },
         )
 
-    read = len(raw_applications)
-    stored = sum(written_rows.values())
+    stored = sum(stored_rows.values())
     yield dg.AssetCheckResult(
         check_name="rows_conserved",
-        asset_key="unsuccessful_applications",
-        passed=read == stored,
-        metadata={"rows_read": read, "rows_stored": stored, **written_rows},
+        asset_key="classified_applications",
+        passed=rows == stored,
+        metadata={"rows_read": rows, "rows_stored": stored, **stored_rows},
     )
 
-    successful = outputs["successful_applications"][1]
-    malformed, shared = membership_id_problems(successful)
+    successful_rows = outputs["successful_applications"][1]
+    malformed, shared = membership_id_problems(successful_rows)
     yield dg.AssetCheckResult(
         check_name="membership_id_valid",
         asset_key="successful_applications",
@@ -241,12 +240,12 @@ def application_outputs(
         },
     )
 
-    violations = successful_rule_violations(successful, config.as_of)
+    violations = successful_rule_violations(successful_rows, config.as_of)
     yield dg.AssetCheckResult(
         check_name="successful_rows_satisfy_rules",
         asset_key="successful_applications",
         passed=not any(violations.values()),
-        metadata={"rows_checked": len(successful), "violations": dg.MetadataValue.json(violations)},
+        metadata={"rows_checked": successful_rows.num_rows, "violations": dg.MetadataValue.json(violations)},
     )
 
 

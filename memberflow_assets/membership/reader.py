@@ -10,6 +10,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from memberflow_assets.frames import arrow_to_pandas
 from memberflow_assets.membership.rules import INPUT_COLUMNS
 
 PROVENANCE_COLUMNS = ("source_file", "row_number")
@@ -65,7 +66,7 @@ def read_applications(local_path: str, source_file: str) -> pd.DataFrame:
             first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
             raise ApplicationFileError(source_file, problem, first_line) from error
 
-    frame = table.to_pandas()
+    frame = arrow_to_pandas(table)
     canonical = {str(column).strip().lower(): column for column in frame.columns}
     missing = [column for column in INPUT_COLUMNS if column not in canonical]
     if missing:

@@ -11,8 +11,8 @@ from datetime import date
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 
+from memberflow_assets.frames import arrow_to_pandas
 from memberflow_assets.settings import read_sql
 
 INPUT_COLUMNS = ("name", "email", "date_of_birth", "mobile_no")
@@ -66,11 +66,7 @@ def classify_applications(df: pd.DataFrame, as_of: date = DEFAULT_AS_OF) -> pd.D
         connection.execute("SET enable_progress_bar = false")
         connection.register("applications", applications)
         result = connection.sql(_CLASSIFY_SQL, params={"cutoff": adult_cutoff(as_of)}).to_arrow_table()
-    # pandas' text dtype is backed by Arrow large_string: casting first makes to_pandas() copy-free.
-    result = result.cast(
-        pa.schema(pa.field(f.name, pa.large_string()) if pa.types.is_string(f.type) else f for f in result.schema)
-    )
-    classified = result.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+    classified = arrow_to_pandas(result)
     classified["is_successful"] = classified["is_successful"].astype(bool)
     classified.index = df.index
     return classified

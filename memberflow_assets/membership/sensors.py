@@ -107,6 +107,7 @@ def landing_applications_sensor(context: dg.SensorEvaluationContext, zones: Zone
     plan = plan_tick(zone, cursor, now=time.time())
 
     run_requests, new_keys, hashed_now = [], [], {}
+    existing_keys = set(context.instance.get_dynamic_partitions(application_files.name)) if plan.ready else set()
     for info in plan.ready:
         sha256 = _sha256(zone, info.relpath)
         key = batches.batch_key(info.name)
@@ -115,7 +116,8 @@ def landing_applications_sensor(context: dg.SensorEvaluationContext, zones: Zone
             context.log.info(f"{info.name}: same content as batch {duplicate_of!r} already processed; skipped")
             continue
         hashed_now[sha256] = key
-        if not context.instance.has_dynamic_partition(application_files.name, key):
+        if key not in existing_keys:
+            existing_keys.add(key)
             new_keys.append(key)
         run_requests.append(
             dg.RunRequest(

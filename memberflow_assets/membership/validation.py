@@ -7,9 +7,9 @@ with pyarrow.compute, so a bug in one implementation shows up as a disagreement 
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import date, datetime, time
 
-import pandas as pd
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,13 +18,17 @@ from memberflow_assets.membership.rules import MEMBERSHIP_ID_PATTERN, adult_cuto
 _EMAIL = r"^[^@\s]+@([A-Za-z0-9-]+\.)+([Cc][Oo][Mm]|[Nn][Ee][Tt])$"
 
 
-def _strings(frame: pd.DataFrame, column: str) -> pa.Array:
-    return pa.array(frame[column].fillna("").astype("str"), type=pa.string())
+def _strings(table: pa.Table, column: str) -> pa.ChunkedArray:
+    return pc.fill_null(table[column].cast(pa.large_string()), "")
 
 
-def successful_rule_violations(successful: pd.DataFrame, as_of: date) -> dict[str, int]:
+def _count(flags: pa.ChunkedArray) -> int:
+    return int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
+
+
+def successful_rule_violations(successful: pa.Table, as_of: date) -> dict[str, int]:
     """For rows classified successful: how many break each rule (all zero when the data is right)."""
-    if successful.empty:
+    if successful.num_rows == 0:
         return {}
     last_name = _strings(successful, "last_name")
     birth = _strings(successful, "date_of_birth")
@@ -33,38 +37,44 @@ def successful_rule_violations(successful: pd.DataFrame, as_of: date) -> dict[st
     membership_id = _strings(successful, "membership_id")
 
     birth_dates = pc.strptime(birth, format="%Y%m%d", unit="s", error_is_null=True)
-    cutoff = pa.scalar(pd.Timestamp(adult_cutoff(as_of)), type=pa.timestamp("s"))
+    cutoff = pa.scalar(datetime.combine(adult_cutoff(as_of), time()), type=pa.timestamp("s"))
     # Birthdays repeat a lot: hash each distinct one once, then look the hashes up per row.
     unique_births = pc.unique(birth)
-    suffixes = pa.array([hashlib.sha256(day.encode()).hexdigest()[:5] for day in unique_births.to_pylist()])
+    suffixes = pa.array(
+        [hashlib.sha256(day.encode()).hexdigest()[:5] for day in unique_births.to_pylist()], type=pa.large_string()
+    )
     row_suffix = pc.take(suffixes, pc.index_in(birth, value_set=unique_births))
-    expected_id = pc.binary_join_element_wise(last_name, row_suffix, "_")
+    expected_id = pc.binary_join_element_wise(last_name, row_suffix, pa.scalar("_", pa.large_string()))
 
     checks = {
         "missing_last_name": pc.equal(pc.utf8_length(last_name), 0),
-        "invalid_date_of_birth": pc.or_(
-            pc.is_null(birth_dates), pc.invert(pc.match_substring_regex(birth, r"^\d{8}$"))
+        # Arrow's strptime rolls 30 February over to March: a real date formats back to the same text.
+        "invalid_date_of_birth": pc.invert(
+            pc.fill_null(pc.equal(pc.strftime(birth_dates, format="%Y%m%d"), birth), False)
         ),
         "under_18": pc.fill_null(pc.greater(birth_dates, cutoff), True),
-        "above_18_not_true": pc.invert(pc.fill_null(pa.array(successful["above_18"], type=pa.bool_()), False)),
+        "above_18_not_true": pc.invert(pc.fill_null(successful["above_18"], False)),
         "invalid_mobile_no": pc.invert(pc.match_substring_regex(mobile, r"^[0-9]{8}$")),
         "invalid_email": pc.invert(pc.match_substring_regex(email, _EMAIL)),
         "membership_id_mismatch": pc.not_equal(membership_id, expected_id),
         "rejection_reasons_not_empty": pc.not_equal(pc.utf8_length(_strings(successful, "rejection_reasons")), 0),
     }
-    return {rule: int(pc.sum(pc.cast(failed, pa.int64())).as_py() or 0) for rule, failed in checks.items()}
+    return {rule: _count(failed) for rule, failed in checks.items()}
 
 
-def membership_id_problems(successful: pd.DataFrame) -> tuple[int, list[str]]:
+def membership_id_problems(successful: pa.Table) -> tuple[int, list[str]]:
     """(ids not matching the format, ids shared by different applicants).
 
     The id is derived from last name and birthday only, so two different people can share one;
     the same person listed twice is not a problem (they become one member).
     """
     ids = _strings(successful, "membership_id")
-    malformed = int(
-        pc.sum(pc.cast(pc.invert(pc.match_substring_regex(ids, MEMBERSHIP_ID_PATTERN)), pa.int64())).as_py() or 0
-    )
-    people = successful[["membership_id", "first_name", "email", "mobile_no"]].drop_duplicates()
-    shared = people["membership_id"][people["membership_id"].duplicated()].unique()
-    return malformed, sorted(str(value) for value in shared)
+    malformed = _count(pc.invert(pc.match_substring_regex(ids, MEMBERSHIP_ID_PATTERN)))
+    with duckdb.connect() as connection:
+        connection.register("successful", successful)
+        shared = connection.sql(
+            "SELECT membership_id FROM successful GROUP BY membership_id"
+            " HAVING min((first_name, email, mobile_no)) <> max((first_name, email, mobile_no))"
+            " ORDER BY membership_id"
+        ).fetchall()
+    return malformed, [membership_id for (membership_id,) in shared]

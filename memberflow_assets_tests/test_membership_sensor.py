@@ -1,0 +1,155 @@
+"""The landing sensor, evaluated with build_sensor_context against a real local landing zone."""
+
+import json
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from memberflow_assets.membership import sensors
+from memberflow_assets.membership.partitions import application_files
+from memberflow_assets.membership.sensors import SHA256_TAG, landing_applications_sensor
+from memberflow_assets.resources import ZonesResource
+from memberflow_assets.zones import Zones
+
+from .helpers import HEADER, land, run_batch
+
+GOOD = f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def zones(memberflow_env):
+    return Zones.from_settings()
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Files count as finished as soon as they are seen (the settle rule has its own test)."""
+    monkeypatch.setattr(sensors, "SETTLE_SECONDS", 0.0)
+
+
+class Ticker:
+    """Evaluates the sensor tick after tick, carrying the cursor like the daemon does."""
+
+    def __init__(self, instance):
+        self.instance = instance
+        self.cursor = None
+
+    def tick(self) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"zones": ZonesResource()}
+        )
+        result = landing_applications_sensor(context)
+        self.cursor = result.cursor
+        added = [key for request in result.dynamic_partitions_requests for key in request.partition_keys]
+        if added:  # what the daemon does with the request
+            self.instance.add_dynamic_partitions(application_files.name, added)
+        return result
+
+
+def keys(result: dg.SensorResult) -> list[str]:
+    return sorted(request.partition_key for request in result.run_requests)
+
+
+def test_new_files_get_a_partition_and_a_run_once(instance, zones, settled):
+    land(zones, "week_1.csv", GOOD)
+    land(zones, "week 2 (final).csv", GOOD.replace("Ann", "Bea"))
+    ticker = Ticker(instance)
+
+    first = ticker.tick()
+
+    assert len(keys(first)) == 2 and "week_1" in keys(first)
+    odd_key = next(key for key in keys(first) if key != "week_1")
+    assert odd_key.startswith("week_2_final-") and len(odd_key) == len("week_2_final-") + 8
+    added = first.dynamic_partitions_requests[0].partition_keys
+    assert sorted(added) == keys(first)
+    request = next(r for r in first.run_requests if r.partition_key == "week_1")
+    assert request.tags[SHA256_TAG] and request.tags["memberflow/source_file"] == "week_1.csv"
+    assert request.run_key.startswith("week_1:")
+    assert ticker.tick().run_requests == []
+
+
+def test_files_still_being_written_are_left_alone(instance, zones):
+    land(zones, "upload.csv.part", GOOD)
+    land(zones, "upload.tmp", GOOD)
+    land(zones, ".hidden.csv", GOOD)
+    path = zones.path("landing/applications/growing.csv")
+    with open(path, "w") as handle:
+        handle.write(HEADER + "\n")
+    ticker = Ticker(instance)
+
+    assert ticker.tick().run_requests == []  # first sight: growing.csv is brand new
+    with open(path, "a") as handle:
+        handle.write("Ann Lee,ann@mail.net,1985-02-03,81234567\n")
+    assert ticker.tick().run_requests == []  # its size changed since the last tick
+    assert keys(ticker.tick()) == ["growing"]  # unchanged since the last tick: finished
+    assert ticker.tick().run_requests == []
+
+
+def test_a_file_unchanged_for_the_settle_time_is_taken_at_first_sight(instance, zones, monkeypatch):
+    monkeypatch.setattr(sensors, "SETTLE_SECONDS", 0.5)
+    land(zones, "quiet.csv", GOOD)
+    time.sleep(0.6)
+    assert keys(Ticker(instance).tick()) == ["quiet"]
+
+
+def test_identical_content_is_recognised_under_any_name(instance, zones, settled):
+    land(zones, "original.csv", GOOD)
+    land(zones, "same_tick_copy.csv", GOOD)
+    ticker = Ticker(instance)
+    first = ticker.tick()
+    assert len(first.run_requests) == 1  # two identical files in one tick: one run
+    request = first.run_requests[0]
+    assert run_batch(instance, request.partition_key, tags=request.tags).success
+
+    land(zones, "later_copy.csv", GOOD)  # same bytes dropped again under another name
+    os.utime(zones.path(f"landing/applications/{request.partition_key}.csv"))  # and the original touched
+    assert ticker.tick().run_requests == []
+
+
+def test_a_rewritten_file_runs_its_partition_again(instance, zones, settled):
+    land(zones, "monthly.csv", GOOD)
+    ticker = Ticker(instance)
+    first = ticker.tick().run_requests[0]
+    time.sleep(0.01)
+    land(zones, "monthly.csv", GOOD + "Bob Tan,bob@example.com,1970-01-01,91234567\n")
+
+    second = ticker.tick()
+
+    assert keys(second) == ["monthly"]
+    assert second.run_requests[0].run_key != first.run_key
+    assert second.dynamic_partitions_requests == []  # the partition exists already
+
+
+def test_thousands_of_files_in_bounded_ticks_without_rereading_old_ones(instance, zones, settled, monkeypatch):
+    monkeypatch.setattr(sensors, "OVERLAP_SECONDS", 0.5)
+    for number in range(450):
+        land(zones, f"bulk_{number:04d}.csv", f"{HEADER}\nP{number} Q,p{number}@example.com,1990-01-01,81234567\n")
+    reads = []
+    real_sha256 = sensors._sha256
+    monkeypatch.setattr(sensors, "_sha256", lambda z, relpath: reads.append(relpath) or real_sha256(z, relpath))
+    ticker = Ticker(instance)
+
+    requested = [key for _ in range(3) for key in keys(ticker.tick())]
+
+    assert len(requested) == 450 == len(set(requested))  # 200 + 200 + 50: every file exactly once
+    assert len(reads) == 450
+    reads.clear()
+    time.sleep(0.6)  # the bulk is now older than the overlap window
+    land(zones, "one_more.csv", GOOD)
+    assert keys(ticker.tick()) == ["one_more"]
+    assert reads == ["landing/applications/one_more.csv"]  # the 450 old files were not read again
+    # the cursor remembers only files inside the overlap window, not every file ever seen
+    assert list(json.loads(ticker.cursor)["seen"]) == ["landing/applications/one_more.csv"]
+
+
+def test_a_wrongly_named_file_is_picked_up_to_be_quarantined_not_ignored(instance, zones, settled):
+    land(zones, "applications.xlsx", b"PK\x03\x04 not really a spreadsheet")
+    assert keys(Ticker(instance).tick()) == ["applications.xlsx"]

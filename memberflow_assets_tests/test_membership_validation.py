@@ -1,0 +1,65 @@
+"""The checks' independent second reading of the rules catches wrong output, not only passes right output."""
+
+from datetime import date
+
+import pyarrow as pa
+import pytest
+
+from memberflow_assets.membership.rules import classify_applications
+from memberflow_assets.membership.samples import generate_applications
+from memberflow_assets.membership.validation import membership_id_problems, successful_rule_violations
+
+AS_OF = date(2022, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def successful() -> pa.Table:
+    classified = classify_applications(generate_applications(5000, seed=7))
+    return pa.Table.from_pandas(classified[classified["is_successful"]], preserve_index=False)
+
+
+def replace_value(table: pa.Table, column: str, row: int, value) -> pa.Table:
+    values = table[column].to_pylist()
+    values[row] = value
+    return table.set_column(
+        table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+    )
+
+
+def test_correct_output_has_no_violations(successful):
+    assert successful.num_rows > 3000
+    assert set(successful_rule_violations(successful, AS_OF).values()) == {0}
+    assert membership_id_problems(successful)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "rule"),
+    [
+        ("last_name", "", "missing_last_name"),
+        ("date_of_birth", "19900230", "invalid_date_of_birth"),
+        ("date_of_birth", "1990-01-01", "invalid_date_of_birth"),
+        ("date_of_birth", "20040102", "under_18"),
+        ("above_18", False, "above_18_not_true"),
+        ("mobile_no", "1234 5678", "invalid_mobile_no"),
+        ("email", "someone@example.org", "invalid_email"),
+        ("membership_id", "Nobody_00000", "membership_id_mismatch"),
+        ("rejection_reasons", "invalid_email", "rejection_reasons_not_empty"),
+    ],
+)
+def test_each_kind_of_wrong_output_is_caught(successful, column, value, rule):
+    violations = successful_rule_violations(replace_value(successful, column, 10, value), AS_OF)
+    assert violations[rule] == 1
+
+
+def test_membership_id_problems():
+    table = pa.table(
+        {
+            "membership_id": ["Lee_0e3c4", "Lee_0e3c4", "Lee_0e3c4", "Tan_12345", "Tan_12345", "bad id"],
+            "first_name": ["Ann", "Ann", "Bea", "Bo", "Bo", "X"],
+            "email": ["a@x.com", "a@x.com", "b@x.com", "b@x.com", "b@x.com", "x@x.com"],
+            "mobile_no": ["81234567"] * 6,
+        }
+    )
+    malformed, shared = membership_id_problems(table)
+    assert malformed == 1
+    assert shared == ["Lee_0e3c4"]  # Tan_12345 is one person listed twice, not a collision

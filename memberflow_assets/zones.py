@@ -172,10 +172,24 @@ class Zones:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(relpath))
 
-    def delete_tree(self, prefix: str) -> None:
-        """Delete a folder and everything below it (S3: batched DeleteObjects); nothing if it is absent."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.path(prefix), recursive=True)
+    def delete_tree(self, prefix: str) -> tuple[int, int]:
+        """Delete a folder, or a single file, and everything below it; returns (files, bytes) deleted.
+
+        Locally one pass of scandir + unlink (no separate listing); on S3 one listing, then batched
+        DeleteObjects. Nothing to delete is (0, 0).
+        """
+        if not self.is_s3:
+            return _delete_local_tree(self.path(prefix))
+        entries = [entry for entry in self._find_or_empty(prefix) if entry.get("type") == "file"]
+        if entries:
+            self.fs.rm([entry["name"] for entry in entries])
+        return len(entries), sum(int(entry["size"]) for entry in entries)
+
+    def _find_or_empty(self, prefix: str) -> list[dict]:
+        try:
+            return list(self.fs.find(self.path(prefix), detail=True).values())
+        except FileNotFoundError:
+            return []
 
     def remove_empty_parents(self, relpath: str, stop_at: str) -> None:
         """Remove the now-empty folders above `relpath`, up to but not including `stop_at`.
@@ -205,3 +219,27 @@ class Zones:
         if self.is_s3:
             connection.register_filesystem(self.fs)
         return connection
+
+
+def _delete_local_tree(path: str) -> tuple[int, int]:
+    try:
+        if not os.path.isdir(path) or os.path.islink(path):
+            size = os.lstat(path).st_size
+            os.unlink(path)
+            return 1, size
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return 0, 0
+    files = size = 0
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            sub_files, sub_size = _delete_local_tree(entry.path)
+            files, size = files + sub_files, size + sub_size
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                size += entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                files += 1
+    with contextlib.suppress(OSError):  # something landed meanwhile: keep the folder
+        os.rmdir(path)
+    return files, size

@@ -44,38 +44,43 @@ class DagsterPartitionRecords:
     def expired_keys(self, first_kept_key: str) -> set[str]:
         return {key for key in self.instance.get_dynamic_partitions(image_hours.name) if key < first_kept_key}
 
-    def _run_ids(self, key: str) -> set[str]:
-        run_ids = set()
+    def _runs_by_key(self, keys: list[str]) -> dict[str, set[str]]:
+        """Run ids per partition key: runs that materialised it, and image runs tagged with it."""
+        runs: dict[str, set[str]] = {key: set() for key in keys}
         for asset_key in IMAGE_ASSET_KEYS:
             cursor = None
             while True:
                 page = self.instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=500, cursor=cursor
+                    dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys), limit=1000, cursor=cursor
                 )
-                run_ids.update(record.run_id for record in page.records)
+                for record in page.records:
+                    runs[record.partition_key].add(record.run_id)
                 if not page.has_more:
                     break
                 cursor = page.cursor
-        for record in self.instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: key})):
+        for record in self.instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: keys})):
             run = record.dagster_run
+            # the same key string could be another domain's partition: only image runs go
             if run.job_name == image_processing_job.name or set(run.asset_selection or ()) & set(IMAGE_ASSET_KEYS):
-                run_ids.add(run.run_id)
-        return run_ids
+                runs[run.tags[PARTITION_TAG]].add(run.run_id)
+        return runs
 
-    def forget(self, key: str) -> int:
-        deleted, unfinished = 0, 0
-        for run_id in sorted(self._run_ids(key)):
-            run = self.instance.get_run_by_id(run_id)
-            if run is not None and not run.is_finished:
-                unfinished += 1  # never pull a run out from under itself; the next purge gets it
-                continue
-            self.instance.delete_run(run_id)
-            # the run's captured stdout/stderr; a log manager that cannot delete keeps its own retention
-            with contextlib.suppress(NotImplementedError):
-                self.instance.compute_log_manager.delete_logs(prefix=[run_id])
-            deleted += 1
-        if not unfinished:
-            self.instance.delete_dynamic_partition(image_hours.name, key)
+    def forget(self, keys: list[str]) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        for key, run_ids in self._runs_by_key(list(keys)).items():
+            deleted[key], unfinished = 0, 0
+            for run_id in sorted(run_ids):
+                run = self.instance.get_run_by_id(run_id)
+                if run is not None and not run.is_finished:
+                    unfinished += 1  # never pull a run out from under itself; the next purge gets it
+                    continue
+                self.instance.delete_run(run_id)
+                # the run's captured stdout/stderr; a log manager that cannot delete keeps its own retention
+                with contextlib.suppress(NotImplementedError):
+                    self.instance.compute_log_manager.delete_logs(prefix=[run_id])
+                deleted[key] += 1
+            if not unfinished:
+                self.instance.delete_dynamic_partition(image_hours.name, key)
         self.instance.wipe_asset_cached_status(list(IMAGE_ASSET_KEYS))
         return deleted
 

@@ -5,14 +5,18 @@ before `as_of`: hour `2026-11-20-09` (09:00-10:00) goes at the first `as_of` aft
 and not one second earlier. An image therefore lives 7 days and at most one hour plus the schedule's
 interval more — never less than 7 days.
 
-For each expired hour, oldest first, everything the platform keeps about it goes:
+Everything the platform keeps about an expired hour goes:
 
-    images/metadata/<hour>.parquet        (first: the BI views stop showing the hour)
+    Dagster: the runs that materialised the partition (with their events and logs), the partition key
+             (first, for all expired hours at once: a few queries instead of a few per hour)
+    images/metadata/<hour>.parquet        (first of the files: the BI views stop showing the hour)
     images/processed/<hour>/              thumbnails
     landing/images/<yyyy>/<mm>/<dd>/<hh>/ images and sidecars
     quarantine/images/<hour>/             rejected uploads and their reasons
-    Dagster: the runs that materialised the partition (with their events and logs), the partition key
-    images.registry rows of the hour      -> tombstones, in one transaction with the audit row
+    images.registry rows of the hour      -> tombstones, in one transaction with the hour's audit row
+
+Files of several hours are deleted at once (DELETE_THREADS): deleting is waiting for the disk or
+S3, not computing. Each hour's registry and audit transaction follows, oldest hour first.
 
 The warehouse holds views over the metadata files only (sql/images/bi_views.sql), never copies, so
 deleting the files removes the hour from BI. Expired hours are found in every one of those places, so a
@@ -24,8 +28,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from psycopg2.extensions import connection as PgConnection
@@ -57,8 +63,8 @@ class PartitionRecords(Protocol):
         """Partition keys before `first_kept_key` that still have records."""
         ...
 
-    def forget(self, key: str) -> int:
-        """Delete every record of one partition; returns how many runs were deleted."""
+    def forget(self, keys: list[str]) -> dict[str, int]:
+        """Delete every record of these partitions; returns the number of runs deleted per key."""
         ...
 
 
@@ -131,53 +137,38 @@ def find_expired_hours(
 
 
 # -- purging ----------------------------------------------------------------------------------------
-def _delete_folder(zones: Zones, prefix: str) -> tuple[int, int]:
-    files = zones.list_files(prefix, recursive=True)
-    if files:
-        zones.delete_tree(prefix)
-    return len(files), sum(info.size for info in files)
+DELETE_THREADS = 4  # unlink/DeleteObjects wait on the disk or the network, not the CPU: overlap hours
 
 
-def _delete_file(zones: Zones, relpath: str) -> tuple[int, int]:
-    files = [info for info in zones.list_files(relpath.rsplit("/", 1)[0]) if info.relpath == relpath]
-    for info in files:
-        zones.delete(info.relpath)
-    return len(files), sum(info.size for info in files)
-
-
-def purge_hour(
-    zones: Zones,
-    connection: PgConnection,
-    key: str,
-    retention_run_id: str,
-    purged_at: datetime,
-    records: PartitionRecords | None = None,
-) -> HourPurge:
-    """Delete one hourly partition everywhere; commits its registry tombstones with its audit row."""
+def delete_hour_files(zones: Zones, key: str) -> HourPurge:
+    """Delete one hour's files in every zone (metadata first: BI stops showing the hour)."""
     purge = HourPurge(key)
-    for zone, (count, size) in (
-        ("metadata", _delete_file(zones, metadata_relpath(key))),
-        ("processed", _delete_folder(zones, processed_dir(key))),
-        ("landing", _delete_folder(zones, landing_dir_for_hour(key))),
-        ("quarantine", _delete_folder(zones, f"{QUARANTINE_PREFIX}/{key}")),
+    for zone, relpath in (
+        ("metadata", metadata_relpath(key)),
+        ("processed", processed_dir(key)),
+        ("landing", landing_dir_for_hour(key)),
+        ("quarantine", f"{QUARANTINE_PREFIX}/{key}"),
     ):
-        purge.objects_by_zone[zone] = count
+        purge.objects_by_zone[zone], size = zones.delete_tree(relpath)
         purge.bytes_deleted += size
     zones.remove_empty_parents(landing_dir_for_hour(key), LANDING_PREFIX)  # the day, month, year folders
-    if records is not None:
-        purge.dagster_runs_deleted = records.forget(key)
-    start = hour_start(key)
+    return purge
+
+
+def tombstone_hour(connection: PgConnection, purge: HourPurge, retention_run_id: str, purged_at: datetime) -> None:
+    """The hour's registry rows become tombstones; committed together with the hour's audit row."""
+    start = hour_start(purge.hour_key)
     with connection.cursor() as cursor:
         cursor.execute(
             read_sql("images/tombstone_hour.sql"),
-            {"purged_at": purged_at, "hour_key": key, "hour_start": start, "hour_end": start + HOUR},
+            {"purged_at": purged_at, "hour_key": purge.hour_key, "hour_start": start, "hour_end": start + HOUR},
         )
         purge.registry_rows_purged = cursor.rowcount
         cursor.execute(
             read_sql("images/retention_hour_purged.sql"),
             {
                 "retention_run_id": retention_run_id,
-                "hour_key": key,
+                "hour_key": purge.hour_key,
                 "purged_at": purged_at,
                 "objects_deleted": purge.objects_deleted,
                 "bytes_deleted": purge.bytes_deleted,
@@ -187,7 +178,6 @@ def purge_hour(
             },
         )
     connection.commit()
-    return purge
 
 
 def check_as_of(as_of: datetime, now: datetime | None = None) -> datetime:
@@ -226,14 +216,18 @@ def run_retention(
     connection.commit()
 
     result = RetentionResult(retention_run_id, as_of, first_kept_key, [])
-    for key in find_expired_hours(zones, connection, as_of, records):
-        purge = purge_hour(zones, connection, key, retention_run_id, datetime.now(UTC), records)
-        result.purges.append(purge)
-        if log is not None:
-            log(
-                f"purged {key}: {purge.objects_deleted} objects, {purge.bytes_deleted} bytes, "
-                f"{purge.registry_rows_purged} registry rows, {purge.dagster_runs_deleted} Dagster runs"
-            )
+    keys = find_expired_hours(zones, connection, as_of, records)
+    runs_deleted = records.forget(keys) if records is not None and keys else {}
+    with ThreadPoolExecutor(DELETE_THREADS) as pool:
+        for purge in pool.map(partial(delete_hour_files, zones), keys):  # in order, as each hour is done
+            purge.dagster_runs_deleted = runs_deleted.get(purge.hour_key, 0)
+            tombstone_hour(connection, purge, retention_run_id, datetime.now(UTC))
+            result.purges.append(purge)
+            if log is not None:
+                log(
+                    f"purged {purge.hour_key}: {purge.objects_deleted} objects, {purge.bytes_deleted} bytes, "
+                    f"{purge.registry_rows_purged} registry rows, {purge.dagster_runs_deleted} Dagster runs"
+                )
 
     with connection.cursor() as cursor:
         cursor.execute(

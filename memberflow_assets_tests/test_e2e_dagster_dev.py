@@ -100,7 +100,9 @@ def test_dropped_files_are_materialised_by_the_sensor_and_daemon(dagster_dev):
         temp.rename(landing / f"{name}.csv")
 
     def run_statuses() -> list[str]:
-        runs = graphql(port, "{ runsOrError { ... on Runs { results { status } } } }")["runsOrError"]["results"]
+        # membership runs only: the images sensor and the hourly retention schedule run in the same instance
+        query = '{ runsOrError(filter: {pipelineName: "membership_batch"}) { ... on Runs { results { status } } } }'
+        runs = graphql(port, query)["runsOrError"]["results"]
         return [run["status"] for run in runs]
 
     def materialized() -> bool:

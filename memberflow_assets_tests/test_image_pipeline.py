@@ -67,6 +67,10 @@ def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorRe
     return sensors.landing_images_sensor(context)
 
 
+def test_the_code_location_loads():
+    dg.Definitions.validate_loadable(defs)  # e.g. no job named like an asset's op
+
+
 def test_sensor_requests_each_hour_with_images_and_a_run_processes_it(instance, zones, pg_dsn):
     good = land_image(zones, pg_dsn, jpeg(640, 480, seed=1), HOUR_START + timedelta(minutes=5))
     located = land_image(
@@ -86,7 +90,7 @@ def test_sensor_requests_each_hour_with_images_and_a_run_processes_it(instance, 
     assert sorted(r.partition_key for r in processing_requests) == [KEY, NEXT_KEY]
     assert {r.run_key for r in processing_requests} == {f"{KEY}:4", f"{NEXT_KEY}:1"}
     assert first.dynamic_partitions_requests[0].partition_keys == [KEY, NEXT_KEY]
-    assert [r.job_name for r in first.run_requests if r.job_name != "image_processing"] == ["image_bi_views"]
+    assert [r.job_name for r in first.run_requests if r.job_name != "image_processing"] == ["refresh_image_bi_views"]
 
     result = run_hour(instance, KEY)
 
@@ -275,9 +279,16 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
         assert connection.execute("SELECT count(*) FROM bi.image_metadata").fetchone()[0] == 5
 
 
-def test_sensor_asks_for_the_views_once_per_definition(instance, zones):
+def test_sensor_asks_for_the_views_once_there_are_images_and_once_per_definition(instance, zones):
+    assert tick(instance).run_requests == []  # no images, no image runs at all
+    land_image(zones, None, jpeg(), HOUR_START)
     first = tick(instance)
-    assert [r.run_key for r in first.run_requests] == [f"image_bi_views:{bi.views_version(zones)}"]
+    instance.add_dynamic_partitions(image_hours.name, [KEY])
+    views_key = f"image_bi_views:{bi.views_version(zones)}"
+    assert [r.run_key for r in first.run_requests] == [f"{KEY}:1", views_key]
+    assert tick(instance, first.cursor).run_requests == [
+        dg.RunRequest(job_name="refresh_image_bi_views", run_key=views_key)
+    ]
     assert dg.materialize([defs.resolve_assets_def("image_bi_views")], instance=instance).success
     assert tick(instance, first.cursor).run_requests == []
 

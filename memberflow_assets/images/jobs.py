@@ -23,7 +23,7 @@ image_processing_job = dg.define_asset_job(
 )
 
 image_bi_views_job = dg.define_asset_job(
-    "image_bi_views",
+    "refresh_image_bi_views",
     selection=dg.AssetSelection.assets("image_bi_views"),
     tags={"memberflow/domain": "images"},
     description="Creates or replaces the image views in the warehouse's bi schema.",

@@ -13,8 +13,8 @@ everything new by then); once the hour has ended, new images are requested at th
 Cursor (JSON): `scanned_to`, the hour of the last tick; `hours`, per recent hour the sidecar count
 already requested and when.
 
-The sensor also asks for `image_bi_views` whenever the view definitions (or the place they read) differ
-from the last materialised ones, so the views exist without anyone clicking.
+Once there are image hours, the sensor also asks for `image_bi_views` whenever the view definitions (or
+the place they read) differ from the last materialised ones, so the views exist without anyone clicking.
 """
 
 import json
@@ -135,9 +135,12 @@ def landing_images_sensor(context: dg.SensorEvaluationContext, zones: ZonesResou
         )
         for request in hour_requests
     ]
-    views_request = _bi_views_request(context, zone)
-    if views_request is not None:
-        run_requests.append(views_request)
+    # Views only once there is something to show (or their definition changed since): a deployment
+    # without images gets no image runs at all.
+    if hour_requests or context.instance.get_dynamic_partitions(image_hours.name):
+        views_request = _bi_views_request(context, zone)
+        if views_request is not None:
+            run_requests.append(views_request)
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[image_hours.build_add_request(new_keys)] if new_keys else [],

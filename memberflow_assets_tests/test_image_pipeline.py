@@ -177,7 +177,11 @@ def test_checks_fail_when_an_output_carries_gps_or_does_not_decode(instance, zon
         "thumbnails_decode": False,
     }
     location = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_location_in_outputs")
-    assert location.metadata["with_gps"].value == 1 and image.image_id in location.metadata["sample_paths"].value
+    assert location.metadata["with_gps"].value == 1 and location.metadata["with_exif"].value == 1
+    decode = next(e for e in result.get_asset_check_evaluations() if e.check_name == "thumbnails_decode")
+    assert decode.metadata["undecodable"].value == 1
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id) if "e.g." in entry.user_message]
+    assert any(image.image_id in message for message in logged)  # ids in the run's log, not the check
 
 
 def test_the_row_check_catches_a_missing_or_duplicated_row(instance, zones, pg_dsn):

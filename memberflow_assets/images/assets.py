@@ -1,8 +1,10 @@
 """Images: the hourly processing partition (thumbnails + metadata, with their checks) and the BI views.
 
 Thin: the processing code is `processing`, the incremental hour is `hours`, the registry writes are
-`registry`, the views are `bi`. Materialisation metadata holds counts and bytes only — no image ids,
-clients, hashes or anything else about a person.
+`registry`, the views are `bi`. Materialisation and check metadata hold counts and bytes only — no image
+ids, clients, hashes or anything else about an image or a person: check results outlive the runs that
+retention deletes (Dagster keeps them in a table of their own). Offending ids go to the run's log,
+which is deleted with the run.
 """
 
 import dagster as dg
@@ -14,7 +16,7 @@ from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.settings import Settings
 
 GROUP = "images"
-SAMPLE_IDS = 20  # offending image ids shown in a failed check (ids only: no personal data)
+SAMPLE_SIZE = 20  # offending image ids/paths logged when a check fails
 
 
 class ImageProcessingConfig(dg.Config):
@@ -101,6 +103,9 @@ def hourly_images(
     )
 
     coverage = hours.row_coverage(zone, key, update.landed_at_start)
+    _log_sample(
+        context, "without a row, duplicated or orphaned", coverage.missing + coverage.duplicates + coverage.orphans
+    )
     yield dg.AssetCheckResult(
         check_name="one_row_per_landed_image",
         asset_key="image_metadata",
@@ -112,10 +117,10 @@ def hourly_images(
             "duplicates": len(coverage.duplicates),
             "orphans": len(coverage.orphans),
             "arrived_during_run": coverage.arrived_during_run,
-            "sample_ids": ", ".join((coverage.missing + coverage.duplicates + coverage.orphans)[:SAMPLE_IDS]),
         },
     )
     audit = hours.audit_thumbnails(zone, key, update.table)
+    _log_sample(context, "carrying GPS or EXIF", audit.with_location + audit.with_exif)
     yield dg.AssetCheckResult(
         check_name="no_location_in_outputs",
         asset_key="image_thumbnails",
@@ -124,9 +129,9 @@ def hourly_images(
             "files_inspected": audit.files,
             "with_gps": len(audit.with_location),
             "with_exif": len(audit.with_exif),
-            "sample_paths": ", ".join((audit.with_location + audit.with_exif)[:SAMPLE_IDS]),
         },
     )
+    _log_sample(context, "undecodable, missing or oversized", audit.undecodable + audit.missing + audit.oversized)
     yield dg.AssetCheckResult(
         check_name="thumbnails_decode",
         asset_key="image_thumbnails",
@@ -136,9 +141,13 @@ def hourly_images(
             "undecodable": len(audit.undecodable),
             "missing": len(audit.missing),
             "oversized": len(audit.oversized),
-            "sample_paths": ", ".join((audit.undecodable + audit.missing + audit.oversized)[:SAMPLE_IDS]),
         },
     )
+
+
+def _log_sample(context: dg.AssetExecutionContext, problem: str, items: list[str]) -> None:
+    if items:
+        context.log.error(f"{len(items)} {problem}, e.g.: {', '.join(items[:SAMPLE_SIZE])}")
 
 
 @dg.asset(

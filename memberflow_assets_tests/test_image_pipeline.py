@@ -16,7 +16,7 @@ from memberflow_assets.images.layout import hour_key, metadata_relpath, processe
 from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.resources import ZonesResource
-from memberflow_assets.settings import Settings
+from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.zones import Zones
 
 from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, land_image, picture, registry_rows
@@ -274,6 +274,11 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
     assert formats == [("JPEG", 2), ("PNG", 1)]
     assert sizes == [("JPEG", "1: < 0.5 MP"), ("PNG", "3: 2-8 MP")]
     assert "client" not in columns and "thumbnail_path" not in columns
+    with duckdb.connect(warehouse, read_only=True) as connection:  # the documented queries all run
+        for statement in connection.extract_statements(read_sql("images/analyst_queries.sql")):
+            assert connection.execute(statement).fetchall() is not None
+        busiest = connection.execute(connection.extract_statements(read_sql("images/analyst_queries.sql"))[1])
+        assert busiest.fetchall()[0][1] == 3  # 3 images in the first hour
 
     # The views read the files: a new hour shows up without recreating them.
     later = next_hour + timedelta(hours=1)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
+import psycopg2
 import pytest
 from PIL import Image
 
@@ -159,6 +160,29 @@ def test_later_runs_process_only_new_images_and_rewrite_the_whole_partition(inst
     third = run_hour(instance, KEY)  # nothing new: nothing processed, the partition unchanged
     assert third.success and materialization(third, "image_metadata")["new_images"] == 0
     assert metadata_rows(zones, KEY) == after
+
+
+def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(instance, zones, pg_dsn):
+    on_time = land_image(zones, pg_dsn, jpeg(seed=1), HOUR_START)
+    late = land_image(zones, None, jpeg(seed=2), HOUR_START)  # sidecar landed, registry row not yet
+    first = run_hour(instance, KEY)
+    assert first.success
+    assert materialization(first, "image_metadata")["registry_rows_updated"] == 1
+    assert materialization(first, "image_metadata")["registry_rows_missing"] == 1
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO images.registry (image_id, source, client, sha256, received_at, hour_key)"
+            " VALUES (%s, 'api', %s, %s, %s, %s)",
+            (late.image_id, CLIENT, late.sha256, HOUR_START, KEY),
+        )
+    connection.close()
+
+    second = run_hour(instance, KEY)
+
+    metadata = materialization(second, "image_metadata")
+    assert (metadata["new_images"], metadata["registry_rows_updated"], metadata["registry_rows_missing"]) == (0, 1, 0)
+    registry = registry_rows(pg_dsn)
+    assert registry[late.image_id][0] == "processed" and registry[on_time.image_id][0] == "processed"
 
 
 def test_checks_fail_when_an_output_carries_gps_or_does_not_decode(instance, zones, pg_dsn):

@@ -73,10 +73,10 @@ def hourly_images(
     with sales_db.connect() as connection:
         registry.lock_hour(connection, key)  # one run per hour at a time; released at commit
         update = hours.update_hour(zone, key, workers=config.workers or None, reprocess=config.reprocess)
-        registry_updated, registry_missing = registry.mark_processed(connection, update.new_rows)
+        registry_updated, registry_missing = registry.mark_processed(connection, update.table.to_pylist())
     summary = update.summary()
     if registry_missing:
-        context.log.warning(f"{len(registry_missing)} processed image(s) have no images.registry row")
+        context.log.warning(f"{len(registry_missing)} image(s) have no images.registry row (yet)")
     context.log.info(
         f"{key}: {summary['new_images']} new image(s) ({summary['new_rejected']} rejected); "
         f"{summary['images']} in the partition"

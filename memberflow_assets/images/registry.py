@@ -26,11 +26,12 @@ def lock_hour(connection: PgConnection, key: str) -> None:
 
 
 def mark_processed(connection: PgConnection, rows: Iterable[dict]) -> tuple[int, list[str]]:
-    """Set status/processed_at/error from metadata rows; returns (rows updated, ids not in the registry)."""
+    """Bring status/processed_at/error in line with metadata rows (all of an hour's: a row missed by an
+    earlier run, because its registry row came late, is fixed by the next). Returns (rows changed,
+    ids without a registry row)."""
     values = [(row["image_id"], row["status"], row["processed_at"], row["error"]) for row in rows]
     if not values:
         return 0, []
     with connection.cursor() as cursor:
-        updated = execute_values(cursor, read_sql("images/mark_processed.sql"), values, page_size=1000, fetch=True)
-    found = {image_id for (image_id,) in updated}
-    return len(found), sorted(image_id for image_id, *_ in values if image_id not in found)
+        pages = execute_values(cursor, read_sql("images/mark_processed.sql"), values, page_size=1000, fetch=True)
+    return sum(changed for changed, _ in pages), sorted(image_id for _, missing in pages for image_id in missing)

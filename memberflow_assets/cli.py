@@ -5,7 +5,9 @@
     memberflow migrate    apply the sales database migrations in sql/migrations/
     memberflow samples    write sample application files into the landing zone
 
-Each domain adds its own subcommands through `COMMAND_MODULES` (a `register(subparsers)` function).
+Each domain adds its own subcommands through `COMMAND_MODULES` (a `register(subparsers)` function);
+a module may also define `start_beside_dagster(environment)`, which `memberflow start` calls to start
+a server of its own (e.g. the upload API) before it becomes `dagster dev`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ import sys
 from memberflow_assets import postgres
 from memberflow_assets.settings import REPO_ROOT, Settings
 
-COMMAND_MODULES = ["memberflow_assets.membership.commands", "memberflow_assets.images.commands"]
+COMMAND_MODULES = [
+    "memberflow_assets.membership.commands",
+    "memberflow_assets.images.ingest_commands",
+    "memberflow_assets.images.commands",
+]
 
 log = logging.getLogger("memberflow")
 
@@ -54,6 +60,10 @@ def _start(args: argparse.Namespace) -> int:
         from memberflow_assets.membership.commands import write_samples
 
         write_samples(files=3, rows=200)
+    for module_name in COMMAND_MODULES:
+        start_beside = getattr(importlib.import_module(module_name), "start_beside_dagster", None)
+        if start_beside is not None:
+            start_beside(environment)
     log.info(
         "starting dagster dev on http://%s:%s (DAGSTER_HOME=%s)", args.host, args.port, environment["DAGSTER_HOME"]
     )

@@ -3,6 +3,10 @@
 import dagster as dg
 
 from memberflow_assets.images import assets as image_assets
+from memberflow_assets.images import ingest_assets
+from memberflow_assets.images.ingest_assets import kafka_image_ingest_job
+from memberflow_assets.images.ingest_resources import KafkaImagesResource
+from memberflow_assets.images.ingest_sensors import kafka_images_sensor
 from memberflow_assets.images.jobs import (
     image_bi_views_job,
     image_processing_job,
@@ -16,13 +20,14 @@ from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([membership_assets, image_assets]),
+    assets=dg.load_assets_from_modules([membership_assets, ingest_assets, image_assets]),
     asset_checks=dg.load_asset_checks_from_modules([membership_assets, image_assets]),
-    jobs=[membership_batch_job, image_processing_job, image_bi_views_job, image_retention_job],
-    sensors=[landing_applications_sensor, landing_images_sensor],
+    jobs=[membership_batch_job, kafka_image_ingest_job, image_processing_job, image_bi_views_job, image_retention_job],
+    sensors=[landing_applications_sensor, kafka_images_sensor, landing_images_sensor],
     schedules=[image_retention_schedule],
     resources={
         "zones": ZonesResource(),
         "sales_db": SalesDatabase(),
+        "kafka_images": KafkaImagesResource(),
     },
 )

@@ -9,12 +9,14 @@ marks a file as new (see `FileInfo.changed_at`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import posixpath
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +27,39 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memberflow_assets.settings import Settings
+
+
+def _write_new_file(path: str, data: bytes) -> None:
+    """Create `path` with `data`, creating its folder only when missing (one syscall saved per file)."""
+    try:
+        handle = open(path, "xb")  # noqa: SIM115 - closed below, after the one place that may need a retry
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = open(path, "xb")  # noqa: SIM115
+    with handle:
+        handle.write(data)
+
+
+def _fsync_path(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@functools.cache
+def _fsync_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(16, thread_name_prefix="fsync")
+
+
+def _fsync_paths(paths: Sequence[str]) -> None:
+    """fsync many files at once: concurrent fsyncs share the filesystem's journal commits, so 200
+    files take a fraction of the time of 200 fsyncs in a row."""
+    if len(paths) == 1:
+        _fsync_path(paths[0])
+    else:
+        list(_fsync_pool().map(_fsync_path, paths))
 
 
 @dataclass(frozen=True)
@@ -145,13 +180,43 @@ class Zones:
             if os.path.exists(temp):
                 os.remove(temp)
 
-    def write_bytes(self, relpath: str, data: bytes) -> None:
-        """Write a whole object so readers see either nothing or all of it."""
+    def write_bytes(self, relpath: str, data: bytes, fsync: bool = False) -> None:
+        """Write a whole object so readers see either nothing or all of it (`fsync`: see write_all)."""
+        self.write_all([(relpath, data)], fsync=fsync)
+
+    def write_all(self, files: Sequence[tuple[str, bytes]], fsync: bool = False) -> None:
+        """Write whole files so readers see each either not at all or complete, and never one before
+        the files listed before it (so a marker file listed last appears last).
+
+        Locally every file is first written under a temporary name and the renames come last, in
+        order; with `fsync` all data is on disk before the first rename and the renames are on disk
+        before returning, so not even a power failure leaves a partial file under a final name. One
+        durability barrier for many files costs far less than one per file. On S3 each file is one
+        PUT, in order; a PUT is complete and durable when it returns.
+        """
         if self.is_s3:
-            self.fs.pipe_file(self.path(relpath), data)  # one PUT: S3 objects appear complete
+            for relpath, data in files:
+                self.fs.pipe_file(self.path(relpath), data)
             return
-        with self.atomic_local_path(relpath) as temp, open(temp, "wb") as handle:
-            handle.write(data)
+        staged: list[tuple[str, str]] = []  # (temporary, final) paths
+        renamed = 0
+        try:
+            for relpath, data in files:
+                final = self.path(relpath)
+                temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
+                staged.append((temp, final))  # before writing: a failed write's temporary file is removed too
+                _write_new_file(temp, data)
+            if fsync:
+                _fsync_paths([temp for temp, _ in staged])
+            for temp, final in staged:
+                os.replace(temp, final)
+                renamed += 1
+            if fsync:
+                _fsync_paths(list(dict.fromkeys(os.path.dirname(final) for _, final in staged)))
+        finally:
+            for temp, _ in staged[renamed:]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(temp)
 
     def write_parquet(self, relpath: str, table: pa.Table) -> None:
         if self.is_s3:

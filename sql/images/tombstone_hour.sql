@@ -12,7 +12,8 @@ SET status = 'purged',
     hour_key = NULL,
     landing_path = NULL,
     error = NULL,
-    processed_at = NULL
+    processed_at = NULL,
+    source_key = NULL
 WHERE status <> 'purged'
   AND (hour_key = %(hour_key)s
        OR (hour_key IS NULL AND received_at >= %(hour_start)s AND received_at < %(hour_end)s))

@@ -1,0 +1,346 @@
+"""Image ingestion benchmark (issue 4), on loopback with ~200 KB JPEGs, every image distinct.
+
+Upload API: throughput and p50/p99 latency at concurrency 1 and 16 of `memberflow api` (uvicorn, one
+worker; embedded PostgreSQL; local zones) against the ceiling: the same uvicorn + FastAPI serving a
+no-op endpoint that reads the same body and answers 201. Target: >= 50% of the ceiling's throughput.
+Measured durable (the default: files fsynced and the registry commit flushed before the 201) and
+with MEMBERFLOW_INGEST_DURABLE=0.
+
+Kafka: images/s landed by `KafkaIngestor` against the raw consume rate of the same topic with the
+same consumer settings (both until the end of every partition). Target: >= 50%.
+
+    .venv/bin/python bench/ingest.py [--images 400] [--kafka-images 600]
+
+The client is a minimal keep-alive HTTP/1.1 client over raw sockets (one thread per connection) so
+that its own cost is small and identical for both servers. Everything runs on the same machine:
+client, server, PostgreSQL and broker share the cores, so figures move with the machine's load.
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from memberflow_assets_tests.image_bytes import jpeg_of_about, unique_jpeg  # noqa: E402
+
+IMAGE_BYTES = 200_000
+
+
+# -- the ceiling: uvicorn + FastAPI, reading the body and doing nothing with it ------------------------
+def noop_app():
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.post("/v1/images", status_code=201)
+    async def upload(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse({"size_bytes": len(body)}, status_code=201)
+
+    return app
+
+
+def serve_noop(port: int, workers: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "ingest:noop_app",
+        factory=True,
+        app_dir=str(Path(__file__).parent),
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+    )
+
+
+# -- a small, cheap HTTP client ----------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def request_bytes(body: bytes, key: str) -> bytes:
+    head = (
+        f"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
+        f"Content-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def exchange(sock: socket.socket, request: bytes, buffer: bytearray) -> int:
+    """Send one request on a keep-alive connection; return the response status."""
+    sock.sendall(request)
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        rest += chunk
+    buffer[:] = rest[length:]
+    return status
+
+
+def load(port: int, requests: list[bytes], concurrency: int) -> dict:
+    """Send every request once over `concurrency` connections; throughput and latency percentiles."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    shares = [requests[i::concurrency] for i in range(concurrency)]
+    ready = threading.Barrier(concurrency + 1)
+
+    def worker(share: list[bytes]) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buffer = bytearray()
+            ready.wait()
+            mine = []
+            for request in share:
+                start = time.perf_counter()
+                status = exchange(sock, request, buffer)
+                mine.append(time.perf_counter() - start)
+                if status != 201:
+                    with lock:
+                        failures.append(str(status))
+            with lock:
+                latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed, e.g. status {failures[0]}")
+    latencies.sort()
+    return {
+        "rps": len(requests) / seconds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+    }
+
+
+def distinct_images(count: int, offset: int) -> list[bytes]:
+    base = jpeg_of_about(IMAGE_BYTES)
+    return [unique_jpeg(base, offset + number) for number in range(count)]
+
+
+# -- the API benchmark -------------------------------------------------------------------------------
+def bench_api(images: int, workers: int, new_database, work: Path) -> None:
+    from memberflow_assets.images.api_keys import mint_key
+
+    key, line = mint_key("bench")
+    base = jpeg_of_about(IMAGE_BYTES)
+    print(f"\n## Upload API: {images} distinct JPEGs of {len(base):,} bytes each, {workers} uvicorn worker(s)\n")
+    print("| server | concurrency | images/s | p50 ms | p99 ms | vs ceiling |")
+    print("|---|---|---|---|---|---|")
+    noop_port = free_port()
+    noop = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(noop_port), "--workers", str(workers)])
+    servers = [("no-op ceiling", noop_port, noop)]
+    for durable in ("1", "0"):
+        port = free_port()
+        environment = {
+            **os.environ,
+            "MEMBERFLOW_DATA_DIR": str(work / f"data-durable{durable}"),
+            "MEMBERFLOW_PG_DSN": new_database(f"api_durable{durable}"),
+            "MEMBERFLOW_API_KEYS": line,
+            "MEMBERFLOW_INGEST_DURABLE": durable,
+        }
+        command = [sys.executable, "-m", "memberflow_assets.cli", "api", "--port", str(port), "--no-access-log"]
+        command += ["--workers", str(workers)]
+        process = subprocess.Popen(command, env=environment, stderr=subprocess.DEVNULL)
+        servers.append((f"memberflow api ({'durable' if durable == '1' else 'not durable'})", port, process))
+    try:
+        for _, port, process in servers:
+            wait_for_port(port, process)
+        ceiling = {}
+        offset = 0
+        for concurrency in (1, 16):
+            for name, port, _ in servers:
+                load(port, [request_bytes(body, key) for body in distinct_images(20, offset)], concurrency)  # warm
+                offset += 20
+                batch = [request_bytes(body, key) for body in distinct_images(images, offset)]
+                offset += images
+                result = load(port, batch, concurrency)
+                ceiling.setdefault(concurrency, result["rps"])
+                ratio = result["rps"] / ceiling[concurrency]
+                print(
+                    f"| {name} | {concurrency} | {result['rps']:.0f} | {result['p50_ms']:.2f} | "
+                    f"{result['p99_ms']:.2f} | {ratio:.0%} |"
+                )
+    finally:
+        for _, _, process in servers:
+            process.terminate()
+            process.wait(timeout=30)
+    bench_landing(images, new_database, work)
+
+
+def bench_landing(images: int, new_database, work: Path) -> None:
+    """What one landing costs without HTTP: `Lander.land` in a loop on one thread (where API time goes)."""
+    import dataclasses
+
+    from memberflow_assets.images.ingest_config import IngestSettings
+    from memberflow_assets.images.landing import open_lander
+    from memberflow_assets.zones import Zones
+
+    print("\n| landing only, no HTTP (one thread) | images/s | p50 ms |\n|---|---|---|")
+    for durable in (True, False):
+        settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
+        zones = Zones(str(work / f"landing-durable{int(durable)}"))
+        with open_lander(zones, new_database(f"landing_durable{int(durable)}"), settings, 1) as lander:
+            timings = []
+            for data in distinct_images(images, 20_000_000):
+                start = time.perf_counter()
+                lander.land(data, source="api", client="bench")
+                timings.append(time.perf_counter() - start)
+        label = "durable" if durable else "not durable"
+        print(
+            f"| Lander.land ({label}) | {len(timings) / sum(timings):.0f} | {statistics.median(timings) * 1000:.2f} |"
+        )
+
+
+# -- the Kafka benchmark -----------------------------------------------------------------------------
+def fill_topic(bootstrap: str, topic: str, images: list[bytes]) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, 2, 1)]).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for number, data in enumerate(images):
+        producer.produce(topic, value=data, key=f"img-{number}".encode(), headers=[("source-application", b"bench")])
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
+    """Seconds to receive every message (touching each value) with the ingestion's consumer settings."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from memberflow_assets.images.kafka_ingest import FETCH_BATCH, consumer_config
+
+    consumer = Consumer(consumer_config(bootstrap, "bench-raw"))
+    consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+    received, ended, total = 0, set(), 0
+    start = time.perf_counter()
+    while len(ended) < 2:
+        for message in consumer.consume(FETCH_BATCH, timeout=1.0):
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(message.partition())
+                continue
+            received += 1
+            total += len(message.value())
+    seconds = time.perf_counter() - start
+    consumer.close()
+    assert received == expected, (received, expected)
+    return seconds
+
+
+def bench_kafka(count: int, new_database, work: Path) -> None:
+    import dataclasses
+
+    from memberflow_assets.images.dev_broker import tansu_broker
+    from memberflow_assets.images.ingest_config import IngestSettings
+    from memberflow_assets.images.kafka_ingest import OffsetRange, open_ingestor
+    from memberflow_assets.zones import Zones
+
+    with tansu_broker(free_port()) as bootstrap:
+        topic = "images.bench"
+        images = distinct_images(count, 10_000_000)
+        fill_topic(bootstrap, topic, images)
+        print(f"\n## Kafka: {count} distinct JPEGs of ~{IMAGE_BYTES:,} bytes, 2 partitions\n")
+        print("| consumer | seconds | images/s | vs raw |")
+        print("|---|---|---|---|")
+        raw_seconds = min(raw_consume(bootstrap, topic, count) for _ in range(2))
+        print(f"| raw consume (same settings) | {raw_seconds:.2f} | {count / raw_seconds:.0f} | 100% |")
+        for durable in (True, False):
+            settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
+            zones = Zones(str(work / f"kafka-durable{int(durable)}"))
+            group = f"bench-ingest-{int(durable)}"
+            dsn = new_database(f"kafka_durable{int(durable)}")
+            with open_ingestor(bootstrap, zones, dsn, settings, topic, group, None) as ingestor:
+                start = time.perf_counter()
+                stats = ingestor.ingest([OffsetRange(p, 0, count) for p in (0, 1)])
+                seconds = time.perf_counter() - start
+            assert stats.landed == count, stats
+            rate = count / seconds
+            print(
+                f"| KafkaIngestor ({'durable' if durable else 'not durable'}) | {seconds:.2f} | {rate:.0f} | "
+                f"{rate / (count / raw_seconds):.0%} |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=400, help="uploads per API measurement")
+    parser.add_argument("--kafka-images", type=int, default=600)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both servers")
+    parser.add_argument("--skip-kafka", action="store_true")
+    parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_noop:
+        serve_noop(args.serve_noop, args.workers)
+        return
+
+    import pgserver
+
+    from memberflow_assets import postgres
+
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="mfbench", dir="/tmp") as folder:
+        work = Path(folder)
+        server = pgserver.get_server(work / "pg", cleanup_mode="stop")
+
+        def new_database(name: str) -> str:  # one per measured server: no image is a duplicate of another run's
+            postgres.ensure_database(server.get_uri(), name)
+            dsn = postgres.with_database(server.get_uri(), name)
+            postgres.apply_migrations(dsn)
+            return dsn
+
+        bench_api(args.images, args.workers, new_database, work)
+        if not args.skip_kafka:
+            bench_kafka(args.kafka_images, new_database, work)
+        server.cleanup()
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""The image upload API (FastAPI, served by uvicorn: `memberflow api`). No Dagster.
+
+    POST /v1/images          the image as the body (raw bytes, or a multipart form with one file part)
+    GET  /v1/images/{id}     its registry status: landed / processed / rejected / purged
+    GET  /healthz            the database and the zones answer
+    GET  /openapi.json, /docs
+
+Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
+is streamed: a declared Content-Length over the limit is refused before any byte is read, and a
+streamed body is refused as soon as it passes the limit, so an oversized upload never sits in memory.
+Landings (landing.py) run on worker threads that land concurrent requests together (GroupLander).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated
+
+import anyio
+import psycopg2
+from fastapi import Depends, FastAPI, Request, Response, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from memberflow_assets import postgres
+from memberflow_assets.images.api_keys import ApiKeys
+from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.images.landing import GroupLander, Lander, Upload, open_lander
+from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.zones import Zones
+
+log = logging.getLogger(__name__)
+
+MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small fields around the file part
+FILE_FIELDS = ("file", "image")
+
+
+class UploadResult(BaseModel):
+    image_id: str
+    sha256: str
+    size_bytes: int
+    content_type: str  # detected from the content
+    received_at: datetime
+    status: str
+    duplicate: bool  # the same client already sent these bytes; nothing new was stored
+
+
+class ImageStatus(BaseModel):
+    image_id: str
+    status: str  # landed / processed / rejected / purged
+    source: str | None = None
+    content_type: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    received_at: datetime | None = None
+    processed_at: datetime | None = None
+    purged_at: datetime | None = None
+    error: str | None = None
+
+
+class ApiError(BaseModel):
+    code: str
+    detail: str
+
+
+class RequestRefused(Exception):
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+def _error_responses(*statuses: int) -> dict:
+    return {status: {"model": ApiError} for status in statuses}
+
+
+# -- authentication ------------------------------------------------------------------------------
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the client's API key")
+_bearer = HTTPBearer(auto_error=False, description="the client's API key as a bearer token")
+
+
+def authenticated_client(
+    request: Request,
+    api_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> str:
+    client = request.app.state.keys.client_for(api_key or (bearer.credentials if bearer else None))
+    if client is None:
+        problem = "invalid API key" if (api_key or bearer) else "missing API key (X-API-Key or Authorization: Bearer)"
+        raise RequestRefused(401, "unauthorized", problem, {"WWW-Authenticate": "Bearer"})
+    return client
+
+
+Client = Annotated[str, Depends(authenticated_client)]
+
+
+# -- reading the body ----------------------------------------------------------------------------
+def _too_large(limit: int) -> RequestRefused:
+    return RequestRefused(413, "too_large", f"the image exceeds the limit of {limit:,} bytes")
+
+
+async def read_image_body(request: Request, limit: int) -> bytes:
+    """The uploaded image's bytes: the raw body, or the file part of a multipart form."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    multipart = content_type == b"multipart/form-data"
+    body_limit = limit + MULTIPART_ENVELOPE_BYTES if multipart else limit
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > body_limit:
+        raise _too_large(limit)  # refused before reading a byte
+    if multipart:
+        return await _read_multipart(request, options.get(b"boundary"), limit, body_limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+async def _read_multipart(request: Request, boundary: bytes | None, limit: int, body_limit: int) -> bytes:
+    """Stream a multipart body; keep only the first file part (field `file`/`image`, or any with a filename).
+
+    The client's filename is never used for anything: landing names come from the image id.
+    """
+    if not boundary:
+        raise RequestRefused(400, "bad_multipart", "multipart body without a boundary")
+    state = {"headers": {}, "field": None, "value": b"", "current": None, "file": None}
+
+    def on_part_begin() -> None:
+        state["headers"], state["current"] = {}, None
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] = data[start:end].lower()
+        state["value"] = b""
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"]] = state["value"]
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        is_file = b"filename" in disposition or disposition.get(b"name", b"").decode() in FILE_FIELDS
+        if is_file and state["file"] is None:
+            state["current"] = state["file"] = bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part = state["current"]
+        if part is not None:
+            part += data[start:end]
+            if len(part) > limit:
+                raise _too_large(limit)
+
+    parser = MultipartParser(
+        boundary,
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+        },
+    )
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > body_limit:
+                raise _too_large(limit)
+            parser.write(chunk)
+        parser.finalize()
+    except RequestRefused:
+        raise
+    except Exception as error:  # python-multipart raises its own errors for malformed bodies
+        raise RequestRefused(400, "bad_multipart", f"malformed multipart body: {error}") from error
+    if state["file"] is None:
+        raise RequestRefused(400, "bad_multipart", "the multipart form has no file part (field 'file')")
+    return bytes(state["file"])
+
+
+# -- the application -----------------------------------------------------------------------------
+def create_app(
+    settings: IngestSettings | None = None, zones: Zones | None = None, dsn: str | None = None, pool_size: int = 16
+) -> FastAPI:
+    """The API, configured from the environment unless told otherwise (tests pass zones and a DSN)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ingest = settings or IngestSettings.from_env()
+        app.state.settings = ingest
+        app.state.keys = ApiKeys(ingest.api_keys, ingest.api_keys_file)
+        if app.state.keys.count == 0:
+            log.warning("no API keys configured: every upload is refused. Mint one with `memberflow api-key`.")
+        app.state.limiter = anyio.CapacityLimiter(pool_size)
+        with open_lander(zones or Zones.from_settings(), dsn or postgres.sales_dsn(), ingest, pool_size) as lander:
+            app.state.lander = lander
+            app.state.landings = GroupLander(lander)
+            try:
+                yield
+            finally:
+                app.state.landings.close()
+
+    app = FastAPI(
+        title="memberflow image upload API",
+        version="1",
+        description="Upload images into memberflow's landing zone and follow their status. "
+        "Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>`.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestRefused)
+    async def refused(request: Request, error: RequestRefused) -> JSONResponse:
+        return JSONResponse({"code": error.code, "detail": error.detail}, error.status, headers=error.headers)
+
+    @app.exception_handler(ImageRejected)
+    async def rejected(request: Request, error: ImageRejected) -> JSONResponse:
+        return JSONResponse({"code": error.code, "detail": error.detail}, error.status)
+
+    @app.exception_handler(psycopg2.OperationalError)
+    async def database_down(request: Request, error: psycopg2.OperationalError) -> JSONResponse:
+        log.error("registry unavailable: %s", error)
+        return JSONResponse({"code": "unavailable", "detail": "the image registry is unavailable"}, 503)
+
+    async def in_thread(function, *args, **kwargs):
+        return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=app.state.limiter)
+
+    @app.post(
+        "/v1/images",
+        status_code=201,
+        response_model=UploadResult,
+        summary="Upload an image",
+        description="The body is the image: raw bytes (any Content-Type; the content decides), or "
+        "`multipart/form-data` with the image in field `file`. JPEG, PNG, WebP, GIF and TIFF are accepted. "
+        "201 for a new image; 200 with the same `image_id` when this client already uploaded these bytes.",
+        responses={
+            200: {"model": UploadResult, "description": "already uploaded by this client; nothing new stored"},
+            **_error_responses(400, 401, 413, 415, 422, 503),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "image/*": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    },
+                },
+            }
+        },
+    )
+    async def upload_image(request: Request, response: Response, client: Client) -> UploadResult:
+        lander: Lander = app.state.lander
+        data = await read_image_body(request, app.state.settings.max_upload_bytes)
+        if not data:
+            raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
+        try:
+            landed = await asyncio.wrap_future(app.state.landings.submit(Upload(data, "api", client)))
+        except ImageRejected as rejection:
+            await in_thread(
+                lander.quarantine,
+                data,
+                rejection,
+                source="api",
+                client=client,
+                details={"declared_content_type": request.headers.get("content-type")},
+            )
+            raise
+        if landed.duplicate:
+            response.status_code = 200
+        response.headers["Location"] = f"/v1/images/{landed.image_id}"
+        return UploadResult(
+            image_id=landed.image_id,
+            sha256=landed.sha256,
+            size_bytes=landed.size_bytes,
+            content_type=landed.content_type,
+            received_at=landed.received_at,
+            status=landed.status,
+            duplicate=landed.duplicate,
+        )
+
+    @app.get(
+        "/v1/images/{image_id}",
+        response_model=ImageStatus,
+        response_model_exclude_none=True,
+        summary="An image's status",
+        responses=_error_responses(401, 404, 503),
+    )
+    async def image_status(image_id: str, client: Client) -> ImageStatus:
+        row = await in_thread(app.state.lander.lookup, image_id)
+        # Another client's image is reported as unknown; a purged tombstone no longer has an owner.
+        if row is None or (row.status != "purged" and row.client != client):
+            raise RequestRefused(404, "not_found", f"no image {image_id!r}")
+        return ImageStatus(
+            image_id=image_id,
+            status=row.status,
+            source=row.source,
+            content_type=row.content_type,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            received_at=row.received_at,
+            processed_at=row.processed_at,
+            purged_at=row.purged_at,
+            error=row.error,
+        )
+
+    @app.get("/healthz", summary="Liveness and readiness", responses=_error_responses(503))
+    async def healthz() -> dict[str, str]:
+        try:
+            await in_thread(app.state.lander.check_health)
+        except Exception as error:
+            raise RequestRefused(503, "unavailable", f"{type(error).__name__}: {error}") from error
+        return {"status": "ok"}
+
+    return app
+
+
+# `uvicorn memberflow_assets.images.api:app`: configured from the environment when it starts, not on import.
+app = create_app()

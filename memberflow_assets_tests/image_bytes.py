@@ -1,0 +1,70 @@
+"""Image bytes for tests and bench/ingest.py: real encodings made with Pillow, and broken ones."""
+
+import io
+import struct
+import zlib
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth gradients plus noise: compresses like a photo, not like a flat colour."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // max(width, 1), y * 255 // max(height, 1), (x + y) * 127 // max(width + height, 1)], -1)
+    pixels = np.clip(base + rng.normal(0, 24, (height, width, 3)), 0, 255).astype("uint8")
+    return Image.fromarray(pixels, "RGB")
+
+
+def small_image(fmt: str, seed: int = 0) -> bytes:
+    """A small valid image in `fmt` (JPEG, PNG, WEBP, GIF, TIFF, BMP)."""
+    return encode(noise_image(64, 48, seed), fmt)
+
+
+@cache
+def jpeg_of_about(size_bytes: int, seed: int = 0) -> bytes:
+    """A JPEG of roughly `size_bytes` (within ~10%)."""
+    width = 640
+    height = 32
+    while True:
+        data = encode(noise_image(width, height, seed), "JPEG", quality=85)
+        if len(data) >= size_bytes * 0.95:
+            return data
+        height = max(height + 8, int(height * size_bytes / len(data)))
+
+
+def unique_jpeg(base: bytes, number: int) -> bytes:
+    """`base` with a JPEG comment segment naming `number` after SOI: distinct bytes, same picture."""
+    comment = f"memberflow test image {number}".encode()
+    return base[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + base[2:]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb by its header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_exif_thumbnail() -> bytes:
+    """A JPEG whose EXIF segment carries a complete small JPEG (its own SOS and EOI), as thumbnails do."""
+    thumbnail = encode(noise_image(32, 24, 7), "JPEG")
+    exif = Image.Exif()
+    exif[0x010E] = "with thumbnail"
+    raw_exif = exif.tobytes()
+    main = encode(noise_image(320, 240, 8), "JPEG", exif=raw_exif + thumbnail)
+    assert main.count(b"\xff\xd9") >= 2
+    return main

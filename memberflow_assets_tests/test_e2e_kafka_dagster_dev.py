@@ -1,0 +1,48 @@
+"""End to end: messages on the image topic are landed by runs the Kafka sensor launches in a real
+`dagster dev` (webserver + daemon), and the asset's materialisation shows what each batch did."""
+
+import pytest
+
+from memberflow_assets_tests import test_e2e_dagster_dev as e2e
+from memberflow_assets_tests.image_bytes import small_image
+from memberflow_assets_tests.test_kafka_ingest import Sent, create_topic, produce, sidecars
+
+pytestmark = pytest.mark.e2e
+dagster_dev = e2e.dagster_dev  # the same `dagster dev` fixture as the membership end-to-end test
+
+LATEST_MATERIALIZATION = """
+{ assetOrError(assetKey: {path: ["kafka_image_uploads"]}) {
+    ... on Asset { assetMaterializations(limit: 1) { metadataEntries {
+        label ... on IntMetadataEntry { intValue } } } } } }
+"""
+
+
+@pytest.fixture
+def kafka_topic_for_dagster(kafka_bootstrap, monkeypatch):
+    """Set before `dagster_dev` starts, so its daemon and code server see the broker."""
+    topic = create_topic(kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_TOPIC", topic)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_SENSOR_INTERVAL_SECONDS", "2")
+    return topic
+
+
+def test_kafka_messages_are_landed_by_sensor_launched_runs(kafka_topic_for_dagster, kafka_bootstrap, request):
+    port, data_dir = request.getfixturevalue("dagster_dev")  # started after the Kafka variables are set
+    messages = [
+        Sent(0, small_image("JPEG", 21), "e2e-1"),
+        Sent(1, small_image("PNG", 22), "e2e-2"),
+        Sent(1, b"definitely not an image", "e2e-3", expect="unsupported_type"),
+    ]
+    produce(kafka_bootstrap, kafka_topic_for_dagster, messages)
+
+    e2e.wait_for(lambda: len(sidecars(data_dir)) == 2, 240, "both images to land")
+
+    def materialized() -> dict | None:
+        asset = e2e.graphql(port, LATEST_MATERIALIZATION)["assetOrError"]
+        found = asset.get("assetMaterializations") or []
+        return {e["label"]: e.get("intValue") for e in found[0]["metadataEntries"]} if found else None
+
+    metadata = e2e.wait_for(materialized, 60, "the kafka_image_uploads materialisation")
+    assert (metadata["landed"], metadata["quarantined"]) == (2, 1)
+    assert sorted(s.kafka["key"] for s in sidecars(data_dir)) == ["e2e-1", "e2e-2"]

@@ -1,0 +1,366 @@
+"""The upload API served by a real uvicorn on loopback, against the embedded PostgreSQL and real zones."""
+
+import dataclasses
+import hashlib
+import json
+import select
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+import uvicorn
+
+from memberflow_assets.images import layout
+from memberflow_assets.images.api import create_app
+from memberflow_assets.images.api_keys import append_key_line, mint_key
+from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.zones import Zones
+from memberflow_assets_tests.conftest import free_port
+from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
+
+MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
+
+
+class ApiServer:
+    """uvicorn serving the app in a thread of the test process."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@dataclasses.dataclass
+class Api:
+    url: str
+    data_dir: Path
+    dsn: str
+    keys_file: Path
+    keys: dict[str, str]  # client -> key
+
+    def client(self, who: str | None = "alice", **options) -> httpx.Client:
+        headers = {"X-API-Key": self.keys[who]} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **options)
+
+    def landed(self) -> list[Path]:
+        root = self.data_dir / "landing" / "images"
+        return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+    def quarantined(self) -> list[dict]:
+        root = self.data_dir / "quarantine" / "images"
+        return [json.loads(p.read_text()) for p in root.rglob("*.reason.json")] if root.exists() else []
+
+
+def ingest_settings(data_dir: Path, inline_keys: str) -> IngestSettings:
+    return dataclasses.replace(
+        IngestSettings.from_env(),
+        api_keys=inline_keys,
+        api_keys_file=data_dir / "api_keys.txt",
+        max_upload_bytes=MAX_UPLOAD,
+        max_pixels=50_000_000,
+    )
+
+
+@pytest.fixture(scope="module")
+def api(pg_server_uri, tmp_path_factory):
+    database = f"test_api_{uuid.uuid4().hex[:8]}"
+    ensure_database(pg_server_uri, database)
+    dsn = with_database(pg_server_uri, database)
+    data_dir = tmp_path_factory.mktemp("api") / "data"
+    keys, lines = {}, []
+    for client in ("alice", "bob"):
+        keys[client], line = mint_key(client)
+        lines.append(line)
+    settings = ingest_settings(data_dir, ",".join(lines))
+    with ApiServer(create_app(settings, Zones(str(data_dir)), dsn, pool_size=8)) as url:
+        yield Api(url, data_dir, dsn, settings.api_keys_file, keys)
+
+
+# -- the happy path --------------------------------------------------------------------------------
+def test_raw_upload_lands_image_and_sidecar(api):
+    data = unique_jpeg(jpeg_of_about(40_000), 1)
+    with api.client() as client:
+        response = client.post("/v1/images", content=data, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["sha256"] == hashlib.sha256(data).hexdigest() and body["size_bytes"] == len(data)
+    assert body["content_type"] == "image/jpeg" and body["status"] == "landed" and body["duplicate"] is False
+    assert response.headers["location"] == f"/v1/images/{body['image_id']}"
+    received_at = datetime.fromisoformat(body["received_at"].replace("Z", "+00:00"))
+    sidecar_path = api.data_dir / layout.sidecar_relpath(received_at, body["image_id"])
+    sidecar = layout.Sidecar.from_json(sidecar_path.read_bytes())
+    assert sidecar.received_datetime == received_at
+    assert (sidecar.client, sidecar.source, sidecar.sha256) == ("alice", "api", body["sha256"])
+    assert (api.data_dir / sidecar.image_relpath).read_bytes() == data
+
+
+def test_multipart_upload_and_client_filenames_never_become_paths(api):
+    before = set(api.landed())
+    data = unique_jpeg(jpeg_of_about(40_000), 2)
+    with api.client() as client:
+        names = ["../../../../etc/passwd.jpg", "/tmp/x.jpg", "..\\..\\win.ini", "a/../../b.jpg"]
+        for number, filename in enumerate(names):
+            payload = unique_jpeg(data, 100 + number)
+            response = client.post(
+                "/v1/images",
+                files={"file": (filename, payload, "image/jpeg")},
+                data={"note": "a form field beside the file"},
+            )
+            assert response.status_code == 201, response.text
+            image_id = response.json()["image_id"]
+            new = set(api.landed()) - before
+            before |= new
+            assert sorted(p.name for p in new) == [f"{image_id}.jpg", f"{image_id}.json"]
+            sidecar = next(p for p in new if p.suffix == ".json")
+            assert filename.split("/")[-1] not in sidecar.read_text()
+    # nothing was written outside the landing hour folders
+    outside = [p for p in api.data_dir.rglob("*") if p.is_file() and not p.is_relative_to(api.data_dir / "landing")]
+    assert [p for p in outside if "quarantine" not in p.parts and p.name != "api_keys.txt"] == []
+    assert not Path("/etc/passwd.jpg").exists() and not Path("/tmp/x.jpg").exists()
+
+
+def test_same_bytes_twice_same_id_stored_once(api):
+    data = unique_jpeg(jpeg_of_about(40_000), 3)
+    with api.client() as client:
+        first = client.post("/v1/images", content=data)
+        second = client.post("/v1/images", files={"file": ("again.jpg", data)})
+    with api.client("bob") as client:
+        bob = client.post("/v1/images", content=data)
+    assert (first.status_code, second.status_code, bob.status_code) == (201, 200, 201)
+    assert second.json()["image_id"] == first.json()["image_id"] and second.json()["duplicate"] is True
+    assert second.json()["received_at"] == first.json()["received_at"]
+    assert bob.json()["image_id"] != first.json()["image_id"]
+    copies = [p for p in api.landed() if p.suffix == ".jpg" and p.read_bytes() == data]
+    assert len(copies) == 2  # alice's and bob's
+
+
+def test_status_of_an_image(api):
+    with api.client() as client:
+        image_id = client.post("/v1/images", content=small_image("TIFF", 4)).json()["image_id"]
+        status = client.get(f"/v1/images/{image_id}")
+        assert status.status_code == 200 and status.json()["status"] == "landed"
+        assert status.json()["content_type"] == "image/tiff"
+        with psycopg2.connect(api.dsn) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE images.registry SET status = 'rejected', error = 'decode failed' WHERE image_id = %s",
+                (image_id,),
+            )
+        rejected = client.get(f"/v1/images/{image_id}").json()
+        assert (rejected["status"], rejected["error"]) == ("rejected", "decode failed")
+        assert client.get("/v1/images/0123456789abcdef0123456789abcdef").status_code == 404
+    with api.client("bob") as client:
+        assert client.get(f"/v1/images/{image_id}").status_code == 404  # alice's image is not bob's business
+
+
+def test_purged_image_reports_purged_and_can_be_uploaded_again(api):
+    data = small_image("PNG", 5)
+    with api.client() as client:
+        image_id = client.post("/v1/images", content=data).json()["image_id"]
+        with psycopg2.connect(api.dsn) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE images.registry SET status = 'purged', purged_at = now(), client = NULL, sha256 = NULL,"
+                " received_at = NULL, landing_path = NULL WHERE image_id = %s",
+                (image_id,),
+            )
+        purged = client.get(f"/v1/images/{image_id}").json()
+        assert purged["status"] == "purged" and "sha256" not in purged and "purged_at" in purged
+        again = client.post("/v1/images", content=data)
+        assert again.status_code == 201 and again.json()["image_id"] == image_id
+        assert client.get(f"/v1/images/{image_id}").json()["status"] == "landed"
+
+
+def test_healthz_and_openapi(api):
+    with api.client(None) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        spec = client.get("/openapi.json").json()
+    upload = spec["paths"]["/v1/images"]["post"]
+    assert {"image/*", "multipart/form-data"} <= set(upload["requestBody"]["content"])
+    assert {"201", "401", "413", "415", "422"} <= set(upload["responses"])
+    assert "/v1/images/{image_id}" in spec["paths"]
+    assert {"APIKeyHeader", "HTTPBearer"} <= set(spec["components"]["securitySchemes"])
+
+
+# -- authentication --------------------------------------------------------------------------------
+def test_missing_or_invalid_key_is_401_and_lands_nothing(api):
+    before = api.landed()
+    data = small_image("JPEG", 6)
+    with api.client(None) as client:
+        missing = client.post("/v1/images", content=data)
+        invalid = client.post("/v1/images", content=data, headers={"X-API-Key": "mfk_not-a-key"})
+        bearer_invalid = client.post("/v1/images", content=data, headers={"Authorization": "Bearer nope"})
+        status = client.get("/v1/images/whatever")
+    for response in (missing, invalid, bearer_invalid, status):
+        assert response.status_code == 401 and response.json()["code"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert api.landed() == before
+
+
+def test_bearer_token_is_accepted(api):
+    with api.client(None) as client:
+        response = client.post(
+            "/v1/images", content=small_image("GIF", 7), headers={"Authorization": f"Bearer {api.keys['bob']}"}
+        )
+    assert response.status_code == 201
+
+
+def test_keys_file_is_reread_without_restart(api):
+    key, line = mint_key("carol")
+    with api.client(None) as client:
+        assert client.post("/v1/images", content=small_image("PNG", 8), headers={"X-API-Key": key}).status_code == 401
+        append_key_line(api.keys_file, line)
+        response = client.post("/v1/images", content=small_image("PNG", 8), headers={"X-API-Key": key})
+    assert response.status_code == 201
+    assert api.keys_file.read_text().count(":") == 1 and key not in api.keys_file.read_text()  # only the hash
+
+
+# -- bad input -------------------------------------------------------------------------------------
+def test_wrong_content_type_is_decided_by_content(api):
+    with api.client() as client:
+        pdf = client.post("/v1/images", content=b"%PDF-1.7\n%%EOF\n", headers={"Content-Type": "image/jpeg"})
+        png_as_text = client.post("/v1/images", content=small_image("PNG", 9), headers={"Content-Type": "text/plain"})
+        bmp = client.post("/v1/images", content=small_image("BMP", 9), headers={"Content-Type": "image/bmp"})
+    assert pdf.status_code == 415 and pdf.json()["code"] == "unsupported_type"
+    assert bmp.status_code == 415
+    assert png_as_text.status_code == 201 and png_as_text.json()["content_type"] == "image/png"
+
+
+def test_text_file_named_jpg_is_415_and_quarantined(api):
+    text = f"dear diary {uuid.uuid4()}\n".encode()
+    with api.client() as client:
+        response = client.post("/v1/images", files={"file": ("holiday.jpg", text, "image/jpeg")})
+    assert response.status_code == 415
+    [reason] = [r for r in api.quarantined() if r["sha256"] == hashlib.sha256(text).hexdigest()]
+    assert (reason["reason"], reason["client"], reason["source"]) == ("unsupported_type", "alice", "api")
+
+
+def test_empty_body_is_400(api):
+    with api.client() as client:
+        raw = client.post("/v1/images", content=b"", headers={"Content-Type": "image/jpeg"})
+        multipart = client.post("/v1/images", files={"file": ("empty.jpg", b"")})
+        no_file = client.post("/v1/images", data={"just": "a field"}, files={"other": (None, b"x")})
+    assert raw.status_code == 400 and raw.json()["code"] == "empty"
+    assert multipart.status_code == 400
+    assert no_file.status_code == 400 and no_file.json()["code"] == "bad_multipart"
+
+
+def test_truncated_jpeg_is_422(api):
+    data = unique_jpeg(jpeg_of_about(40_000), 10)
+    with api.client() as client:
+        response = client.post("/v1/images", content=data[: len(data) * 2 // 3])
+    assert response.status_code == 422 and response.json()["code"] == "truncated"
+
+
+def test_png_claiming_ten_billion_pixels_is_422(api):
+    with api.client() as client:
+        response = client.post("/v1/images", content=png_claiming(100_000, 100_000))
+    assert response.status_code == 422 and response.json()["code"] == "too_many_pixels"
+
+
+def test_oversized_declared_body_is_refused_before_it_is_read(api):
+    """The server answers 413 on the Content-Length alone: a raw socket sends the headers only."""
+    headers = (
+        f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {api.keys['alice']}\r\n"
+        f"Content-Type: image/jpeg\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(headers.encode())
+        answer = sock.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert '"code":"too_large"' in answer
+
+
+def test_oversized_streamed_body_is_refused_while_streaming(api):
+    """Without a Content-Length (chunked), the answer comes once the limit is passed, long before the end."""
+    before = api.landed()
+    chunk = b"\0" * (256 * 1024)
+    headers = (
+        f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {api.keys['alice']}\r\n"
+        "Content-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    total_chunks = 400  # 100 MB against a 2 MB limit
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(headers.encode())
+        sent = 0
+        while sent < total_chunks and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += 1
+        answer = sock.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413") and '"code":"too_large"' in answer, answer[:200]
+    assert sent < total_chunks  # refused while the client was still sending
+    assert api.landed() == before
+
+
+def test_oversized_multipart_is_413(api):
+    big = b"\xff\xd8\xff" + b"\0" * (MAX_UPLOAD + 10)
+    with api.client() as client:
+        response = client.post("/v1/images", files={"file": ("big.jpg", big)})
+    assert response.status_code == 413
+
+
+def test_fifty_concurrent_uploads_all_land_distinct_and_intact(api):
+    base = jpeg_of_about(100_000, seed=11)
+    images = [unique_jpeg(base, 1000 + n) for n in range(50)]
+
+    def upload(data: bytes) -> httpx.Response:
+        with api.client() as client:
+            return client.post("/v1/images", content=data)
+
+    with ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(upload, images))
+    assert [r.status_code for r in responses] == [201] * 50
+    ids = [r.json()["image_id"] for r in responses]
+    assert len(set(ids)) == 50
+    with psycopg2.connect(api.dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT image_id, landing_path, sha256 FROM images.registry WHERE image_id = ANY(%s)", (ids,))
+        rows = {image_id: (path, sha) for image_id, path, sha in cursor.fetchall()}
+    assert set(rows) == set(ids)
+    for data, image_id in zip(images, ids, strict=True):
+        path, sha = rows[image_id]
+        assert hashlib.sha256((api.data_dir / path).read_bytes()).hexdigest() == sha == hashlib.sha256(data).hexdigest()
+        assert (api.data_dir / path).with_suffix(".json").exists()
+    leftovers = [p for p in api.landed() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+# -- S3 ----------------------------------------------------------------------------------------------
+def test_upload_to_s3_zones_on_moto(s3_env, pg_dsn, tmp_path):
+    zones = Zones.from_settings()
+    key, line = mint_key("alice")
+    app = create_app(ingest_settings(tmp_path, line), zones, pg_dsn, pool_size=4)
+    data = unique_jpeg(jpeg_of_about(40_000), 12)
+    with ApiServer(app) as url, httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
+        assert client.get("/healthz").status_code == 200
+        response = client.post("/v1/images", content=data)
+        again = client.post("/v1/images", content=data)
+        bad = client.post("/v1/images", content=b"not an image at all")
+    assert response.status_code == 201 and again.status_code == 200
+    files = zones.list_files(layout.LANDING_PREFIX, recursive=True)
+    image_id = response.json()["image_id"]
+    assert sorted(f.name for f in files) == [f"{image_id}.jpg", f"{image_id}.json"]
+    image = next(f for f in files if f.name.endswith(".jpg"))
+    assert zones.read_bytes(image.relpath) == data
+    sidecar = layout.Sidecar.from_json(zones.read_bytes(image.relpath.replace(".jpg", ".json")))
+    assert sidecar.image_relpath == image.relpath
+    assert bad.status_code == 415
+    assert any(f.name.endswith(".reason.json") for f in zones.list_files(layout.QUARANTINE_PREFIX, recursive=True))

@@ -1,0 +1,129 @@
+"""The ingestion commands: `memberflow api-key`, `memberflow api`, the API beside `memberflow start`,
+`memberflow kafka-send` + `memberflow kafka-ingest --once`."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from memberflow_assets.cli import main
+from memberflow_assets.images.api_keys import hash_key
+from memberflow_assets_tests.conftest import free_port
+from memberflow_assets_tests.image_bytes import small_image
+from memberflow_assets_tests.test_kafka_ingest import create_topic, sidecars
+
+START_BESIDE = """
+import time
+from memberflow_assets.images.ingest_commands import start_beside_dagster
+start_beside_dagster({})
+time.sleep(600)  # stands in for `dagster dev`
+"""
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_api_key_prints_the_key_once_and_stores_only_its_hash(memberflow_env, capsys):
+    assert main(["api-key", "--client", "alice"]) == 0
+    key = capsys.readouterr().out.strip()
+    stored = (memberflow_env / "api_keys.txt").read_text()
+    assert key.startswith("mfk_") and key not in stored
+    assert stored == f"alice:{hash_key(key)}\n"
+    assert oct((memberflow_env / "api_keys.txt").stat().st_mode & 0o777) == "0o600"
+    assert main(["api-key", "--client", "../etc"]) == 2
+    assert "client name" in capsys.readouterr().err
+
+
+def test_memberflow_api_serves_uploads(memberflow_env, capsys):
+    main(["api-key", "--client", "alice"])
+    key = capsys.readouterr().out.strip()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "memberflow_assets.cli", "api", "--port", str(port)],
+        env={**os.environ, "MEMBERFLOW_API_PORT": "1"},  # the flag wins over the variable
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: healthy(url))
+        response = httpx.post(f"{url}/v1/images", content=small_image("PNG"), headers={"X-API-Key": key})
+        assert response.status_code == 201
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(list((memberflow_env / "landing" / "images").rglob("*.json"))) == 1
+
+
+def test_start_serves_the_api_beside_dagster_and_it_stops_with_it(memberflow_env, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("MEMBERFLOW_API_PORT", str(port))
+    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    api = []
+    try:
+        wait_until(lambda: healthy(f"http://127.0.0.1:{port}"))
+        api = children_of(parent.pid)
+        assert len(api) == 1
+        parent.kill()  # `dagster dev` going away, however it goes
+        parent.wait()
+        wait_until(lambda: not Path(f"/proc/{api[0]}").exists() or "Z" in Path(f"/proc/{api[0]}/stat").read_text(), 30)
+    finally:
+        parent.kill()
+        for pid in api:
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_start_without_the_api(memberflow_env, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_START_API", "0")
+    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        assert children_of(parent.pid) == []
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_kafka_send_and_ingest_once(memberflow_env, kafka_bootstrap, monkeypatch, tmp_path):
+    topic = create_topic(kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_TOPIC", topic)
+    files = []
+    for number, fmt in enumerate(["JPEG", "PNG", "GIF"]):
+        files.append(tmp_path / f"photo{number}.img")
+        files[-1].write_bytes(small_image(fmt, number))
+    assert main(["kafka-send", "--source-application", "phone-app", *map(str, files)]) == 0
+    assert main(["kafka-ingest", "--once"]) == 0
+    landed = sidecars(memberflow_env)
+    assert sorted(s.kafka["key"] for s in landed) == ["photo0", "photo1", "photo2"]
+    assert {s.client for s in landed} == {"phone-app"}

@@ -1,0 +1,227 @@
+"""Landing (shared by the API and Kafka): ids, atomicity, idempotency, crash recovery, tombstone revival."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from memberflow_assets import postgres
+from memberflow_assets.images import layout
+from memberflow_assets.images.landing import ConnectionPool, Lander, Upload, image_id_for
+from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.zones import Zones
+from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, unique_jpeg
+
+
+@pytest.fixture
+def lander(memberflow_env, pg_dsn):
+    postgres.apply_migrations(pg_dsn)
+    pool = ConnectionPool(pg_dsn, size=8)
+    yield Lander(Zones(str(memberflow_env)), pool, max_pixels=10_000_000, durable=True)
+    pool.close()
+
+
+def registry_rows(dsn: str) -> list[tuple]:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT image_id, status, client, sha256, landing_path FROM images.registry ORDER BY 1")
+        return cursor.fetchall()
+
+
+def landed_files(data_dir: Path) -> list[str]:
+    """Every file under landing/images (temporary names included: none may be left over)."""
+    root = data_dir / "landing" / "images"
+    return sorted(str(p.relative_to(data_dir)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_landing_writes_image_then_sidecar_and_registers(lander, memberflow_env, pg_dsn):
+    data = jpeg_of_about(30_000)
+    landed = lander.land(data, source="api", client="alice")
+
+    assert landed.image_id == image_id_for("alice", landed.sha256) and len(landed.image_id) == 32
+    assert not landed.duplicate and landed.status == "landed"
+    hour_dir = layout.landing_dir(landed.received_at)
+    assert landed_files(memberflow_env) == [f"{hour_dir}/{landed.image_id}.jpg", f"{hour_dir}/{landed.image_id}.json"]
+    assert (memberflow_env / landed.landing_path).read_bytes() == data
+    sidecar = layout.Sidecar.from_json((memberflow_env / hour_dir / f"{landed.image_id}.json").read_bytes())
+    assert (sidecar.source, sidecar.client, sidecar.sha256, sidecar.size_bytes) == (
+        "api",
+        "alice",
+        landed.sha256,
+        len(data),
+    )
+    assert (sidecar.format, sidecar.content_type, sidecar.width) == ("JPEG", "image/jpeg", 640)
+    assert sidecar.received_datetime == landed.received_at and sidecar.image_relpath == landed.landing_path
+    assert registry_rows(pg_dsn) == [(landed.image_id, "landed", "alice", landed.sha256, landed.landing_path)]
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT hour_key, size_bytes, content_type, source FROM images.registry")
+        assert cursor.fetchone() == (layout.hour_key(landed.received_at), len(data), "image/jpeg", "api")
+
+
+def test_same_bytes_same_client_is_one_image_other_client_another(lander, memberflow_env, pg_dsn):
+    data = small_image("PNG")
+    first = lander.land(data, source="api", client="alice")
+    again = lander.land(data, source="api", client="alice")
+    other = lander.land(data, source="api", client="bob")
+
+    assert again.image_id == first.image_id and again.duplicate and again.received_at == first.received_at
+    assert other.image_id != first.image_id and not other.duplicate
+    assert len(landed_files(memberflow_env)) == 4  # two images, each with its sidecar
+    assert len(registry_rows(pg_dsn)) == 2
+
+
+def test_concurrent_identical_landings_store_one_image(lander, memberflow_env, pg_dsn):
+    data = jpeg_of_about(50_000, seed=3)
+    results, errors = [], []
+
+    def land():
+        try:
+            results.append(lander.land(data, source="api", client="alice"))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=land) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len({r.image_id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+    assert len({r.received_at for r in results}) == 1
+    assert len(landed_files(memberflow_env)) == 2 and len(registry_rows(pg_dsn)) == 1
+
+
+def test_rejected_bytes_land_nothing(lander, memberflow_env, pg_dsn):
+    with pytest.raises(ImageRejected):
+        lander.land(b"not an image", source="api", client="alice")
+    assert landed_files(memberflow_env) == [] and registry_rows(pg_dsn) == []
+
+
+class FailingSidecarZones(Zones):
+    """The disk fills up after the image, before the sidecar."""
+
+    def write_all(self, files, fsync: bool = False) -> None:
+        super().write_all([(relpath, data) for relpath, data in files if not relpath.endswith(".json")], fsync)
+        raise OSError("disk full")
+
+
+def test_failed_write_releases_the_claim_so_a_retry_lands(lander, memberflow_env, pg_dsn):
+    data = small_image("GIF")
+    broken = Lander(FailingSidecarZones(str(memberflow_env)), lander.pool, lander.max_pixels)
+    with pytest.raises(OSError, match="disk full"):
+        broken.land(data, source="api", client="alice")
+    assert registry_rows(pg_dsn) == []
+    assert not any(path.endswith(".json") for path in landed_files(memberflow_env))  # invisible to readers
+
+    landed = lander.land(data, source="api", client="alice")
+    assert not landed.duplicate
+    assert registry_rows(pg_dsn)[0][1] == "landed"
+    assert (memberflow_env / layout.sidecar_relpath(landed.received_at, landed.image_id)).exists()
+
+
+CRASH_AFTER_CLAIM = """
+import os, signal, sys
+from pathlib import Path
+from memberflow_assets.images.landing import ConnectionPool, Lander
+from memberflow_assets.zones import Zones
+
+def crash(self, files, fsync=False):
+    os.kill(os.getpid(), signal.SIGKILL)  # the process dies after the registry claim, before any file
+
+Zones.write_all = crash
+lander = Lander(Zones(sys.argv[1]), ConnectionPool(sys.argv[2], 1), max_pixels=10_000_000)
+lander.land(Path(sys.argv[3]).read_bytes(), source="api", client="alice")
+"""
+
+
+def test_crash_after_claim_is_completed_by_the_retry(lander, memberflow_env, pg_dsn, tmp_path):
+    data = unique_jpeg(jpeg_of_about(20_000), 1)
+    image = tmp_path / "upload.bin"
+    image.write_bytes(data)
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_CLAIM, str(memberflow_env), pg_dsn, str(image)], capture_output=True
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    [(image_id, status, *_), *_] = registry_rows(pg_dsn)
+    assert status == "landed" and landed_files(memberflow_env) == []  # claimed, nothing visible
+
+    retry = lander.land(data, source="api", client="alice")
+    assert retry.image_id == image_id and retry.duplicate
+    files = landed_files(memberflow_env)
+    assert len(files) == 2 and (memberflow_env / retry.landing_path).read_bytes() == data
+    sidecar = json.loads((memberflow_env / files[1]).read_text())
+    assert sidecar["received_at"] == retry.received_at.isoformat()  # the claimed time: same hour folder
+    assert len(registry_rows(pg_dsn)) == 1
+
+
+def test_relanding_after_purge_revives_the_tombstone(lander, memberflow_env, pg_dsn):
+    data = small_image("WEBP")
+    first = lander.land(data, source="api", client="alice")
+    # What retention (issue 5) does: delete the files, keep only a tombstone.
+    for path in landed_files(memberflow_env):
+        os.remove(memberflow_env / path)
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE images.registry SET status = 'purged', purged_at = now(), source = NULL, client = NULL,"
+            " sha256 = NULL, size_bytes = NULL, content_type = NULL, received_at = NULL, hour_key = NULL,"
+            " landing_path = NULL"
+        )
+    assert lander.lookup(first.image_id).status == "purged"
+
+    again = lander.land(data, source="api", client="alice")
+    assert again.image_id == first.image_id and not again.duplicate
+    row = lander.lookup(first.image_id)
+    assert (row.status, row.client, row.sha256, row.purged_at) == ("landed", "alice", first.sha256, None)
+    assert len(landed_files(memberflow_env)) == 2
+
+
+def test_producer_key_reused_for_different_bytes_is_a_conflict(lander, pg_dsn):
+    kafka = {"topic": "t", "partition": 0, "offset": 1, "key": "k1"}
+    lander.land(small_image("JPEG", 1), source="kafka", client="cams", kafka=kafka, source_key="k1")
+    same = lander.land(small_image("JPEG", 1), source="kafka", client="cams", kafka=kafka, source_key="k1")
+    assert same.duplicate
+    with pytest.raises(ImageRejected) as caught:
+        lander.land(small_image("JPEG", 2), source="kafka", client="cams", kafka=kafka, source_key="k1")
+    assert (caught.value.status, caught.value.code) == (409, "key_conflict")
+    other_source = lander.land(small_image("JPEG", 2), source="kafka", client="phones", source_key="k1")
+    assert not other_source.duplicate
+    # A purge clears the producer key with everything else (trigger of migration 0020).
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("UPDATE images.registry SET status = 'purged', client = NULL, sha256 = NULL, received_at = NULL")
+        cursor.execute("SELECT count(*) FROM images.registry WHERE source_key IS NOT NULL")
+        assert cursor.fetchone() == (0,)
+
+
+def test_quarantine_keeps_bytes_and_reason(lander, memberflow_env):
+    rejection = ImageRejected(415, "unsupported_type", "not an image")
+    reason_path = lander.quarantine(b"hello", rejection, source="kafka", client="cams", quarantine_id="kafka-t-0-5")
+    assert reason_path.startswith(layout.QUARANTINE_PREFIX + "/") and reason_path.endswith("/kafka-t-0-5.reason.json")
+    reason = json.loads((memberflow_env / reason_path).read_text())
+    assert (reason["reason"], reason["client"], reason["size_bytes"]) == ("unsupported_type", "cams", 5)
+    assert (memberflow_env / reason_path.replace(".reason.json", ".bin")).read_bytes() == b"hello"
+
+
+def test_a_batch_lands_once_per_image_and_reports_each_upload(lander, memberflow_env, pg_dsn):
+    first, second = small_image("JPEG", 11), small_image("PNG", 12)
+    kafka = {"topic": "t", "partition": 0, "offset": 0, "key": "k1"}
+    results = lander.land_many(
+        [
+            Upload(first, "kafka", "cams", kafka=kafka, source_key="k1"),
+            Upload(b"garbage", "kafka", "cams", source_key="k2"),
+            Upload(first, "kafka", "cams", kafka=kafka, source_key="k1"),  # sent twice in one batch
+            Upload(second, "kafka", "cams", source_key="k1"),  # k1 already names `first`
+            Upload(second, "kafka", "phones", source_key="k1"),
+        ]
+    )
+    landed, garbage, repeat, conflict, other = results
+    assert not landed.duplicate and repeat.duplicate and repeat.image_id == landed.image_id
+    assert isinstance(garbage, ImageRejected) and garbage.code == "unsupported_type"
+    assert isinstance(conflict, ImageRejected) and conflict.code == "key_conflict"
+    assert not other.duplicate and other.received_at == landed.received_at
+    assert len(registry_rows(pg_dsn)) == 2 and len(landed_files(memberflow_env)) == 4

@@ -1,0 +1,327 @@
+"""Kafka ingestion against a real broker (Tansu): landing, quarantine, crash before commit, Dagster sensor and run."""
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from memberflow_assets.definitions import defs
+from memberflow_assets.images import layout
+from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.images.ingest_resources import KafkaImagesResource
+from memberflow_assets.images.ingest_sensors import kafka_images_sensor
+from memberflow_assets.images.kafka_ingest import (
+    HEADER_CONTENT_TYPE,
+    HEADER_EVENT_TIME,
+    HEADER_REASON,
+    HEADER_SOURCE,
+    consumer_config,
+    open_ingestor,
+    plan_ranges,
+)
+from memberflow_assets.zones import Zones
+from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
+
+MAX_UPLOAD = 100_000
+
+
+@dataclasses.dataclass
+class Sent:
+    partition: int
+    value: bytes
+    key: str | None
+    source: str = "cameras"
+    expect: str = "landed"  # landed / duplicate / a quarantine reason
+
+
+def good_and_bad_messages() -> list[Sent]:
+    jpeg = unique_jpeg(jpeg_of_about(30_000), 1)
+    return [
+        Sent(0, jpeg, "cam-1"),
+        Sent(1, small_image("PNG", 1), "cam-2"),
+        Sent(0, small_image("WEBP", 1), "cam-3"),
+        Sent(1, small_image("GIF", 1), "cam-4"),
+        Sent(0, small_image("TIFF", 1), "cam-5"),
+        Sent(1, small_image("JPEG", 2), "phone-1", source="phones"),
+        Sent(1, jpeg, "cam-1", expect="duplicate"),  # the producer sent it twice
+        Sent(0, b"just some text, named photo.jpg\n", "cam-6", expect="unsupported_type"),
+        Sent(1, b"", "cam-7", expect="empty"),
+        Sent(0, jpeg[: len(jpeg) // 2], "cam-8", expect="truncated"),
+        Sent(1, png_claiming(100_000, 100_000), "cam-9", expect="too_many_pixels"),
+        Sent(0, unique_jpeg(jpeg_of_about(150_000), 2), "cam-10", expect="too_large"),
+        Sent(1, small_image("PNG", 3), "cam-2", expect="key_conflict"),  # cam-2 already named another image
+    ]
+
+
+def create_topic(bootstrap: str, partitions: int = 2) -> str:
+    topic = f"images.test.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(30)
+    return topic
+
+
+def produce(bootstrap: str, topic: str, messages: list[Sent]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for number, message in enumerate(messages):
+        producer.produce(
+            topic,
+            partition=message.partition,
+            value=message.value,
+            key=message.key.encode() if message.key else None,
+            headers=[
+                (HEADER_CONTENT_TYPE, b"image/jpeg"),  # a claim; the content decides
+                (HEADER_SOURCE, message.source.encode()),
+                (HEADER_EVENT_TIME, f"2026-01-02T03:04:{number:02d}Z".encode()),
+            ],
+        )
+    assert producer.flush(30) == 0
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 2) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def partition_ends(messages: list[Sent]) -> dict[int, int]:
+    """Where each partition ends after producing `messages` to a new topic. (Not from ListOffsets: Tansu
+    answers it per record batch, see kafka_ingest.py.)"""
+    return dict(Counter(m.partition for m in messages))
+
+
+def sidecars(data_dir: Path) -> list[layout.Sidecar]:
+    return [layout.Sidecar.from_json(p.read_bytes()) for p in (data_dir / "landing" / "images").rglob("*.json")]
+
+
+def quarantine_reasons(data_dir: Path) -> list[dict]:
+    root = data_dir / "quarantine" / "images"
+    return [json.loads(p.read_text()) for p in root.rglob("*.reason.json")] if root.exists() else []
+
+
+def registry_count(dsn: str) -> int:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM images.registry")
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture
+def settings(memberflow_env, monkeypatch) -> IngestSettings:
+    monkeypatch.setenv("MEMBERFLOW_MAX_UPLOAD_BYTES", str(MAX_UPLOAD))
+    return IngestSettings.from_env()
+
+
+def ingest_all(bootstrap: str, settings: IngestSettings, dsn: str, topic: str, group: str, dlq_topic=None):
+    with open_ingestor(bootstrap, Zones.from_settings(), dsn, settings, topic, group, dlq_topic) as ingestor:
+        return ingestor.ingest(plan_ranges(ingestor.consumer, topic, 1000))
+
+
+def assert_everything_landed_once(data_dir: Path, dsn: str, messages: list[Sent], topic: str) -> None:
+    landed = sidecars(data_dir)
+    expected = [m for m in messages if m.expect == "landed"]
+    assert sorted((s.client, s.kafka["key"]) for s in landed) == sorted((m.source, m.key) for m in expected)
+    assert len({s.image_id for s in landed}) == len(expected) == registry_count(dsn)
+    for sidecar in landed:
+        assert sidecar.source == "kafka" and sidecar.kafka["topic"] == topic
+        assert (data_dir / sidecar.image_relpath).stat().st_size == sidecar.size_bytes
+        assert sidecar.event_time.startswith("2026-01-02T03:04:")
+    reasons = sorted(r["reason"] for r in quarantine_reasons(data_dir))
+    assert reasons == sorted(m.expect for m in messages if m.expect not in ("landed", "duplicate"))
+
+
+def test_images_land_and_bad_messages_are_quarantined_and_committed(kafka_bootstrap, settings, pg_dsn, memberflow_env):
+    topic, group = create_topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:6]}"
+    messages = good_and_bad_messages()
+    produce(kafka_bootstrap, topic, messages)
+
+    stats = ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group)
+
+    assert (stats.landed, stats.duplicates, stats.quarantined, stats.complete) == (6, 1, 6, True)
+    assert dict(stats.reasons) == {m.expect: 1 for m in messages if m.expect not in ("landed", "duplicate")}
+    assert_everything_landed_once(memberflow_env, pg_dsn, messages, topic)
+    assert committed_offsets(kafka_bootstrap, group, topic) == partition_ends(messages) == stats.committed
+    conflict = next(r for r in quarantine_reasons(memberflow_env) if r["reason"] == "key_conflict")
+    assert conflict["kafka"]["key"] == "cam-2" and conflict["quarantine_id"] == f"kafka-{topic}-1-6"
+    # Nothing left: the next plan is empty and a second pass changes nothing.
+    assert ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group).messages == 0
+
+
+CRASH_BEFORE_COMMIT = """
+import os, signal, sys
+from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.images.kafka_ingest import KafkaIngestor, open_ingestor, plan_ranges
+from memberflow_assets.postgres import sales_dsn
+from memberflow_assets.zones import Zones
+
+def crash(self, handled, stats):
+    print(f"landed {stats.landed}, quarantined {stats.quarantined}: killed before committing", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+KafkaIngestor._commit = crash
+bootstrap, topic, group = sys.argv[1:4]
+with open_ingestor(bootstrap, Zones.from_settings(), sales_dsn(), IngestSettings.from_env(), topic, group, None) as i:
+    i.ingest(plan_ranges(i.consumer, topic, 1000))
+"""
+
+
+def test_killed_between_landing_and_commit_then_restarted_loses_and_duplicates_nothing(
+    kafka_bootstrap, settings, pg_dsn, memberflow_env
+):
+    topic, group = create_topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:6]}"
+    messages = good_and_bad_messages()
+    produce(kafka_bootstrap, topic, messages)
+    data_dir = memberflow_env
+
+    killed = subprocess.run(
+        [sys.executable, "-c", CRASH_BEFORE_COMMIT, kafka_bootstrap, topic, group], capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "killed before committing" in killed.stdout
+    landed_before_kill = len(sidecars(data_dir))
+    assert landed_before_kill > 0  # the kill really came after landings
+    committed = committed_offsets(kafka_bootstrap, group, topic)
+    assert all(offset < 0 for offset in committed.values())  # and before any commit
+
+    stats = ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group)  # the restart: everything is redelivered
+
+    assert stats.duplicates >= landed_before_kill  # redelivered images land nothing new
+    assert stats.landed + landed_before_kill == 6
+    assert_everything_landed_once(data_dir, pg_dsn, messages, topic)
+    assert committed_offsets(kafka_bootstrap, group, topic) == partition_ends(messages)
+
+
+def test_bad_messages_are_copied_to_the_dead_letter_topic(kafka_bootstrap, settings, pg_dsn):
+    topic, dlq, group = create_topic(kafka_bootstrap), create_topic(kafka_bootstrap, 1), f"g-{uuid.uuid4().hex[:6]}"
+    produce(
+        kafka_bootstrap,
+        topic,
+        [Sent(0, small_image("JPEG", 5), "ok-1"), Sent(1, b"garbage", "bad-1", expect="unsupported_type")],
+    )
+    stats = ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group, dlq_topic=dlq)
+    assert (stats.landed, stats.quarantined) == (1, 1)
+
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": "dlq-reader", "auto.offset.reset": "earliest"}
+    )
+    consumer.assign([TopicPartition(dlq, 0, 0)])
+    try:
+        message = None
+        for _ in range(20):
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                break
+        assert consumer.poll(1.0) is None  # exactly one dead letter
+    finally:
+        consumer.close()
+    headers = dict(message.headers())
+    assert message.value() == b"garbage" and message.key() == b"bad-1"
+    assert headers[HEADER_REASON] == b"unsupported_type" and headers[HEADER_SOURCE] == b"cameras"
+
+
+# -- Dagster ------------------------------------------------------------------------------------------
+@pytest.fixture
+def kafka_env(kafka_bootstrap, settings, monkeypatch):
+    topic = create_topic(kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_TOPIC", topic)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_GROUP", f"g-{uuid.uuid4().hex[:6]}")
+    return topic
+
+
+def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"kafka_images": KafkaImagesResource()}
+    )
+    return kafka_images_sensor(context)
+
+
+def test_sensor_requests_a_run_per_batch_and_the_run_lands_it(kafka_env, pg_dsn, kafka_bootstrap, memberflow_env):
+    messages = good_and_bad_messages()
+    produce(kafka_bootstrap, kafka_env, messages)
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = evaluate_sensor(instance)
+    [request] = result.run_requests
+    ranges = request.run_config["ops"]["kafka_image_uploads"]["config"]["ranges"]
+    limit = IngestSettings.from_env().kafka_batch_max_messages
+    assert sorted((r["partition"], r["start"], r["end"]) for r in ranges) == [(0, 0, limit), (1, 0, limit)]
+    assert request.run_key == "kafka-batch-1" and result.cursor == "1"
+
+    run = defs.resolve_job_def("kafka_image_ingest").execute_in_process(
+        run_config=request.run_config, instance=instance, tags=request.tags
+    )
+    assert run.success
+    [materialization] = run.asset_materializations_for_node("kafka_image_uploads")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    assert (metadata["landed"], metadata["duplicates"], metadata["quarantined"]) == (6, 1, 6)
+    assert metadata["committed_offsets"] == {str(p): end for p, end in partition_ends(messages).items()}
+    assert metadata["caught_up"] is True
+    assert_everything_landed_once(memberflow_env, pg_dsn, messages, kafka_env)
+
+    skipped = evaluate_sensor(instance, cursor=result.cursor)
+    assert isinstance(skipped, dg.SkipReason) and "no unconsumed messages" in skipped.skip_message
+
+
+def test_sensor_waits_for_the_running_batch(kafka_env, kafka_bootstrap):
+    produce(kafka_bootstrap, kafka_env, [Sent(0, small_image("PNG", 6), "k")])
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("kafka_image_ingest")
+    instance.create_run_for_job(job, run_config={}, status=dg.DagsterRunStatus.STARTED)
+    skipped = evaluate_sensor(instance)
+    assert isinstance(skipped, dg.SkipReason) and "still in progress" in skipped.skip_message
+
+
+def test_sensor_is_quiet_when_kafka_is_off(memberflow_env):
+    skipped = evaluate_sensor(dg.DagsterInstance.ephemeral())
+    assert isinstance(skipped, dg.SkipReason) and "MEMBERFLOW_KAFKA_BOOTSTRAP" in skipped.skip_message
+
+
+def test_bounded_batches_follow_each_other_until_the_topic_is_consumed(
+    kafka_env, kafka_bootstrap, pg_dsn, memberflow_env, monkeypatch
+):
+    """Three messages per partition and run: the sensor keeps requesting batches until all are landed,
+    even though Tansu's ListOffsets reports only the start of the last record batch."""
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES", "3")
+    messages = good_and_bad_messages()
+    produce(kafka_bootstrap, kafka_env, messages)
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("kafka_image_ingest")
+    cursor, caught_up = None, []
+    for _ in range(8):
+        result = evaluate_sensor(instance, cursor)
+        if isinstance(result, dg.SkipReason):
+            break
+        [request] = result.run_requests
+        cursor = result.cursor
+        run = job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
+        [materialization] = run.asset_materializations_for_node("kafka_image_uploads")
+        caught_up.append(materialization.metadata["caught_up"].value)
+    assert caught_up[:2] == [False, False] and caught_up[-1] is True  # 7 messages: 3 + 3 + 1
+    assert "no unconsumed messages" in result.skip_message
+    assert_everything_landed_once(memberflow_env, pg_dsn, messages, kafka_env)
+    group = IngestSettings.from_env().kafka_group
+    assert committed_offsets(kafka_bootstrap, group, kafka_env) == partition_ends(messages)
+
+
+def test_cluster_settings_come_from_configuration_but_cannot_break_the_guarantees(memberflow_env, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_CONFIG", '{"security.protocol": "SSL", "enable.auto.commit": true}')
+    settings = IngestSettings.from_env()
+    config = consumer_config("broker:9094", "g", settings.kafka_config)
+    assert config["security.protocol"] == "SSL" and config["enable.auto.commit"] is False
+    assert settings.kafka_client_config("broker:9094")["security.protocol"] == "SSL"
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_CONFIG", '["not", "an", "object"]')
+    with pytest.raises(ValueError, match="JSON object"):
+        IngestSettings.from_env()

@@ -147,10 +147,8 @@ def process_landed(zones: Zones, key: str, sidecar_relpath: str, processed_at: d
     try:
         data = zones.read_bytes(image_relpath)
     except FileNotFoundError:
-        row = processing.base_row(sidecar, processed_at)
-        result = processing.ProcessedImage(
-            {**row, "status": processing.REJECTED, "error": processing.MISSING_IMAGE, "error_detail": image_relpath},
-            None,
+        result = processing.rejected(
+            processing.base_row(sidecar, processed_at), processing.MISSING_IMAGE, image_relpath
         )
     else:
         result = processing.process_image(data, sidecar, processed_at)
@@ -199,10 +197,6 @@ class HourUpdate:
     table: pa.Table  # the whole partition as written
     new_rows: list[dict]
     landed_at_start: set[str]  # image ids with a sidecar when the run listed the hour
-
-    @property
-    def new_ids(self) -> list[str]:
-        return [row["image_id"] for row in self.new_rows]
 
     def summary(self) -> dict:
         """Counts for Dagster's materialisation metadata: no ids, clients, hashes or paths."""

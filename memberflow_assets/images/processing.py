@@ -115,7 +115,8 @@ def _thumbnail_bytes(thumbnail: Image.Image, icc_profile: bytes | None) -> bytes
     return buffer.getvalue()
 
 
-def _rejected(row: dict, error: str, detail: str) -> ProcessedImage:
+def rejected(row: dict, error: str, detail: str) -> ProcessedImage:
+    """A metadata row marked rejected with an error code and detail; no thumbnail."""
     return ProcessedImage({**row, "status": REJECTED, "error": error, "error_detail": detail[:500]}, None)
 
 
@@ -147,22 +148,22 @@ def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> Proc
     """Verify, decode and describe one landed image; never raises for bad image data."""
     row = {**base_row(sidecar, processed_at), "bytes": len(data), "sha256": sha256_hex(data)}
     if row["sha256"] != sidecar.sha256:
-        return _rejected(row, CHECKSUM_MISMATCH, f"landed bytes hash to {row['sha256']}, sidecar says {sidecar.sha256}")
+        return rejected(row, CHECKSUM_MISMATCH, f"landed bytes hash to {row['sha256']}, sidecar says {sidecar.sha256}")
     try:
         with warnings.catch_warnings():
             # Between MAX_PIXELS and twice that Pillow only warns: a bomb all the same.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        return _rejected(row, TOO_MANY_PIXELS, str(error))
+        return rejected(row, TOO_MANY_PIXELS, str(error))
     except UnidentifiedImageError:
-        return _rejected(row, NOT_AN_IMAGE, "Pillow cannot identify the bytes as an image")
+        return rejected(row, NOT_AN_IMAGE, "Pillow cannot identify the bytes as an image")
     except (OSError, ValueError, SyntaxError) as error:
-        return _rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
+        return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
     with image:
         row["format"], row["mode"] = image.format, image.mode
         if image.format not in SUPPORTED_FORMATS:
-            return _rejected(row, UNSUPPORTED_FORMAT, f"format {image.format}")
+            return rejected(row, UNSUPPORTED_FORMAT, f"format {image.format}")
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
             row["gps_removed"] = has_location(image)
@@ -175,13 +176,13 @@ def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> Proc
             thumbnail = _thumbnail_bytes(upright, icc_profile)
             row["phash"] = dhash(upright)
         except Image.DecompressionBombError as error:
-            return _rejected(row, TOO_MANY_PIXELS, str(error))
+            return rejected(row, TOO_MANY_PIXELS, str(error))
         except OSError as error:
             code = TRUNCATED if "truncated" in str(error).lower() else CORRUPT
-            return _rejected(row, code, f"{type(error).__name__}: {error}")
+            return rejected(row, code, f"{type(error).__name__}: {error}")
         except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError) as error:
             # Pillow's plugins signal malformed structures with all of these
-            return _rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
+            return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
     row.update(
         status=PROCESSED,
         orientation=int(orientation) if isinstance(orientation, int) else 1,

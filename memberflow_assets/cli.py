@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "memberflow_assets.images.ingest_commands",
     "memberflow_assets.sales.commands",
     "memberflow_assets.warehouse.commands",
+    "memberflow_assets.images.commands",
 ]
 
 log = logging.getLogger("memberflow")

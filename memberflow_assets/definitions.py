@@ -2,10 +2,18 @@
 
 import dagster as dg
 
+from memberflow_assets.images import assets as image_assets
 from memberflow_assets.images import ingest_assets
 from memberflow_assets.images.ingest_assets import kafka_image_ingest_job
 from memberflow_assets.images.ingest_resources import KafkaImagesResource
 from memberflow_assets.images.ingest_sensors import kafka_images_sensor
+from memberflow_assets.images.jobs import (
+    image_bi_views_job,
+    image_processing_job,
+    image_retention_job,
+    image_retention_schedule,
+)
+from memberflow_assets.images.sensors import landing_images_sensor
 from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
@@ -19,11 +27,27 @@ from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.warehouse.sensors import sales_warehouse_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([membership_assets, ingest_assets, sales_assets, warehouse_assets]),
-    asset_checks=dg.load_asset_checks_from_modules([membership_assets, warehouse_assets]),
-    jobs=[membership_batch_job, kafka_image_ingest_job, sales_demo_job, sales_warehouse_job],
-    schedules=[sales_warehouse_schedule],
-    sensors=[landing_applications_sensor, kafka_images_sensor, sales_demo_sensor, sales_warehouse_sensor],
+    assets=dg.load_assets_from_modules(
+        [membership_assets, ingest_assets, image_assets, sales_assets, warehouse_assets]
+    ),
+    asset_checks=dg.load_asset_checks_from_modules([membership_assets, image_assets, warehouse_assets]),
+    jobs=[
+        membership_batch_job,
+        kafka_image_ingest_job,
+        image_processing_job,
+        image_bi_views_job,
+        image_retention_job,
+        sales_demo_job,
+        sales_warehouse_job,
+    ],
+    sensors=[
+        landing_applications_sensor,
+        kafka_images_sensor,
+        landing_images_sensor,
+        sales_demo_sensor,
+        sales_warehouse_sensor,
+    ],
+    schedules=[image_retention_schedule, sales_warehouse_schedule],
     resources={
         "zones": ZonesResource(),
         "sales_db": SalesDatabase(),

@@ -77,6 +77,7 @@ class Zones:
     def __init__(self, root_url: str, s3_endpoint_url: str | None = None):
         self.root_url = root_url.rstrip("/")
         self.is_s3 = self.root_url.startswith("s3://")
+        self.s3_endpoint_url = s3_endpoint_url
         if self.is_s3:
             # Listings must be fresh on every sensor tick, so s3fs's listing cache is off.
             self.fs = fsspec.filesystem(
@@ -120,6 +121,14 @@ class Zones:
             for entry in entries
             if entry.get("type") == "file"
         ]
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Relative paths of the folders directly under a zone folder; [] when it does not exist."""
+        try:
+            entries = self.fs.ls(self.path(prefix), detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(self.relative(entry["name"]) for entry in entries if entry.get("type") == "directory")
 
     def _changed_at(self, entry: dict) -> float:
         if self.is_s3:
@@ -228,6 +237,42 @@ class Zones:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(relpath))
 
+    def delete_tree(self, prefix: str) -> tuple[int, int]:
+        """Delete a folder, or a single file, and everything below it; returns (files, bytes) deleted.
+
+        Locally one pass of scandir + unlink (no separate listing); on S3 one listing, then batched
+        DeleteObjects. Nothing to delete is (0, 0).
+        """
+        if not self.is_s3:
+            return _delete_local_tree(self.path(prefix))
+        entries = [entry for entry in self._find_or_empty(prefix) if entry.get("type") == "file"]
+        if entries:
+            self.fs.rm([entry["name"] for entry in entries])
+        return len(entries), sum(int(entry["size"]) for entry in entries)
+
+    def _find_or_empty(self, prefix: str) -> list[dict]:
+        try:
+            return list(self.fs.find(self.path(prefix), detail=True).values())
+        except FileNotFoundError:
+            return []
+
+    def remove_empty_parents(self, relpath: str, stop_at: str) -> None:
+        """Remove the now-empty folders above `relpath`, up to but not including `stop_at`.
+
+        Local only: S3 has no folders to leave behind.
+        """
+        if self.is_s3:
+            return
+        stop = self.path(stop_at)
+        folder = os.path.dirname(self.path(relpath))
+        while folder.startswith(stop + "/"):
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (or already gone and a parent is not empty)
+                if os.path.exists(folder):
+                    return
+            folder = os.path.dirname(folder)
+
     # -- DuckDB ----------------------------------------------------------------------------------
     def duckdb_connect(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection that can read and write zone URLs (`zones.url(...)`) directly.
@@ -239,3 +284,27 @@ class Zones:
         if self.is_s3:
             connection.register_filesystem(self.fs)
         return connection
+
+
+def _delete_local_tree(path: str) -> tuple[int, int]:
+    try:
+        if not os.path.isdir(path) or os.path.islink(path):
+            size = os.lstat(path).st_size
+            os.unlink(path)
+            return 1, size
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return 0, 0
+    files = size = 0
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            sub_files, sub_size = _delete_local_tree(entry.path)
+            files, size = files + sub_files, size + sub_size
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                size += entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                files += 1
+    with contextlib.suppress(OSError):  # something landed meanwhile: keep the folder
+        os.rmdir(path)
+    return files, size

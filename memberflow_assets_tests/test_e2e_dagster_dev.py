@@ -100,7 +100,7 @@ def test_dropped_files_are_materialised_by_the_sensor_and_daemon(dagster_dev):
         temp.rename(landing / f"{name}.csv")
 
     def run_statuses() -> list[str]:
-        # membership runs only: other domains' sensors may launch their own runs meanwhile
+        # membership runs only: other domains' sensors and schedules launch their own runs meanwhile
         query = '{ runsOrError(filter: {pipelineName: "membership_batch"}) { ... on Runs { results { status } } } }'
         runs = graphql(port, query)["runsOrError"]["results"]
         return [run["status"] for run in runs]

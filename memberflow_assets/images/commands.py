@@ -1,0 +1,96 @@
+"""Images subcommands of `memberflow`:
+
+memberflow retention [--as-of TIME]    purge image hours that ended more than 7 days before TIME (default now)
+memberflow s3-lifecycle [--days 7]     put the 7-day expiry rules for the image prefixes on the S3 bucket
+memberflow images-bi [--sql QUERY]     create/replace the image BI views, or run a read-only query on them
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+import uuid
+from datetime import UTC, datetime
+
+import psycopg2
+
+from memberflow_assets import postgres
+from memberflow_assets.images import bi, lifecycle, retention
+from memberflow_assets.settings import Settings
+from memberflow_assets.zones import Zones
+
+
+def parse_as_of(text: str) -> datetime:
+    """ISO 8601; a time without a zone is taken as UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _retention(args: argparse.Namespace) -> int:
+    import dagster as dg  # only here: the other subcommands do not need Dagster loaded
+
+    from memberflow_assets.images.jobs import DagsterPartitionRecords
+
+    records = None
+    if os.environ.get("DAGSTER_HOME"):
+        instance = dg.DagsterInstance.get()
+        records = DagsterPartitionRecords(instance)
+    else:
+        print(
+            "DAGSTER_HOME is not set: Dagster's runs and partitions are left for the scheduled job "
+            '(eval "$(memberflow env)" first to purge them too)',
+            file=sys.stderr,
+        )
+    as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
+    dsn = postgres.sales_dsn()
+    postgres.apply_migrations(dsn)
+    connection = psycopg2.connect(dsn, application_name="memberflow-retention")
+    try:
+        result = retention.run_retention(
+            Zones.from_settings(), connection, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
+        )
+    finally:
+        connection.close()
+    print(json.dumps({"as_of": result.as_of.isoformat(), "first_kept_hour": result.first_kept_key, **result.totals}))
+    return 0
+
+
+def _s3_lifecycle(args: argparse.Namespace) -> int:
+    zones = Zones.from_settings()
+    rules = lifecycle.current_rules(zones) if args.show else lifecycle.apply_lifecycle(zones, args.days)
+    print(json.dumps(rules, indent=2, default=str))
+    return 0
+
+
+def _images_bi(args: argparse.Namespace) -> int:
+    zones = Zones.from_settings()
+    warehouse = Settings.from_env().warehouse
+    if args.sql is None:
+        for view, rows in bi.create_views(zones, warehouse).items():
+            print(f"bi.{view}: {rows} rows")
+        return 0
+    connection = bi.connect_warehouse(zones, warehouse, read_only=True)
+    try:
+        cursor = connection.execute(args.sql)
+        writer = csv.writer(sys.stdout)
+        writer.writerow([column[0] for column in cursor.description])
+        writer.writerows(cursor.fetchall())
+    finally:
+        connection.close()
+    return 0
+
+
+def register(subparsers) -> None:
+    purge = subparsers.add_parser("retention", help="purge image hours older than 7 days (idempotent)")
+    purge.add_argument("--as-of", help="ISO 8601 time to measure 7 days back from (default: now; no zone = UTC)")
+    purge.set_defaults(handler=_retention)
+
+    rules = subparsers.add_parser("s3-lifecycle", help="apply the 7-day S3 expiry rules for the image prefixes")
+    rules.add_argument("--days", type=int, default=lifecycle.RETENTION_DAYS, help="expire after N days (>= 7)")
+    rules.add_argument("--show", action="store_true", help="only print the bucket's current lifecycle rules")
+    rules.set_defaults(handler=_s3_lifecycle)
+
+    views = subparsers.add_parser("images-bi", help="create the image BI views, or query the warehouse")
+    views.add_argument("--sql", help="run this query read-only (S3 metadata readable without httpfs), print CSV")
+    views.set_defaults(handler=_images_bi)

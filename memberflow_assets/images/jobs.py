@@ -1,0 +1,136 @@
+"""Images jobs: hourly processing, the BI views, and the retention purge with its hourly schedule."""
+
+import contextlib
+import uuid
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from memberflow_assets.images import retention
+from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.resources import SalesDatabase, ZonesResource
+
+IMAGE_ASSET_KEYS = (dg.AssetKey("image_thumbnails"), dg.AssetKey("image_metadata"))
+PARTITION_TAG = "dagster/partition"
+
+# One run per hour with new images. In-process: the asset runs its own pool of worker processes.
+image_processing_job = dg.define_asset_job(
+    "image_processing",
+    selection=dg.AssetSelection.assets(*IMAGE_ASSET_KEYS),
+    executor_def=dg.in_process_executor,
+    tags={"memberflow/domain": "images"},
+    description="Processes the new images of one hour (a partition of image_hours) and rewrites its metadata.",
+)
+
+image_bi_views_job = dg.define_asset_job(
+    "refresh_image_bi_views",
+    selection=dg.AssetSelection.assets("image_bi_views"),
+    tags={"memberflow/domain": "images"},
+    description="Creates or replaces the image views in the warehouse's bi schema.",
+)
+
+
+class DagsterPartitionRecords:
+    """Dagster's records of image hours, for retention: the runs that materialised (or tried to
+    materialise) a partition, their events and compute logs, and the dynamic partition key.
+
+    OSS Dagster cannot wipe single partitions of an asset; deleting the runs that materialised them
+    is what removes the materialisations (then the partition shows as never materialised).
+    """
+
+    def __init__(self, instance: dg.DagsterInstance):
+        self.instance = instance
+
+    def expired_keys(self, first_kept_key: str) -> set[str]:
+        return {key for key in self.instance.get_dynamic_partitions(image_hours.name) if key < first_kept_key}
+
+    def _runs_by_key(self, keys: list[str]) -> dict[str, set[str]]:
+        """Run ids per partition key: runs that materialised it, and image runs tagged with it."""
+        runs: dict[str, set[str]] = {key: set() for key in keys}
+        for asset_key in IMAGE_ASSET_KEYS:
+            cursor = None
+            while True:
+                page = self.instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys), limit=1000, cursor=cursor
+                )
+                for record in page.records:
+                    runs[record.partition_key].add(record.run_id)
+                if not page.has_more:
+                    break
+                cursor = page.cursor
+        for record in self.instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: keys})):
+            run = record.dagster_run
+            # the same key string could be another domain's partition: only image runs go
+            if run.job_name == image_processing_job.name or set(run.asset_selection or ()) & set(IMAGE_ASSET_KEYS):
+                runs[run.tags[PARTITION_TAG]].add(run.run_id)
+        return runs
+
+    def forget(self, keys: list[str]) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        for key, run_ids in self._runs_by_key(list(keys)).items():
+            deleted[key], unfinished = 0, 0
+            for run_id in sorted(run_ids):
+                run = self.instance.get_run_by_id(run_id)
+                if run is not None and not run.is_finished:
+                    unfinished += 1  # never pull a run out from under itself; the next purge gets it
+                    continue
+                self.instance.delete_run(run_id)
+                # the run's captured stdout/stderr; a log manager that cannot delete keeps its own retention
+                with contextlib.suppress(NotImplementedError):
+                    self.instance.compute_log_manager.delete_logs(prefix=[run_id])
+                deleted[key] += 1
+            if not unfinished:
+                self.instance.delete_dynamic_partition(image_hours.name, key)
+        self.instance.wipe_asset_cached_status(list(IMAGE_ASSET_KEYS))
+        return deleted
+
+
+class RetentionConfig(dg.Config):
+    as_of: str | None = None  # ISO 8601 with a time zone; unset = now. The schedule passes its tick time.
+
+
+@dg.op(
+    description="Purges every image hour that ended more than 7 days before as_of: files in every zone, "
+    "registry rows (-> tombstones), Dagster runs and partition keys; audit in images.retention_runs/_purges."
+)
+def purge_expired_images(
+    context: dg.OpExecutionContext, config: RetentionConfig, zones: ZonesResource, sales_db: SalesDatabase
+) -> dg.Output[None]:
+    as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC)
+    trigger = "schedule" if context.run.tags.get("dagster/schedule_name") else "dagster"
+    with sales_db.connect() as connection:
+        result = retention.run_retention(
+            zones.get_zones(),
+            connection,
+            as_of,
+            retention_run_id=context.run_id or f"dagster-{uuid.uuid4()}",
+            trigger=trigger,
+            records=DagsterPartitionRecords(context.instance),
+            log=context.log.info,
+        )
+    context.log.info(f"as_of {result.as_of.isoformat()}: kept {result.first_kept_key} and later; {result.totals}")
+    return dg.Output(
+        None,
+        metadata={"as_of": result.as_of.isoformat(), "first_kept_hour": result.first_kept_key, **result.totals},
+    )
+
+
+@dg.job(
+    name="image_retention",
+    tags={"memberflow/domain": "images"},
+    description="The 7-day image retention purge (config: as_of). Idempotent; never touches younger hours.",
+)
+def image_retention_job():
+    purge_expired_images()
+
+
+@dg.schedule(
+    job=image_retention_job,
+    cron_schedule="1 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly, one minute past the hour: an hour is purged within about an hour of turning 7 days old.",
+)
+def image_retention_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    as_of = context.scheduled_execution_time.astimezone(UTC).isoformat()
+    return dg.RunRequest(run_config={"ops": {"purge_expired_images": {"config": {"as_of": as_of}}}})

@@ -1,0 +1,211 @@
+"""The company's image processing code, hosted by the platform: one landed image in, a thumbnail and one
+metadata row out. No Dagster, no database: `hours.py` runs it over an hour's images.
+
+Per image: verify the bytes against the landing sidecar's SHA-256; decode it fully (a truncated or
+corrupt file, a decompression bomb, an unsupported format all become a `rejected` row with an error
+code, never an exception); make a JPEG thumbnail of at most THUMBNAIL_SIZE px on the long side, turned
+upright by its EXIF orientation and carrying no EXIF or XMP at all (so no GPS position, camera serial,
+owner name or timestamps leave the landing zone); compute a 64-bit perceptual difference hash (dHash)
+of the upright picture; and describe the original (format, mode, upright width and height, bytes).
+
+Decoding is the cost: JPEGs are decoded with libjpeg's DCT scaling (`Image.draft`, used by
+`Image.thumbnail`) at the smallest scale that still covers the thumbnail, which reads the whole file
+(so truncation is still detected) at a fraction of the work of a full-size decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from memberflow_assets.images.layout import Sidecar
+
+# Same limit as the ingestion API's header check (width x height): ~400 MB decoded as RGBA.
+MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow raises DecompressionBombError above twice this
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF")
+THUMBNAIL_SIZE = 256
+THUMBNAIL_FORMAT = "JPEG"
+THUMBNAIL_EXT = "jpg"
+THUMBNAIL_QUALITY = 85
+HASH_SIZE = 8  # dHash of an 8 x 8 grid of differences: 64 bits, 16 hex digits
+
+PROCESSED = "processed"
+REJECTED = "rejected"
+
+# Error codes of rejected images (the `error` column; `error_detail` has the decoder's message).
+CHECKSUM_MISMATCH = "checksum_mismatch"  # bytes differ from the sidecar's sha256
+MISSING_IMAGE = "missing_image"  # sidecar without its image file
+INVALID_SIDECAR = "invalid_sidecar"
+NOT_AN_IMAGE = "not_an_image"  # Pillow cannot identify the bytes
+UNSUPPORTED_FORMAT = "unsupported_format"
+TOO_MANY_PIXELS = "too_many_pixels"  # decompression bomb
+TRUNCATED = "truncated"
+CORRUPT = "corrupt"  # anything else the decoder refuses
+
+_GPS_IN_XMP = re.compile(rb"exif:GPS|GPSLatitude|GPSLongitude", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """What processing one image produced: its metadata row, and the thumbnail unless rejected."""
+
+    row: dict
+    thumbnail: bytes | None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def has_location(image: Image.Image) -> bool:
+    """True when the image's EXIF has GPS data or its XMP packet mentions GPS coordinates."""
+    exif = image.getexif()
+    if ExifTags.IFD.GPSInfo in exif and exif.get_ifd(ExifTags.IFD.GPSInfo):
+        return True
+    xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or b""
+    return bool(_GPS_IN_XMP.search(xmp if isinstance(xmp, bytes) else xmp.encode()))
+
+
+def dhash(image: Image.Image) -> str:
+    """64-bit difference hash: does brightness rise from each pixel to its right neighbour on a
+    9 x 8 greyscale reduction. Near-identical pictures (re-encoded, resized) differ in few bits;
+    compare with the Hamming distance (`bit_count(xor(...))` in DuckDB on the integer value)."""
+    small = image.convert("L").resize((HASH_SIZE + 1, HASH_SIZE), Image.Resampling.BILINEAR)
+    pixels = np.asarray(small, dtype=np.int16)
+    bits = pixels[:, 1:] > pixels[:, :-1]
+    return np.packbits(bits.ravel()).tobytes().hex()
+
+
+def hamming_distance(hash_a: str, hash_b: str) -> int:
+    return (int(hash_a, 16) ^ int(hash_b, 16)).bit_count()
+
+
+def make_thumbnail(image: Image.Image) -> None:
+    """Shrink an opened, not yet loaded image in place to THUMBNAIL_SIZE on its long side.
+
+    `draft` makes libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (still reading every byte, so a
+    truncated file still fails); `reducing_gap` box-reduces other formats before the bicubic resize.
+    """
+    image.draft(None, (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def _thumbnail_bytes(thumbnail: Image.Image, icc_profile: bytes | None) -> bytes:
+    if thumbnail.mode not in ("RGB", "L"):
+        if thumbnail.mode in ("RGBA", "LA", "PA") or "transparency" in thumbnail.info:
+            rgba = thumbnail.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            thumbnail, icc_profile = flat, None
+        else:
+            thumbnail, icc_profile = thumbnail.convert("RGB"), None  # e.g. CMYK: its profile no longer applies
+    buffer = io.BytesIO()
+    # Only what is passed here is written: no exif=, no xmp= — the thumbnail carries no EXIF at all.
+    thumbnail.save(buffer, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY, icc_profile=icc_profile)
+    return buffer.getvalue()
+
+
+def rejected(row: dict, error: str, detail: str) -> ProcessedImage:
+    """A metadata row marked rejected with an error code and detail; no thumbnail."""
+    return ProcessedImage({**row, "status": REJECTED, "error": error, "error_detail": detail[:500]}, None)
+
+
+def base_row(sidecar: Sidecar, processed_at: datetime) -> dict:
+    """The metadata fields known from the landing sidecar alone."""
+    return {
+        "image_id": sidecar.image_id,
+        "source": sidecar.source,
+        "client": sidecar.client,
+        "received_at": sidecar.received_datetime,
+        "processed_at": processed_at,
+        "status": None,
+        "error": None,
+        "error_detail": None,
+        "format": None,
+        "mode": None,
+        "width": None,
+        "height": None,
+        "orientation": None,
+        "bytes": sidecar.size_bytes,
+        "sha256": sidecar.sha256,
+        "phash": None,
+        "gps_removed": False,
+        "thumbnail_bytes": None,
+    }
+
+
+def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> ProcessedImage:
+    """Verify, decode and describe one landed image; never raises for bad image data."""
+    row = {**base_row(sidecar, processed_at), "bytes": len(data), "sha256": sha256_hex(data)}
+    if row["sha256"] != sidecar.sha256:
+        return rejected(row, CHECKSUM_MISMATCH, f"landed bytes hash to {row['sha256']}, sidecar says {sidecar.sha256}")
+    try:
+        with warnings.catch_warnings():
+            # Between MAX_PIXELS and twice that Pillow only warns: a bomb all the same.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return rejected(row, TOO_MANY_PIXELS, str(error))
+    except UnidentifiedImageError:
+        return rejected(row, NOT_AN_IMAGE, "Pillow cannot identify the bytes as an image")
+    except (OSError, ValueError, SyntaxError) as error:
+        return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
+    with image:
+        row["format"], row["mode"] = image.format, image.mode
+        if image.format not in SUPPORTED_FORMATS:
+            return rejected(row, UNSUPPORTED_FORMAT, f"format {image.format}")
+        try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            row["gps_removed"] = has_location(image)
+            row["width"], row["height"] = (
+                (image.height, image.width) if orientation in (5, 6, 7, 8) else (image.width, image.height)
+            )
+            icc_profile = image.info.get("icc_profile")
+            make_thumbnail(image)
+            upright = ImageOps.exif_transpose(image)
+            thumbnail = _thumbnail_bytes(upright, icc_profile)
+            row["phash"] = dhash(upright)
+        except Image.DecompressionBombError as error:
+            return rejected(row, TOO_MANY_PIXELS, str(error))
+        except OSError as error:
+            code = TRUNCATED if "truncated" in str(error).lower() else CORRUPT
+            return rejected(row, code, f"{type(error).__name__}: {error}")
+        except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError) as error:
+            # Pillow's plugins signal malformed structures with all of these
+            return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
+    row.update(
+        status=PROCESSED,
+        orientation=int(orientation) if isinstance(orientation, int) else 1,
+        thumbnail_bytes=len(thumbnail),
+    )
+    return ProcessedImage(row, thumbnail)
+
+
+@dataclass(frozen=True)
+class ThumbnailProblems:
+    undecodable: str | None  # the decoder's error, None when it decodes
+    has_location: bool
+    has_exif: bool
+    size: tuple[int, int] | None
+
+
+def inspect_thumbnail(data: bytes) -> ThumbnailProblems:
+    """What the asset checks verify about a stored thumbnail: it decodes, and carries no location."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            location = has_location(image)
+            exif = len(image.getexif()) > 0
+            image.load()
+            return ThumbnailProblems(None, location, exif, image.size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return ThumbnailProblems(f"{type(error).__name__}: {error}", False, False, None)

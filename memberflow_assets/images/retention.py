@@ -1,0 +1,238 @@
+"""The 7-day image retention purge. No Dagster: Dagster's own records come in through `PartitionRecords`.
+
+An hourly partition (hour of `received_at`, UTC) is expired when its hour ended more than 7 days
+before `as_of`: hour `2026-11-20-09` (09:00-10:00) goes at the first `as_of` after 2026-11-27 10:00:00,
+and not one second earlier. An image therefore lives 7 days and at most one hour plus the schedule's
+interval more — never less than 7 days.
+
+Everything the platform keeps about an expired hour goes:
+
+    Dagster: the runs that materialised the partition (with their events and logs), the partition key
+             (first, for all expired hours at once: a few queries instead of a few per hour)
+    images/metadata/<hour>.parquet        (first of the files: the BI views stop showing the hour)
+    images/processed/<hour>/              thumbnails
+    landing/images/<yyyy>/<mm>/<dd>/<hh>/ images and sidecars
+    quarantine/images/<hour>/             rejected uploads and their reasons
+    images.registry rows of the hour      -> tombstones, in one transaction with the hour's audit row
+
+Files of several hours are deleted at once (DELETE_THREADS): deleting is waiting for the disk or
+S3, not computing. Each hour's registry and audit transaction follows, oldest hour first.
+
+The warehouse holds views over the metadata files only (sql/images/bi_views.sql), never copies, so
+deleting the files removes the hour from BI. Expired hours are found in every one of those places, so a
+purge interrupted half-way is finished by the next run; a run with nothing expired deletes nothing but
+still records itself in `images.retention_runs`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Protocol
+
+from psycopg2.extensions import connection as PgConnection
+
+from memberflow_assets.images.hours import landing_hours, parse_hour_key
+from memberflow_assets.images.layout import (
+    LANDING_PREFIX,
+    METADATA_PREFIX,
+    PROCESSED_PREFIX,
+    QUARANTINE_PREFIX,
+    hour_key,
+    hour_start,
+    landing_dir_for_hour,
+    metadata_relpath,
+    processed_dir,
+)
+from memberflow_assets.settings import read_sql
+from memberflow_assets.zones import Zones
+
+RETENTION = timedelta(days=7)
+HOUR = timedelta(hours=1)
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)  # as_of may not be later than now plus this
+
+
+class PartitionRecords(Protocol):
+    """What the orchestrator keeps per hourly partition (Dagster runs, partition keys)."""
+
+    def expired_keys(self, first_kept_key: str) -> set[str]:
+        """Partition keys before `first_kept_key` that still have records."""
+        ...
+
+    def forget(self, keys: list[str]) -> dict[str, int]:
+        """Delete every record of these partitions; returns the number of runs deleted per key."""
+        ...
+
+
+def first_kept_hour(as_of: datetime) -> datetime:
+    """Start of the oldest hour that must be kept at `as_of`: the first whose end is >= as_of - 7 days."""
+    boundary = as_of.astimezone(UTC) - RETENTION - HOUR
+    floor = boundary.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == boundary else floor + HOUR
+
+
+def is_expired(key: str, as_of: datetime) -> bool:
+    return hour_start(key) < first_kept_hour(as_of)
+
+
+@dataclass
+class HourPurge:
+    hour_key: str
+    objects_by_zone: dict[str, int] = field(default_factory=dict)
+    bytes_deleted: int = 0
+    registry_rows_purged: int = 0
+    dagster_runs_deleted: int = 0
+
+    @property
+    def objects_deleted(self) -> int:
+        return sum(self.objects_by_zone.values())
+
+
+@dataclass
+class RetentionResult:
+    retention_run_id: str
+    as_of: datetime
+    first_kept_key: str
+    purges: list[HourPurge]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {
+            "partitions_purged": len(self.purges),
+            "objects_deleted": sum(purge.objects_deleted for purge in self.purges),
+            "bytes_deleted": sum(purge.bytes_deleted for purge in self.purges),
+            "registry_rows_purged": sum(purge.registry_rows_purged for purge in self.purges),
+            "dagster_runs_deleted": sum(purge.dagster_runs_deleted for purge in self.purges),
+        }
+
+
+# -- finding expired hours --------------------------------------------------------------------------
+def _registry_hours(connection: PgConnection, first_kept: datetime) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            read_sql("images/expired_registry_hours.sql"),
+            {"first_kept": first_kept, "first_kept_key": hour_key(first_kept)},
+        )
+        return {key for (key,) in cursor.fetchall()}
+
+
+def find_expired_hours(
+    zones: Zones, connection: PgConnection, as_of: datetime, records: PartitionRecords | None = None
+) -> list[str]:
+    """Every hour before the first kept one that still has data anywhere, oldest first."""
+    first_kept = first_kept_hour(as_of)
+    first_kept_key = hour_key(first_kept)
+    keys = landing_hours(zones, before=first_kept)
+    keys |= {name.rsplit("/", 1)[-1] for name in zones.list_dirs(PROCESSED_PREFIX)}
+    keys |= {name.rsplit("/", 1)[-1] for name in zones.list_dirs(QUARANTINE_PREFIX)}
+    keys |= {info.name.removesuffix(".parquet") for info in zones.list_files(METADATA_PREFIX)}
+    keys |= _registry_hours(connection, first_kept)
+    if records is not None:
+        keys |= records.expired_keys(first_kept_key)
+    return sorted(key for key in keys if parse_hour_key(key) is not None and key < first_kept_key)
+
+
+# -- purging ----------------------------------------------------------------------------------------
+DELETE_THREADS = 4  # unlink/DeleteObjects wait on the disk or the network, not the CPU: overlap hours
+
+
+def delete_hour_files(zones: Zones, key: str) -> HourPurge:
+    """Delete one hour's files in every zone (metadata first: BI stops showing the hour)."""
+    purge = HourPurge(key)
+    for zone, relpath in (
+        ("metadata", metadata_relpath(key)),
+        ("processed", processed_dir(key)),
+        ("landing", landing_dir_for_hour(key)),
+        ("quarantine", f"{QUARANTINE_PREFIX}/{key}"),
+    ):
+        purge.objects_by_zone[zone], size = zones.delete_tree(relpath)
+        purge.bytes_deleted += size
+    zones.remove_empty_parents(landing_dir_for_hour(key), LANDING_PREFIX)  # the day, month, year folders
+    return purge
+
+
+def tombstone_hour(connection: PgConnection, purge: HourPurge, retention_run_id: str, purged_at: datetime) -> None:
+    """The hour's registry rows become tombstones; committed together with the hour's audit row."""
+    start = hour_start(purge.hour_key)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            read_sql("images/tombstone_hour.sql"),
+            {"purged_at": purged_at, "hour_key": purge.hour_key, "hour_start": start, "hour_end": start + HOUR},
+        )
+        purge.registry_rows_purged = cursor.rowcount
+        cursor.execute(
+            read_sql("images/retention_hour_purged.sql"),
+            {
+                "retention_run_id": retention_run_id,
+                "hour_key": purge.hour_key,
+                "purged_at": purged_at,
+                "objects_deleted": purge.objects_deleted,
+                "bytes_deleted": purge.bytes_deleted,
+                "objects_by_zone": json.dumps(purge.objects_by_zone),
+                "registry_rows_purged": purge.registry_rows_purged,
+                "dagster_runs_deleted": purge.dagster_runs_deleted,
+            },
+        )
+    connection.commit()
+
+
+def check_as_of(as_of: datetime, now: datetime | None = None) -> datetime:
+    """`as_of` as an aware UTC time; refuses a future one (it would purge data younger than 7 days)."""
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of {as_of.isoformat()} has no time zone; give one (e.g. +00:00)")
+    now = now or datetime.now(UTC)
+    if as_of > now + CLOCK_SKEW_ALLOWANCE:
+        raise ValueError(f"as_of {as_of.isoformat()} is in the future (now {now.isoformat()}): refusing to purge")
+    return as_of.astimezone(UTC)
+
+
+def run_retention(
+    zones: Zones,
+    connection: PgConnection,
+    as_of: datetime,
+    retention_run_id: str,
+    trigger: str,
+    records: PartitionRecords | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RetentionResult:
+    """Purge every hourly partition expired at `as_of`; idempotent. Commits as it goes."""
+    as_of = check_as_of(as_of)
+    first_kept_key = hour_key(first_kept_hour(as_of))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            read_sql("images/retention_run_started.sql"),
+            {
+                "retention_run_id": retention_run_id,
+                "trigger": trigger,
+                "as_of": as_of,
+                "first_kept_hour": first_kept_key,
+                "started_at": datetime.now(UTC),
+            },
+        )
+    connection.commit()
+
+    result = RetentionResult(retention_run_id, as_of, first_kept_key, [])
+    keys = find_expired_hours(zones, connection, as_of, records)
+    runs_deleted = records.forget(keys) if records is not None and keys else {}
+    with ThreadPoolExecutor(DELETE_THREADS) as pool:
+        for purge in pool.map(partial(delete_hour_files, zones), keys):  # in order, as each hour is done
+            purge.dagster_runs_deleted = runs_deleted.get(purge.hour_key, 0)
+            tombstone_hour(connection, purge, retention_run_id, datetime.now(UTC))
+            result.purges.append(purge)
+            if log is not None:
+                log(
+                    f"purged {purge.hour_key}: {purge.objects_deleted} objects, {purge.bytes_deleted} bytes, "
+                    f"{purge.registry_rows_purged} registry rows, {purge.dagster_runs_deleted} Dagster runs"
+                )
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            read_sql("images/retention_run_finished.sql"),
+            {**result.totals, "finished_at": datetime.now(UTC), "retention_run_id": retention_run_id},
+        )
+    connection.commit()
+    return result

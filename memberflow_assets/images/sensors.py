@@ -1,0 +1,148 @@
+"""The images landing sensor: requests a processing run for each hour that received new images.
+
+An hour's landed images are counted by their sidecars (an image without one is still landing). Images
+land in the hour of their `received_at`, which is the platform's own clock, so only recent hours can
+receive any: each tick lists the hour folders from the previous tick's hour (minus LOOKBACK_HOURS, for
+clock skew between machines) to the next hour — a handful of listings however much history is kept.
+The first tick (no cursor) lists the whole landing tree once and compares each hour with the row count
+of its metadata file, so hours processed before the cursor existed are not requested again.
+
+While an hour is still open, a run is requested at most every RUN_INTERVAL seconds (each run processes
+everything new by then); once the hour has ended, new images are requested at the next tick.
+
+Cursor (JSON): `scanned_to`, the hour of the last tick; `hours`, per recent hour the sidecar count
+already requested and when.
+
+Once there are image hours, the sensor also asks for `image_bi_views` whenever the view definitions (or
+the place they read) differ from the last materialised ones, so the views exist without anyone clicking.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from memberflow_assets.images import bi
+from memberflow_assets.images.hours import SIDECAR_SUFFIX, landing_hours, parse_hour_key
+from memberflow_assets.images.jobs import image_bi_views_job, image_processing_job
+from memberflow_assets.images.layout import hour_key, landing_dir_for_hour, metadata_relpath
+from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.resources import ZonesResource
+from memberflow_assets.zones import Zones
+
+LOOKBACK_HOURS = 2
+RUN_INTERVAL = float(os.environ.get("MEMBERFLOW_IMAGES_RUN_INTERVAL_SECONDS", "300"))
+CLOSE_GRACE = timedelta(minutes=1)  # an hour counts as ended this long after its end (clock skew)
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class ImageCursor:
+    scanned_to: str | None = None
+    hours: dict[str, list[float]] = field(default_factory=dict)  # key -> [sidecars requested, requested_at]
+
+    @classmethod
+    def parse(cls, text: str | None) -> "ImageCursor":
+        return cls(**json.loads(text)) if text else cls()
+
+    def dump(self) -> str:
+        return json.dumps({"scanned_to": self.scanned_to, "hours": self.hours}, sort_keys=True)
+
+
+@dataclass
+class HourRequest:
+    key: str
+    sidecars: int
+
+
+def _count_sidecars(zones: Zones, key: str) -> int:
+    return sum(
+        1
+        for info in zones.list_files(landing_dir_for_hour(key))
+        if info.name.endswith(SIDECAR_SUFFIX) and not info.name.startswith(".")
+    )
+
+
+def _hours_to_scan(zones: Zones, cursor: ImageCursor, now: datetime) -> list[str]:
+    current = now.replace(minute=0, second=0, microsecond=0)
+    if cursor.scanned_to is None:
+        return sorted(landing_hours(zones) | {hour_key(current)})
+    start = min(parse_hour_key(cursor.scanned_to) or current, current) - LOOKBACK_HOURS * HOUR
+    keys, moment = [], start
+    while moment <= current + HOUR:
+        keys.append(hour_key(moment))
+        moment += HOUR
+    return keys
+
+
+def plan_tick(zones: Zones, cursor: ImageCursor, now: datetime) -> tuple[list[HourRequest], ImageCursor]:
+    """Which hours need a run now, and the cursor after this tick. Plain logic, tested directly."""
+    requests = []
+    hours = {}
+    for key in _hours_to_scan(zones, cursor, now):
+        count = _count_sidecars(zones, key)
+        if count == 0:
+            continue
+        requested, requested_at = cursor.hours.get(key, (None, 0.0))
+        if requested is None:
+            relpath = metadata_relpath(key)
+            requested = zones.parquet_num_rows(relpath) if zones.exists(relpath) else 0
+        hour_ended = now >= parse_hour_key(key) + HOUR + CLOSE_GRACE
+        due = hour_ended or now.timestamp() - requested_at >= RUN_INTERVAL
+        if count > requested and due:
+            requests.append(HourRequest(key, count))
+            requested, requested_at = count, now.timestamp()
+        hours[key] = [requested, requested_at]
+    oldest_kept = hour_key(now - (LOOKBACK_HOURS + 1) * HOUR)
+    return requests, ImageCursor(
+        scanned_to=hour_key(now), hours={key: value for key, value in hours.items() if key >= oldest_kept}
+    )
+
+
+def _bi_views_request(context: dg.SensorEvaluationContext, zones: Zones) -> dg.RunRequest | None:
+    version = bi.views_version(zones)
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("image_bi_views"))
+    materialization = event.asset_materialization if event else None
+    current = materialization.metadata.get("views_version") if materialization else None
+    if current is not None and current.value == version:
+        return None
+    return dg.RunRequest(job_name=image_bi_views_job.name, run_key=f"image_bi_views:{version}")
+
+
+@dg.sensor(
+    jobs=[image_processing_job, image_bi_views_job],
+    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds an image_hours partition and requests an image_processing run for each hour with "
+    "new images in landing/images/; requests image_bi_views when the view definitions change.",
+)
+def landing_images_sensor(context: dg.SensorEvaluationContext, zones: ZonesResource) -> dg.SensorResult:
+    zone = zones.get_zones()
+    hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), datetime.fromtimestamp(time.time(), UTC))
+    new_keys = [
+        request.key
+        for request in hour_requests
+        if not context.instance.has_dynamic_partition(image_hours.name, request.key)
+    ]
+    run_requests = [
+        dg.RunRequest(
+            job_name=image_processing_job.name,
+            partition_key=request.key,
+            run_key=f"{request.key}:{request.sidecars}",
+        )
+        for request in hour_requests
+    ]
+    # Views only once there is something to show (or their definition changed since): a deployment
+    # without images gets no image runs at all.
+    if hour_requests or context.instance.get_dynamic_partitions(image_hours.name):
+        views_request = _bi_views_request(context, zone)
+        if views_request is not None:
+            run_requests.append(views_request)
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[image_hours.build_add_request(new_keys)] if new_keys else [],
+        cursor=cursor.dump(),
+    )

@@ -1,0 +1,369 @@
+"""Hourly image processing under Dagster: the landing sensor, incremental partitions, checks, registry,
+the BI views — against real PostgreSQL, a local data dir and moto's S3 server."""
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import duckdb
+import psycopg2
+import pytest
+from PIL import Image
+
+from memberflow_assets.definitions import defs
+from memberflow_assets.images import bi, hours, sensors
+from memberflow_assets.images.layout import hour_key, metadata_relpath, processed_dir
+from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.postgres import apply_migrations
+from memberflow_assets.resources import ZonesResource
+from memberflow_assets.settings import Settings, read_sql
+from memberflow_assets.zones import Zones
+
+from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, land_image, picture, registry_rows
+
+# Two hours ago: ended, and recent enough for the sensor's scan window (images land at "now").
+HOUR_START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+KEY = hour_key(HOUR_START)
+NEXT_KEY = hour_key(HOUR_START + timedelta(hours=1))
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def zones(memberflow_env, pg_dsn):
+    apply_migrations(pg_dsn)
+    return Zones.from_settings()
+
+
+def run_hour(instance: dg.DagsterInstance, key: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    """Materialise one hour the way a sensor-launched run does (assets and their checks)."""
+    if not instance.has_dynamic_partition(image_hours.name, key):
+        instance.add_dynamic_partitions(image_hours.name, [key])
+    job = defs.resolve_job_def("image_processing")
+    return job.execute_in_process(instance=instance, partition_key=key, run_config=run_config, raise_on_error=False)
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+
+
+def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        if event.materialization.asset_key == dg.AssetKey(asset):
+            return {name: value.value for name, value in event.materialization.metadata.items()}
+    raise AssertionError(f"{asset} not materialised")
+
+
+def metadata_rows(zones: Zones, key: str) -> dict[str, dict]:
+    return {row["image_id"]: row for row in zones.read_parquet(metadata_relpath(key)).to_pylist()}
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"zones": ZonesResource()})
+    return sensors.landing_images_sensor(context)
+
+
+def test_the_code_location_loads():
+    dg.Definitions.validate_loadable(defs)  # e.g. no job named like an asset's op
+
+
+def test_sensor_requests_each_hour_with_images_and_a_run_processes_it(instance, zones, pg_dsn):
+    good = land_image(zones, pg_dsn, jpeg(640, 480, seed=1), HOUR_START + timedelta(minutes=5))
+    located = land_image(
+        zones, pg_dsn, jpeg(480, 640, seed=2, exif=exif_with_gps(6).tobytes()), HOUR_START + timedelta(minutes=6)
+    )
+    png = land_image(
+        zones, pg_dsn, encode(picture(300, 200, mode="RGBA"), "PNG"), HOUR_START, fmt="PNG", source="kafka"
+    )
+    data = jpeg(640, 480, seed=3)
+    corrupt = land_image(zones, pg_dsn, data[: len(data) // 2], HOUR_START + timedelta(minutes=7))
+    unfinished = land_image(zones, pg_dsn, jpeg(seed=4), HOUR_START + timedelta(minutes=8), with_sidecar=False)
+    land_image(zones, pg_dsn, jpeg(seed=5), HOUR_START + timedelta(hours=1, minutes=1))
+
+    first = tick(instance)
+
+    processing_requests = [r for r in first.run_requests if r.job_name == "image_processing"]
+    assert sorted(r.partition_key for r in processing_requests) == [KEY, NEXT_KEY]
+    assert {r.run_key for r in processing_requests} == {f"{KEY}:4", f"{NEXT_KEY}:1"}
+    assert first.dynamic_partitions_requests[0].partition_keys == [KEY, NEXT_KEY]
+    assert [r.job_name for r in first.run_requests if r.job_name != "image_processing"] == ["refresh_image_bi_views"]
+
+    result = run_hour(instance, KEY)
+
+    assert result.success
+    assert checks(result) == {
+        "one_row_per_landed_image": True,
+        "no_location_in_outputs": True,
+        "thumbnails_decode": True,
+    }
+    rows = metadata_rows(zones, KEY)
+    assert set(rows) == {good.image_id, located.image_id, png.image_id, corrupt.image_id}  # not the unfinished one
+    assert rows[corrupt.image_id]["status"] == "rejected" and rows[corrupt.image_id]["error"] == "truncated"
+    assert rows[located.image_id]["gps_removed"] and (
+        rows[located.image_id]["width"],
+        rows[located.image_id]["height"],
+    ) == (640, 480)
+    assert rows[png.image_id]["source"] == "kafka" and rows[png.image_id]["client"] == CLIENT
+    assert all(row["hour_key"] == KEY for row in rows.values())
+    thumbnails = {info.name for info in zones.list_files(processed_dir(KEY))}
+    assert thumbnails == {f"{image.image_id}.jpg" for image in (good, located, png)}
+    with Image.open(io.BytesIO(zones.read_bytes(f"{processed_dir(KEY)}/{located.image_id}.jpg"))) as thumbnail:
+        assert thumbnail.size == (256, 192) and len(thumbnail.getexif()) == 0  # upright
+
+    registry = registry_rows(pg_dsn)
+    assert registry[good.image_id][:2] == ("processed", None) and registry[good.image_id][4]
+    assert registry[corrupt.image_id][:2] == ("rejected", "truncated")
+    assert unfinished.image_id not in registry  # its landing never finished
+
+    metadata = materialization(result, "image_metadata")
+    assert (metadata["images"], metadata["processed"], metadata["rejected"], metadata["new_images"]) == (4, 3, 1, 4)
+    assert metadata["rejections_by_error"] == {"truncated": 1}
+    assert metadata["registry_rows_updated"] == 4 and metadata["gps_removed"] == 1
+    assert materialization(result, "image_thumbnails")["thumbnails"] == 3
+    # Dagster's records never hold personal data: no client, ids or hashes in any materialisation.
+    recorded = json.dumps([str(event.materialization.metadata) for event in result.get_asset_materialization_events()])
+    for secret in (CLIENT, good.image_id, good.sha256):
+        assert secret not in recorded
+
+
+def test_later_runs_process_only_new_images_and_rewrite_the_whole_partition(instance, zones, pg_dsn):
+    first_images = [
+        land_image(zones, pg_dsn, jpeg(seed=seed), HOUR_START + timedelta(minutes=seed)) for seed in range(3)
+    ]
+    cursor = tick(instance).cursor
+    assert run_hour(instance, KEY).success
+    before = metadata_rows(zones, KEY)
+
+    nothing_new = tick(instance, cursor)
+    assert [r for r in nothing_new.run_requests if r.job_name == "image_processing"] == []
+
+    later = [land_image(zones, pg_dsn, jpeg(seed=seed), HOUR_START + timedelta(minutes=seed)) for seed in (10, 11)]
+    again = tick(instance, nothing_new.cursor)
+    assert [(r.partition_key, r.run_key) for r in again.run_requests if r.job_name == "image_processing"] == [
+        (KEY, f"{KEY}:5")
+    ]
+    second = run_hour(instance, KEY)
+
+    assert second.success and all(checks(second).values())
+    after = metadata_rows(zones, KEY)
+    assert set(after) == {image.image_id for image in first_images + later}
+    for image in first_images:  # untouched: not processed again
+        assert after[image.image_id] == before[image.image_id]
+    assert materialization(second, "image_metadata")["new_images"] == 2
+    assert materialization(second, "image_metadata")["images"] == 5
+
+    third = run_hour(instance, KEY)  # nothing new: nothing processed, the partition unchanged
+    assert third.success and materialization(third, "image_metadata")["new_images"] == 0
+    assert metadata_rows(zones, KEY) == after
+
+
+def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_dsn):
+    from memberflow_assets.images.landing import ConnectionPool, Lander
+
+    pool = ConnectionPool(pg_dsn, size=2)
+    try:
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        api = lander.land(jpeg(seed=1, exif=exif_with_gps(6).tobytes()), source="api", client=CLIENT)
+        kafka = lander.land(encode(picture(), "PNG"), source="kafka", client="app", source_key="k-1")
+    finally:
+        pool.close()
+    key = hour_key(api.received_at)
+    if hour_key(kafka.received_at) != key:  # landed across an hour boundary: rare
+        pytest.skip("the two landings fell into different hours")
+
+    result = run_hour(instance, key)
+
+    assert result.success and all(checks(result).values())
+    rows = metadata_rows(zones, key)
+    assert rows[api.image_id]["gps_removed"] and rows[kafka.image_id]["format"] == "PNG"
+    registry = registry_rows(pg_dsn)
+    assert registry[api.image_id][0] == registry[kafka.image_id][0] == "processed"
+
+
+def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(instance, zones, pg_dsn):
+    on_time = land_image(zones, pg_dsn, jpeg(seed=1), HOUR_START)
+    late = land_image(zones, None, jpeg(seed=2), HOUR_START)  # sidecar landed, registry row not yet
+    first = run_hour(instance, KEY)
+    assert first.success
+    assert materialization(first, "image_metadata")["registry_rows_updated"] == 1
+    assert materialization(first, "image_metadata")["registry_rows_missing"] == 1
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO images.registry (image_id, source, client, sha256, received_at, hour_key)"
+            " VALUES (%s, 'api', %s, %s, %s, %s)",
+            (late.image_id, CLIENT, late.sha256, HOUR_START, KEY),
+        )
+    connection.close()
+
+    second = run_hour(instance, KEY)
+
+    metadata = materialization(second, "image_metadata")
+    assert (metadata["new_images"], metadata["registry_rows_updated"], metadata["registry_rows_missing"]) == (0, 1, 0)
+    registry = registry_rows(pg_dsn)
+    assert registry[late.image_id][0] == "processed" and registry[on_time.image_id][0] == "processed"
+
+
+def test_checks_fail_when_an_output_carries_gps_or_does_not_decode(instance, zones, pg_dsn):
+    image = land_image(zones, pg_dsn, jpeg(seed=1), HOUR_START)
+    assert run_hour(instance, KEY).success
+    thumbnail = f"{processed_dir(KEY)}/{image.image_id}.jpg"
+    zones.write_bytes(thumbnail, encode(picture(200, 150), "JPEG", exif=exif_with_gps().tobytes()))
+    zones.write_bytes(f"{processed_dir(KEY)}/stray.jpg", b"\xff\xd8\xff\xe0 not really a jpeg")
+
+    result = run_hour(instance, KEY)
+
+    assert not result.success  # blocking checks fail the run
+    assert checks(result) == {
+        "one_row_per_landed_image": True,
+        "no_location_in_outputs": False,
+        "thumbnails_decode": False,
+    }
+    location = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_location_in_outputs")
+    assert location.metadata["with_gps"].value == 1 and location.metadata["with_exif"].value == 1
+    decode = next(e for e in result.get_asset_check_evaluations() if e.check_name == "thumbnails_decode")
+    assert decode.metadata["undecodable"].value == 1
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id) if "e.g." in entry.user_message]
+    assert any(image.image_id in message for message in logged)  # ids in the run's log, not the check
+
+
+def test_the_row_check_catches_a_missing_or_duplicated_row(instance, zones, pg_dsn):
+    images = [land_image(zones, pg_dsn, jpeg(seed=seed), HOUR_START) for seed in range(3)]
+    update = hours.update_hour(zones, KEY, workers=1)
+    table = zones.read_parquet(metadata_relpath(KEY))
+    zones.write_parquet(metadata_relpath(KEY), table.take([0, 0, 1]))
+
+    coverage = hours.row_coverage(zones, KEY, update.landed_at_start)
+
+    assert not coverage.passed
+    assert coverage.duplicates == [table.column("image_id")[0].as_py()]
+    assert coverage.missing == [table.column("image_id")[2].as_py()]
+    late = land_image(zones, pg_dsn, jpeg(seed=9), HOUR_START)  # landed after the run listed the hour
+    assert hours.row_coverage(zones, KEY, {image.image_id for image in images}).arrived_during_run == 1
+    assert late.image_id not in hours.row_coverage(zones, KEY, {i.image_id for i in images}).missing
+
+
+def test_the_worker_pool_gives_the_same_rows_as_in_process(zones):
+    for seed in range(hours.POOL_THRESHOLD + 4):
+        land_image(zones, None, jpeg(200, 150, seed=seed), HOUR_START + timedelta(seconds=seed))
+    data = jpeg(seed=99)
+    land_image(zones, None, data[:300], HOUR_START)  # a bad one in the pool too
+    now = HOUR_START + timedelta(hours=1)
+
+    pooled = hours.update_hour(zones, KEY, workers=2, now=now).table
+    serial = hours.update_hour(zones, KEY, workers=1, reprocess=True, now=now).table
+
+    assert pooled.num_rows == hours.POOL_THRESHOLD + 5
+    assert pooled.equals(serial)
+    assert pooled.column("status").to_pylist().count("rejected") == 1
+
+
+def test_sensor_waits_between_runs_of_an_open_hour_and_skips_hours_already_processed(zones):
+    now = HOUR_START + timedelta(minutes=30)
+    land_image(zones, None, jpeg(seed=1), HOUR_START)
+    old_key = hour_key(HOUR_START - timedelta(days=2))
+    land_image(zones, None, jpeg(seed=2), HOUR_START - timedelta(days=2))
+    hours.update_hour(zones, old_key, workers=1)  # processed before the sensor had a cursor
+
+    requests, cursor = sensors.plan_tick(zones, sensors.ImageCursor(), now)
+    assert [(r.key, r.sidecars) for r in requests] == [(KEY, 1)]  # not the already processed old hour
+
+    land_image(zones, None, jpeg(seed=3), HOUR_START + timedelta(minutes=31))
+    soon = now + timedelta(seconds=sensors.RUN_INTERVAL / 2)
+    requests, cursor = sensors.plan_tick(zones, cursor, soon)
+    assert requests == []  # the hour is still open and was requested moments ago
+    requests, cursor = sensors.plan_tick(zones, cursor, now + timedelta(seconds=sensors.RUN_INTERVAL))
+    assert [(r.key, r.sidecars) for r in requests] == [(KEY, 2)]
+
+    land_image(zones, None, jpeg(seed=4), HOUR_START + timedelta(minutes=59, seconds=59))
+    ended = HOUR_START + timedelta(hours=1, minutes=2)  # hour over: new images are requested at once
+    requests, cursor = sensors.plan_tick(zones, cursor, ended)
+    assert [(r.key, r.sidecars) for r in requests] == [(KEY, 3)]
+    assert set(json.loads(cursor.dump())["hours"]) == {KEY}
+
+
+def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, pg_dsn):
+    warehouse = Settings.from_env().warehouse
+    assert bi.create_views(zones, warehouse) == dict.fromkeys(bi.IMAGE_VIEWS, 0)  # no metadata yet: empty, no error
+
+    land_image(zones, pg_dsn, jpeg(640, 480, seed=1), HOUR_START)
+    land_image(
+        zones, pg_dsn, encode(Image.new("RGB", (2000, 1100), "navy"), "PNG"), HOUR_START, fmt="PNG", source="kafka"
+    )
+    land_image(zones, pg_dsn, b"this is not an image", HOUR_START)
+    next_hour = HOUR_START + timedelta(hours=1)
+    land_image(zones, pg_dsn, jpeg(seed=2), next_hour)
+    assert run_hour(instance, KEY).success and run_hour(instance, hour_key(next_hour)).success
+    views = dg.materialize([defs.resolve_assets_def("image_bi_views")], instance=instance)
+    assert views.success
+
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        per_hour = connection.sql(
+            "SELECT hour_start, source, images, processed, rejected, rejection_rate"
+            " FROM bi.images_per_hour ORDER BY ALL"
+        ).fetchall()
+        rejections = connection.sql(
+            "SELECT source, error, rejected, share_of_images FROM bi.image_rejections"
+        ).fetchall()
+        formats = connection.sql("SELECT format, images FROM bi.image_formats ORDER BY format").fetchall()
+        sizes = connection.sql("SELECT format, size_class FROM bi.image_sizes ORDER BY ALL").fetchall()
+        columns = [column[0] for column in connection.sql("SELECT * FROM bi.image_metadata").description]
+    assert per_hour == [
+        (HOUR_START.replace(tzinfo=None), "api", 2, 1, 1, 0.5),
+        (HOUR_START.replace(tzinfo=None), "kafka", 1, 1, 0, 0.0),
+        (next_hour.replace(tzinfo=None), "api", 1, 1, 0, 0.0),
+    ]
+    assert rejections == [("api", "not_an_image", 1, 0.5)]
+    assert formats == [("JPEG", 2), ("PNG", 1)]
+    assert sizes == [("JPEG", "1: < 0.5 MP"), ("PNG", "3: 2-8 MP")]
+    assert "client" not in columns and "thumbnail_path" not in columns
+    with duckdb.connect(warehouse, read_only=True) as connection:  # the documented queries all run
+        for statement in connection.extract_statements(read_sql("images/analyst_queries.sql")):
+            assert connection.execute(statement).fetchall() is not None
+        busiest = connection.execute(connection.extract_statements(read_sql("images/analyst_queries.sql"))[1])
+        assert busiest.fetchall()[0][1] == 3  # 3 images in the first hour
+
+    # The views read the files: a new hour shows up without recreating them.
+    later = next_hour + timedelta(hours=1)
+    land_image(zones, pg_dsn, jpeg(seed=3), later)
+    hours.update_hour(zones, hour_key(later), workers=1)
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM bi.image_metadata").fetchone()[0] == 5
+
+
+def test_sensor_asks_for_the_views_once_there_are_images_and_once_per_definition(instance, zones):
+    assert tick(instance).run_requests == []  # no images, no image runs at all
+    land_image(zones, None, jpeg(), HOUR_START)
+    first = tick(instance)
+    instance.add_dynamic_partitions(image_hours.name, [KEY])
+    views_key = f"image_bi_views:{bi.views_version(zones)}"
+    assert [r.run_key for r in first.run_requests] == [f"{KEY}:1", views_key]
+    assert tick(instance, first.cursor).run_requests == [
+        dg.RunRequest(job_name="refresh_image_bi_views", run_key=views_key)
+    ]
+    assert dg.materialize([defs.resolve_assets_def("image_bi_views")], instance=instance).success
+    assert tick(instance, first.cursor).run_requests == []
+
+
+def test_processing_and_views_on_s3(instance, s3_env, pg_dsn):
+    apply_migrations(pg_dsn)
+    zones = Zones.from_settings()
+    image = land_image(zones, pg_dsn, jpeg(seed=1, exif=exif_with_gps().tobytes()), HOUR_START)
+    land_image(zones, pg_dsn, b"not an image", HOUR_START)
+
+    result = run_hour(instance, KEY)
+
+    assert result.success and all(checks(result).values())
+    assert zones.exists(f"{processed_dir(KEY)}/{image.image_id}.jpg")
+    assert zones.read_parquet(metadata_relpath(KEY)).num_rows == 2
+    warehouse = Settings.from_env().warehouse
+    assert bi.create_views(zones, warehouse)["image_metadata"] == 2
+    connection = bi.connect_warehouse(zones, warehouse, read_only=True)
+    try:
+        assert connection.execute("SELECT sum(rejected) FROM bi.images_per_hour").fetchone()[0] == 1
+    finally:
+        connection.close()

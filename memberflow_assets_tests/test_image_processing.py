@@ -1,0 +1,205 @@
+"""The image processing code (memberflow_assets.images.processing) on good and bad images, no Dagster."""
+
+import io
+import struct
+import zlib
+from datetime import UTC, datetime
+
+import pytest
+from PIL import ExifTags, Image
+
+from memberflow_assets.images import processing
+from memberflow_assets.images.layout import Sidecar
+
+from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, picture
+
+NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+
+
+def sidecar_for(data: bytes, fmt: str = "JPEG", **changes) -> Sidecar:
+    fields = {
+        "image_id": "img-1",
+        "source": "kafka",
+        "client": CLIENT,
+        "received_at": "2026-11-20T09:15:00+00:00",
+        "sha256": processing.sha256_hex(data),
+        "size_bytes": len(data),
+        "content_type": "image/jpeg",
+        "format": fmt,
+        "ext": "jpg",
+    }
+    return Sidecar(**{**fields, **changes})
+
+
+def process(data: bytes, **changes) -> processing.ProcessedImage:
+    return processing.process_image(data, sidecar_for(data, **changes), NOW)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that announces width x height pixels but carries no pixel data (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_a_rotated_photo_with_gps_gives_an_upright_thumbnail_without_any_exif():
+    # Stored 640x480 with EXIF orientation 6: a viewer shows it turned 90° clockwise, 480 wide and 640 high.
+    data = jpeg(640, 480, exif=exif_with_gps(orientation=6).tobytes())
+
+    result = process(data)
+
+    row = result.row
+    assert row["status"] == "processed" and row["error"] is None
+    assert (row["format"], row["mode"], row["width"], row["height"], row["orientation"]) == ("JPEG", "RGB", 480, 640, 6)
+    assert row["bytes"] == len(data) and row["sha256"] == processing.sha256_hex(data)
+    assert row["gps_removed"] is True
+    assert len(row["phash"]) == 16 and int(row["phash"], 16) >= 0
+    assert (row["source"], row["client"], row["received_at"]) == (
+        "kafka",
+        CLIENT,
+        datetime(2026, 11, 20, 9, 15, tzinfo=UTC),
+    )
+    with Image.open(io.BytesIO(result.thumbnail)) as thumbnail:
+        assert thumbnail.format == "JPEG" and thumbnail.size == (192, 256)
+        assert len(thumbnail.getexif()) == 0 and "xmp" not in thumbnail.info
+        # The red block was top-left as stored; turned clockwise it is top-right as shown.
+        top_right = thumbnail.convert("RGB").getpixel((thumbnail.width - 10, 10))
+        top_left = thumbnail.convert("RGB").getpixel((10, 10))
+        assert top_right[0] > 200 and top_right[1] < 60 and top_left[0] < 200
+    assert row["thumbnail_bytes"] == len(result.thumbnail)
+    assert b"SN-123456" not in result.thumbnail and b"PhoneMaker" not in result.thumbnail
+    assert processing.inspect_thumbnail(result.thumbnail).has_location is False
+
+
+def test_gps_in_xmp_is_detected_and_not_carried_over():
+    xmp = b'<x:xmpmeta><rdf:Description exif:GPSLatitude="1,17.5N" exif:GPSLongitude="103,51E"/></x:xmpmeta>'
+    data = encode(picture(), "JPEG", xmp=xmp)
+    with Image.open(io.BytesIO(data)) as original:
+        assert processing.has_location(original)
+
+    result = process(data)
+
+    assert result.row["gps_removed"] is True
+    assert b"GPSLatitude" not in result.thumbnail
+
+
+@pytest.mark.parametrize(
+    ("fmt", "image", "params"),
+    [
+        ("PNG", picture(900, 300, mode="RGBA"), {}),
+        ("GIF", picture(300, 900, mode="P"), {}),
+        ("WEBP", picture(1000, 800), {"quality": 80}),
+        ("TIFF", picture(600, 600), {}),
+        ("JPEG", picture(800, 600, mode="CMYK"), {}),
+        ("JPEG", picture(2000, 1000, mode="L"), {}),
+        ("PNG", picture(100, 60), {}),  # smaller than a thumbnail: never enlarged
+    ],
+)
+def test_every_supported_format_and_mode_is_processed(fmt, image, params):
+    data = encode(image, fmt, **params)
+
+    result = process(data, fmt=fmt)
+
+    row = result.row
+    assert row["status"] == "processed", row["error_detail"]
+    assert (row["format"], row["mode"], row["width"], row["height"]) == (fmt, image.mode, *image.size)
+    with Image.open(io.BytesIO(result.thumbnail)) as thumbnail:
+        thumbnail.load()
+        expected_long_side = min(max(image.size), processing.THUMBNAIL_SIZE)
+        assert max(thumbnail.size) == expected_long_side
+        assert thumbnail.mode in ("RGB", "L")
+
+
+def truncated_jpeg() -> bytes:
+    data = jpeg(640, 480)
+    return data[: len(data) * 2 // 3]
+
+
+def broken_jpeg_table() -> bytes:
+    """A JPEG whose quantisation table segment has an impossible length. (Garbage inside the entropy-coded
+    data is not detectable: libjpeg decodes it into wrong pixels without an error.)"""
+    data = bytearray(jpeg(640, 480))
+    table = data.find(b"\xff\xdb")
+    data[table + 2 : table + 4] = b"\x00\x02"
+    return bytes(data)
+
+
+def truncated_png() -> bytes:
+    data = encode(picture(640, 480), "PNG")
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "not_an_image"),
+        (b"Dear team, please find the picture attached." * 20, "not_an_image"),
+        (b"\xff\xd8\xff\xe0" + bytes(2000), "not_an_image"),  # a JPEG signature, then nothing sensible
+        (broken_jpeg_table(), "corrupt"),
+        (truncated_jpeg(), "truncated"),
+        (truncated_png(), "truncated"),
+        (png_header_only(20_000, 20_000), "too_many_pixels"),  # Pillow's DecompressionBombError (> 2x limit)
+        (png_header_only(11_000, 10_000), "too_many_pixels"),  # above the limit, below Pillow's error
+        (encode(picture(64, 64), "BMP"), "unsupported_format"),
+    ],
+    ids=[
+        "empty",
+        "text",
+        "jpeg-signature-only",
+        "bad-jpeg-table",
+        "truncated-jpeg",
+        "truncated-png",
+        "bomb",
+        "over-limit",
+        "bmp",
+    ],
+)
+def test_bad_images_become_rejected_rows_never_exceptions(data, error):
+    result = process(data)
+
+    assert result.thumbnail is None
+    assert result.row["status"] == "rejected"
+    assert result.row["error"] == error, result.row["error_detail"]
+    assert result.row["error_detail"]
+    assert result.row["image_id"] == "img-1" and result.row["bytes"] == len(data)
+
+
+def test_bytes_that_differ_from_the_sidecar_are_rejected():
+    data = jpeg()
+    result = processing.process_image(data, sidecar_for(jpeg(seed=5)), NOW)
+    assert (result.row["status"], result.row["error"]) == ("rejected", "checksum_mismatch")
+    assert result.thumbnail is None
+
+
+def test_the_perceptual_hash_matches_near_copies_and_separates_different_pictures():
+    original = process(jpeg(800, 600, seed=1)).row["phash"]
+    recompressed = process(encode(picture(800, 600, seed=1), "JPEG", quality=40)).row["phash"]
+    resized = process(encode(picture(800, 600, seed=1).resize((400, 300)), "PNG"), fmt="PNG").row["phash"]
+    different = process(encode(picture(800, 600, seed=1).transpose(Image.Transpose.ROTATE_180), "JPEG")).row["phash"]
+
+    assert processing.hamming_distance(original, recompressed) <= 4
+    assert processing.hamming_distance(original, resized) <= 4
+    assert processing.hamming_distance(original, different) >= 20
+
+
+def test_a_thumbnail_with_gps_or_that_does_not_decode_is_noticed():
+    with_gps = encode(picture(), "JPEG", exif=exif_with_gps().tobytes())
+    assert processing.inspect_thumbnail(with_gps).has_location
+    assert processing.inspect_thumbnail(with_gps).has_exif
+    broken = processing.inspect_thumbnail(with_gps[: len(with_gps) // 2])
+    assert broken.undecodable and "truncated" in broken.undecodable
+    clean = processing.inspect_thumbnail(process(jpeg()).thumbnail)
+    assert (clean.undecodable, clean.has_location, clean.has_exif) == (None, False, False)
+
+
+def test_the_orientation_tag_alone_is_not_personal_but_is_applied():
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 3  # upside down
+    result = process(jpeg(400, 200, exif=exif.tobytes()))
+    assert result.row["gps_removed"] is False and result.row["orientation"] == 3
+    with Image.open(io.BytesIO(result.thumbnail)) as thumbnail:
+        bottom_right = thumbnail.convert("RGB").getpixel((thumbnail.width - 5, thumbnail.height - 5))
+        assert bottom_right[0] > 200 and bottom_right[1] < 60  # the red block, turned 180°

@@ -8,6 +8,7 @@ empty fields and the rules reject it with reasons.
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from memberflow_assets.frames import arrow_to_pandas
@@ -47,6 +48,7 @@ def read_applications(local_path: str, source_file: str) -> pd.DataFrame:
     check_content(source_file, head, size)
 
     with duckdb.connect() as connection:
+        connection.execute("SET enable_progress_bar = false")
         try:
             relation = connection.read_csv(
                 local_path,
@@ -59,7 +61,22 @@ def read_applications(local_path: str, source_file: str) -> pd.DataFrame:
                 strict_mode=False,
                 encoding="utf-8",
             )
-            table = relation.to_arrow_table()
+            canonical = {str(column).strip().lower(): column for column in relation.columns}
+            missing = [column for column in INPUT_COLUMNS if column not in canonical]
+            if missing:
+                found = ", ".join(str(column) for column in relation.columns[:10])
+                raise ApplicationFileError(
+                    source_file,
+                    "missing_columns",
+                    f"required column(s) {', '.join(missing)} not in the header (found: {found})",
+                )
+            required = {canonical[column] for column in INPUT_COLUMNS}
+            extra = [column for column in relation.columns if column not in required]
+            # Every field as text, never null; extra columns keep their names unless they would clash.
+            projection = [f"coalesce({_quote(canonical[column])}, '') AS {column}" for column in INPUT_COLUMNS] + [
+                f"coalesce({_quote(column)}, '') AS {_quote(_extra_name(column))}" for column in extra
+            ]
+            table = relation.select(", ".join(projection)).to_arrow_table()
         except duckdb.Error as error:
             message = str(error)
             problem = "not_utf8" if "not utf-8 encoded" in message else "not_csv"
@@ -67,18 +84,14 @@ def read_applications(local_path: str, source_file: str) -> pd.DataFrame:
             raise ApplicationFileError(source_file, problem, first_line) from error
 
     frame = arrow_to_pandas(table)
-    canonical = {str(column).strip().lower(): column for column in frame.columns}
-    missing = [column for column in INPUT_COLUMNS if column not in canonical]
-    if missing:
-        found = ", ".join(str(column) for column in frame.columns[:10])
-        raise ApplicationFileError(
-            source_file,
-            "missing_columns",
-            f"required column(s) {', '.join(missing)} not in the header (found: {found})",
-        )
-    frame = frame.rename(columns={canonical[column]: column for column in INPUT_COLUMNS})
-    extra = [column for column in frame.columns if column not in INPUT_COLUMNS]
-    frame = frame[list(INPUT_COLUMNS) + extra].fillna("")
     frame["source_file"] = source_file
-    frame["row_number"] = range(1, len(frame) + 1)
+    frame["row_number"] = np.arange(1, len(frame) + 1)
     return frame
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _extra_name(column: str) -> str:
+    return f"extra_{column}" if column.strip().lower() in (*INPUT_COLUMNS, *PROVENANCE_COLUMNS) else column

@@ -36,23 +36,25 @@ def successful_rule_violations(successful: pa.Table, as_of: date) -> dict[str, i
     email = _strings(successful, "email")
     membership_id = _strings(successful, "membership_id")
 
-    birth_dates = pc.strptime(birth, format="%Y%m%d", unit="s", error_is_null=True)
-    cutoff = pa.scalar(datetime.combine(adult_cutoff(as_of), time()), type=pa.timestamp("s"))
-    # Birthdays repeat a lot: hash each distinct one once, then look the hashes up per row.
+    # Birthdays repeat a lot: judge and hash each distinct one once, then look the results up per row.
     unique_births = pc.unique(birth)
+    row_birth = pc.index_in(birth, value_set=unique_births)
+    parsed = pc.strptime(unique_births, format="%Y%m%d", unit="s", error_is_null=True)
+    # Arrow's strptime rolls 30 February over to March: a real date formats back to the same text.
+    real_date = pc.fill_null(pc.equal(pc.strftime(parsed, format="%Y%m%d"), unique_births), False)
+    cutoff = pa.scalar(datetime.combine(adult_cutoff(as_of), time()), type=pa.timestamp("s"))
+    too_young = pc.fill_null(pc.greater(parsed, cutoff), True)
     suffixes = pa.array(
         [hashlib.sha256(day.encode()).hexdigest()[:5] for day in unique_births.to_pylist()], type=pa.large_string()
     )
-    row_suffix = pc.take(suffixes, pc.index_in(birth, value_set=unique_births))
-    expected_id = pc.binary_join_element_wise(last_name, row_suffix, pa.scalar("_", pa.large_string()))
+    expected_id = pc.binary_join_element_wise(
+        last_name, pc.take(suffixes, row_birth), pa.scalar("_", pa.large_string())
+    )
 
     checks = {
         "missing_last_name": pc.equal(pc.utf8_length(last_name), 0),
-        # Arrow's strptime rolls 30 February over to March: a real date formats back to the same text.
-        "invalid_date_of_birth": pc.invert(
-            pc.fill_null(pc.equal(pc.strftime(birth_dates, format="%Y%m%d"), birth), False)
-        ),
-        "under_18": pc.fill_null(pc.greater(birth_dates, cutoff), True),
+        "invalid_date_of_birth": pc.invert(pc.take(real_date, row_birth)),
+        "under_18": pc.take(too_young, row_birth),
         "above_18_not_true": pc.invert(pc.fill_null(successful["above_18"], False)),
         "invalid_mobile_no": pc.invert(pc.match_substring_regex(mobile, r"^[0-9]{8}$")),
         "invalid_email": pc.invert(pc.match_substring_regex(email, _EMAIL)),
@@ -74,7 +76,7 @@ def membership_id_problems(successful: pa.Table) -> tuple[int, list[str]]:
         connection.register("successful", successful)
         shared = connection.sql(
             "SELECT membership_id FROM successful GROUP BY membership_id"
-            " HAVING min((first_name, email, mobile_no)) <> max((first_name, email, mobile_no))"
+            " HAVING min(hash(first_name, email, mobile_no)) <> max(hash(first_name, email, mobile_no))"
             " ORDER BY membership_id"
         ).fetchall()
     return malformed, [membership_id for (membership_id,) in shared]

@@ -7,7 +7,6 @@ import dagster as dg
 import pandas as pd
 
 from memberflow_assets.definitions import defs
-from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.zones import Zones
 
 HEADER = "name,email,date_of_birth,mobile_no"
@@ -20,12 +19,22 @@ def land(zones: Zones, name: str, content: bytes | str) -> str:
     return relpath
 
 
+def run_partition(
+    instance: dg.DagsterInstance, job_name: str, key: str, tags: dict | None = None, run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """Materialise one partition of a job (assets and their checks) the way a sensor-launched run does."""
+    job = defs.resolve_job_def(job_name)
+    partitions_name = job.partitions_def.name
+    if not instance.has_dynamic_partition(partitions_name, key):
+        instance.add_dynamic_partitions(partitions_name, [key])
+    return job.execute_in_process(
+        instance=instance, partition_key=key, tags=tags, run_config=run_config, raise_on_error=False
+    )
+
+
 def run_batch(instance: dg.DagsterInstance, key: str, tags: dict | None = None) -> dg.ExecuteInProcessResult:
-    """Materialise one partition of the membership job (assets and checks), as a sensor run would."""
-    if not instance.has_dynamic_partition(application_files.name, key):
-        instance.add_dynamic_partitions(application_files.name, [key])
-    job = defs.resolve_job_def("membership_batch")
-    return job.execute_in_process(instance=instance, partition_key=key, tags=tags, raise_on_error=False)
+    """One membership batch (a landed applications file)."""
+    return run_partition(instance, "membership_batch", key, tags=tags)
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:

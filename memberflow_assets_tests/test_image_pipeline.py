@@ -20,6 +20,7 @@ from memberflow_assets.resources import ZonesResource
 from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.zones import Zones
 
+from .helpers import check_results, materialized_metadata, run_partition
 from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, land_image, picture, registry_rows
 
 # Two hours ago: ended, and recent enough for the sensor's scan window (images land at "now").
@@ -41,22 +42,7 @@ def zones(memberflow_env, pg_dsn):
 
 
 def run_hour(instance: dg.DagsterInstance, key: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    """Materialise one hour the way a sensor-launched run does (assets and their checks)."""
-    if not instance.has_dynamic_partition(image_hours.name, key):
-        instance.add_dynamic_partitions(image_hours.name, [key])
-    job = defs.resolve_job_def("image_processing")
-    return job.execute_in_process(instance=instance, partition_key=key, run_config=run_config, raise_on_error=False)
-
-
-def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
-
-
-def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        if event.materialization.asset_key == dg.AssetKey(asset):
-            return {name: value.value for name, value in event.materialization.metadata.items()}
-    raise AssertionError(f"{asset} not materialised")
+    return run_partition(instance, "image_processing", key, run_config=run_config)
 
 
 def metadata_rows(zones: Zones, key: str) -> dict[str, dict]:
@@ -96,7 +82,7 @@ def test_sensor_requests_each_hour_with_images_and_a_run_processes_it(instance, 
     result = run_hour(instance, KEY)
 
     assert result.success
-    assert checks(result) == {
+    assert check_results(result) == {
         "one_row_per_landed_image": True,
         "no_location_in_outputs": True,
         "thumbnails_decode": True,
@@ -120,11 +106,11 @@ def test_sensor_requests_each_hour_with_images_and_a_run_processes_it(instance, 
     assert registry[corrupt.image_id][:2] == ("rejected", "truncated")
     assert unfinished.image_id not in registry  # its landing never finished
 
-    metadata = materialization(result, "image_metadata")
+    metadata = materialized_metadata(result, "image_metadata")
     assert (metadata["images"], metadata["processed"], metadata["rejected"], metadata["new_images"]) == (4, 3, 1, 4)
     assert metadata["rejections_by_error"] == {"truncated": 1}
     assert metadata["registry_rows_updated"] == 4 and metadata["gps_removed"] == 1
-    assert materialization(result, "image_thumbnails")["thumbnails"] == 3
+    assert materialized_metadata(result, "image_thumbnails")["thumbnails"] == 3
     # Dagster's records never hold personal data: no client, ids or hashes in any materialisation.
     recorded = json.dumps([str(event.materialization.metadata) for event in result.get_asset_materialization_events()])
     for secret in (CLIENT, good.image_id, good.sha256):
@@ -149,16 +135,16 @@ def test_later_runs_process_only_new_images_and_rewrite_the_whole_partition(inst
     ]
     second = run_hour(instance, KEY)
 
-    assert second.success and all(checks(second).values())
+    assert second.success and all(check_results(second).values())
     after = metadata_rows(zones, KEY)
     assert set(after) == {image.image_id for image in first_images + later}
     for image in first_images:  # untouched: not processed again
         assert after[image.image_id] == before[image.image_id]
-    assert materialization(second, "image_metadata")["new_images"] == 2
-    assert materialization(second, "image_metadata")["images"] == 5
+    assert materialized_metadata(second, "image_metadata")["new_images"] == 2
+    assert materialized_metadata(second, "image_metadata")["images"] == 5
 
     third = run_hour(instance, KEY)  # nothing new: nothing processed, the partition unchanged
-    assert third.success and materialization(third, "image_metadata")["new_images"] == 0
+    assert third.success and materialized_metadata(third, "image_metadata")["new_images"] == 0
     assert metadata_rows(zones, KEY) == after
 
 
@@ -178,7 +164,7 @@ def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_d
 
     result = run_hour(instance, key)
 
-    assert result.success and all(checks(result).values())
+    assert result.success and all(check_results(result).values())
     rows = metadata_rows(zones, key)
     assert rows[api.image_id]["gps_removed"] and rows[kafka.image_id]["format"] == "PNG"
     registry = registry_rows(pg_dsn)
@@ -190,8 +176,8 @@ def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(
     late = land_image(zones, None, jpeg(seed=2), HOUR_START)  # sidecar landed, registry row not yet
     first = run_hour(instance, KEY)
     assert first.success
-    assert materialization(first, "image_metadata")["registry_rows_updated"] == 1
-    assert materialization(first, "image_metadata")["registry_rows_missing"] == 1
+    assert materialized_metadata(first, "image_metadata")["registry_rows_updated"] == 1
+    assert materialized_metadata(first, "image_metadata")["registry_rows_missing"] == 1
     with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO images.registry (image_id, source, client, sha256, received_at, hour_key)"
@@ -202,7 +188,7 @@ def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(
 
     second = run_hour(instance, KEY)
 
-    metadata = materialization(second, "image_metadata")
+    metadata = materialized_metadata(second, "image_metadata")
     assert (metadata["new_images"], metadata["registry_rows_updated"], metadata["registry_rows_missing"]) == (0, 1, 0)
     registry = registry_rows(pg_dsn)
     assert registry[late.image_id][0] == "processed" and registry[on_time.image_id][0] == "processed"
@@ -218,7 +204,7 @@ def test_checks_fail_when_an_output_carries_gps_or_does_not_decode(instance, zon
     result = run_hour(instance, KEY)
 
     assert not result.success  # blocking checks fail the run
-    assert checks(result) == {
+    assert check_results(result) == {
         "one_row_per_landed_image": True,
         "no_location_in_outputs": False,
         "thumbnails_decode": False,
@@ -357,7 +343,7 @@ def test_processing_and_views_on_s3(instance, s3_env, pg_dsn):
 
     result = run_hour(instance, KEY)
 
-    assert result.success and all(checks(result).values())
+    assert result.success and all(check_results(result).values())
     assert zones.exists(f"{processed_dir(KEY)}/{image.image_id}.jpg")
     assert zones.read_parquet(metadata_relpath(KEY)).num_rows == 2
     warehouse = Settings.from_env().warehouse

@@ -3,6 +3,7 @@
     memberflow start      prepare PostgreSQL, DAGSTER_HOME and sample data, then run `dagster dev`
     memberflow env        print the environment `dagster` commands need (eval "$(memberflow env)")
     memberflow migrate    apply the sales database migrations in sql/migrations/
+    memberflow stop-postgres   stop the embedded PostgreSQL (it outlives `start` on purpose)
     memberflow samples    write sample application files into the landing zone
 
 Each domain adds its own subcommands through `COMMAND_MODULES` (a `register(subparsers)` function);
@@ -88,6 +89,12 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_postgres(args: argparse.Namespace) -> int:
+    pg_dir = Settings.from_env().embedded_pg_dir
+    print(f"stopped the embedded PostgreSQL in {pg_dir}" if postgres.stop_embedded(pg_dir) else "not running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memberflow", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     subparsers.add_parser("env", help="print the environment for dagster commands").set_defaults(handler=_env)
     subparsers.add_parser("migrate", help="apply sales database migrations").set_defaults(handler=_migrate)
+    subparsers.add_parser("stop-postgres", help="stop the embedded PostgreSQL").set_defaults(handler=_stop_postgres)
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

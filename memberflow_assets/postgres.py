@@ -35,6 +35,22 @@ def _embedded_server_uri(pg_dir: str) -> str:
     return server.get_uri()
 
 
+def stop_embedded(pg_dir: Path) -> bool:
+    """Stop the embedded server of `pg_dir` if it runs; returns whether it was running.
+
+    The server outlives `memberflow start` on purpose (every Dagster process shares it), so stopping
+    it is a separate, explicit step.
+    """
+    if not (pg_dir / "postmaster.pid").exists():
+        return False
+    from pgserver._commands import pg_ctl  # pgserver's own wrapper: runs as its OS user when root
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pg_dir, **({"user": user} if user else {}))
+    _embedded_server_uri.cache_clear()
+    return True
+
+
 def with_database(dsn: str, database: str) -> str:
     """The same server address with another database name."""
     parts = urlsplit(dsn)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import os
 import posixpath
 import tempfile
@@ -166,10 +165,15 @@ class Zones:
 
     # -- writing ---------------------------------------------------------------------------------
     @contextmanager
-    def atomic_local_path(self, relpath: str) -> Iterator[str]:
-        """A temporary local path to write; on success it replaces `relpath` in one step."""
+    def writing(self, relpath: str) -> Iterator[str]:
+        """A temporary local path to write a file to; when the block succeeds the file appears at
+        `relpath` whole, in one step (a rename locally, one upload on S3), and otherwise not at all."""
         if self.is_s3:
-            raise ValueError("atomic_local_path is for local zones; use write_bytes on S3")
+            with tempfile.TemporaryDirectory(prefix="memberflow-") as folder:
+                temp = os.path.join(folder, posixpath.basename(relpath))
+                yield temp
+                self.fs.put_file(temp, self.path(relpath))
+            return
         final = self.path(relpath)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
@@ -219,12 +223,7 @@ class Zones:
                     os.remove(temp)
 
     def write_parquet(self, relpath: str, table: pa.Table) -> None:
-        if self.is_s3:
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer, compression="zstd")
-            self.write_bytes(relpath, buffer.getvalue())
-            return
-        with self.atomic_local_path(relpath) as temp:
+        with self.writing(relpath) as temp:
             pq.write_table(table, temp, compression="zstd")
 
     def copy(self, src_relpath: str, dst_relpath: str) -> None:

@@ -58,6 +58,33 @@ def make_database(pg_server_uri):
     connection.close()
 
 
+@pytest.fixture(scope="module")
+def sales_dsn(pg_server_uri):
+    """A migrated sales database shared by a module's tests: member MEMBER, items 1 (Kettle, sold) and
+    2 (never sold), manufacturer 'Unused Co', transactions 1 (pending) and 2 (completed). Tests that
+    change it roll back or clean up after themselves."""
+    from .sales_data import MEMBER, add_item, add_members, add_transaction, migrated
+
+    name = f"sales_{uuid.uuid4().hex[:10]}"
+    ensure_database(pg_server_uri, name)
+    dsn = migrated(with_database(pg_server_uri, name))
+    add_members(dsn, [MEMBER])
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        kettle = add_item(cursor, "Kettle", "19.99", "1.200")
+        add_item(cursor, "Never Sold Lamp", "5.50", "0.250")  # item_id 2
+        cursor.execute("INSERT INTO sales.manufacturers (name) VALUES ('Unused Co')")
+        add_transaction(cursor, MEMBER, [(kettle, 1)])  # transaction 1: pending
+        add_transaction(cursor, MEMBER, [(kettle, 2)])  # transaction 2: completed below
+        cursor.execute("UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 2")
+    connection.close()
+    yield dsn
+    admin = psycopg2.connect(pg_server_uri)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
 @pytest.fixture
 def pg_dsn(make_database):
     """A new, empty database for one test."""

@@ -12,37 +12,11 @@ import psycopg2.errors
 import pytest
 
 from memberflow_assets import cli
-from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.sales import access
 
-from .sales_data import add_item, add_members, add_transaction, migrated
+from .sales_data import PASSWORD
 
 DENIED = "42501"
-PASSWORD = "correct horse battery staple"
-MEMBER = "lee_1a2b3"
-
-
-@pytest.fixture(scope="module")
-def sales_dsn(pg_server_uri):
-    """One database for the whole matrix: every statement runs in a transaction that is rolled back."""
-    name = f"access_{uuid.uuid4().hex[:10]}"
-    ensure_database(pg_server_uri, name)
-    dsn = migrated(with_database(pg_server_uri, name))
-    add_members(dsn, [MEMBER])
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        kettle = add_item(cursor, "Kettle", "19.99", "1.200")
-        add_item(cursor, "Never Sold Lamp", "5.50", "0.250")  # item_id 2
-        cursor.execute("INSERT INTO sales.manufacturers (name) VALUES ('Unused Co')")
-        add_transaction(cursor, MEMBER, [(kettle, 1)])  # transaction 1: pending
-        add_transaction(cursor, MEMBER, [(kettle, 2)])  # transaction 2: completed below
-        cursor.execute("UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 2")
-    connection.close()
-    yield dsn
-    admin = psycopg2.connect(pg_server_uri)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +35,8 @@ def team_connections(sales_dsn):
     yield connections
     for connection in connections.values():
         connection.close()
-    with psycopg2.connect(sales_dsn) as platform:
-        for user in users.values():
-            access.remove_user(platform, user)
-    platform.close()
+    for user in users.values():
+        access.remove_user(sales_dsn, user)
 
 
 def outcome(connection, statement: str) -> str:
@@ -226,9 +198,7 @@ def test_analytics_sessions_are_read_only_by_default(sales_dsn):
         assert outcome(connection, "UPDATE sales.items SET cost = 1") == "25006"  # read-only transaction
     finally:
         connection.close()
-        with psycopg2.connect(sales_dsn) as platform:
-            access.remove_user(platform, user)
-        platform.close()
+        access.remove_user(sales_dsn, user)
 
 
 def test_public_gets_nothing_and_the_platform_owns_everything(sales_dsn):
@@ -297,7 +267,7 @@ def test_team_users_are_checked_and_passwords_stored_as_scram(sales_dsn):
         with pytest.raises(access.AccessError, match="not a user of any team"):
             access.set_password(connection, "postgres", PASSWORD)
         with pytest.raises(access.AccessError, match="not a user of any team"):
-            access.remove_user(connection, "analytics")
+            access.remove_user(sales_dsn, "analytics")
         connection.rollback()
         with connection.cursor() as cursor:
             cursor.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,))
@@ -311,9 +281,8 @@ def test_team_users_are_checked_and_passwords_stored_as_scram(sales_dsn):
         assert (user, "sales", True) in [(u.name, u.team, u.can_login) for u in access.list_users(connection)]
         connection.commit()
     finally:
-        access.remove_user(connection, user)
-        connection.commit()
         connection.close()
+        access.remove_user(sales_dsn, user)
 
 
 @pytest.fixture
@@ -350,9 +319,8 @@ def test_the_password_really_is_checked_and_rotation_replaces_it(sales_dsn, scra
             psycopg2.connect(sales_dsn, user=user, password=PASSWORD)
         psycopg2.connect(sales_dsn, user=user, password="the new passphrase 2").close()
     finally:
-        access.remove_user(platform, user)
-        platform.commit()
         platform.close()
+        access.remove_user(sales_dsn, user)
 
 
 def test_the_access_commands(memberflow_env, monkeypatch, capsys):

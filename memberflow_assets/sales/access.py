@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import encrypt_password
+
+from memberflow_assets.postgres import with_database
 
 TEAMS = ("logistics", "analytics", "sales")
 # Settings a team's users log in with (role settings are not inherited from the group role).
@@ -99,18 +102,73 @@ def set_password(connection: PgConnection, user: str, password: str) -> None:
         )
 
 
-def remove_user(connection: PgConnection, user: str) -> int:
-    """Drop a team user and end their open sessions. Returns the number of sessions ended."""
-    _team_user(connection, user)
+@dataclass(frozen=True)
+class Removal:
+    sessions_ended: int
+    objects_reassigned: int  # what the user owned (large objects, default privileges, ...), now the platform's
+
+
+def remove_user(dsn: str, user: str) -> Removal:
+    """Offboard a team user: first and on its own, the login is disabled (committed at once), then
+    the user's sessions end, whatever they own in any database of the server is handed to the
+    platform's role (REASSIGN OWNED), their remaining privileges are dropped (DROP OWNED) and the
+    role is dropped. A failure after the first step leaves a role that cannot log in, and says so.
+    Opens its own connections (to every database the user owns something in)."""
+    connection = psycopg2.connect(dsn)
+    try:
+        connection.autocommit = True  # the NOLOGIN must hold even if everything after it fails
+        _team_user(connection, user)
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(user)))
+        try:
+            return _end_sessions_and_drop(connection, dsn, user)
+        except psycopg2.Error as error:
+            raise AccessError(
+                f"{user!r} can no longer log in, but removing the role failed: "
+                f"{(error.pgerror or str(error)).strip()}; fix that and run remove-user again"
+            ) from error
+    finally:
+        connection.close()
+
+
+def _end_sessions_and_drop(connection: PgConnection, dsn: str, user: str) -> Removal:
+    role = sql.Identifier(user)
     with connection.cursor() as cursor:
-        cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(user)))
         cursor.execute(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE usename = %s",
             (user,),
         )
         ended = cursor.fetchone()[0]
-        cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(user)))
-    return ended
+        # Where the user owns (deptype 'o') or holds something: objects can live in any database.
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE d.deptype = 'o'), "
+            "coalesce(array_agg(DISTINCT db.datname) FILTER (WHERE db.datname <> current_database()), '{}') "
+            "FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid JOIN pg_database db ON db.oid = d.dbid "
+            "WHERE r.rolname = %s",
+            (user,),
+        )
+        owned, other_databases = cursor.fetchone()
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if not cursor.fetchone()[0]:
+            # REASSIGN/DROP OWNED need the privileges of the user's role (RDS: CREATEROLE, not superuser).
+            cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
+    for database in other_databases:
+        other = psycopg2.connect(with_database(dsn, database))
+        try:
+            with other, other.cursor() as cursor:
+                _hand_over(cursor, role)
+        finally:
+            other.close()
+    connection.autocommit = False
+    with connection, connection.cursor() as cursor:
+        _hand_over(cursor, role)
+        cursor.execute(sql.SQL("DROP ROLE {}").format(role))
+    return Removal(sessions_ended=ended, objects_reassigned=owned)
+
+
+def _hand_over(cursor, role: sql.Identifier) -> None:
+    cursor.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
+    cursor.execute(sql.SQL("DROP OWNED BY {}").format(role))
 
 
 def list_users(connection: PgConnection) -> list[TeamUser]:

@@ -43,9 +43,11 @@ def _set_password(args: argparse.Namespace) -> int:
 
 
 def _remove_user(args: argparse.Namespace) -> int:
-    with SalesDatabase().connect() as connection:
-        ended = access.remove_user(connection, args.user)
-    print(f"removed {args.user} ({ended} open session(s) ended)")
+    removal = access.remove_user(SalesDatabase().migrated_dsn(), args.user)
+    print(
+        f"removed {args.user} ({removal.sessions_ended} open session(s) ended, "
+        f"{removal.objects_reassigned} object(s) they owned now owned by the platform's role)"
+    )
     return 0
 
 
@@ -99,7 +101,7 @@ def register(subparsers) -> None:
     rotate.add_argument("user")
     rotate.set_defaults(access_handler=_set_password)
 
-    remove = commands.add_parser("remove-user", help="drop a team user and end their sessions")
+    remove = commands.add_parser("remove-user", help="disable a team user's login, end their sessions, drop the role")
     remove.add_argument("user")
     remove.set_defaults(access_handler=_remove_user)
 

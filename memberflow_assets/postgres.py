@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 from psycopg2 import sql
 
-from memberflow_assets.settings import SQL_DIR, Settings
+from memberflow_assets.settings import SQL_DIR, Settings, read_sql
 
 log = logging.getLogger(__name__)
 
@@ -107,28 +107,49 @@ def migration_files() -> list[Path]:
     return files
 
 
+# Waits are bounded so that nobody can stall the platform by holding a lock: the migration lock
+# (only the platform's own role can take it) is waited for up to MIGRATION_LOCK_WAIT_SECONDS, while
+# another process migrates; a lock a migration's statements need is waited for LOCK_TIMEOUT_SECONDS.
+MIGRATION_LOCK_WAIT_SECONDS = 300.0
+LOCK_TIMEOUT_SECONDS = 30.0
+
+_CREATE_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS public.schema_migrations ("
+    " version text PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+)
+
+
+class MigrationError(RuntimeError):
+    """Migrations could not run, with the reason an operator can act on."""
+
+
 def apply_migrations(dsn: str) -> list[str]:
     """Apply every migration in `sql/migrations/` not yet applied, each in its own transaction.
 
-    A transaction-scoped advisory lock makes concurrent callers (two runs starting together) wait
-    for each other instead of racing. Returns the names of the migrations applied now.
+    Up to date (the usual case: every process checks at its first connection), it only reads
+    `public.schema_migrations` and takes no lock. Otherwise concurrent callers serialise on a lock
+    on that table, which only the platform's role (its owner) can take — no team can hold it.
+    Returns the names of the migrations applied now; raises MigrationError when a wait runs out.
     """
+    migration_lock_wait_seconds, lock_timeout_seconds = MIGRATION_LOCK_WAIT_SECONDS, LOCK_TIMEOUT_SECONDS
     applied_now: list[str] = []
     connection = psycopg2.connect(dsn)
     try:
-        for path in migration_files():
+        files = migration_files()
+        if not _pending(connection, files):
+            return applied_now
+        for path in files:
             with connection, connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('memberflow_migrations'))")
-                cursor.execute(
-                    "CREATE TABLE IF NOT EXISTS public.schema_migrations ("
-                    " version text PRIMARY KEY, name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
+                _take_migration_lock(cursor, dsn, migration_lock_wait_seconds)
                 cursor.execute("SELECT 1 FROM public.schema_migrations WHERE version = %s", (path.name[:4],))
                 if cursor.fetchone():
                     continue
                 log.info("applying migration %s", path.name)
-                cursor.execute(path.read_text(encoding="utf-8"))
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_seconds * 1000:.0f}",))
+                try:
+                    cursor.execute(path.read_text(encoding="utf-8"))
+                except psycopg2.errors.LockNotAvailable as error:
+                    raise _lock_timeout_error(dsn, f"migration {path.name}", lock_timeout_seconds) from error
                 cursor.execute(
                     "INSERT INTO public.schema_migrations (version, name) VALUES (%s, %s)",
                     (path.name[:4], path.name),
@@ -137,3 +158,51 @@ def apply_migrations(dsn: str) -> list[str]:
     finally:
         connection.close()
     return applied_now
+
+
+def _pending(connection, files: list[Path]) -> bool:
+    """Whether some migration is not applied yet; creates the (empty) bookkeeping table if missing."""
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+        if cursor.fetchone()[0]:
+            cursor.execute("SELECT version FROM public.schema_migrations")
+            return bool({p.name[:4] for p in files} - {row[0] for row in cursor.fetchall()})
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(_CREATE_MIGRATIONS_TABLE)
+    except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable):
+        pass  # created at the same moment by another process
+    return True
+
+
+def _take_migration_lock(cursor, dsn: str, wait_seconds: float) -> None:
+    cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_seconds * 1000:.0f}",))
+    try:
+        cursor.execute("LOCK TABLE public.schema_migrations IN EXCLUSIVE MODE")  # SELECTs still pass
+    except psycopg2.errors.LockNotAvailable as error:
+        raise _lock_timeout_error(dsn, "the migration lock", wait_seconds) from error
+
+
+def _lock_timeout_error(dsn: str, what: str, waited_seconds: float) -> MigrationError:
+    """The error for a lock wait that ran out, naming the sessions that hold locks now."""
+    try:
+        connection = psycopg2.connect(dsn)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(read_sql("postgres/lock_holders.sql"))
+                holders = cursor.fetchall()
+        finally:
+            connection.close()
+        sessions = "; ".join(
+            f"pid {pid} user {user} ({state or 'state hidden'}"
+            f"{f', transaction open since {since:%Y-%m-%d %H:%M:%S %Z}' if since else ''}"
+            f"{f', application {application}' if application else ''}) on {tables}"
+            for pid, user, application, state, since, tables in holders
+        )
+    except psycopg2.Error as error:
+        sessions = f"(could not list them: {error})"
+    return MigrationError(
+        f"{what} waited {waited_seconds:g} s for a lock and gave up; sessions holding locks in this database: "
+        f"{sessions or 'none any more'}. End them (SELECT pg_terminate_backend(pid)) or let them finish, "
+        "then run `memberflow migrate` again."
+    )

@@ -2,12 +2,15 @@
 each test reproduces one way a team user could stop the platform, create something, see what is
 hidden from them or outlive their offboarding, and shows that it no longer works."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
-from memberflow_assets import cli
+from memberflow_assets import cli, postgres
 from memberflow_assets.sales import access
 
 from .sales_data import login, migrated, role_exists, team_user
@@ -82,3 +85,87 @@ def test_offboarding_that_cannot_finish_leaves_no_login_and_says_why(memberflow_
 
 def can_log_in(dsn: str, user: str) -> bool:
     return run(dsn, "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", user) == [(True,)]
+
+
+# -- migrations cannot be stalled -------------------------------------------------------------------
+@pytest.fixture
+def pending_migration(pg_dsn, tmp_path, monkeypatch):
+    """A database with the real migrations applied and one more pending, 0999, which needs an
+    exclusive lock on sales.members (as an ALTER TABLE does); short lock waits. Returns the DSN."""
+    migrated(pg_dsn)
+    for path in postgres.migration_files():
+        (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "0999_members_note.sql").write_text("ALTER TABLE sales.members ADD COLUMN note text;")
+    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", tmp_path)
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(postgres, "MIGRATION_LOCK_WAIT_SECONDS", 0.5)
+    return pg_dsn
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT pg_advisory_lock(hashtext('memberflow_migrations'))",
+        "SELECT pg_advisory_xact_lock(hashtext('memberflow_sales_demo'))",
+        "SELECT pg_try_advisory_lock(1)",
+        "LOCK TABLE public.schema_migrations IN ACCESS SHARE MODE",
+    ],
+)
+@pytest.mark.parametrize("team", access.TEAMS)
+def test_no_team_can_take_a_lock_the_platform_waits_for(sales_dsn, team, statement):
+    with team_user(sales_dsn, team) as user:
+        session = login(sales_dsn, user)
+        try:
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege), session.cursor() as cursor:
+                cursor.execute("SET default_transaction_read_only = off")
+                cursor.execute(statement)
+        finally:
+            session.close()
+
+
+def test_an_analyst_holding_a_lock_makes_a_migration_fail_soon_naming_them(pending_migration):
+    pg_dsn = pending_migration
+    with team_user(pg_dsn, "analytics", prefix="idle_analyst") as user:
+        analyst = login(pg_dsn, user)
+        try:
+            with analyst.cursor() as cursor:  # an open transaction that read members, left idle
+                cursor.execute("SELECT count(*) FROM sales.member_profiles")
+            started = time.monotonic()
+            with pytest.raises(postgres.MigrationError) as failure:
+                postgres.apply_migrations(pg_dsn)
+            assert time.monotonic() - started < 10
+            message = str(failure.value)
+            assert "migration 0999_members_note.sql waited 0.5 s for a lock and gave up" in message
+            assert f"user {user} (idle in transaction" in message and "sales.members" in message
+        finally:
+            analyst.close()
+        assert postgres.apply_migrations(pg_dsn) == ["0999_members_note.sql"]  # the analyst has gone
+
+
+def test_migrations_up_to_date_take_no_lock_and_a_concurrent_migrator_is_waited_for_boundedly(
+    pending_migration, memberflow_env, capsys
+):
+    pg_dsn = pending_migration
+    other_migrator = psycopg2.connect(pg_dsn)  # the platform's role, in the middle of a migration
+    try:
+        with other_migrator.cursor() as cursor:
+            cursor.execute("LOCK TABLE public.schema_migrations IN EXCLUSIVE MODE")
+        with pytest.raises(postgres.MigrationError, match="the migration lock waited 0.5 s"):
+            postgres.apply_migrations(pg_dsn)
+        assert cli.main(["migrate"]) == 1
+        error = capsys.readouterr().err
+        assert "memberflow migrate: the migration lock waited 0.5 s" in error and "Traceback" not in error
+        other_migrator.rollback()  # that migrator has finished 0999 meanwhile; the next one starts
+        run(pg_dsn, "INSERT INTO public.schema_migrations VALUES ('0999', '0999_members_note.sql')")
+        with other_migrator.cursor() as cursor:
+            cursor.execute("LOCK TABLE public.schema_migrations IN EXCLUSIVE MODE")
+        assert postgres.apply_migrations(pg_dsn) == []  # up to date: reads only, while the lock is held
+    finally:
+        other_migrator.close()
+
+
+def test_processes_starting_together_apply_each_migration_once(pg_dsn):
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(postgres.apply_migrations, [pg_dsn] * 4))
+    applied = sorted(name for names in results for name in names)
+    assert applied == sorted(path.name for path in postgres.migration_files())

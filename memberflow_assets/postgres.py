@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+from contextlib import suppress
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -26,13 +28,93 @@ SALES_DB = "memberflow"
 DAGSTER_DB = "dagster"
 
 
-@cache
-def _embedded_server_uri(pg_dir: str) -> str:
+# The embedded server's authentication, rewritten at every start. It listens on its unix socket only.
+# The platform's own role connects without a password (as every memberflow process on the machine
+# must); every other role — the team users above all — needs its SCRAM-SHA-256 password, so the access
+# model tried on a laptop is production's (RDS always asks for passwords).
+EMBEDDED_HBA = """\
+# Written by memberflow (memberflow_assets/postgres.py) whenever it starts this server: edits are lost.
+local   all   postgres   trust
+local   all   all        scram-sha-256
+"""
+
+
+def start_embedded_server(pg_dir: Path, cleanup_mode: str | None = None):
+    """Start (or reuse) the embedded PostgreSQL of `pg_dir` (pgserver), secured: the authentication
+    above, passwords stored as SCRAM verifiers, and no CONNECT or TEMP for PUBLIC on its own
+    databases. Returns pgserver's server object."""
     import pgserver  # heavy import; only the embedded default needs it
 
-    Path(pg_dir).mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pg_dir, cleanup_mode=None)
-    return server.get_uri()
+    pg_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pg_dir, cleanup_mode=cleanup_mode)
+    uri = server.get_uri()
+    connection = psycopg2.connect(uri)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW hba_file")
+            hba = Path(cursor.fetchone()[0])
+            cursor.execute("SELECT current_setting('password_encryption') = 'scram-sha-256'")
+            scram = cursor.fetchone()[0]
+            if not scram:
+                cursor.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
+            if hba.read_text() != EMBEDDED_HBA:
+                _replace_keeping_owner(hba, EMBEDDED_HBA)
+            if not scram or not _asks_for_passwords(uri):
+                cursor.execute("SELECT pg_reload_conf()")
+            for database in ("postgres", "template1"):
+                _revoke_public_access(cursor, database)
+    finally:
+        connection.close()
+    _wait_until(lambda: _asks_for_passwords(uri), what="the embedded server's authentication to apply")
+    return server
+
+
+def _replace_keeping_owner(path: Path, text: str) -> None:
+    """Write `path` atomically, owned as before (the server runs as its own OS user when we are root)."""
+    status = path.stat()
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.chmod(temporary, status.st_mode & 0o777)
+    if os.geteuid() == 0:
+        os.chown(temporary, status.st_uid, status.st_gid)
+    os.replace(temporary, path)
+
+
+def _asks_for_passwords(uri: str) -> bool:
+    """Whether the server asks a role other than postgres for a password (the probe role need not exist)."""
+    try:
+        psycopg2.connect(uri, user="memberflow_auth_probe", password="").close()
+    except psycopg2.OperationalError as error:
+        return "password" in str(error)
+    return False
+
+
+def _wait_until(condition, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting {seconds:g} s for {what}")
+        time.sleep(0.05)
+
+
+def _revoke_public_access(cursor, database: str) -> None:
+    """PUBLIC may not connect to `database` or create temporary tables there (when we may decide that:
+    as its owner or a superuser)."""
+    cursor.execute(
+        "SELECT pg_has_role(datdba, 'MEMBER') AND (datacl IS NULL"
+        " OR EXISTS (SELECT FROM aclexplode(datacl) a WHERE a.grantee = 0))"  # 0 = PUBLIC
+        " FROM pg_database WHERE datname = %s",
+        (database,),
+    )
+    row = cursor.fetchone()
+    if row and row[0]:
+        cursor.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
+
+
+@cache
+def _embedded_server_uri(pg_dir: str) -> str:
+    return start_embedded_server(Path(pg_dir)).get_uri()
 
 
 def stop_embedded(pg_dir: Path) -> bool:
@@ -58,16 +140,17 @@ def with_database(dsn: str, database: str) -> str:
 
 
 def ensure_database(dsn: str, database: str) -> None:
-    """Create `database` on the server `dsn` points at, unless it exists."""
+    """Create `database` on the server `dsn` points at, unless it exists; PUBLIC may not connect to
+    it or create temporary tables there (the sales database's migrations let the teams connect)."""
     connection = psycopg2.connect(with_database(dsn, "postgres"))
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    except psycopg2.errors.DuplicateDatabase:
-        pass  # created concurrently by another process
+                with suppress(psycopg2.errors.DuplicateDatabase):  # created concurrently by another process
+                    cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            _revoke_public_access(cursor, database)
     finally:
         connection.close()
 

@@ -12,7 +12,7 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
 
 ENV_VARS = (
@@ -29,11 +29,10 @@ ENV_VARS = (
 
 @pytest.fixture(scope="session")
 def pg_server_uri():
-    import pgserver
-
+    """The embedded server as the platform starts it (team logins need their passwords)."""
     # unix socket paths are limited to ~107 bytes, so the data dir lives directly under /tmp
     pg_dir = Path(tempfile.mkdtemp(prefix="mfpg", dir="/tmp"))
-    server = pgserver.get_server(pg_dir, cleanup_mode="delete")
+    server = start_embedded_server(pg_dir, cleanup_mode="delete")
     yield server.get_uri()
     server.cleanup()
 

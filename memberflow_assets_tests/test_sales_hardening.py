@@ -3,17 +3,21 @@ each test reproduces one way a team user could stop the platform, create somethi
 hidden from them or outlive their offboarding, and shows that it no longer works."""
 
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.errors
 import pytest
+from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets import cli, postgres
 from memberflow_assets.sales import access
 
-from .sales_data import login, migrated, role_exists, team_user
+from .sales_data import PASSWORD, login, migrated, role_exists, team_user
 
 
 def run(dsn: str, statement: str, *params) -> list[tuple]:
@@ -30,6 +34,21 @@ def give_large_object(dsn: str, owner: str, content: bytes = b"evidence") -> int
     oid = run(dsn, "SELECT lo_from_bytea(0, %s)", content)[0][0]
     run(dsn, f'ALTER LARGE OBJECT {oid} OWNER TO "{owner}"')
     return oid
+
+
+@contextmanager
+def read_write_session(dsn: str, team: str) -> Iterator[PgConnection]:
+    """A session of a new user of `team` with analytics' read-only seatbelt off: the privileges alone
+    must refuse what follows."""
+    with team_user(dsn, team) as user:
+        session = login(dsn, user)
+        try:
+            with session.cursor() as cursor:
+                cursor.execute("SET default_transaction_read_only = off")
+            session.commit()
+            yield session
+        finally:
+            session.close()
 
 
 LARGE_OBJECT_OWNER = "SELECT pg_get_userbyid(lomowner)::text FROM pg_largeobject_metadata WHERE oid = %s"
@@ -113,14 +132,8 @@ def pending_migration(pg_dsn, tmp_path, monkeypatch):
 )
 @pytest.mark.parametrize("team", access.TEAMS)
 def test_no_team_can_take_a_lock_the_platform_waits_for(sales_dsn, team, statement):
-    with team_user(sales_dsn, team) as user:
-        session = login(sales_dsn, user)
-        try:
-            with pytest.raises(psycopg2.errors.InsufficientPrivilege), session.cursor() as cursor:
-                cursor.execute("SET default_transaction_read_only = off")
-                cursor.execute(statement)
-        finally:
-            session.close()
+    with read_write_session(sales_dsn, team) as session, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        session.cursor().execute(statement)
 
 
 def test_an_analyst_holding_a_lock_makes_a_migration_fail_soon_naming_them(pending_migration):
@@ -169,3 +182,59 @@ def test_processes_starting_together_apply_each_migration_once(pg_dsn):
         results = list(pool.map(postgres.apply_migrations, [pg_dsn] * 4))
     applied = sorted(name for names in results for name in names)
     assert applied == sorted(path.name for path in postgres.migration_files())
+
+
+# -- nothing to create, nowhere else to go ----------------------------------------------------------
+@pytest.fixture
+def outsider(sales_dsn):
+    """A login role in no team (another application's, or a team user's leftover), with a password."""
+    name = f"outsider_{uuid.uuid4().hex[:6]}"
+    run(sales_dsn, f"CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}'")
+    yield name
+    run(sales_dsn, f"DROP ROLE {name}")
+
+
+def test_the_other_databases_of_the_embedded_server_refuse_team_and_teamless_logins(sales_dsn, make_database, outsider):
+    dagster_like = urlsplit(make_database()).path.lstrip("/")  # created the way the dagster database is
+    with team_user(sales_dsn, "analytics") as analyst:
+        for user in (analyst, outsider):
+            for database in ("postgres", "template1", dagster_like):
+                with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+                    login(sales_dsn, user, database=database)
+        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+            login(sales_dsn, outsider)  # the sales database only lets the teams in
+        login(sales_dsn, analyst).close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT lo_create(0)",
+        "SELECT lo_creat(-1)",
+        "SELECT lo_from_bytea(0, 'x')",
+        "SELECT lo_import('/etc/hostname')",
+        "CREATE TEMP TABLE scratch (id int)",
+        "CREATE TEMP VIEW scratch AS SELECT 1 AS one",
+        "CREATE SEQUENCE pg_temp.scratch",
+        "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE TABLE public.scratch (id int)",
+        "CREATE SCHEMA scratch",
+        "CREATE EXTENSION vector SCHEMA sales",
+        "CREATE PUBLICATION scratch",
+    ],
+)
+@pytest.mark.parametrize("team", access.TEAMS)
+def test_no_team_can_create_anything(sales_dsn, team, statement):
+    with read_write_session(sales_dsn, team) as session, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        session.cursor().execute(statement)
+
+
+# -- authentication -------------------------------------------------------------------------------
+def test_team_logins_need_their_password_on_the_embedded_server(sales_dsn):
+    with team_user(sales_dsn, "logistics") as user:
+        with pytest.raises(psycopg2.OperationalError, match="no password supplied"):
+            psycopg2.connect(sales_dsn, user=user)
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            login(sales_dsn, user, password="not the password")
+        login(sales_dsn, user).close()
+    psycopg2.connect(sales_dsn).close()  # the platform's own role: trusted on the socket

@@ -233,6 +233,10 @@ def apply_migrations(dsn: str) -> list[str]:
                     cursor.execute(path.read_text(encoding="utf-8"))
                 except psycopg2.errors.LockNotAvailable as error:
                     raise _lock_timeout_error(dsn, f"migration {path.name}", lock_timeout_seconds) from error
+                for notice in connection.notices:  # a migration's WARNINGs are for the operator
+                    if notice.startswith("WARNING"):
+                        log.warning("migration %s: %s", path.name, notice.strip())
+                connection.notices.clear()
                 cursor.execute(
                     "INSERT INTO public.schema_migrations (version, name) VALUES (%s, %s)",
                     (path.name[:4], path.name),

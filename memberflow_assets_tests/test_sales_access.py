@@ -54,20 +54,23 @@ def outcome(connection, statement: str) -> str:
 
 READS_ALLOWED = {
     "logistics": [
-        "SELECT * FROM sales.transactions",
+        "SELECT * FROM sales.member_transactions",
+        "SELECT transaction_id, total_price, total_weight_kg, status, created_at, completed_at, updated_at "
+        "FROM sales.transactions",
         "SELECT * FROM sales.transaction_lines",
         "SELECT item_id, name, weight_kg FROM sales.items",
         "SELECT t.transaction_id, sum(l.line_weight_kg) FROM sales.transactions t "
         "JOIN sales.transaction_lines l USING (transaction_id) GROUP BY 1",
     ],
     "analytics": [
-        "SELECT * FROM sales.transactions",
+        "SELECT * FROM sales.member_transactions",
+        "SELECT count(*), sum(total_price) FROM sales.transactions",
         "SELECT * FROM sales.transaction_lines",
         "SELECT * FROM sales.items",
         "SELECT * FROM sales.manufacturers",
         "SELECT * FROM sales.member_profiles",
         "SELECT p.birth_year, count(*), sum(t.total_price) FROM sales.member_profiles p "
-        "JOIN sales.transactions t USING (membership_id) GROUP BY 1",
+        "JOIN sales.member_transactions t USING (member_key) GROUP BY 1",
     ],
     "sales": ["SELECT * FROM sales.items", "SELECT * FROM sales.manufacturers"],
 }
@@ -75,8 +78,7 @@ READS_ALLOWED = {
 WRITES_ALLOWED = {
     "logistics": [
         "UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 1",
-        "UPDATE sales.transactions SET status = 'completed', completed_at = created_at + interval '2 hours' "
-        "WHERE status = 'pending'",
+        "UPDATE sales.transactions SET status = 'completed', completed_at = clock_timestamp() WHERE status = 'pending'",
     ],
     "analytics": [],
     "sales": [
@@ -94,6 +96,9 @@ WRITES_ALLOWED = {
 # Every team: no DDL, no TRUNCATE, nothing outside the sales grants, nothing in public or internal tables.
 DENIED_TO_EVERY_TEAM = [
     "SELECT * FROM sales.members",
+    "SELECT * FROM sales.transactions",  # membership_id: its suffix hashes the birthday
+    "SELECT membership_id FROM sales.transactions",
+    "SELECT count(*) FROM sales.transactions WHERE membership_id LIKE 'lee%'",
     "SELECT email, mobile_no FROM sales.members",
     "UPDATE sales.members SET email = 'x@example.com'",
     "DELETE FROM sales.members",
@@ -132,6 +137,7 @@ DENIED_PER_TEAM = {
         "DELETE FROM sales.items",
         "SELECT * FROM sales.manufacturers",
         "SELECT * FROM sales.member_profiles",
+        "UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 1 RETURNING membership_id",
         "INSERT INTO sales.transaction_lines (transaction_id, line_number, item_id, quantity, unit_price, "
         "unit_weight_kg) VALUES (1, 9, 1, 1, 1, 1)",
     ],
@@ -146,7 +152,7 @@ DENIED_PER_TEAM = {
         "SELECT sales.verify_totals()",
     ],
     "sales": [
-        "SELECT * FROM sales.transactions",
+        "SELECT * FROM sales.member_transactions",
         "SELECT * FROM sales.transaction_lines",
         "SELECT * FROM sales.member_profiles",
         "UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 1",

@@ -17,7 +17,17 @@ from psycopg2.extensions import connection as PgConnection
 from memberflow_assets import cli, postgres
 from memberflow_assets.sales import access
 
-from .sales_data import PASSWORD, login, migrated, role_exists, team_user
+from .sales_data import (
+    MEMBER,
+    PASSWORD,
+    add_item,
+    add_members,
+    add_transaction,
+    login,
+    migrated,
+    role_exists,
+    team_user,
+)
 
 
 def run(dsn: str, statement: str, *params) -> list[tuple]:
@@ -238,3 +248,99 @@ def test_team_logins_need_their_password_on_the_embedded_server(sales_dsn):
             login(sales_dsn, user, password="not the password")
         login(sales_dsn, user).close()
     psycopg2.connect(sales_dsn).close()  # the platform's own role: trusted on the socket
+
+
+# -- the birthday stays hidden ----------------------------------------------------------------------
+@pytest.mark.parametrize("team", access.TEAMS)
+def test_no_team_can_read_a_membership_id_anywhere(sales_dsn, team):
+    """A membership_id's suffix hashes the birthday (366 tries with the birth year): every value a team
+    can read, in any table, view or column it may select, is free of it; members are member_keys."""
+    membership_ids = [row[0] for row in run(sales_dsn, "SELECT membership_id FROM sales.members")]
+    with read_write_session(sales_dsn, team) as session, session.cursor() as cursor:
+        cursor.execute(  # information_schema lists only the columns this user may read something of
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        )
+        readable = cursor.fetchall()
+        assert readable, "the team reads nothing at all?"
+        for schema, table, column in readable:
+            cursor.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}" WHERE "{column}"::text LIKE ANY(%s)',
+                ([f"%{membership_id}%" for membership_id in membership_ids],),
+            )
+            assert cursor.fetchone() == (0,), (schema, table, column)
+        assert ("sales", "transactions", "membership_id") not in readable
+
+
+def test_an_error_message_does_not_give_logistics_the_membership_id(sales_dsn):
+    with read_write_session(sales_dsn, "logistics") as session:
+        with pytest.raises(psycopg2.errors.CheckViolation) as refused, session.cursor() as cursor:
+            cursor.execute("UPDATE sales.transactions SET status = 'completed', completed_at = created_at - "
+                           "interval '1 day' WHERE transaction_id = 1")  # fmt: skip
+        # PostgreSQL shows the failing row with only the columns the user may read
+        assert refused.value.diag.message_detail.startswith("Failing row contains (transaction_id, total_price")
+        assert MEMBER not in str(refused.value)
+
+
+# -- impossible times -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("completed_at", "expected"),
+    [
+        ("'infinity'", "23514"),
+        ("'2999-01-01'", "23514"),
+        ("now() + interval '1 hour'", "23514"),
+        ("now() + interval '1 minute'", "ok"),  # a clock running a little fast
+        ("now()", "ok"),
+    ],
+)
+def test_logistics_cannot_complete_a_transaction_in_the_future(sales_dsn, completed_at, expected):
+    with read_write_session(sales_dsn, "logistics") as session:
+        try:
+            session.cursor().execute(
+                f"UPDATE sales.transactions SET status = 'completed', completed_at = {completed_at} "
+                "WHERE transaction_id = 1"
+            )
+            result = "ok"
+        except psycopg2.Error as error:
+            result = error.pgcode
+        finally:
+            session.rollback()
+    assert result == expected
+
+
+def test_no_writer_can_create_a_transaction_in_the_future(sales_dsn):
+    with pytest.raises(psycopg2.errors.CheckViolation, match="created_at_not_in_future"):
+        run(sales_dsn, f"INSERT INTO sales.transactions (membership_id, total_price, total_weight_kg, created_at) "
+                       f"VALUES ('{MEMBER}', 1, 1, 'infinity')")  # fmt: skip
+
+
+def test_existing_rows_in_the_future_are_reported_and_new_ones_refused(pg_dsn, tmp_path, monkeypatch, caplog):
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in postgres.migration_files():
+        if path.name < "0052":
+            (before / path.name).symlink_to(path)
+    real = postgres.MIGRATIONS_DIR
+    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", before)
+    migrated(pg_dsn)
+    add_members(pg_dsn, [MEMBER])
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        transaction = add_transaction(cursor, MEMBER, [(add_item(cursor, "Kettle", "19.99", "1.200"), 1)])
+        cursor.execute(
+            "UPDATE sales.transactions SET status = 'completed', completed_at = 'infinity' WHERE transaction_id = %s",
+            (transaction,),
+        )
+    connection.close()
+    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", real)
+
+    assert postgres.apply_migrations(pg_dsn)[0].startswith("0052_")
+
+    assert f"sales.transactions holds rows that break completed_at_not_in_future: {transaction}" in caplog.text
+    validated = run(
+        pg_dsn,
+        "SELECT conname::text, convalidated FROM pg_constraint WHERE conname LIKE %s ORDER BY 1",
+        "%_not_in_future",
+    )
+    assert validated == [("completed_at_not_in_future", False), ("created_at_not_in_future", True)]
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        run(pg_dsn, "UPDATE sales.transactions SET completed_at = '2999-01-01'")

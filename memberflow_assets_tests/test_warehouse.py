@@ -5,6 +5,7 @@ import subprocess
 import sys
 from datetime import date
 from decimal import Decimal
+from uuid import UUID
 
 import duckdb
 import psycopg2
@@ -47,6 +48,15 @@ def execute(dsn: str, *statements: str) -> None:
     connection.close()
 
 
+def member_keys(dsn: str) -> dict[str, UUID]:
+    """membership_id -> member_key, as only the platform's role sees them."""
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT membership_id, member_key::text FROM sales.members")
+        keys = {membership_id: UUID(key) for membership_id, key in cursor.fetchall()}
+    connection.close()
+    return keys
+
+
 def rows(path: str, query: str) -> list[tuple]:
     with connect(path, read_only=True) as connection:
         return connection.execute(query).fetchall()
@@ -58,12 +68,14 @@ def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):
 
     assert (result.mode, result.transactions_loaded, result.lines_loaded, result.fact_rows) == ("full", 3, 4, 4)
     assert (result.members, result.items) == (3, 3)
-    # no contact data or birthday in the warehouse
+    # no contact data, birthday or membership_id (which reveals the birthday) in the warehouse
     columns = rows(path, "SELECT column_name FROM duckdb_columns() WHERE table_name = 'dim_member'")
     assert [name for (name,) in columns] == [
-        "membership_id", "first_name", "last_name", "birth_year", "above_18", "source_batch", "member_since",
+        "member_key", "first_name", "last_name", "birth_year", "above_18", "source_batch", "member_since",
     ]  # fmt: skip
-    assert rows(path, "SELECT membership_id, birth_year FROM dim_member ORDER BY 1")[0] == ("lee_1a2b3", 1980)
+    key = member_keys(shop)
+    lee, tan = key["lee_1a2b3"], key["tan_00f0f"]
+    assert (lee, 1980) in rows(path, "SELECT member_key, birth_year FROM dim_member")
     assert rows(path, "SELECT item_name, manufacturer_name, cost, on_sale FROM dim_item ORDER BY item_id") == [
         ("Kettle", "Acme", Decimal("19.99"), True),
         ("Lamp", "Globex", Decimal("5.50"), True),
@@ -72,19 +84,19 @@ def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):
     # the sale at 23:30 -02:00 happened on 2 March in UTC
     assert rows(
         path,
-        "SELECT transaction_id, line_number, membership_id, date_key, status, quantity, unit_price, line_price, "
+        "SELECT transaction_id, line_number, member_key, date_key, status, quantity, unit_price, line_price, "
         "line_weight_kg FROM fact_sales ORDER BY 1, 2",
     ) == [
-        (1, 1, "lee_1a2b3", 20250302, "pending", 2, Decimal("19.99"), Decimal("39.98"), Decimal("2.400")),
-        (1, 2, "lee_1a2b3", 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
-        (2, 1, "tan_00f0f", 20250302, "pending", 4, Decimal("5.50"), Decimal("22.00"), Decimal("1.000")),
-        (3, 1, "lee_1a2b3", 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
+        (1, 1, lee, 20250302, "pending", 2, Decimal("19.99"), Decimal("39.98"), Decimal("2.400")),
+        (1, 2, lee, 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
+        (2, 1, tan, 20250302, "pending", 4, Decimal("5.50"), Decimal("22.00"), Decimal("1.000")),
+        (3, 1, lee, 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
     ]
-    assert rows(path, "SELECT transaction_id, membership_id, date_key, lines, units, total_price, total_weight_kg "
+    assert rows(path, "SELECT transaction_id, member_key, date_key, lines, units, total_price, total_weight_kg "
                       "FROM fact_transactions ORDER BY 1") == [
-        (1, "lee_1a2b3", 20250302, 2, 3, Decimal("45.48"), Decimal("2.650")),
-        (2, "tan_00f0f", 20250302, 1, 4, Decimal("22.00"), Decimal("1.000")),
-        (3, "lee_1a2b3", 20250302, 1, 1, Decimal("5.50"), Decimal("0.250")),
+        (1, lee, 20250302, 2, 3, Decimal("45.48"), Decimal("2.650")),
+        (2, tan, 20250302, 1, 4, Decimal("22.00"), Decimal("1.000")),
+        (3, lee, 20250302, 1, 1, Decimal("5.50"), Decimal("0.250")),
     ]  # fmt: skip
     this_year = date.today().year
     assert rows(path, "SELECT min(date), max(date), count(*) FROM dim_date")[0] == (
@@ -113,8 +125,8 @@ def test_an_incremental_refresh_loads_new_and_changed_transactions_only(shop, tm
     statuses = rows(path, "SELECT transaction_id, status, completed_at IS NOT NULL FROM fact_sales "
                           "WHERE transaction_id IN (2, 3) ORDER BY 1")  # fmt: skip
     assert statuses == [(2, "completed", True), (3, "pending", False)]
-    assert rows(path, f"SELECT membership_id, quantity FROM fact_sales WHERE transaction_id = {new}") == [
-        ("ng_abcde", 5)
+    assert rows(path, f"SELECT member_key, quantity FROM fact_sales WHERE transaction_id = {new}") == [
+        (member_keys(shop)["ng_abcde"], 5)
     ]
 
     # a line replaced without changing the totals still reaches the warehouse
@@ -191,11 +203,15 @@ def test_the_bi_views_answer_the_analysts_questions(pg_dsn, zones, tmp_path):
     path = str(tmp_path / "warehouse.duckdb")
     refresh_warehouse(pg_dsn, path, zones)
 
-    top = rows(path, "SELECT rank, membership_id, transactions, total_spent FROM bi.top_members_by_spending")
+    key = member_keys(pg_dsn)
+    top = rows(path, "SELECT rank, member_key, transactions, total_spent FROM bi.top_members_by_spending")
     assert len(top) == 10
-    assert top[0] == (1, members[0], 2, Decimal("104.00"))
-    assert top[1:3] == [(2, members[5], 2, Decimal("12.00")), (3, members[11], 1, Decimal("12.00"))]  # a tie
-    assert [r[1] for r in top[3:]] == [members[n] for n in (10, 9, 8, 7, 6, 4, 3)]
+    assert top[0] == (1, key[members[0]], 2, Decimal("104.00"))
+    first, second = sorted([(key[members[5]], 2), (key[members[11]], 1)])  # 12.00 each: broken by member_key
+    assert top[1:3] == [(2, *first, Decimal("12.00")), (3, *second, Decimal("12.00"))]
+    assert [r[1] for r in top[3:]] == [key[members[n]] for n in (10, 9, 8, 7, 6, 4, 3)]
+    names = rows(path, "SELECT last_name FROM bi.top_members_by_spending WHERE rank = 1")
+    assert names == [(members[0].split("_")[0].title(),)]
     assert rows(path, "SELECT rank, item_name, times_bought, units_sold FROM bi.top_items_by_purchases") == [
         (1, "Cheap", 12, 78), (2, "Other", 2, 3), (3, "Dear", 1, 1),
     ]  # fmt: skip
@@ -380,3 +396,41 @@ def test_each_refresh_publishes_a_version_and_replaced_ones_are_kept_for_a_grace
     newest = publish(build(3), path, grace_seconds=0)
     assert os.listdir(versions_folder(path)) == [os.path.basename(newest)]
     assert rows(path, "FROM version") == [(3,)]
+
+
+def test_the_warehouse_holds_no_membership_id_anywhere(shop, tmp_path):
+    """A membership_id gives the exact birthday (its suffix hashes it): analysts see member_key."""
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    with connect(path, read_only=True) as connection:
+        columns = connection.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE NOT internal"
+        ).fetchall()
+        assert "membership_id" not in [column for _, _, column in columns]
+        for schema, table, column in columns:
+            found = connection.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}" WHERE CAST("{column}" AS VARCHAR) SIMILAR TO $ids',
+                {"ids": f".*({'|'.join(MEMBERS)}).*"},
+            ).fetchall()
+            assert found == [(0,)], (schema, table, column)
+
+
+def test_a_warehouse_from_before_member_key_is_rebuilt_by_the_next_refresh(shop, tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    with duckdb.connect(path) as connection:  # what that version wrote: membership_id, no member_key
+        for table in ("dim_member", "fact_sales", "fact_transactions"):
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN membership_id VARCHAR DEFAULT 'lee_1a2b3'")
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN member_key")
+
+    result = refresh_warehouse(shop, path)
+
+    assert (result.mode, result.transactions_loaded, result.fact_rows) == ("full", 3, 4)  # read everything again
+    key = member_keys(shop)
+    assert rows(path, "SELECT transaction_id, member_key FROM fact_transactions ORDER BY 1") == [
+        (1, key["lee_1a2b3"]), (2, key["tan_00f0f"]), (3, key["lee_1a2b3"]),
+    ]  # fmt: skip
+    assert rows(path, "SELECT count(*) FROM duckdb_columns() WHERE column_name = 'membership_id'") == [(0,)]
+    with connect(path, read_only=True) as connection:
+        assert checks.referential_integrity(connection) == dict.fromkeys(checks.INTEGRITY_PROBLEMS, 0)
+        assert checks.reconcile_with_postgres(connection, shop).matches

@@ -39,7 +39,7 @@ from memberflow_assets.zones import Zones
 # Column types of the CSV extracts (PostgreSQL COPY -> DuckDB read_csv).
 EXTRACT_COLUMNS = {
     "members": {
-        "membership_id": "VARCHAR",
+        "member_key": "UUID",
         "first_name": "VARCHAR",
         "last_name": "VARCHAR",
         "birth_year": "INTEGER",
@@ -59,7 +59,7 @@ EXTRACT_COLUMNS = {
     },
     "transactions": {
         "transaction_id": "BIGINT",
-        "membership_id": "VARCHAR",
+        "member_key": "UUID",
         "status": "VARCHAR",
         "created_at": "TIMESTAMPTZ",
         "sale_date": "DATE",
@@ -219,7 +219,7 @@ def _application_files(zones: Zones | None) -> list[str]:
 
 
 def _load(connection: duckdb.DuckDBPyConnection, application_files: list[str]) -> None:
-    connection.execute("DELETE FROM dim_member; INSERT INTO dim_member SELECT * FROM stage_members")
+    connection.execute("DELETE FROM dim_member; INSERT INTO dim_member BY NAME SELECT * FROM stage_members")
     connection.execute("DELETE FROM dim_item; INSERT INTO dim_item SELECT * FROM stage_items")
     connection.execute(read_sql("warehouse/load_facts.sql"))
     connection.execute(read_sql("warehouse/dim_date.sql"))

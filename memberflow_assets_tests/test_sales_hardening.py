@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -59,6 +59,24 @@ def read_write_session(dsn: str, team: str) -> Iterator[PgConnection]:
             yield session
         finally:
             session.close()
+
+
+@pytest.fixture(scope="module")
+def sessions(sales_dsn) -> Iterator[dict[str, PgConnection]]:
+    """One read-write session per team for the module; each test rolls back what it did."""
+    with ExitStack() as stack:
+        yield {team: stack.enter_context(read_write_session(sales_dsn, team)) for team in access.TEAMS}
+
+
+def refused(session: PgConnection, statement: str) -> bool:
+    """Whether `statement` fails for lack of privilege (rolled back either way)."""
+    try:
+        session.cursor().execute(statement)
+        return False
+    except psycopg2.errors.InsufficientPrivilege:
+        return True
+    finally:
+        session.rollback()
 
 
 LARGE_OBJECT_OWNER = "SELECT pg_get_userbyid(lomowner)::text FROM pg_largeobject_metadata WHERE oid = %s"
@@ -141,9 +159,8 @@ def pending_migration(pg_dsn, tmp_path, monkeypatch):
     ],
 )
 @pytest.mark.parametrize("team", access.TEAMS)
-def test_no_team_can_take_a_lock_the_platform_waits_for(sales_dsn, team, statement):
-    with read_write_session(sales_dsn, team) as session, pytest.raises(psycopg2.errors.InsufficientPrivilege):
-        session.cursor().execute(statement)
+def test_no_team_can_take_a_lock_the_platform_waits_for(sessions, team, statement):
+    assert refused(sessions[team], statement)
 
 
 def test_an_analyst_holding_a_lock_makes_a_migration_fail_soon_naming_them(pending_migration):
@@ -234,9 +251,8 @@ def test_the_other_databases_of_the_embedded_server_refuse_team_and_teamless_log
     ],
 )
 @pytest.mark.parametrize("team", access.TEAMS)
-def test_no_team_can_create_anything(sales_dsn, team, statement):
-    with read_write_session(sales_dsn, team) as session, pytest.raises(psycopg2.errors.InsufficientPrivilege):
-        session.cursor().execute(statement)
+def test_no_team_can_create_anything(sessions, team, statement):
+    assert refused(sessions[team], statement)
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -252,11 +268,12 @@ def test_team_logins_need_their_password_on_the_embedded_server(sales_dsn):
 
 # -- the birthday stays hidden ----------------------------------------------------------------------
 @pytest.mark.parametrize("team", access.TEAMS)
-def test_no_team_can_read_a_membership_id_anywhere(sales_dsn, team):
+def test_no_team_can_read_a_membership_id_anywhere(sales_dsn, sessions, team):
     """A membership_id's suffix hashes the birthday (366 tries with the birth year): every value a team
     can read, in any table, view or column it may select, is free of it; members are member_keys."""
     membership_ids = [row[0] for row in run(sales_dsn, "SELECT membership_id FROM sales.members")]
-    with read_write_session(sales_dsn, team) as session, session.cursor() as cursor:
+    session = sessions[team]
+    with session.cursor() as cursor:
         cursor.execute(  # information_schema lists only the columns this user may read something of
             "SELECT table_schema, table_name, column_name FROM information_schema.columns "
             "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
@@ -270,16 +287,18 @@ def test_no_team_can_read_a_membership_id_anywhere(sales_dsn, team):
             )
             assert cursor.fetchone() == (0,), (schema, table, column)
         assert ("sales", "transactions", "membership_id") not in readable
+    session.rollback()
 
 
-def test_an_error_message_does_not_give_logistics_the_membership_id(sales_dsn):
-    with read_write_session(sales_dsn, "logistics") as session:
-        with pytest.raises(psycopg2.errors.CheckViolation) as refused, session.cursor() as cursor:
-            cursor.execute("UPDATE sales.transactions SET status = 'completed', completed_at = created_at - "
-                           "interval '1 day' WHERE transaction_id = 1")  # fmt: skip
-        # PostgreSQL shows the failing row with only the columns the user may read
-        assert refused.value.diag.message_detail.startswith("Failing row contains (transaction_id, total_price")
-        assert MEMBER not in str(refused.value)
+def test_an_error_message_does_not_give_logistics_the_membership_id(sessions):
+    session = sessions["logistics"]
+    with pytest.raises(psycopg2.errors.CheckViolation) as failure, session.cursor() as cursor:
+        cursor.execute("UPDATE sales.transactions SET status = 'completed', completed_at = created_at - "
+                       "interval '1 day' WHERE transaction_id = 1")  # fmt: skip
+    session.rollback()
+    # PostgreSQL shows the failing row with only the columns the user may read
+    assert failure.value.diag.message_detail.startswith("Failing row contains (transaction_id, total_price")
+    assert MEMBER not in str(failure.value)
 
 
 # -- impossible times -------------------------------------------------------------------------------
@@ -293,18 +312,18 @@ def test_an_error_message_does_not_give_logistics_the_membership_id(sales_dsn):
         ("now()", "ok"),
     ],
 )
-def test_logistics_cannot_complete_a_transaction_in_the_future(sales_dsn, completed_at, expected):
-    with read_write_session(sales_dsn, "logistics") as session:
-        try:
-            session.cursor().execute(
-                f"UPDATE sales.transactions SET status = 'completed', completed_at = {completed_at} "
-                "WHERE transaction_id = 1"
-            )
-            result = "ok"
-        except psycopg2.Error as error:
-            result = error.pgcode
-        finally:
-            session.rollback()
+def test_logistics_cannot_complete_a_transaction_in_the_future(sessions, completed_at, expected):
+    session = sessions["logistics"]
+    try:
+        session.cursor().execute(
+            f"UPDATE sales.transactions SET status = 'completed', completed_at = {completed_at} "
+            "WHERE transaction_id = 1"
+        )
+        result = "ok"
+    except psycopg2.Error as error:
+        result = error.pgcode
+    finally:
+        session.rollback()
     assert result == expected
 
 
@@ -344,3 +363,54 @@ def test_existing_rows_in_the_future_are_reported_and_new_ones_refused(pg_dsn, t
     assert validated == [("completed_at_not_in_future", False), ("created_at_not_in_future", True)]
     with pytest.raises(psycopg2.errors.CheckViolation):
         run(pg_dsn, "UPDATE sales.transactions SET completed_at = '2999-01-01'")
+
+
+# -- as on RDS: the platform's role is no superuser ------------------------------------------------
+def test_a_platform_role_that_is_no_superuser_migrates_and_offboards(pg_server_uri, make_database, caplog):
+    """Set up as docs/access.md says for RDS: LOGIN CREATEROLE, pg_signal_backend, owner of its database."""
+    platform = f"platform_{uuid.uuid4().hex[:6]}"
+    run(pg_server_uri, f"CREATE ROLE {platform} LOGIN CREATEROLE PASSWORD '{PASSWORD}'")
+    run(pg_server_uri, f"GRANT pg_signal_backend TO {platform}")
+    database = urlsplit(make_database()).path.lstrip("/")
+    run(pg_server_uri, f'ALTER DATABASE "{database}" OWNER TO {platform}')
+    migrated(make_database())  # the team roles exist (cluster-wide) ...
+    for team in access.TEAMS:  # ... and, as if this role had created them, it administers them
+        run(pg_server_uri, f"GRANT {team} TO {platform} WITH ADMIN OPTION")
+    parts = urlsplit(pg_server_uri)
+    dsn = parts._replace(netloc=f"{platform}:{PASSWORD.replace(' ', '%20')}@", path=f"/{database}").geturl()
+    try:
+        assert postgres.apply_migrations(dsn)  # every migration, as this role
+        assert "PUBLIC can still execute" in caplog.text  # 0050 could not revoke: said so, did not fail
+        with team_user(dsn, "sales") as user:
+            session = login(dsn, user)
+            with session.cursor() as cursor:
+                cursor.execute("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC")
+                cursor.execute("SELECT lo_create(0)")  # possible where 0050 could not revoke
+            session.commit()
+            assert access.remove_user(dsn, user) == access.Removal(sessions_ended=1, objects_reassigned=2)
+            assert not role_exists(dsn, user)
+    finally:
+        admin = psycopg2.connect(pg_server_uri)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+            cursor.execute(f"DROP ROLE {platform}")
+        admin.close()
+
+
+def test_a_password_a_user_sets_themselves_is_stored_hashed_and_md5_cannot_log_in(sales_dsn):
+    assert run(sales_dsn, "SHOW password_encryption") == [("scram-sha-256",)]
+    verifier = "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = %s"
+    with team_user(sales_dsn, "logistics") as user:
+        session = login(sales_dsn, user)
+        session.autocommit = True
+        with session.cursor() as cursor:
+            cursor.execute(f"ALTER ROLE {user} PASSWORD 'plain text passphrase'")  # sent in plain text ...
+            assert run(sales_dsn, verifier, user) == [("SCRAM-SHA-256$",)]  # ... stored as a SCRAM verifier
+            login(sales_dsn, user, password="plain text passphrase").close()
+            cursor.execute("SET password_encryption = 'md5'")
+            cursor.execute(f"ALTER ROLE {user} PASSWORD 'an md5 passphrase'")
+        session.close()
+        assert run(sales_dsn, verifier, user)[0][0].startswith("md5")
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            login(sales_dsn, user, password="an md5 passphrase")  # the server only takes SCRAM

@@ -33,7 +33,7 @@ from .sales_data import (
 def run(dsn: str, statement: str, *params) -> list[tuple]:
     """Run one statement as the platform's role (committed); its rows, if any."""
     with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        cursor.execute(statement, params or None)
         rows = cursor.fetchall() if cursor.description else []
     connection.close()
     return rows
@@ -414,3 +414,27 @@ def test_a_password_a_user_sets_themselves_is_stored_hashed_and_md5_cannot_log_i
         assert run(sales_dsn, verifier, user)[0][0].startswith("md5")
         with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
             login(sales_dsn, user, password="an md5 passphrase")  # the server only takes SCRAM
+
+
+# -- connections ------------------------------------------------------------------------------------
+def test_a_team_user_cannot_take_every_connection_of_the_server(sales_dsn):
+    with team_user(sales_dsn, "analytics") as user:
+        held = [login(sales_dsn, user) for _ in range(access.TEAM_USER_CONNECTION_LIMIT)]
+        try:
+            with pytest.raises(psycopg2.OperationalError, match="too many connections for role"):
+                login(sales_dsn, user)
+            psycopg2.connect(sales_dsn).close()  # the platform still gets in
+        finally:
+            for connection in held:
+                connection.close()
+
+
+def test_team_users_created_before_the_limit_get_it_from_the_migration(sales_dsn):
+    earlier = f"earlier_{uuid.uuid4().hex[:6]}"
+    run(sales_dsn, f"CREATE ROLE {earlier} LOGIN IN ROLE sales")
+    try:
+        migration = next(p for p in postgres.migration_files() if p.name.startswith("0053_"))
+        run(sales_dsn, migration.read_text())
+        assert run(sales_dsn, "SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", earlier) == [(10,)]
+    finally:
+        run(sales_dsn, f"DROP ROLE {earlier}")

@@ -22,6 +22,9 @@ TEAMS = ("logistics", "analytics", "sales")
 # Settings a team's users log in with (role settings are not inherited from the group role).
 TEAM_SESSION_SETTINGS = {"analytics": {"default_transaction_read_only": "on"}}
 MIN_PASSWORD_LENGTH = 12
+# Sessions one team user may hold at once, so that nobody can take the server's connections
+# (max_connections) from the platform. Also set for users created earlier (0053_team_connection_limit.sql).
+TEAM_USER_CONNECTION_LIMIT = 10
 _USER_NAME = re.compile(r"^[a-z][a-z0-9_]{2,62}$")
 
 
@@ -80,8 +83,8 @@ def create_user(connection: PgConnection, team: str, user: str, password: str) -
         if cursor.fetchone():
             raise AccessError(f"a role named {user!r} exists already")
         cursor.execute(
-            sql.SQL("CREATE ROLE {} LOGIN INHERIT IN ROLE {} PASSWORD %s").format(
-                sql.Identifier(user), sql.Identifier(team)
+            sql.SQL("CREATE ROLE {} LOGIN INHERIT CONNECTION LIMIT {} IN ROLE {} PASSWORD %s").format(
+                sql.Identifier(user), sql.Literal(TEAM_USER_CONNECTION_LIMIT), sql.Identifier(team)
             ),
             (_verifier(connection, user, password),),
         )

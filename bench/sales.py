@@ -217,7 +217,7 @@ def main() -> None:
                 args.runs,
                 lambda: connection.sql(
                     "SELECT count(*), sum(line_price), sum(line_weight_kg), sum(quantity),"
-                    " count(DISTINCT membership_id) FROM fact_sales"
+                    " count(DISTINCT member_key) FROM fact_sales"
                 ).fetchall(),
             )
             print(f"\nplain scan of fact_sales (count, sums, distinct members): {fact_scan:.3f}s")

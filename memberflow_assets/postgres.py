@@ -12,15 +12,20 @@ import logging
 import os
 import re
 import time
+import uuid
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2 import sql
 
 from memberflow_assets.settings import SQL_DIR, Settings, read_sql
+
+if TYPE_CHECKING:
+    from pgserver import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ local   all   all        scram-sha-256
 """
 
 
-def start_embedded_server(pg_dir: Path, cleanup_mode: str | None = None):
+def start_embedded_server(pg_dir: Path, cleanup_mode: str | None = None) -> PostgresServer:
     """Start (or reuse) the embedded PostgreSQL of `pg_dir` (pgserver), secured: the authentication
     above, passwords stored as SCRAM verifiers, and no CONNECT or TEMP for PUBLIC on its own
     databases. Returns pgserver's server object."""
@@ -73,7 +78,7 @@ def start_embedded_server(pg_dir: Path, cleanup_mode: str | None = None):
 def _replace_keeping_owner(path: Path, text: str) -> None:
     """Write `path` atomically, owned as before (the server runs as its own OS user when we are root)."""
     status = path.stat()
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # processes may start together
     temporary.write_text(text)
     os.chmod(temporary, status.st_mode & 0o777)
     if os.geteuid() == 0:

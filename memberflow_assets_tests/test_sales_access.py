@@ -123,6 +123,21 @@ DENIED_TO_EVERY_TEAM = [
     "DELETE FROM sales.transactions",
     "DELETE FROM sales.transaction_lines",
     "UPDATE sales.transaction_lines SET quantity = 9",
+    # nothing to create: large objects (PUBLIC's by default), temporary objects, extensions, ...
+    "SELECT lo_create(0)",
+    "SELECT lo_creat(-1)",
+    "SELECT lo_from_bytea(0, 'x')",
+    "SELECT lo_import('/etc/hostname')",
+    "CREATE TEMP VIEW scratch AS SELECT 1 AS one",
+    "CREATE SEQUENCE pg_temp.scratch",
+    "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE EXTENSION vector SCHEMA sales",
+    "CREATE PUBLICATION scratch",
+    # no lock the platform waits for: the migrations' table, the sales demo's and image hours' advisory locks
+    "LOCK TABLE public.schema_migrations IN ACCESS SHARE MODE",
+    "SELECT pg_advisory_lock(hashtext('memberflow_migrations'))",
+    "SELECT pg_advisory_xact_lock(hashtext('memberflow_sales_demo'))",
+    "SELECT pg_try_advisory_lock(1)",
 ]
 
 DENIED_PER_TEAM = {

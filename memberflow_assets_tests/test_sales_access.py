@@ -320,6 +320,8 @@ def test_the_access_commands(memberflow_env, monkeypatch, capsys):
     assert f"logistics  {user}" in capsys.readouterr().out
     monkeypatch.setenv("MEMBERFLOW_USER_PASSWORD", "a rotated passphrase")
     assert cli.main(["access", "set-password", user]) == 0
+    assert cli.main(["access", "audit"]) == 0
+    assert f"{user} had set their own password" not in capsys.readouterr().out  # given by the tool
     assert cli.main(["access", "remove-user", user]) == 0
     assert cli.main(["access", "remove-user", user]) == 2
     assert "not a user of any team" in capsys.readouterr().err

@@ -12,10 +12,13 @@ from urllib.parse import urlsplit
 import psycopg2
 import psycopg2.errors
 import pytest
+from dagster import build_sensor_context
 from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets import cli, postgres
+from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
+from memberflow_assets.sales.sensors import team_password_audit_sensor
 
 from .sales_data import (
     MEMBER,
@@ -389,5 +392,42 @@ def test_team_users_created_before_the_limit_get_it_from_the_migration(sales_dsn
         migration = next(p for p in postgres.migration_files() if p.name.startswith("0053_"))
         run(sales_dsn, migration.read_text())
         assert run(sales_dsn, "SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", earlier) == [(10,)]
+    finally:
+        run(sales_dsn, f"DROP ROLE {earlier}")
+
+
+def test_a_password_a_user_gives_themselves_is_replaced_by_the_audit(sales_dsn, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_PG_DSN", sales_dsn)
+    with team_user(sales_dsn, "sales") as rule_breaker, team_user(sales_dsn, "sales") as keeps_the_rules:
+        session = login(sales_dsn, rule_breaker)
+        session.autocommit = True
+        session.cursor().execute(f"ALTER ROLE {rule_breaker} PASSWORD 'x'")  # 1 character: the server takes it
+        login(sales_dsn, rule_breaker, password="x").close()
+
+        result = team_password_audit_sensor(build_sensor_context(resources={"sales_db": SalesDatabase()}))
+
+        assert f"password replaced: {rule_breaker}" in result.skip_message
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            login(sales_dsn, rule_breaker, password="x")
+        with pytest.raises(psycopg2.OperationalError):  # the session that set it was ended
+            session.cursor().execute("SELECT 1")
+        login(sales_dsn, keeps_the_rules).close()  # untouched
+        with psycopg2.connect(sales_dsn) as platform:  # back in through the tool, with its rules
+            access.set_password(platform, rule_breaker, "a proper long passphrase")
+            assert access.audit_passwords(platform).replaced == []  # and it stays
+        platform.close()
+        login(sales_dsn, rule_breaker, password="a proper long passphrase").close()
+
+
+def test_the_audit_records_users_it_has_no_record_of_without_touching_them(sales_dsn):
+    earlier = f"earlier_{uuid.uuid4().hex[:6]}"
+    run(sales_dsn, f"CREATE ROLE {earlier} LOGIN PASSWORD '{PASSWORD}' IN ROLE analytics")
+    try:
+        with psycopg2.connect(sales_dsn) as platform:
+            first, second = access.audit_passwords(platform), access.audit_passwords(platform)
+        platform.close()
+        assert earlier in first.adopted and earlier not in first.replaced
+        assert earlier not in second.adopted + second.replaced
+        login(sales_dsn, earlier).close()
     finally:
         run(sales_dsn, f"DROP ROLE {earlier}")

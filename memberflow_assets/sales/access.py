@@ -8,7 +8,9 @@ its logs or pg_stat_statements. See docs/access.md.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
 import psycopg2
@@ -83,11 +85,11 @@ def create_user(connection: PgConnection, team: str, user: str, password: str) -
         if cursor.fetchone():
             raise AccessError(f"a role named {user!r} exists already")
         cursor.execute(
-            sql.SQL("CREATE ROLE {} LOGIN INHERIT CONNECTION LIMIT {} IN ROLE {} PASSWORD %s").format(
+            sql.SQL("CREATE ROLE {} LOGIN INHERIT CONNECTION LIMIT {} IN ROLE {}").format(
                 sql.Identifier(user), sql.Literal(TEAM_USER_CONNECTION_LIMIT), sql.Identifier(team)
-            ),
-            (_verifier(connection, user, password),),
+            )
         )
+        _give_password(cursor, user, _verifier(connection, user, password))
         for name, value in TEAM_SESSION_SETTINGS.get(team, {}).items():
             cursor.execute(
                 sql.SQL("ALTER ROLE {} SET {} = %s").format(sql.Identifier(user), sql.Identifier(name)), (value,)
@@ -99,10 +101,60 @@ def set_password(connection: PgConnection, user: str, password: str) -> None:
     _team_user(connection, user)
     _check_password(password)
     with connection.cursor() as cursor:
+        _give_password(cursor, user, _verifier(connection, user, password))
+
+
+# Every password `memberflow access` gives is recorded as a SHA-256 of its verifier in the role's
+# comment, which the user cannot change (COMMENT ON ROLE needs CREATEROLE): a user who set their
+# own password (ALTER ROLE ... PASSWORD, psql's \password: any length, no rules) no longer matches,
+# and audit_passwords() replaces it.
+_PASSWORD_MARK = "memberflow access gave this password: sha256 "
+
+
+def _give_password(cursor, user: str, verifier: str) -> None:
+    role = sql.Identifier(user)
+    cursor.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(role), (verifier,))
+    cursor.execute(sql.SQL("COMMENT ON ROLE {} IS %s").format(role), (_mark(verifier),))
+
+
+def _mark(verifier: str) -> str:
+    return _PASSWORD_MARK + hashlib.sha256(verifier.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PasswordAudit:
+    checked: int  # team users with a password
+    adopted: list[str]  # had no mark yet (created before the audit existed, or by hand): recorded as they are
+    replaced: list[str]  # had set their own password: now a random one nobody knows, sessions ended
+
+
+def audit_passwords(connection: PgConnection) -> PasswordAudit | None:
+    """Replace every team user's password that `memberflow access` did not give (in the caller's
+    transaction). Needs to read the verifiers (pg_authid), i.e. a superuser: returns None elsewhere
+    (RDS, where rds.restrict_password_commands keeps users from setting passwords at all)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if not cursor.fetchone()[0]:
+            return None
         cursor.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(user)),
-            (_verifier(connection, user, password),),
+            "SELECT DISTINCT u.rolname::text, u.rolpassword, shobj_description(u.oid, 'pg_authid') "
+            "FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_authid u ON u.oid = am.member "
+            "WHERE g.rolname = ANY(%s) AND u.rolcanlogin AND u.rolpassword IS NOT NULL ORDER BY 1",
+            (list(TEAMS),),
         )
+        users = cursor.fetchall()
+        adopted, replaced = [], []
+        for user, verifier, comment in users:
+            if comment is None or not comment.startswith(_PASSWORD_MARK):
+                cursor.execute(sql.SQL("COMMENT ON ROLE {} IS %s").format(sql.Identifier(user)), (_mark(verifier),))
+                adopted.append(user)
+            elif comment != _mark(verifier):
+                _give_password(cursor, user, _verifier(connection, user, secrets.token_urlsafe(32)))
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s", (user,)
+                )
+                replaced.append(user)
+    return PasswordAudit(checked=len(users), adopted=adopted, replaced=replaced)
 
 
 @dataclass(frozen=True)

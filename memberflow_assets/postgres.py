@@ -65,13 +65,13 @@ def start_embedded_server(pg_dir: Path, cleanup_mode: str | None = None) -> Post
                 cursor.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
             if hba.read_text() != EMBEDDED_HBA:
                 _replace_keeping_owner(hba, EMBEDDED_HBA)
-            if not scram or not _asks_for_passwords(uri):
+            if not scram or _asks_for_passwords(uri) is False:
                 cursor.execute("SELECT pg_reload_conf()")
             for database in ("postgres", "template1"):
                 _revoke_public_access(cursor, database)
     finally:
         connection.close()
-    _wait_until(lambda: _asks_for_passwords(uri), what="the embedded server's authentication to apply")
+    _wait_until(lambda: _asks_for_passwords(uri) is not False, what="the embedded server's authentication to apply")
     return server
 
 
@@ -86,12 +86,15 @@ def _replace_keeping_owner(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _asks_for_passwords(uri: str) -> bool:
-    """Whether the server asks a role other than postgres for a password (the probe role need not exist)."""
+def _asks_for_passwords(uri: str) -> bool | None:
+    """Whether the server asks a role other than postgres for a password (the probe role need not
+    exist); None when it cannot tell (e.g. no connection slot free)."""
     try:
         psycopg2.connect(uri, user="memberflow_auth_probe", password="").close()
     except psycopg2.OperationalError as error:
-        return "password" in str(error)
+        if "password" in str(error):
+            return True
+        return False if "does not exist" in str(error) else None
     return False
 
 

@@ -283,6 +283,21 @@ def test_logistics_cannot_complete_a_transaction_in_the_future(sessions, complet
     assert result == expected
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE sales.items SET cost = 'NaN' WHERE item_id = 2",
+        "UPDATE sales.items SET weight_kg = 'NaN' WHERE item_id = 2",
+        "INSERT INTO sales.items (name, manufacturer_id, cost, weight_kg) VALUES ('Void', 1, 'NaN', 1)",
+    ],
+)
+def test_the_sales_team_cannot_price_or_weigh_an_item_as_nan(sessions, statement):
+    session = sessions["sales"]
+    with pytest.raises(psycopg2.errors.CheckViolation, match="is_a_number"):
+        session.cursor().execute(statement)
+    session.rollback()
+
+
 def test_no_writer_can_create_a_transaction_in_the_future(sales_dsn):
     with pytest.raises(psycopg2.errors.CheckViolation, match="created_at_not_in_future"):
         run(sales_dsn, f"INSERT INTO sales.transactions (membership_id, total_price, total_weight_kg, created_at) "

@@ -289,11 +289,14 @@ def test_logistics_cannot_complete_a_transaction_in_the_future(sessions, complet
         "UPDATE sales.items SET cost = 'NaN' WHERE item_id = 2",
         "UPDATE sales.items SET weight_kg = 'NaN' WHERE item_id = 2",
         "INSERT INTO sales.items (name, manufacturer_id, cost, weight_kg) VALUES ('Void', 1, 'NaN', 1)",
+        "UPDATE sales.items SET name = repeat('x', 201) WHERE item_id = 2",
+        "UPDATE sales.items SET name = E'Kettle\\nDROP' WHERE item_id = 2",
+        "INSERT INTO sales.manufacturers (name) VALUES (E'Tab\\tCo')",
     ],
 )
-def test_the_sales_team_cannot_price_or_weigh_an_item_as_nan(sessions, statement):
+def test_the_sales_team_cannot_store_impossible_catalogue_values(sessions, statement):
     session = sessions["sales"]
-    with pytest.raises(psycopg2.errors.CheckViolation, match="is_a_number"):
+    with pytest.raises(psycopg2.errors.CheckViolation):
         session.cursor().execute(statement)
     session.rollback()
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from memberflow_assets.images import bi, hours, processing, retention  # noqa: E402
 from memberflow_assets.images.layout import Sidecar, hour_key, hour_start  # noqa: E402
+from memberflow_assets.warehouse import versions  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
 
 OUT = REPO / "bench" / "out"
@@ -329,8 +330,8 @@ def bench_bi(rows: int) -> dict:
             ) TO '{zones.path(f"images/metadata/{key}.parquet")}' (FORMAT parquet, COMPRESSION zstd)"""
             )
         warehouse = os.path.join(folder, "warehouse.duckdb")
-        bi.create_views(zones, warehouse)
-        connection = duckdb.connect(warehouse, read_only=True)
+        versions.republish_views(warehouse, zones)
+        connection = versions.open_published(warehouse)
         timings = {}
         for view in bi.IMAGE_VIEWS:
             runs = []

@@ -1,10 +1,15 @@
 """`memberflow warehouse refresh|query`: the DuckDB warehouse from the command line."""
 
 import argparse
+import sys
+
+import duckdb
 
 from memberflow_assets import postgres
 from memberflow_assets.settings import Settings
-from memberflow_assets.warehouse.refresh import connect, refresh_warehouse
+from memberflow_assets.warehouse import versions
+from memberflow_assets.warehouse.query_output import add_format_arguments, print_query
+from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
 
 
@@ -19,9 +24,14 @@ def _refresh(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(args: argparse.Namespace) -> int:
-    with connect(Settings.from_env().warehouse, read_only=True) as connection:
-        connection.sql(args.sql).show(max_rows=args.max_rows, max_width=200)
+def query(args: argparse.Namespace) -> int:
+    """Run args.sql on the published warehouse, read-only (image views readable on S3 zones too)."""
+    try:
+        with versions.open_published(Settings.from_env().warehouse, Zones.from_settings()) as connection:
+            print_query(connection, args.sql, args.format, args.max_rows)
+    except (duckdb.Error, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -33,7 +43,7 @@ def register(subparsers) -> None:
     refresh.add_argument("--full", action="store_true", help="rebuild the whole warehouse")
     refresh.set_defaults(handler=_refresh)
 
-    query = commands.add_parser("query", help="run one SQL query on the warehouse, read-only")
-    query.add_argument("sql")
-    query.add_argument("--max-rows", type=int, default=40)
-    query.set_defaults(handler=_query)
+    run = commands.add_parser("query", help="run SQL on the warehouse, read-only (a table; --csv, --json)")
+    run.add_argument("sql")
+    add_format_arguments(run)
+    run.set_defaults(handler=query)

@@ -1,12 +1,18 @@
-"""`memberflow warehouse refresh|query`: the DuckDB warehouse from the command line."""
+"""`memberflow warehouse refresh|query`: the DuckDB warehouse from the command line;
+`memberflow analytics`: the analysts' notebook app (analytics/warehouse.py), which `memberflow start`
+also serves beside `dagster dev` (`start_beside_dagster`; MEMBERFLOW_START_ANALYTICS=0 leaves it out).
+"""
 
 import argparse
+import logging
+import os
+import subprocess
 import sys
 
 import duckdb
 
 from memberflow_assets import postgres
-from memberflow_assets.settings import Settings
+from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.query_output import add_format_arguments, print_query
 from memberflow_assets.warehouse.refresh import refresh_warehouse
@@ -35,6 +41,40 @@ def query(args: argparse.Namespace) -> int:
     return 0
 
 
+NOTEBOOK = REPO_ROOT / "analytics" / "warehouse.py"
+log = logging.getLogger("memberflow.analytics")
+
+
+def analytics_address() -> tuple[str, int]:
+    """Where the notebook app listens: MEMBERFLOW_ANALYTICS_HOST (127.0.0.1), MEMBERFLOW_ANALYTICS_PORT (2718)."""
+    host = os.environ.get("MEMBERFLOW_ANALYTICS_HOST", "").strip() or "127.0.0.1"
+    return host, int(os.environ.get("MEMBERFLOW_ANALYTICS_PORT", "").strip() or "2718")
+
+
+def _analytics(args: argparse.Namespace) -> int:
+    import marimo
+    import uvicorn
+
+    from memberflow_assets.images.ingest_commands import exit_with_parent
+
+    if args.exit_with_parent:
+        exit_with_parent()
+    default_host, default_port = analytics_address()
+    # Run mode: analysts use the app, they cannot change its code (the SQL cell has rules of its own).
+    app = marimo.create_asgi_app(quiet=True, include_code=False).with_app(path="", root=str(NOTEBOOK)).build()
+    uvicorn.run(app, host=args.host or default_host, port=args.port or default_port, log_level="warning")
+    return 0
+
+
+def start_beside_dagster(environment: dict[str, str]) -> None:
+    """Called by `memberflow start` before it becomes `dagster dev`: serve the notebook app beside it."""
+    if os.environ.get("MEMBERFLOW_START_ANALYTICS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    command = [sys.executable, "-m", "memberflow_assets.cli", "analytics", "--exit-with-parent"]
+    subprocess.Popen(command, env={**os.environ, **environment})
+    log.info("analytics notebook on http://%s:%s", *analytics_address())
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("warehouse", help="the DuckDB warehouse: refresh it, query it read-only")
     commands = parser.add_subparsers(dest="warehouse_command", required=True)
@@ -47,3 +87,9 @@ def register(subparsers) -> None:
     run.add_argument("sql")
     add_format_arguments(run)
     run.set_defaults(handler=query)
+
+    app = subparsers.add_parser("analytics", help="serve the analysts' notebook app (charts, SQL) read-only")
+    app.add_argument("--host", help="default MEMBERFLOW_ANALYTICS_HOST or 127.0.0.1")
+    app.add_argument("--port", type=int, help="default MEMBERFLOW_ANALYTICS_PORT or 2718")
+    app.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    app.set_defaults(handler=_analytics)

@@ -31,11 +31,13 @@ def _(check_every, mo, warehouse):
     # Looks for a newer published version every `check_every`; the charts follow when there is one.
     ticker = mo.ui.refresh(default_interval=check_every, label="check for new data")
     get_version, set_version = mo.state(warehouse.current())
+    mo.hstack([mo.md("# memberflow analytics"), ticker], justify="space-between", align="center")
     return get_version, set_version, ticker
 
 
 @app.cell
 def _(get_version, set_version, ticker, warehouse):
+    # Reruns on every tick, but changes the state (and so reruns the charts) only for a new version.
     ticker.value
     if warehouse.current() != get_version():
         set_version(warehouse.current())
@@ -43,7 +45,7 @@ def _(get_version, set_version, ticker, warehouse):
 
 
 @app.cell
-def _(get_version, mo, ticker, warehouse):
+def _(get_version, mo, warehouse):
     version = get_version()
     if version is None:
         header = mo.callout(
@@ -52,7 +54,7 @@ def _(get_version, mo, ticker, warehouse):
         )
     else:
         header = mo.md(f"Warehouse version published **{warehouse.published_at()}** (read-only).")
-    mo.vstack([mo.md("# memberflow analytics"), mo.hstack([header, ticker], justify="space-between")])
+    header
     return (version,)
 
 

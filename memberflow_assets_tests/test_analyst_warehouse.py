@@ -1,11 +1,14 @@
 """The notebook app's warehouse access: the chart queries, the sandboxed SQL cell, following new versions."""
 
+import os
 from decimal import Decimal
 
 import psycopg2
 import pytest
 
 from memberflow_assets.settings import Settings
+from memberflow_assets.warehouse import analyst as analyst_module
+from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.analyst import AnalystWarehouse, sample_queries
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
@@ -109,3 +112,26 @@ def test_on_s3_zones_the_image_views_are_readable_and_nothing_else(s3_env, pg_ds
     analyst = AnalystWarehouse.from_settings()
     assert analyst.chart_data("images_per_hour").images.sum() == KNOWN["images"]
     assert analyst.run(f"FROM read_parquet('{zones.url('members/successful/known.parquet')}')").error is not None
+
+
+def test_a_version_that_cannot_be_opened_is_not_switched_to(analyst):
+    first = analyst.current()
+    broken = os.path.join(versions.versions_folder(analyst.warehouse_path), "99999999999999999-deadbeef.duckdb")
+    with open(broken, "wb") as handle:
+        handle.write(b"not a database" * 1000)
+    link = analyst.warehouse_path + ".new-link"
+    os.symlink(broken, link)
+    os.replace(link, analyst.warehouse_path)  # as if a broken file had been published
+    assert analyst.current() == first
+    assert analyst.run("SELECT count(*) AS n FROM bi.top_members_by_spending").frame.n.tolist() == [10]
+    fresh = AnalystWarehouse.from_settings()  # a new session has nothing to fall back on: it says so
+    assert fresh.run("SELECT 1").error is not None
+
+
+def test_chart_results_are_shared_by_sessions_for_a_short_while_per_version(analyst, zones, monkeypatch):
+    first = analyst.chart_data("images_per_hour")
+    other_session = AnalystWarehouse.from_settings()
+    assert other_session.chart_data("images_per_hour") is first  # no second query for the next analyst
+    zones.delete(f"images/metadata/{KNOWN['image_hours'][1]}.parquet")  # the views read live files
+    monkeypatch.setattr(analyst_module, "CHART_CACHE_SECONDS", 0.0)
+    assert other_session.chart_data("images_per_hour").images.sum() == KNOWN["images"] - 2

@@ -29,7 +29,7 @@ from .conftest import free_port
 from .sales_data import add_transaction
 from .warehouse_data import KNOWN, build_known_warehouse
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
     reason="Debian's chromium and chromium-driver are not installed (./dev.sh test installs them as root)",
 )
@@ -97,6 +97,7 @@ def run_in_sql_cell(driver, sql: str) -> None:
     run.click()
 
 
+@needs_chromium
 def test_the_app_draws_every_chart_offline_runs_sql_and_follows_new_versions(app, pg_dsn, zones, tmp_path):
     with chromium() as driver:
         driver.set_window_size(1400, 1500)
@@ -118,13 +119,15 @@ def test_the_app_draws_every_chart_offline_runs_sql_and_follows_new_versions(app
         assert all(chart["marks"] > 0 for chart in charts(driver).values())
         urls = requested_urls(driver)
         assert urls and off_machine(urls) == []  # everything came from the app itself: no CDN
+        time.sleep(1)  # the page at rest for the picture
         screenshot(driver, "analytics-charts.png", tmp_path)
 
         # The SQL cell: a query runs; anything but one SELECT is refused with a message.
         run_in_sql_cell(driver, "SELECT item_name, times_bought FROM bi.top_items_by_purchases ORDER BY rank")
         wait_until(lambda: "Kettle" in page_text(driver) and "3 rows in" in page_text(driver), 60, "the query result")
-        driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
-        time.sleep(0.5)  # let the table settle before the picture
+        [editor] = [element for element in deep_elements(driver, ".cm-content") if element.is_displayed()]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", editor)
+        time.sleep(1)  # let the table settle before the picture
         screenshot(driver, "analytics-sql.png", tmp_path)
         run_in_sql_cell(driver, "COPY (SELECT 1) TO '/tmp/evil.csv'")
         wait_until(lambda: "one SELECT (or EXPLAIN) statement" in page_text(driver), 60, "the refusal")
@@ -138,3 +141,39 @@ def test_the_app_draws_every_chart_offline_runs_sql_and_follows_new_versions(app
         refresh_warehouse(pg_dsn, Settings.from_env().warehouse, zones)
         wait_until(lambda: "1. Alan Turing" in chart_texts(driver).get(TITLES["top_members"], []), 60, "the new data")
         assert "196.50" in chart_texts(driver)[TITLES["top_members"]]
+
+
+START_BESIDE = """
+import time
+from memberflow_assets.warehouse.commands import start_beside_dagster
+start_beside_dagster({})
+time.sleep(600)  # stands in for `dagster dev`
+"""
+
+
+def test_start_serves_the_app_beside_dagster_and_it_stops_with_it(memberflow_env, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("MEMBERFLOW_ANALYTICS_PORT", str(port))
+    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: serving(f"http://127.0.0.1:{port}"), 120, "the app beside dagster")
+        assert "memberflow analytics" in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+        parent.kill()  # `dagster dev` going away, however it goes
+        parent.wait()
+        wait_until(lambda: not serving(f"http://127.0.0.1:{port}"), 60, "the app to stop")
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_start_without_the_app(memberflow_env, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_START_ANALYTICS", "0")
+    port = free_port()
+    monkeypatch.setenv("MEMBERFLOW_ANALYTICS_PORT", str(port))
+    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        assert not serving(f"http://127.0.0.1:{port}")
+    finally:
+        parent.kill()
+        parent.wait()

@@ -15,6 +15,7 @@ that one (by its own file name: see versions.open_published) and closes the old 
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -32,6 +33,10 @@ from memberflow_assets.zones import Zones
 CHART_QUERIES = SQL_DIR / "analyst" / "notebook"  # one .sql file per chart of the app
 ALLOWED_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 SAMPLE_QUERIES = SQL_DIR / "analyst"  # the sample analyst queries, offered in the SQL cell
+log = logging.getLogger("memberflow.analytics")
+CHART_CACHE_SECONDS = 30.0
+_chart_cache: dict[tuple[str, str], tuple[float, pd.DataFrame]] = {}  # (version, chart) -> (when, result)
+_chart_cache_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,20 @@ class AnalystWarehouse:
         return connection
 
     def current(self) -> str | None:
-        """The version in use after switching to a newer published one, if any (None: none published)."""
+        """The version in use after switching to a newer published one, if any (None: none published).
+
+        A newer version that cannot be opened is not switched to: the app keeps showing the one it has.
+        """
         with self._lock:
             newest = versions.current_version(self.warehouse_path)
             if newest is not None and newest != self.version:
-                connection = self._open(newest)
+                try:
+                    connection = self._open(newest)
+                except duckdb.Error:
+                    if self._connection is None:
+                        raise
+                    log.exception("cannot open the warehouse version %s; staying on %s", newest, self.version)
+                    return self.version
                 if self._connection is not None:
                     self._connection.close()
                 self._connection, self.version = connection, newest
@@ -119,9 +133,26 @@ class AnalystWarehouse:
         return self._connection.cursor()
 
     def chart_data(self, name: str) -> pd.DataFrame:
-        """The result of sql/analyst/notebook/<name>.sql (small: every chart query aggregates)."""
-        with self._cursor() as cursor:
-            return cursor.execute((CHART_QUERIES / f"{name}.sql").read_text(encoding="utf-8")).df()
+        """The result of sql/analyst/notebook/<name>.sql (small: every chart query aggregates).
+
+        Shared by every session of the process for CHART_CACHE_SECONDS per version: a version never
+        changes, only the image metadata files its views read do, so an analyst opening the app sees
+        charts at most that old instead of waiting for the queries again.
+        """
+        cursor = self._cursor()
+        key, now = (self.version, name), time.monotonic()
+        with _chart_cache_lock:
+            cached = _chart_cache.get(key)
+            if cached is not None and now - cached[0] < CHART_CACHE_SECONDS:
+                cursor.close()
+                return cached[1]
+        with cursor:
+            frame = cursor.execute((CHART_QUERIES / f"{name}.sql").read_text(encoding="utf-8")).df()
+        with _chart_cache_lock:
+            for stale in [other for other in _chart_cache if other[0] != self.version]:
+                del _chart_cache[stale]  # only the versions in use are kept
+            _chart_cache[key] = (now, frame)
+        return frame
 
     def run(self, sql: str) -> QueryResult:
         """Run an analyst's SQL: the first max_rows rows, or the error (never an exception)."""
@@ -130,7 +161,7 @@ class AnalystWarehouse:
         started = time.monotonic()
         try:
             cursor = self._cursor()
-        except FileNotFoundError as error:
+        except (FileNotFoundError, duckdb.Error) as error:
             return QueryResult(None, error=str(error))
         timer = threading.Timer(self.query_timeout, cursor.interrupt)
         timer.start()

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from memberflow_assets.images import bi, hours, processing, retention  # noqa: E402
 from memberflow_assets.images.layout import Sidecar, hour_key, hour_start  # noqa: E402
+from memberflow_assets.warehouse import versions  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
 
 OUT = REPO / "bench" / "out"
@@ -296,41 +297,46 @@ def bench_retention(per_hour: int) -> dict:
 
 
 # -- 3. BI views --------------------------------------------------------------------------------------
-def bench_bi(rows: int) -> dict:
+def write_metadata(zones: Zones, rows: int, start_hour: datetime) -> None:
+    """`rows` synthetic metadata rows in 168 hourly files (7 days from `start_hour`), as processing writes them."""
     import duckdb
 
+    os.makedirs(zones.path("images/metadata"), exist_ok=True)
+    per_file = rows // 168
+    generator = duckdb.connect()
+    for number in range(168):
+        key = hour_key(start_hour + timedelta(hours=number))
+        generator.execute(
+            f"""COPY (
+            SELECT md5(i::varchar || '{key}') AS image_id, '{key}' AS hour_key,
+                   CASE WHEN i % 3 = 0 THEN 'kafka' ELSE 'api' END AS source, 'client-' || (i % 40) AS client,
+                   TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number} HOUR + INTERVAL (i % 3600) SECOND
+                       AS received_at,
+                   TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number + 1} HOUR AS processed_at,
+                   CASE WHEN i % 50 = 0 THEN 'rejected' ELSE 'processed' END AS status,
+                   CASE WHEN i % 50 = 0 THEN (['truncated', 'not_an_image', 'corrupt'])[i % 3 + 1] END AS error,
+                   NULL::varchar AS error_detail,
+                   (['JPEG', 'JPEG', 'JPEG', 'PNG', 'WEBP'])[i % 5 + 1] AS format,
+                   (['RGB', 'RGB', 'RGBA', 'L'])[i % 4 + 1] AS mode,
+                   (400 + (i * 37) % 4000)::integer AS width, (300 + (i * 53) % 3000)::integer AS height,
+                   1::smallint AS orientation, (20000 + (i * 7919) % 5000000)::bigint AS bytes,
+                   sha256(i::varchar || '{key}') AS sha256, '8080808080808080' AS phash,
+                   i % 7 = 0 AS gps_removed, 'images/processed/{key}/x.jpg' AS thumbnail_path,
+                   (8000 + i % 4000)::integer AS thumbnail_bytes
+            FROM range({per_file}) t(i)
+        ) TO '{zones.path(f"images/metadata/{key}.parquet")}' (FORMAT parquet, COMPRESSION zstd)"""
+        )
+    generator.close()
+
+
+def bench_bi(rows: int) -> dict:
     folder = tempfile.mkdtemp(prefix="mfbi-")
     try:
         zones = Zones(os.path.join(folder, "zones"))
-        os.makedirs(zones.path("images/metadata"))
-        per_file = rows // 168
-        generator = duckdb.connect()
-        start_hour = datetime(2026, 11, 13, 0, tzinfo=UTC)
-        for number in range(168):
-            key = hour_key(start_hour + timedelta(hours=number))
-            generator.execute(
-                f"""COPY (
-                SELECT md5(i::varchar || '{key}') AS image_id, '{key}' AS hour_key,
-                       CASE WHEN i % 3 = 0 THEN 'kafka' ELSE 'api' END AS source, 'client-' || (i % 40) AS client,
-                       TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number} HOUR + INTERVAL (i % 3600) SECOND
-                           AS received_at,
-                       TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number + 1} HOUR AS processed_at,
-                       CASE WHEN i % 50 = 0 THEN 'rejected' ELSE 'processed' END AS status,
-                       CASE WHEN i % 50 = 0 THEN (['truncated', 'not_an_image', 'corrupt'])[i % 3 + 1] END AS error,
-                       NULL::varchar AS error_detail,
-                       (['JPEG', 'JPEG', 'JPEG', 'PNG', 'WEBP'])[i % 5 + 1] AS format,
-                       (['RGB', 'RGB', 'RGBA', 'L'])[i % 4 + 1] AS mode,
-                       (400 + (i * 37) % 4000)::integer AS width, (300 + (i * 53) % 3000)::integer AS height,
-                       1::smallint AS orientation, (20000 + (i * 7919) % 5000000)::bigint AS bytes,
-                       sha256(i::varchar || '{key}') AS sha256, '8080808080808080' AS phash,
-                       i % 7 = 0 AS gps_removed, 'images/processed/{key}/x.jpg' AS thumbnail_path,
-                       (8000 + i % 4000)::integer AS thumbnail_bytes
-                FROM range({per_file}) t(i)
-            ) TO '{zones.path(f"images/metadata/{key}.parquet")}' (FORMAT parquet, COMPRESSION zstd)"""
-            )
+        write_metadata(zones, rows, datetime(2026, 11, 13, 0, tzinfo=UTC))
         warehouse = os.path.join(folder, "warehouse.duckdb")
-        bi.create_views(zones, warehouse)
-        connection = duckdb.connect(warehouse, read_only=True)
+        versions.republish_views(warehouse, zones)
+        connection = versions.open_published(warehouse)
         timings = {}
         for view in bi.IMAGE_VIEWS:
             runs = []

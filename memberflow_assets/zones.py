@@ -39,7 +39,7 @@ def _write_new_file(path: str, data: bytes) -> None:
         handle.write(data)
 
 
-def _fsync_path(path: str) -> None:
+def fsync_path(path: str) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -56,9 +56,9 @@ def _fsync_paths(paths: Sequence[str]) -> None:
     """fsync many files at once: concurrent fsyncs share the filesystem's journal commits, so 200
     files take a fraction of the time of 200 fsyncs in a row."""
     if len(paths) == 1:
-        _fsync_path(paths[0])
+        fsync_path(paths[0])
     else:
-        list(_fsync_pool().map(_fsync_path, paths))
+        list(_fsync_pool().map(fsync_path, paths))
 
 
 @dataclass(frozen=True)
@@ -273,13 +273,15 @@ class Zones:
             folder = os.path.dirname(folder)
 
     # -- DuckDB ----------------------------------------------------------------------------------
-    def duckdb_connect(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def duckdb_connect(
+        self, database: str = ":memory:", read_only: bool = False, config: dict | None = None
+    ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection that can read and write zone URLs (`zones.url(...)`) directly.
 
         DuckDB's own httpfs extension would be downloaded at run time, which this platform never
         does; on S3 it is given the same fsspec filesystem as everything else instead.
         """
-        connection = duckdb.connect(database, read_only=read_only)
+        connection = duckdb.connect(database, read_only=read_only, config=config or {})
         if self.is_s3:
             connection.register_filesystem(self.fs)
         return connection

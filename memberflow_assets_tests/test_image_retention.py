@@ -9,18 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import dagster as dg
-import duckdb
 import psycopg2
 import pytest
 
 from memberflow_assets import cli
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import bi, hours, lifecycle, retention
+from memberflow_assets.images import hours, lifecycle, retention
 from memberflow_assets.images.jobs import IMAGE_ASSET_KEYS, image_retention_schedule
 from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, hour_start
 from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings
+from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
 
 from .image_helpers import CLIENT, jpeg, land_image
@@ -97,7 +97,7 @@ def audit(dsn: str) -> tuple[list[dict], list[dict]]:
 
 
 def bi_hours(warehouse: str) -> list[str]:
-    with duckdb.connect(warehouse, read_only=True) as connection:
+    with versions.open_published(warehouse) as connection:
         return [
             key for (key,) in connection.sql("SELECT DISTINCT hour_key FROM bi.image_metadata ORDER BY 1").fetchall()
         ]
@@ -142,7 +142,7 @@ def test_retention_over_ten_days_at_the_7_day_boundary(memberflow_env, pg_dsn):
             zones.write_bytes(f"{QUARANTINE_PREFIX}/{key}/q{number}.bin", b"not an image")
             zones.write_bytes(f"{QUARANTINE_PREFIX}/{key}/q{number}.reason.json", b'{"reason": "not_an_image"}')
         hours.update_hour(zones, key, workers=1)
-    bi.create_views(zones, warehouse)
+    versions.republish_views(warehouse, zones)
     with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:  # as Kafka landings have
         cursor.execute("UPDATE images.registry SET source_key = 'producer-' || image_id")
     connection.close()

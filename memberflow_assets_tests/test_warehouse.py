@@ -1,6 +1,8 @@
 """The sales star schema and BI views in the DuckDB warehouse, refreshed from real PostgreSQL."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date
@@ -17,7 +19,8 @@ from memberflow_assets.definitions import defs
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import checks
-from memberflow_assets.warehouse.refresh import connect, publish, refresh_warehouse, versions_folder
+from memberflow_assets.warehouse.refresh import refresh_warehouse
+from memberflow_assets.warehouse.versions import open_published, publish, versions_folder
 from memberflow_assets.zones import Zones
 
 from .sales_data import add_item, add_members, add_transaction, migrated
@@ -58,7 +61,7 @@ def member_keys(dsn: str) -> dict[str, UUID]:
 
 
 def rows(path: str, query: str) -> list[tuple]:
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         return connection.execute(query).fetchall()
 
 
@@ -105,7 +108,7 @@ def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):
     assert rows(path, "SELECT day_name, is_weekend, iso_week FROM dim_date WHERE date_key = 20250302") == [
         ("Sunday", True, 9)
     ]
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.referential_integrity(connection) == dict.fromkeys(checks.INTEGRITY_PROBLEMS, 0)
         assert checks.reconcile_with_postgres(connection, shop).matches
 
@@ -167,7 +170,7 @@ def test_a_transaction_committed_after_a_refresh_started_is_loaded_by_the_next_o
     second = refresh_warehouse(shop, path)
     assert late in [r[0] for r in rows(path, "SELECT DISTINCT transaction_id FROM fact_sales")]
     assert second.transactions_loaded >= 1
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.reconcile_with_postgres(connection, shop).matches
 
 
@@ -249,7 +252,7 @@ def test_the_checks_catch_a_warehouse_that_drifted(shop, tmp_path):
         connection.execute(
             "INSERT INTO fact_sales SELECT * REPLACE (99 AS item_id) FROM fact_sales WHERE transaction_id = 3"
         )
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.referential_integrity(connection) == {
             "facts_without_member": 0, "facts_without_item": 1, "facts_without_date": 0, "duplicate_lines": 1,
             "duplicate_transactions": 0, "transactions_not_matching_lines": 2,  # 2 lost its lines, 3 gained one
@@ -267,17 +270,17 @@ def test_the_reconciliation_holds_while_the_shop_keeps_writing_and_sees_deletion
     with psycopg2.connect(shop) as connection, connection.cursor() as cursor:
         add_transaction(cursor, "ng_abcde", [(1, 3)])
     connection.close()
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         result = checks.reconcile_with_postgres(connection, shop)
     assert result.matches and result.changed_since_watermark == 2
 
     # A deleted transaction is not an incremental change: the check says so, a full refresh repairs it.
     execute(shop, "DELETE FROM sales.transactions WHERE transaction_id = 3")
     refresh_warehouse(shop, path)
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert not checks.reconcile_with_postgres(connection, shop).matches
     refresh_warehouse(shop, path, full=True)
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.reconcile_with_postgres(connection, shop).matches
 
 
@@ -331,14 +334,38 @@ def test_a_reader_keeps_working_while_the_warehouse_is_refreshed(memberflow_env,
     assert [name for name in os.listdir(os.path.dirname(path)) if name.endswith((".tmp", ".wal"))] == []
 
 
-def test_the_warehouse_command_queries_read_only(memberflow_env, pg_dsn, capsys):
-    migrated(pg_dsn)
+def test_the_query_commands_print_a_table_csv_or_json_read_only(shop, memberflow_env, capsys):
+    assert cli.main(["warehouse", "query", "FROM bi.sales_per_day"]) == 1  # nothing published yet
+    assert "no warehouse published" in capsys.readouterr().err
     assert cli.main(["warehouse", "refresh"]) == 0
     assert "full refresh" in capsys.readouterr().out
-    assert cli.main(["warehouse", "query", "SELECT count(*) AS facts FROM fact_sales"]) == 0
-    assert "facts" in capsys.readouterr().out
-    with pytest.raises(duckdb.Error, match="read-only"):
-        cli.main(["warehouse", "query", "DROP TABLE fact_sales"])
+    query = "SELECT date, transactions, revenue, NULL AS nothing FROM bi.sales_per_day"
+    for command in (["warehouse", "query", query], ["images-bi", "--sql", query]):  # one output style
+        assert cli.main([*command]) == 0
+        table = capsys.readouterr().out
+        assert "│ 2025-03-02 │" in table and " 72.98 │" in table and "transactions" in table
+        assert cli.main([*command, "--csv"]) == 0
+        assert capsys.readouterr().out == "date,transactions,revenue,nothing\n2025-03-02,3,72.98,\n"
+        assert cli.main([*command, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == [
+            {"date": "2025-03-02", "transactions": 3, "revenue": 72.98, "nothing": None}
+        ]
+    assert cli.main(["warehouse", "query", "SELECT 1 AS a, 2 AS a, 'x' AS b WHERE false", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert cli.main(["warehouse", "query", "SELECT 1 AS a, 2 AS a", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"a": 1, "a_2": 2}]
+    big = "SELECT range AS n FROM range(25000)"  # streamed in batches, every row printed
+    assert cli.main(["warehouse", "query", big, "--csv"]) == 0
+    assert capsys.readouterr().out.count("\n") == 25001
+    assert cli.main(["warehouse", "query", big, "--max-rows", "5"]) == 0
+    assert "5 shown" in capsys.readouterr().out
+
+    # Bad input: one clear line on stderr and a failing exit code; nothing changed.
+    for bad in ("DROP TABLE fact_sales", "SELEC 1", "FROM no_such_table"):
+        assert cli.main(["warehouse", "query", bad]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and "Traceback" not in error
+    assert rows(Settings.from_env().warehouse, "SELECT count(*) FROM fact_sales") == [(4,)]
 
 
 def test_the_dagster_refresh_job_materialises_every_table_and_runs_the_checks(shop, memberflow_env, instance):
@@ -378,6 +405,21 @@ def test_the_sample_analyst_queries(shop, tmp_path):
     assert rows(path, (analyst / "spending_by_decade_of_birth.sql").read_text()) == [
         (1980, 2, 1.5, Decimal("24.33"), Decimal("72.98"))
     ]
+
+
+def sql_tokens(text: str) -> list[str]:
+    """The SQL without comments, whitespace or a final semicolon: layout may differ, the query may not."""
+    code = " ".join(line.split("--")[0] for line in text.splitlines())
+    return re.findall(r"'[^']*'|\w+|[^\w\s]", code.strip().rstrip(";"))
+
+
+def test_the_readmes_copies_of_the_sample_queries_are_the_files():
+    readme = (REPO_ROOT / "README.md").read_text()
+    copies = re.findall(r"^-- (\w+\.sql): .*\n((?:(?!--|```).*\n)+)", readme, flags=re.MULTILINE)
+    samples = REPO_ROOT / "sql" / "analyst"
+    assert sorted(name for name, _ in copies) == sorted(path.name for path in samples.glob("*.sql"))
+    for name, copy in copies:
+        assert sql_tokens(copy) == sql_tokens((samples / name).read_text()), name
 
 
 def test_each_refresh_publishes_a_version_and_replaced_ones_are_kept_for_a_grace_period(tmp_path):

@@ -37,7 +37,7 @@ from memberflow_assets.zones import Zones
 log = logging.getLogger("memberflow.images")
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """Stop this process when the process that started it is gone (e.g. `dagster dev` was stopped)."""
     parent = os.getppid()
 
@@ -54,7 +54,7 @@ def _api(args: argparse.Namespace) -> int:
 
     settings = IngestSettings.from_env()
     if args.exit_with_parent:
-        _exit_with_parent()
+        exit_with_parent()
     uvicorn.run(
         "memberflow_assets.images.api:create_app",
         factory=True,

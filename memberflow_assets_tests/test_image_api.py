@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 import select
 import socket
 import threading
@@ -232,6 +233,53 @@ def test_keys_file_is_reread_without_restart(api):
         response = client.post("/v1/images", content=small_image("PNG", 8), headers={"X-API-Key": key})
     assert response.status_code == 201
     assert api.keys_file.read_text().count(":") == 1 and key not in api.keys_file.read_text()  # only the hash
+
+
+def post_with_key(api: Api, key: str, seed: int) -> int:
+    with api.client(None) as client:
+        return client.post("/v1/images", content=small_image("PNG", seed), headers={"X-API-Key": key}).status_code
+
+
+def test_removing_a_key_line_revokes_it_even_when_the_edit_breaks_another_line(api):
+    dave, dave_line = mint_key("dave")
+    erin, erin_line = mint_key("erin")
+    append_key_line(api.keys_file, dave_line)
+    append_key_line(api.keys_file, erin_line)
+    assert (post_with_key(api, dave, 20), post_with_key(api, erin, 21)) == (201, 201)
+
+    kept = [line for line in api.keys_file.read_text().splitlines() if line != dave_line]
+    api.keys_file.write_text("\n".join([*kept, "frank:not-a-hash", "garbage without a colon"]) + "\n")
+
+    assert post_with_key(api, dave, 22) == 401  # revoked although the file now has malformed lines
+    assert post_with_key(api, erin, 23) == 201  # the lines that are still valid keep working
+
+
+def test_a_replaced_key_is_revoked_even_when_size_and_mtime_are_unchanged(api):
+    old, old_line = mint_key("gina")
+    append_key_line(api.keys_file, old_line)
+    assert post_with_key(api, old, 24) == 201
+    new, new_line = mint_key("gina")
+    before = api.keys_file.stat()
+    api.keys_file.write_text(api.keys_file.read_text().replace(old_line, new_line))
+    os.utime(api.keys_file, ns=(before.st_atime_ns, before.st_mtime_ns))  # e.g. `cp -p`, rsync -t
+    assert api.keys_file.stat().st_size == before.st_size
+    assert post_with_key(api, old, 25) == 401
+    assert post_with_key(api, new, 26) == 201
+
+
+def test_an_unreadable_keys_file_validates_no_key_from_it(api, tmp_path):
+    key, line = mint_key("hana")
+    append_key_line(api.keys_file, line)
+    assert post_with_key(api, key, 27) == 201
+    saved = api.keys_file.read_bytes()
+    try:
+        api.keys_file.write_bytes(saved + b"\xff\xfe not utf-8\n")
+        assert post_with_key(api, key, 28) == 401
+        with api.client() as client:  # inline keys (MEMBERFLOW_API_KEYS) are not affected
+            assert client.post("/v1/images", content=small_image("PNG", 29)).status_code == 201
+    finally:
+        api.keys_file.write_bytes(saved)
+    assert post_with_key(api, key, 30) == 201
 
 
 # -- bad input -------------------------------------------------------------------------------------

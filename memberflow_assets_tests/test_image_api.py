@@ -412,3 +412,36 @@ def test_upload_to_s3_zones_on_moto(s3_env, pg_dsn, tmp_path):
     assert sidecar.image_relpath == image.relpath
     assert bad.status_code == 415
     assert any(f.name.endswith(".reason.json") for f in zones.list_files(layout.QUARANTINE_PREFIX, recursive=True))
+
+
+# -- failures of what the API depends on ------------------------------------------------------------
+def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_is_down(pg_server_uri, tmp_path):
+    database = f"test_api_down_{uuid.uuid4().hex[:8]}"
+    ensure_database(pg_server_uri, database)
+    key, line = mint_key("alice")
+    app = create_app(ingest_settings(tmp_path, line), Zones(str(tmp_path)), with_database(pg_server_uri, database), 2)
+    admin = psycopg2.connect(pg_server_uri)
+    admin.autocommit = True
+    socket_dir = pg_server_uri.split("host=", 1)[1].split("&", 1)[0]
+
+    def database_accepts_connections(allowed: bool) -> None:
+        with admin.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+
+    try:
+        with ApiServer(app) as url, httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
+            assert client.get("/healthz").status_code == 200
+            database_accepts_connections(False)
+            answers = [client.get("/healthz") for _ in range(3)]  # a broken pooled connection, then new ones
+            answers += [client.post("/v1/images", content=small_image("PNG", 40)), client.get("/v1/images/x")]
+            for answer in answers:
+                assert answer.status_code == 503 and answer.json()["code"] == "unavailable", answer.text
+                assert answer.json()["detail"] == "the image registry is unavailable"
+                for internal in (socket_dir, ".s.PGSQL", "psycopg2", "FATAL", database, "server"):
+                    assert internal not in answer.text
+            database_accepts_connections(True)
+            assert client.get("/healthz").status_code == 200  # recovers by itself
+    finally:
+        admin.close()

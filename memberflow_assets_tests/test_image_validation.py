@@ -88,6 +88,13 @@ def test_corrupt_header_is_422():
     assert rejection(b"\xff\xd8\xff\xe0\x00\x10JFIF").status == 422  # JPEG magic, no image
 
 
+def test_a_rejection_names_no_memory_address():
+    gif = small_image("GIF")
+    blocks = 13 + 3 * 2 ** ((gif[10] & 7) + 1)  # after the header and the global colour table
+    error = rejection(gif[:blocks] + b"\x21\xff\x00" + gif[blocks:])  # Pillow: "cannot identify <_io.BytesIO at 0x..>"
+    assert error.code == "corrupt" and "0x" not in error.detail and "BytesIO" not in error.detail, error.detail
+
+
 def test_png_claiming_ten_billion_pixels_is_refused_from_its_header():
     error = rejection(png_claiming(100_000, 100_000))
     assert (error.status, error.code) == (422, "too_many_pixels")

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small fields around the file part
 FILE_FIELDS = ("file", "image")
+REGISTRY_UNAVAILABLE = "the image registry is unavailable"
 
 
 class UploadResult(BaseModel):
@@ -223,10 +224,16 @@ def create_app(
     async def rejected(request: Request, error: ImageRejected) -> JSONResponse:
         return JSONResponse({"code": error.code, "detail": error.detail}, error.status)
 
+    # Answers never carry internals (driver messages, socket paths, file paths): details go to the log.
     @app.exception_handler(psycopg2.OperationalError)
-    async def database_down(request: Request, error: psycopg2.OperationalError) -> JSONResponse:
+    @app.exception_handler(psycopg2.InterfaceError)
+    async def database_down(request: Request, error: psycopg2.Error) -> JSONResponse:
         log.error("registry unavailable: %s", error)
-        return JSONResponse({"code": "unavailable", "detail": "the image registry is unavailable"}, 503)
+        return JSONResponse({"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, 503)
+
+    @app.exception_handler(Exception)  # the server logs the traceback (Starlette re-raises after answering)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"code": "internal", "detail": "internal error; it has been logged"}, 500)
 
     async def in_thread(function, *args, **kwargs):
         return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=app.state.limiter)
@@ -320,7 +327,9 @@ def create_app(
         try:
             await in_thread(app.state.lander.check_health)
         except Exception as error:
-            raise RequestRefused(503, "unavailable", f"{type(error).__name__}: {error}") from error
+            log.error("health check failed: %s: %s", type(error).__name__, error)
+            reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else "the image storage is unavailable"
+            raise RequestRefused(503, "unavailable", reason) from None
         return {"status": "ok"}
 
     return app

@@ -12,6 +12,7 @@ docs/images_ingestion.md, "Truncated and corrupt images".
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 from PIL import Image, TiffImagePlugin
@@ -34,6 +35,7 @@ _MAGIC = (
     (b"II+\x00", "TIFF"),  # BigTIFF
     (b"MM\x00+", "TIFF"),
 )
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # a memory address says nothing to a client
 DEFAULT_MAX_PIXELS = 100_000_000  # width x height from the header; ~400 MB decoded as RGBA
 
 
@@ -93,7 +95,8 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFac
     except Image.DecompressionBombError as error:  # Pillow's own (global) limit, checked on open
         raise ImageRejected(422, "too_many_pixels", str(error)) from error
     except Exception as error:  # whatever a plugin raises on a bad header: never a crash, always a 422
-        raise corrupt(f"{announced} header cannot be read: {type(error).__name__}: {error}") from error
+        message = _OBJECT_REPR.sub("the upload", str(error))  # e.g. "<_io.BytesIO object at 0x7f...>"
+        raise corrupt(f"{announced} header cannot be read: {type(error).__name__}: {message}") from error
     content_type, ext = ACCEPTED_FORMATS[announced]
     return ImageFacts(announced, content_type, ext, width, height)
 

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import select
 import socket
 import threading
@@ -445,3 +446,23 @@ def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_i
             assert client.get("/healthz").status_code == 200  # recovers by itself
     finally:
         admin.close()
+
+
+@pytest.mark.parametrize("page, script", [("/docs", "SwaggerUIBundle"), ("/redoc", "Redoc")])
+def test_docs_pages_load_every_asset_from_the_api_itself(api, page, script):
+    """Offline (no CDN) the pages must still work: every script, style and icon comes from this server."""
+    with api.client(None) as client:
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert "http://" not in html.text and "https://" not in html.text and "//cdn" not in html.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert assets and all(asset.startswith("/docs-assets/") for asset in assets), assets
+        bodies = {asset: client.get(asset) for asset in assets}
+        assert all(response.status_code == 200 for response in bodies.values())
+        assert any(script in response.text for response in bodies.values() if asset_is_script(response))
+        assert "'/openapi.json'" in html.text or '"/openapi.json"' in html.text
+        assert client.get("/openapi.json").status_code == 200
+
+
+def asset_is_script(response: httpx.Response) -> bool:
+    return "javascript" in response.headers["content-type"]

@@ -3,7 +3,7 @@
     POST /v1/images          the image as the body (raw bytes, or a multipart form with one file part)
     GET  /v1/images/{id}     its registry status: landed / processed / rejected / purged
     GET  /healthz            the database and the zones answer
-    GET  /openapi.json, /docs
+    GET  /openapi.json, /docs, /redoc (their assets served from the installed fastapi-offline: no CDN)
 
 Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
 is streamed: a declared Content-Length over the limit is refused before any byte is read, and a
@@ -19,13 +19,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from importlib.resources import files
 from typing import Annotated
 
 import anyio
 import psycopg2
 from fastapi import Depends, FastAPI, Request, Response, Security
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -186,6 +189,37 @@ async def _read_multipart(request: Request, boundary: bytes | None, limit: int, 
     return bytes(state["file"])
 
 
+# -- the documentation pages, from an installed package's assets (they work without internet) ------
+DOCS_ASSETS = "/docs-assets"
+
+
+def serve_docs_offline(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts served by the API itself, from fastapi-offline."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=files("fastapi_offline") / "static"), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 # -- the application -----------------------------------------------------------------------------
 def create_app(
     settings: IngestSettings | None = None, zones: Zones | None = None, dsn: str | None = None, pool_size: int = 16
@@ -214,7 +248,10 @@ def create_app(
         description="Upload images into memberflow's landing zone and follow their status. "
         "Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>`.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load their scripts from a CDN: blank offline
+        redoc_url=None,
     )
+    serve_docs_offline(app)
 
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, error: RequestRefused) -> JSONResponse:

@@ -23,10 +23,17 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.api import create_app
 from memberflow_assets.images.api_keys import append_key_line, mint_key
 from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.images.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import free_port
-from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
+from memberflow_assets_tests.image_bytes import (
+    jpeg_of_about,
+    jpeg_with_empty_segments,
+    png_claiming,
+    small_image,
+    unique_jpeg,
+)
 
 MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
 
@@ -358,6 +365,58 @@ def test_oversized_streamed_body_is_refused_while_streaming(api):
     assert answer.startswith("HTTP/1.1 413") and '"code":"too_large"' in answer, answer[:200]
     assert sent < total_chunks  # refused while the client was still sending
     assert api.landed() == before
+
+
+def test_crafted_jpegs_are_refused_fast_and_do_not_delay_another_client(api):
+    """Two connections keep sending ~2 MB JPEGs of 500,000 empty segments (each ~6 s of Pillow parsing,
+    then accepted, before the limit); another client's uploads meanwhile answer as usual."""
+    crafted = jpeg_with_empty_segments(small_image("JPEG", 50), (MAX_UPLOAD - 10_000) // 4)
+    stop = threading.Event()
+    abusive: list[httpx.Response] = []
+
+    def abuse() -> None:
+        with api.client("bob") as client:
+            for _ in range(15):
+                if stop.is_set():
+                    break
+                abusive.append(client.post("/v1/images", content=crafted))
+
+    attackers = [threading.Thread(target=abuse) for _ in range(2)]
+    for attacker in attackers:
+        attacker.start()
+    deadline = time.monotonic() + 60
+    while not abusive and time.monotonic() < deadline:  # the attack is under way
+        time.sleep(0.01)
+    latencies = []
+    with api.client() as client:
+        for number in range(5):
+            start = time.monotonic()
+            assert client.post("/v1/images", content=small_image("PNG", 60 + number)).status_code == 201
+            latencies.append(time.monotonic() - start)
+    stop.set()
+    for attacker in attackers:
+        attacker.join(timeout=120)
+    assert abusive and {(r.status_code, r.json()["code"]) for r in abusive} == {(422, "too_complex")}
+    assert max(latencies) < 2, latencies
+
+
+def test_landing_groups_take_waiting_clients_in_turn():
+    """A client with many uploads queued delays another's by at most one group (GroupLander's fairness)."""
+    landings = GroupLander(lander=None, workers=0, max_group=8, max_group_bytes=100)  # only forms groups here
+    for number in range(20):
+        landings.submit(Upload(b"g%02d" % number, "api", "greedy"))
+    landings.submit(Upload(b"p", "api", "polite"))
+    landings.submit(Upload(b"q", "api", "polite"))
+    first = [(upload.client, upload.data) for upload, _ in landings._next_group()]
+    assert first[:4] == [("greedy", b"g00"), ("polite", b"p"), ("greedy", b"g01"), ("polite", b"q")]
+    greedy = [data for client, data in first if client == "greedy"]
+    assert len(first) == 8 and greedy == [b"g%02d" % n for n in range(6)]
+    landings.submit(Upload(b"x" * 60, "api", "big"))
+    landings.submit(Upload(b"y" * 60, "api", "big"))
+    second = [(upload.client, len(upload.data)) for upload, _ in landings._next_group()]
+    sizes = [size for _, size in second]
+    assert second[:2] == [("greedy", 3), ("big", 60)]
+    assert sum(sizes[:-1]) < 100 <= sum(sizes)  # a group stops growing once it holds max_group_bytes
 
 
 def test_oversized_multipart_is_413(api):

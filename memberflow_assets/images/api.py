@@ -8,13 +8,16 @@
 Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
 is streamed: a declared Content-Length over the limit is refused before any byte is read, and a
 streamed body is refused as soon as it passes the limit, so an oversized upload never sits in memory.
-Landings (landing.py) run on worker threads that land concurrent requests together (GroupLander).
+Each upload is validated on its request's thread (at most VALIDATIONS_PER_CLIENT of one client's at
+once); landings (landing.py) then run on worker threads that land concurrent requests together, one
+client at a time in turn (GroupLander).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,7 +39,7 @@ from memberflow_assets import postgres
 from memberflow_assets.images.api_keys import ApiKeys
 from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.landing import GroupLander, Lander, Upload, open_lander
-from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.images.validation import ImageFacts, ImageRejected, inspect_image
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small fields around the file part
 FILE_FIELDS = ("file", "image")
 REGISTRY_UNAVAILABLE = "the image registry is unavailable"
+VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
 
 
 class UploadResult(BaseModel):
@@ -189,6 +193,12 @@ async def _read_multipart(request: Request, boundary: bytes | None, limit: int, 
     return bytes(state["file"])
 
 
+def inspect_upload(data: bytes, max_pixels: int) -> tuple[ImageFacts, str]:
+    """What landing needs to know of an upload: its facts (or ImageRejected) and its SHA-256."""
+    facts = inspect_image(data, max_pixels)
+    return facts, hashlib.sha256(data).hexdigest()
+
+
 # -- the documentation pages, from an installed package's assets (they work without internet) ------
 DOCS_ASSETS = "/docs-assets"
 
@@ -272,6 +282,13 @@ def create_app(
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"code": "internal", "detail": "internal error; it has been logged"}, 500)
 
+    validation_limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def validation_slots(client: str) -> anyio.CapacityLimiter:
+        if client not in validation_limiters:
+            validation_limiters[client] = anyio.CapacityLimiter(VALIDATIONS_PER_CLIENT)
+        return validation_limiters[client]
+
     async def in_thread(function, *args, **kwargs):
         return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=app.state.limiter)
 
@@ -310,7 +327,13 @@ def create_app(
         if not data:
             raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
         try:
-            landed = await asyncio.wrap_future(app.state.landings.submit(Upload(data, "api", client)))
+            # Validated on this request's thread, at most VALIDATIONS_PER_CLIENT of a client's at once: the
+            # landing workers every client shares only write and register.
+            facts, sha256 = await anyio.to_thread.run_sync(
+                inspect_upload, data, app.state.settings.max_pixels, limiter=validation_slots(client)
+            )
+            upload = Upload(data, "api", client, facts=facts, sha256=sha256)
+            landed = await asyncio.wrap_future(app.state.landings.submit(upload))
         except ImageRejected as rejection:
             await in_thread(
                 lander.quarantine,

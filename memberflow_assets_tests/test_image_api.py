@@ -201,7 +201,7 @@ def test_purged_image_reports_purged_and_can_be_uploaded_again(api):
 
 def test_healthz_and_openapi(api):
     with api.client(None) as client:
-        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/healthz").json() == {"status": "ok", "uploads_in_progress": 0, "upload_bytes_held": 0}
         spec = client.get("/openapi.json").json()
     upload = spec["paths"]["/v1/images"]["post"]
     assert {"image/*", "multipart/form-data"} <= set(upload["requestBody"]["content"])
@@ -525,3 +525,129 @@ def test_docs_pages_load_every_asset_from_the_api_itself(api, page, script):
 
 def asset_is_script(response: httpx.Response) -> bool:
     return "javascript" in response.headers["content-type"]
+
+
+# -- slow and stalled bodies -------------------------------------------------------------------------
+BODY_TIMEOUT = 2.0  # a test's steps while bodies are stalled must fit in this, on a loaded machine too
+BODY_DEADLINE = 5.0
+BODY_MEMORY = 4 * MAX_UPLOAD  # each client may hold half: two stalled bodies of almost MAX_UPLOAD
+
+
+@pytest.fixture(scope="module")
+def strict_api(pg_server_uri, tmp_path_factory):
+    """An API with short body timeouts and a small memory budget for bodies."""
+    database = f"test_api_strict_{uuid.uuid4().hex[:8]}"
+    ensure_database(pg_server_uri, database)
+    data_dir = tmp_path_factory.mktemp("strict") / "data"
+    keys, lines = {}, []
+    for client in ("alice", "bob", "carol"):
+        keys[client], line = mint_key(client)
+        lines.append(line)
+    settings = dataclasses.replace(
+        ingest_settings(data_dir, ",".join(lines)),
+        api_body_timeout_seconds=BODY_TIMEOUT,
+        api_body_deadline_seconds=BODY_DEADLINE,
+        api_max_bodies=8,
+        api_max_body_memory_bytes=BODY_MEMORY,
+    )
+    dsn = with_database(pg_server_uri, database)
+    with ApiServer(create_app(settings, Zones(str(data_dir)), dsn, pool_size=4)) as url:
+        yield Api(url, data_dir, dsn, settings.api_keys_file, keys)
+
+
+def start_upload(api: Api, who: str, declared: int | None, sent: bytes) -> socket.socket:
+    """A raw upload that sends its headers and `sent`, then nothing more (a stalled client)."""
+    framing = f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
+    head = f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {api.keys[who]}\r\n{framing}\r\n\r\n"
+    body = sent if declared is not None else b"%x\r\n%s\r\n" % (len(sent), sent) if sent else b""
+    sock = socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def wait_for_uploads_in_progress(api: Api, count: int) -> dict:
+    """Wait until the server holds `count` uploads (it reads a new connection's request asynchronously)."""
+    deadline = time.monotonic() + 30
+    with api.client(None) as client:
+        while (health := client.get("/healthz").json())["uploads_in_progress"] != count:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.01)
+    return health
+
+
+def answer_of(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
+    """Status, headers and JSON body of the server's answer; the connection must then be closed."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    sock.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def test_a_stalled_body_is_answered_408_and_nothing_lands(strict_api):
+    before = strict_api.landed()
+    start = time.monotonic()
+    sock = start_upload(strict_api, "alice", 100_000, small_image("PNG", 70)[:50])
+    status, headers, body = answer_of(sock)
+    assert (status, body["code"]) == (408, "body_timeout") and headers["connection"] == "close"
+    assert BODY_TIMEOUT <= time.monotonic() - start < BODY_DEADLINE
+    assert strict_api.landed() == before
+
+
+def test_a_body_that_trickles_in_is_answered_408_at_the_deadline(strict_api):
+    sock = start_upload(strict_api, "alice", 100_000, b"\xff\xd8")
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 3 * BODY_DEADLINE:  # a byte every half timeout: never idle for long
+            sock.sendall(b"\0")
+            if select.select([sock], [], [], BODY_TIMEOUT / 2)[0]:
+                break
+    except OSError:
+        pass  # the server answered and closed while we were sending
+    status, _, body = answer_of(sock)
+    assert (status, body["code"]) == (408, "body_timeout") and "not complete after" in body["detail"]
+    assert BODY_DEADLINE <= time.monotonic() - start < 3 * BODY_DEADLINE
+
+
+def test_stalled_bodies_cannot_hold_more_than_the_memory_budget(strict_api):
+    almost_full = MAX_UPLOAD - 1000
+    half_the_limit, small = jpeg_of_about(MAX_UPLOAD // 2), small_image("PNG", 71)  # made before the clock runs
+    stalled = [start_upload(strict_api, "bob", almost_full, b"\xff\xd8" + bytes(almost_full - 1000)) for _ in range(2)]
+    try:
+        assert wait_for_uploads_in_progress(strict_api, 2)["upload_bytes_held"] == 2 * almost_full
+        # bob's share (half the budget) is taken: his next upload is refused before its body is read
+        status, headers, body = answer_of(start_upload(strict_api, "bob", almost_full, b""))
+        assert (status, body["code"], headers["retry-after"]) == (503, "busy", "5"), body
+        assert "this client" in body["detail"]
+        # a body of undeclared length is refused once it needs more than the share
+        assert answer_of(start_upload(strict_api, "bob", None, b"\xff\xd8" + bytes(100)))[0] == 503
+        # another client still uploads, until the whole budget is taken too
+        with strict_api.client("alice") as client:
+            assert client.post("/v1/images", content=small).status_code == 201
+        stalled += [start_upload(strict_api, "carol", almost_full, b"\xff\xd8") for _ in range(2)]
+        assert wait_for_uploads_in_progress(strict_api, 4)["upload_bytes_held"] == 4 * almost_full <= BODY_MEMORY
+        with strict_api.client("alice") as client:
+            refused = client.post("/v1/images", content=half_the_limit)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert "all the memory" in refused.json()["detail"]
+    finally:
+        answers = [answer_of(sock)[0] for sock in stalled]  # the stalled bodies time out ...
+    assert answers == [408] * 4
+    assert wait_for_uploads_in_progress(strict_api, 0)["upload_bytes_held"] == 0  # ... and free what they held
+    with strict_api.client("bob") as client:
+        assert client.post("/v1/images", content=small_image("PNG", 72)).status_code == 201
+
+
+def test_one_client_cannot_hold_every_upload_slot(strict_api):
+    stalled = [start_upload(strict_api, "bob", 1000, b"\xff\xd8") for _ in range(4)]  # half of 8 slots
+    try:
+        wait_for_uploads_in_progress(strict_api, 4)
+        status, _, body = answer_of(start_upload(strict_api, "bob", 1000, b""))
+        assert (status, body["code"]) == (503, "busy") and "4 uploads in progress" in body["detail"]
+        with strict_api.client("alice") as client:
+            assert client.post("/v1/images", content=small_image("PNG", 73)).status_code == 201
+    finally:
+        assert [answer_of(sock)[0] for sock in stalled] == [408] * 4

@@ -2,7 +2,7 @@
 
     POST /v1/images          the image as the body (raw bytes, or a multipart form with one file part)
     GET  /v1/images/{id}     its registry status: landed / processed / rejected / purged
-    GET  /healthz            the database and the zones answer
+    GET  /healthz            the database and the zones answer; uploads in progress and the bytes they hold
     GET  /openapi.json, /docs, /redoc (their assets served from the installed fastapi-offline: no CDN)
 
 Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
@@ -21,6 +21,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
 from typing import Annotated
@@ -36,6 +37,7 @@ from pydantic import BaseModel
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from memberflow_assets import postgres
+from memberflow_assets.images.admission import Admission, Hold, Overloaded
 from memberflow_assets.images.api_keys import ApiKeys
 from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.landing import GroupLander, Lander, Upload, open_lander
@@ -48,6 +50,9 @@ MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small field
 FILE_FIELDS = ("file", "image")
 REGISTRY_UNAVAILABLE = "the image registry is unavailable"
 VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
+BODY_RESERVE_STEP = 1 << 20  # memory reserved at a time for a body of undeclared length
+RETRY_AFTER_SECONDS = 5
+CLOSE = {"Connection": "close"}  # answered before the body was read: the rest of it is not waited for
 
 
 class UploadResult(BaseModel):
@@ -112,25 +117,69 @@ def _too_large(limit: int) -> RequestRefused:
     return RequestRefused(413, "too_large", f"the image exceeds the limit of {limit:,} bytes")
 
 
-async def read_image_body(request: Request, limit: int) -> bytes:
+@dataclass(frozen=True)
+class BodyLimits:
+    image_bytes: int  # the 413 limit (MEMBERFLOW_MAX_UPLOAD_BYTES)
+    timeout_seconds: float  # the longest wait for the next part of a body
+    deadline_seconds: float  # the longest a whole body may take
+
+
+def _busy(overloaded: Overloaded) -> RequestRefused:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **CLOSE}
+    return RequestRefused(503, "busy", f"{overloaded.detail}; retry in a few seconds", headers)
+
+
+async def receive_body(
+    request: Request, admission: Admission, hold: Hold, limits: BodyLimits, body_limit: int
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives, within the API's limits: 413 past `body_limit` (on the declared
+    Content-Length before a byte is read), 408 when it stalls or takes too long, 503 when the memory it
+    needs is not available (a declared length is reserved in full before reading, else step by step)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        if int(declared) > body_limit:
+            raise _too_large(limits.image_bytes)
+        try:
+            admission.reserve(hold, int(declared))
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+    deadline = anyio.current_time() + limits.deadline_seconds
+    received = 0
+    while True:
+        wait = min(limits.timeout_seconds, deadline - anyio.current_time())
+        with anyio.move_on_after(max(wait, 0)) as waited:
+            message = await request.receive()
+        if waited.cancelled_caught:
+            stalled = wait == limits.timeout_seconds
+            problem = f"no data for {wait:g} s" if stalled else f"not complete after {limits.deadline_seconds:g} s"
+            raise RequestRefused(408, "body_timeout", f"the body arrives too slowly: {problem}", CLOSE)
+        if message["type"] == "http.disconnect":
+            raise RequestRefused(400, "incomplete", "the client went away before the body was complete")
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > body_limit:
+            raise _too_large(limits.image_bytes)
+        try:
+            while received > hold.bytes:
+                admission.reserve(hold, BODY_RESERVE_STEP)
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def read_image_body(request: Request, admission: Admission, hold: Hold, limits: BodyLimits) -> bytes:
     """The uploaded image's bytes: the raw body, or the file part of a multipart form."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    multipart = content_type == b"multipart/form-data"
-    body_limit = limit + MULTIPART_ENVELOPE_BYTES if multipart else limit
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > body_limit:
-        raise _too_large(limit)  # refused before reading a byte
-    if multipart:
-        return await _read_multipart(request, options.get(b"boundary"), limit, body_limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
-    return bytes(body)
+    if content_type == b"multipart/form-data":
+        body = receive_body(request, admission, hold, limits, limits.image_bytes + MULTIPART_ENVELOPE_BYTES)
+        return await _read_multipart(body, options.get(b"boundary"), limits.image_bytes)
+    return b"".join([chunk async for chunk in receive_body(request, admission, hold, limits, limits.image_bytes)])
 
 
-async def _read_multipart(request: Request, boundary: bytes | None, limit: int, body_limit: int) -> bytes:
+async def _read_multipart(body: AsyncIterator[bytes], boundary: bytes | None, limit: int) -> bytes:
     """Stream a multipart body; keep only the first file part (field `file`/`image`, or any with a filename).
 
     The client's filename is never used for anything: landing names come from the image id.
@@ -176,12 +225,8 @@ async def _read_multipart(request: Request, boundary: bytes | None, limit: int, 
             "on_part_data": on_part_data,
         },
     )
-    received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_limit:
-                raise _too_large(limit)
+        async for chunk in body:
             parser.write(chunk)
         parser.finalize()
     except RequestRefused:
@@ -244,6 +289,10 @@ def create_app(
         if app.state.keys.count == 0:
             log.warning("no API keys configured: every upload is refused. Mint one with `memberflow api-key`.")
         app.state.limiter = anyio.CapacityLimiter(pool_size)
+        app.state.admission = Admission(ingest.api_max_bodies, ingest.api_max_body_memory_bytes)
+        app.state.body_limits = BodyLimits(
+            ingest.max_upload_bytes, ingest.api_body_timeout_seconds, ingest.api_body_deadline_seconds
+        )
         with open_lander(zones or Zones.from_settings(), dsn or postgres.sales_dsn(), ingest, pool_size) as lander:
             app.state.lander = lander
             app.state.landings = GroupLander(lander)
@@ -322,8 +371,18 @@ def create_app(
         },
     )
     async def upload_image(request: Request, response: Response, client: Client) -> UploadResult:
+        try:
+            hold = app.state.admission.admit(client)
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+        try:
+            return await receive_and_land(request, response, client, hold)
+        finally:
+            app.state.admission.release(hold)  # the body's memory is free once the upload is answered
+
+    async def receive_and_land(request: Request, response: Response, client: str, hold: Hold) -> UploadResult:
         lander: Lander = app.state.lander
-        data = await read_image_body(request, app.state.settings.max_upload_bytes)
+        data = await read_image_body(request, app.state.admission, hold, app.state.body_limits)
         if not data:
             raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
         try:
@@ -383,14 +442,15 @@ def create_app(
         )
 
     @app.get("/healthz", summary="Liveness and readiness", responses=_error_responses(503))
-    async def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str | int]:
         try:
             await in_thread(app.state.lander.check_health)
         except Exception as error:
             log.error("health check failed: %s: %s", type(error).__name__, error)
             reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else "the image storage is unavailable"
             raise RequestRefused(503, "unavailable", reason) from None
-        return {"status": "ok"}
+        held = app.state.admission.total
+        return {"status": "ok", "uploads_in_progress": held.bodies, "upload_bytes_held": held.bytes}
 
     return app
 

@@ -40,7 +40,7 @@ from memberflow_assets import postgres
 from memberflow_assets.images.admission import Admission, Hold, Overloaded
 from memberflow_assets.images.api_keys import ApiKeys
 from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import GroupLander, Lander, Upload, open_lander
+from memberflow_assets.images.landing import GroupLander, Lander, Upload, image_id_for, open_lander
 from memberflow_assets.images.validation import ImageFacts, ImageRejected, inspect_image
 from memberflow_assets.zones import Zones
 
@@ -244,6 +244,17 @@ def inspect_upload(data: bytes, max_pixels: int) -> tuple[ImageFacts, str]:
     return facts, hashlib.sha256(data).hexdigest()
 
 
+def quarantine_once(lander: Lander, data: bytes, rejection: ImageRejected, client: str, details: dict) -> None:
+    """Keep a refused upload in quarantine once per client, bytes and hour: a client sending the same
+    bad bytes again and again costs no further writes (its first copy and reason are already there)."""
+    quarantine_id = f"api-{image_id_for(client, hashlib.sha256(data).hexdigest())}"
+    files = lander.quarantine_files(
+        data, rejection, source="api", client=client, quarantine_id=quarantine_id, details=details
+    )
+    if not lander.zones.exists(files[-1][0]):
+        lander.store(files)
+
+
 # -- the documentation pages, from an installed package's assets (they work without internet) ------
 DOCS_ASSETS = "/docs-assets"
 
@@ -394,14 +405,8 @@ def create_app(
             upload = Upload(data, "api", client, facts=facts, sha256=sha256)
             landed = await asyncio.wrap_future(app.state.landings.submit(upload))
         except ImageRejected as rejection:
-            await in_thread(
-                lander.quarantine,
-                data,
-                rejection,
-                source="api",
-                client=client,
-                details={"declared_content_type": request.headers.get("content-type")},
-            )
+            details = {"declared_content_type": request.headers.get("content-type")}
+            await in_thread(quarantine_once, lander, data, rejection, client, details)
             raise
         if landed.duplicate:
             response.status_code = 200

@@ -8,6 +8,8 @@
 Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
 is streamed: a declared Content-Length over the limit is refused before any byte is read, and a
 streamed body is refused as soon as it passes the limit, so an oversized upload never sits in memory.
+A body that stalls or takes too long is answered 408; the bodies in flight and the memory they hold
+are capped, in all and per client (admission.py: 503 with Retry-After beyond).
 Each upload is validated on its request's thread (at most VALIDATIONS_PER_CLIENT of one client's at
 once); landings (landing.py) then run on worker threads that land concurrent requests together, one
 client at a time in turn (GroupLander).

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("api", "kafka")
 SOURCE_KEY_CONSTRAINT = "registry_client_source_key"
+CONTENT_CONSTRAINT = "registry_client_content"  # (client, sha256): the same as image_id, which derives from it
 _CLAIM_COLUMNS = (
     "image_id",
     "source",
@@ -277,10 +278,11 @@ class Lander:
             try:
                 cursor.execute(self._claim_sql, columns)
             except psycopg2.errors.UniqueViolation as error:
-                if error.diag.constraint_name != SOURCE_KEY_CONSTRAINT:
+                if error.diag.constraint_name not in (SOURCE_KEY_CONSTRAINT, CONTENT_CONSTRAINT):
                     raise
-                # A concurrent landing took a producer key between our check and our insert; now that it
-                # is committed, the statement's own check sees it.
+                # A concurrent landing took a producer key, or the same bytes (ON CONFLICT only arbitrates
+                # image_id, and the other unique index can see the concurrent row first), between our
+                # check and our insert; now that it is committed, the statement's own checks see it.
                 cursor.execute(self._claim_sql, columns)
             return dict(cursor.fetchall())
 

@@ -633,42 +633,60 @@ def test_a_body_that_trickles_in_is_answered_408_at_the_deadline(strict_api):
     assert BODY_DEADLINE <= time.monotonic() - start < 3 * BODY_DEADLINE
 
 
-def test_stalled_bodies_cannot_hold_more_than_the_memory_budget(strict_api):
-    almost_full = MAX_UPLOAD - 1000
-    half_the_limit, small = jpeg_of_about(MAX_UPLOAD // 2), small_image("PNG", 71)  # made before the clock runs
-    stalled = [start_upload(strict_api, "bob", almost_full, b"\xff\xd8" + bytes(almost_full - 1000)) for _ in range(2)]
+ALMOST_FULL = MAX_UPLOAD - 1000  # two such bodies take one client's share of BODY_MEMORY
+
+
+def stall_almost_full_bodies(api: Api, *clients: str) -> list[socket.socket]:
+    stalled = [start_upload(api, who, ALMOST_FULL, b"\xff\xd8" + bytes(ALMOST_FULL // 2)) for who in clients]
+    assert wait_for_uploads_in_progress(api, len(clients))["upload_bytes_held"] == len(clients) * ALMOST_FULL
+    return stalled
+
+
+def assert_they_time_out_and_free_what_they_held(api: Api, stalled: list[socket.socket]) -> None:
+    assert [answer_of(sock)[0] for sock in stalled] == [408] * len(stalled)
+    assert wait_for_uploads_in_progress(api, 0)["upload_bytes_held"] == 0
+
+
+def test_one_clients_stalled_bodies_cannot_hold_more_than_its_share_of_memory(strict_api):
+    small = small_image("PNG", 71)
+    stalled = stall_almost_full_bodies(strict_api, "bob", "bob")
     try:
-        assert wait_for_uploads_in_progress(strict_api, 2)["upload_bytes_held"] == 2 * almost_full
         # bob's share (half the budget) is taken: his next upload is refused before its body is read
-        status, headers, body = answer_of(start_upload(strict_api, "bob", almost_full, b""))
+        status, headers, body = answer_of(start_upload(strict_api, "bob", ALMOST_FULL, b""))
         assert (status, body["code"], headers["retry-after"]) == (503, "busy", "5"), body
         assert "this client" in body["detail"]
         # a body of undeclared length is refused once it needs more than the share
         assert answer_of(start_upload(strict_api, "bob", None, b"\xff\xd8" + bytes(100)))[0] == 503
-        # another client still uploads, until the whole budget is taken too
-        with strict_api.client("alice") as client:
+        with strict_api.client("alice") as client:  # another client still uploads
             assert client.post("/v1/images", content=small).status_code == 201
-        stalled += [start_upload(strict_api, "carol", almost_full, b"\xff\xd8") for _ in range(2)]
-        assert wait_for_uploads_in_progress(strict_api, 4)["upload_bytes_held"] == 4 * almost_full <= BODY_MEMORY
+    finally:
+        assert_they_time_out_and_free_what_they_held(strict_api, stalled)
+    with strict_api.client("bob") as client:
+        assert client.post("/v1/images", content=small_image("PNG", 72)).status_code == 201
+
+
+def test_stalled_bodies_cannot_hold_more_than_the_memory_budget(strict_api):
+    half_the_limit = jpeg_of_about(MAX_UPLOAD // 2)  # made before the clock runs
+    stalled = stall_almost_full_bodies(strict_api, "bob", "bob", "carol", "carol")
+    try:
         with strict_api.client("alice") as client:
             refused = client.post("/v1/images", content=half_the_limit)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
         assert "all the memory" in refused.json()["detail"]
     finally:
-        answers = [answer_of(sock)[0] for sock in stalled]  # the stalled bodies time out ...
-    assert answers == [408] * 4
-    assert wait_for_uploads_in_progress(strict_api, 0)["upload_bytes_held"] == 0  # ... and free what they held
-    with strict_api.client("bob") as client:
-        assert client.post("/v1/images", content=small_image("PNG", 72)).status_code == 201
+        assert_they_time_out_and_free_what_they_held(strict_api, stalled)
+    with strict_api.client("alice") as client:
+        assert client.post("/v1/images", content=half_the_limit).status_code == 201
 
 
 def test_one_client_cannot_hold_every_upload_slot(strict_api):
+    small = small_image("PNG", 73)
     stalled = [start_upload(strict_api, "bob", 1000, b"\xff\xd8") for _ in range(4)]  # half of 8 slots
     try:
         wait_for_uploads_in_progress(strict_api, 4)
         status, _, body = answer_of(start_upload(strict_api, "bob", 1000, b""))
         assert (status, body["code"]) == (503, "busy") and "4 uploads in progress" in body["detail"]
         with strict_api.client("alice") as client:
-            assert client.post("/v1/images", content=small_image("PNG", 73)).status_code == 201
+            assert client.post("/v1/images", content=small).status_code == 201
     finally:
-        assert [answer_of(sock)[0] for sock in stalled] == [408] * 4
+        assert_they_time_out_and_free_what_they_held(strict_api, stalled)

@@ -55,7 +55,6 @@ REGISTRY_UNAVAILABLE = "the image registry is unavailable"
 VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
 BODY_RESERVE_STEP = 1 << 20  # memory reserved at a time for a body of undeclared length
 RETRY_AFTER_SECONDS = 5
-CLOSE = {"Connection": "close"}  # answered before the body was read: the rest of it is not even discarded
 
 
 class UploadResult(BaseModel):
@@ -108,7 +107,7 @@ def authenticated_client(
     client = request.app.state.keys.client_for(api_key or (bearer.credentials if bearer else None))
     if client is None:
         problem = "invalid API key" if (api_key or bearer) else "missing API key (X-API-Key or Authorization: Bearer)"
-        raise RequestRefused(401, "unauthorized", problem, {"WWW-Authenticate": "Bearer", **CLOSE})
+        raise RequestRefused(401, "unauthorized", problem, {"WWW-Authenticate": "Bearer"})
     return client
 
 
@@ -117,7 +116,7 @@ Client = Annotated[str, Depends(authenticated_client)]
 
 # -- reading the body ----------------------------------------------------------------------------
 def _too_large(limit: int) -> RequestRefused:
-    return RequestRefused(413, "too_large", f"the image exceeds the limit of {limit:,} bytes", CLOSE)
+    return RequestRefused(413, "too_large", f"the image exceeds the limit of {limit:,} bytes")
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ class BodyLimits:
 
 
 def _busy(overloaded: Overloaded) -> RequestRefused:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **CLOSE}
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return RequestRefused(503, "busy", f"{overloaded.detail}; retry in a few seconds", headers)
 
 
@@ -152,10 +151,12 @@ async def receive_body(
         wait = min(limits.timeout_seconds, deadline - anyio.current_time())
         with anyio.move_on_after(max(wait, 0)) as waited:
             message = await request.receive()
-        if waited.cancelled_caught:
+        if waited.cancelled_caught:  # the connection is closed: this client is not sending anyway
             stalled = wait == limits.timeout_seconds
             problem = f"no data for {wait:g} s" if stalled else f"not complete after {limits.deadline_seconds:g} s"
-            raise RequestRefused(408, "body_timeout", f"the body arrives too slowly: {problem}", CLOSE)
+            raise RequestRefused(
+                408, "body_timeout", f"the body arrives too slowly: {problem}", {"Connection": "close"}
+            )
         if message["type"] == "http.disconnect":
             raise RequestRefused(400, "incomplete", "the client went away before the body was complete")
         chunk = message.get("body", b"")

@@ -24,6 +24,7 @@ client, server, PostgreSQL and broker share the cores, so figures move with the 
 """
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -361,7 +363,8 @@ def keep_sending(port: int, request: bytes, stop: threading.Event, answers: list
 
 
 def stall(port: int, key: str, declared: int, sent: int) -> socket.socket | None:
-    """A body that declares `declared` bytes, sends `sent` of them and goes silent; None if refused."""
+    """A body that declares `declared` bytes, sends `sent` of them and goes silent (None: the server
+    closed the connection while it was sending)."""
     sock = socket.create_connection(("127.0.0.1", port))
     head = f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Length: {declared}\r\n\r\n"
     try:
@@ -423,8 +426,13 @@ def bench_abuse(new_database, work: Path) -> None:
         held = [sock for sock in stalled if sock is not None]
         try:
             during = normal_client(port, normal_key, 100, 40_000_300)
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())
             situation = "30 clients, each a body stalled at 19 of 20 MiB"
-            abuse_row(situation, during, api.pid, f"{len(held)} bodies held, {30 - len(held)} refused 503")
+            notes = (
+                f"{health['uploads_in_progress']} bodies held ({health['upload_bytes_held'] / 2**20:.0f} MiB), "
+                f"{30 - health['uploads_in_progress']} answered 503 busy"
+            )
+            abuse_row(situation, during, api.pid, notes)
         finally:
             for sock in held:
                 sock.close()

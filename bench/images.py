@@ -2,9 +2,9 @@
 
   1. processing: 2,000 JPEGs of ~2 MP (1600x1200, a quarter with GPS EXIF and a rotation) landed in one
      hour, processed by `hours.update_hour` on 2 worker processes (reading, verifying, decoding,
-     thumbnails written, dHash, metadata Parquet) — images/s, against the ceiling: the same Pillow
-     decode + thumbnail (`processing.make_thumbnail`: draft + reducing resize) from memory in a tight
-     loop on both cores. Target: processing >= 70% of the ceiling.
+     thumbnails written, dHash, metadata Parquet) — images/s, against the ceiling: the same decode +
+     thumbnail (`processing.decode_thumbnail`: libjpeg-turbo at DCT scale + reducing resize) from
+     memory in a tight loop on both cores. Target: processing >= 70% of the ceiling.
   2. retention: 7 days x 24 hours x 1,000 images (image + sidecar + thumbnail each, one metadata file
      per hour, 168,000 registry rows, 168 Dagster partitions) plus a younger day that must survive,
      purged by `retention.run_retention`; then the same purge again (must delete nothing). Target <= 30 s.
@@ -120,7 +120,7 @@ def _ceiling_worker(args) -> tuple[float, float, int]:
     start = time.perf_counter()
     for data in blobs:
         with Image.open(io.BytesIO(data)) as image:
-            processing.make_thumbnail(image)
+            processing.decode_thumbnail(data, image)
     return start, time.perf_counter(), len(blobs)
 
 

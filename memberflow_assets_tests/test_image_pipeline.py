@@ -24,6 +24,7 @@ from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 
 from .helpers import check_results, materialized_metadata, run_partition
+from .image_bytes import jpeg_with_garbage_scan
 from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, land_image, picture, registry_rows
 
 # Two hours ago: ended, and recent enough for the sensor's scan window (images land at "now").
@@ -175,6 +176,26 @@ def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_d
     assert rows[api.image_id]["gps_removed"] and rows[kafka.image_id]["format"] == "PNG"
     registry = registry_rows(pg_dsn)
     assert registry[api.image_id][0] == registry[kafka.image_id][0] == "processed"
+
+
+def test_a_jpeg_with_garbage_image_data_passes_ingestion_and_is_rejected_by_processing(instance, zones, pg_dsn):
+    from memberflow_assets.images.landing import ConnectionPool, Lander
+
+    pool = ConnectionPool(pg_dsn, size=2)
+    try:
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        damaged = lander.land(jpeg_with_garbage_scan(jpeg(640, 480, seed=3)), source="api", client=CLIENT)
+    finally:
+        pool.close()
+    key = hour_key(damaged.received_at)
+
+    result = run_hour(instance, key)
+
+    assert result.success and all(check_results(result).values())
+    row = metadata_rows(zones, key)[damaged.image_id]
+    assert (row["status"], row["error"], row["thumbnail_bytes"]) == ("rejected", "corrupt", None)
+    assert row["error_detail"].startswith("libjpeg: Corrupt JPEG data")
+    assert registry_rows(pg_dsn)[damaged.image_id][:2] == ("rejected", "corrupt")
 
 
 def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(instance, zones, pg_dsn):

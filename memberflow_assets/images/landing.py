@@ -28,6 +28,7 @@ import logging
 import queue
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("api", "kafka")
 SOURCE_KEY_CONSTRAINT = "registry_client_source_key"
+CONTENT_CONSTRAINT = "registry_client_content"  # (client, sha256): the same as image_id, which derives from it
 _CLAIM_COLUMNS = (
     "image_id",
     "source",
@@ -153,6 +155,9 @@ class Upload:
     event_time: str | None = None
     kafka: dict | None = None  # {"topic", "partition", "offset", "key"}
     source_key: str | None = None  # the producer's own id for the image (Kafka key)
+    # Already established by the caller (the API validates on the request's thread, not a landing worker's):
+    facts: ImageFacts | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,11 +212,11 @@ class Lander:
             if upload.source not in SOURCES:
                 raise ValueError(f"unknown source {upload.source!r}")
             try:
-                facts = inspect_image(upload.data, self.max_pixels)
+                facts = upload.facts or inspect_image(upload.data, self.max_pixels)
             except ImageRejected as rejection:
                 results[index] = rejection
                 continue
-            sha256 = hashlib.sha256(upload.data).hexdigest()
+            sha256 = upload.sha256 or hashlib.sha256(upload.data).hexdigest()
             image_id = image_id_for(upload.client, sha256)
             if image_id in attempts:
                 repeats.append((index, image_id))
@@ -273,10 +278,11 @@ class Lander:
             try:
                 cursor.execute(self._claim_sql, columns)
             except psycopg2.errors.UniqueViolation as error:
-                if error.diag.constraint_name != SOURCE_KEY_CONSTRAINT:
+                if error.diag.constraint_name not in (SOURCE_KEY_CONSTRAINT, CONTENT_CONSTRAINT):
                     raise
-                # A concurrent landing took a producer key between our check and our insert; now that it
-                # is committed, the statement's own check sees it.
+                # A concurrent landing took a producer key, or the same bytes (ON CONFLICT only arbitrates
+                # image_id, and the other unique index can see the concurrent row first), between our
+                # check and our insert; now that it is committed, the statement's own checks see it.
                 cursor.execute(self._claim_sql, columns)
             return dict(cursor.fetchall())
 
@@ -385,12 +391,18 @@ class GroupLander:
     Each group costs one registry statement and one durability barrier (fsync, commit flush) however
     many images it holds, the group-commit idea of databases: under load, requests share the waits
     instead of queueing behind each other's. Alone, a request is a group of one.
+
+    Groups are formed fairly: one upload per waiting client in turn, up to `max_group` uploads or
+    `max_group_bytes`, so a client with many uploads queued delays another's by at most one group.
     """
 
-    def __init__(self, lander: Lander, workers: int = 2, max_group: int = 32):
+    def __init__(self, lander: Lander, workers: int = 2, max_group: int = 32, max_group_bytes: int = 64 << 20):
         self.lander = lander
         self.max_group = max_group
-        self._queue: queue.SimpleQueue[tuple[Upload, Future] | None] = queue.SimpleQueue()
+        self.max_group_bytes = max_group_bytes
+        self._waiting: dict[str, deque[tuple[Upload, Future]]] = {}  # per client, in turn order
+        self._ready = threading.Condition()
+        self._closing = False
         self._workers = [threading.Thread(target=self._run, name=f"landing-{n}", daemon=True) for n in range(workers)]
         for worker in self._workers:
             worker.start()
@@ -398,27 +410,36 @@ class GroupLander:
     def submit(self, upload: Upload) -> Future:
         """A future of `Landed`, or of the ImageRejected / error the landing raised."""
         future: Future = Future()
-        self._queue.put((upload, future))
+        with self._ready:
+            self._waiting.setdefault(upload.client, deque()).append((upload, future))
+            self._ready.notify()
         return future
 
     def close(self) -> None:
-        for _ in self._workers:
-            self._queue.put(None)
+        """Land what was submitted, then stop the workers."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
         for worker in self._workers:
             worker.join()
 
+    def _next_group(self) -> list[tuple[Upload, Future]] | None:
+        with self._ready:
+            while not self._waiting and not self._closing:
+                self._ready.wait()
+            group: list[tuple[Upload, Future]] = []
+            size = 0
+            while self._waiting and len(group) < self.max_group and size < self.max_group_bytes:
+                client, queued = next(iter(self._waiting.items()))
+                group.append(queued.popleft())
+                size += len(group[-1][0].data)
+                del self._waiting[client]
+                if queued:
+                    self._waiting[client] = queued  # to the back of the turn order
+            return group or None  # None: closing, nothing left
+
     def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
-            group = [first]
-            while len(group) < self.max_group:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:  # closing: let this worker finish its group, then stop
-                    self._queue.put(None)
-                    break
-                group.append(item)
+        while (group := self._next_group()) is not None:
             try:
                 results = self.lander.land_many([upload for upload, _ in group])
             except BaseException as error:

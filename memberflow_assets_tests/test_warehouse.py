@@ -444,7 +444,7 @@ def test_the_warehouse_holds_no_membership_id_anywhere(shop, tmp_path):
     """A membership_id gives the exact birthday (its suffix hashes it): analysts see member_key."""
     path = str(tmp_path / "warehouse.duckdb")
     refresh_warehouse(shop, path)
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         columns = connection.execute(
             "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE NOT internal"
         ).fetchall()
@@ -473,6 +473,6 @@ def test_a_warehouse_from_before_member_key_is_rebuilt_by_the_next_refresh(shop,
         (1, key["lee_1a2b3"]), (2, key["tan_00f0f"]), (3, key["lee_1a2b3"]),
     ]  # fmt: skip
     assert rows(path, "SELECT count(*) FROM duckdb_columns() WHERE column_name = 'membership_id'") == [(0,)]
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.referential_integrity(connection) == dict.fromkeys(checks.INTEGRITY_PROBLEMS, 0)
         assert checks.reconcile_with_postgres(connection, shop).matches

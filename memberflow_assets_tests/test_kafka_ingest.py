@@ -159,6 +159,25 @@ def test_images_land_and_bad_messages_are_quarantined_and_committed(kafka_bootst
     assert ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group).messages == 0
 
 
+def test_a_resent_image_behind_a_key_conflict_in_one_fetch_is_a_duplicate(
+    kafka_bootstrap, settings, pg_dsn, memberflow_env
+):
+    """The producer re-sends a landed image (same key, same bytes) right after another message that
+    reuses the key for different bytes; both arrive in one fetched batch."""
+    topic, group = create_topic(kafka_bootstrap, 1), f"g-{uuid.uuid4().hex[:6]}"
+    landed = small_image("PNG", 40)
+    produce(kafka_bootstrap, topic, [Sent(0, landed, "cam-1")])
+    assert ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group).landed == 1
+
+    produce(kafka_bootstrap, topic, [Sent(0, small_image("PNG", 41), "cam-1"), Sent(0, landed, "cam-1")])
+    stats = ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group)
+
+    assert (stats.landed, stats.duplicates, stats.quarantined, dict(stats.reasons)) == (0, 1, 1, {"key_conflict": 1})
+    [conflict] = quarantine_reasons(memberflow_env)
+    assert conflict["kafka"]["offset"] == 1  # the different bytes, not the re-sent copy
+    assert registry_count(pg_dsn) == 1
+
+
 CRASH_BEFORE_COMMIT = """
 import os, signal, sys
 from memberflow_assets.images.ingest_config import IngestSettings

@@ -201,8 +201,7 @@ class Lander:
         received_at = datetime.now(UTC)
         results: list[Landed | ImageRejected | None] = [None] * len(uploads)
         attempts: dict[str, _Attempt] = {}  # image id -> its first upload in the batch
-        repeats: list[tuple[int, str]] = []  # later uploads of the same image in the batch
-        keys: dict[tuple[str, str], str] = {}  # (client, producer key) -> image id, within the batch
+        repeats: list[tuple[int, int]] = []  # (index, index of the first upload of the same image)
         for index, upload in enumerate(uploads):
             if upload.source not in SOURCES:
                 raise ValueError(f"unknown source {upload.source!r}")
@@ -214,14 +213,12 @@ class Lander:
             sha256 = hashlib.sha256(upload.data).hexdigest()
             image_id = image_id_for(upload.client, sha256)
             if image_id in attempts:
-                repeats.append((index, image_id))
-            elif (
-                upload.source_key is not None
-                and keys.setdefault((upload.client, upload.source_key), image_id) != image_id
-            ):
-                results[index] = _key_conflict(upload)
+                repeats.append((index, attempts[image_id].index))
             else:
                 attempts[image_id] = _Attempt(index, upload, _sidecar(upload, facts, image_id, sha256, received_at))
+        for image_id in self._losing_keys(attempts):
+            attempt = attempts.pop(image_id)
+            results[attempt.index] = _key_conflict(attempt.upload)
 
         claimed = self._claim(list(attempts.values()))
         registered = self.lookup_many([image_id for image_id in attempts if image_id not in claimed])
@@ -244,10 +241,28 @@ class Lander:
         except BaseException:
             self._release(claimed, received_at)
             raise
-        for index, image_id in repeats:
-            first = results[attempts[image_id].index]
+        for index, first_index in repeats:
+            first = results[first_index]
             results[index] = dataclasses.replace(first, duplicate=True) if isinstance(first, Landed) else first
         return results
+
+    def _losing_keys(self, attempts: dict[str, _Attempt]) -> list[str]:
+        """Ids of the batch's images that lose their producer key to an earlier image of the batch.
+
+        One statement cannot claim two images under one key, so a key several new images share goes to
+        the first. An image registered before is not a contender: it is a duplicate whatever key it
+        comes with, wherever it stands in the batch (the registry is asked only when keys are shared).
+        """
+        by_key: dict[tuple[str, str], list[str]] = {}
+        for image_id, attempt in attempts.items():  # in batch order
+            if attempt.upload.source_key is not None:
+                by_key.setdefault((attempt.upload.client, attempt.upload.source_key), []).append(image_id)
+        shared = [ids for ids in by_key.values() if len(ids) > 1]
+        if not shared:
+            return []
+        rows = self.lookup_many([image_id for ids in shared for image_id in ids])
+        registered = {image_id for image_id, row in rows.items() if row.status != "purged"}
+        return [loser for ids in shared for loser in [i for i in ids if i not in registered][1:]]
 
     def _claim(self, attempts: list[_Attempt]) -> dict[str, bool]:
         """Claim the attempts' ids: {image id: True for a new row, False for a revived tombstone}."""

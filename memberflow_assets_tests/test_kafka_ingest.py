@@ -13,7 +13,6 @@ import dagster as dg
 import psycopg2
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from memberflow_assets.definitions import defs
 from memberflow_assets.images import layout
@@ -30,9 +29,8 @@ from memberflow_assets.images.kafka_ingest import (
     plan_ranges,
 )
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
-
-MAX_UPLOAD = 100_000
 
 
 @dataclasses.dataclass
@@ -61,14 +59,6 @@ def good_and_bad_messages() -> list[Sent]:
         Sent(0, unique_jpeg(jpeg_of_about(150_000), 2), "cam-10", expect="too_large"),
         Sent(1, small_image("PNG", 3), "cam-2", expect="key_conflict"),  # cam-2 already named another image
     ]
-
-
-def create_topic(bootstrap: str, partitions: int = 2) -> str:
-    topic = f"images.test.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        future.result(30)
-    return topic
 
 
 def produce(bootstrap: str, topic: str, messages: list[Sent]) -> None:
@@ -116,12 +106,6 @@ def registry_count(dsn: str) -> int:
     with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM images.registry")
         return cursor.fetchone()[0]
-
-
-@pytest.fixture
-def settings(memberflow_env, monkeypatch) -> IngestSettings:
-    monkeypatch.setenv("MEMBERFLOW_MAX_UPLOAD_BYTES", str(MAX_UPLOAD))
-    return IngestSettings.from_env()
 
 
 def ingest_all(bootstrap: str, settings: IngestSettings, dsn: str, topic: str, group: str, dlq_topic=None):
@@ -184,6 +168,7 @@ from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.kafka_ingest import KafkaIngestor, open_ingestor, plan_ranges
 from memberflow_assets.postgres import sales_dsn
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.conftest import create_topic
 
 def crash(self, handled, stats):
     print(f"landed {stats.landed}, quarantined {stats.quarantined}: killed before committing", flush=True)
@@ -251,15 +236,6 @@ def test_bad_messages_are_copied_to_the_dead_letter_topic(kafka_bootstrap, setti
 
 
 # -- Dagster ------------------------------------------------------------------------------------------
-@pytest.fixture
-def kafka_env(kafka_bootstrap, settings, monkeypatch):
-    topic = create_topic(kafka_bootstrap)
-    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("MEMBERFLOW_KAFKA_TOPIC", topic)
-    monkeypatch.setenv("MEMBERFLOW_KAFKA_GROUP", f"g-{uuid.uuid4().hex[:6]}")
-    return topic
-
-
 def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None):
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"kafka_images": KafkaImagesResource()}

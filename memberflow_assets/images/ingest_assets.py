@@ -56,7 +56,7 @@ def kafka_image_uploads(
     sales_db: SalesDatabase,
 ) -> dg.MaterializeResult:
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-    ranges = ranges or kafka_images.plan(every_partition=True)
+    ranges = ranges or kafka_images.plan()
     context.log.info(f"offset ranges (partition, start, end): {[(r.partition, r.start, r.end) for r in ranges]}")
     with kafka_images.ingestor(zones.get_zones(), sales_db.get_dsn()) as ingestor:
         stats = ingestor.ingest(ranges)

@@ -14,8 +14,9 @@ client + same bytes = same image id, see landing.py), so nothing is stored twice
 
 The end of a partition is taken from the consumer's end-of-partition event (the fetch response's high
 watermark), not from a ListOffsets query: Tansu answers ListOffsets with the base offset of the last
-record *batch* + 1, which would leave a batch's later messages behind. ListOffsets is only used to ask
-"is there anything after the committed offset?", which its answer gets right on Tansu too.
+record *batch* + 1 (10 messages produced as one batch: 1), which can be behind the committed offset.
+So ListOffsets is believed only when it says a partition has more; any other partition is asked by a
+fetch from its committed offset before the plan concludes it has nothing (`plan_ranges`).
 
 A message that is not an acceptable image (or is over the size limit, or reuses a key for different
 bytes) is written to quarantine/images/ with the reason (and, when configured, copied to a dead-letter
@@ -91,23 +92,56 @@ def consumer_config(bootstrap: str, group: str, extra: dict | None = None) -> di
     }
 
 
-def plan_ranges(
-    consumer: Consumer, topic: str, max_messages: int, every_partition: bool = False, timeout: float = 10.0
-) -> list[OffsetRange]:
-    """Per partition with unconsumed messages (all, with `every_partition`): [committed, committed + max_messages)."""
+def plan_ranges(consumer: Consumer, topic: str, max_messages: int, timeout: float = 10.0) -> list[OffsetRange]:
+    """Per partition with unconsumed messages: [committed, committed + max_messages).
+
+    ListOffsets is believed only when it says there is more: an answer at or behind the committed
+    offset may be wrong (Tansu answers per record batch, see the module docstring), so such a partition
+    is asked again by fetching from its committed offset (`partitions_with_messages`).
+    """
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None:
         problem = metadata.error if metadata is not None else "not found"
         raise KafkaException(f"topic {topic!r}: {problem}")
     partitions = [TopicPartition(topic, number) for number in sorted(metadata.partitions)]
     committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=timeout)}
-    ranges = []
+    starts, unsure = {}, {}
     for tp in partitions:
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
         start = max(low, committed[tp.partition]) if committed[tp.partition] != _NO_OFFSET else low
-        if high > start or every_partition:
-            ranges.append(OffsetRange(tp.partition, start, start + max_messages))
-    return ranges
+        (starts if high > start else unsure)[tp.partition] = start
+    starts |= {p: unsure[p] for p in partitions_with_messages(consumer, topic, unsure, timeout)}
+    return [OffsetRange(partition, start, start + max_messages) for partition, start in sorted(starts.items())]
+
+
+def partitions_with_messages(consumer: Consumer, topic: str, starts: dict[int, int], timeout: float = 10.0) -> set[int]:
+    """The partitions that hold a message at or after their offset in `starts`, found by fetching.
+
+    A fetch answers with a message, or with the end of the partition at that offset: both are the
+    truth, whatever ListOffsets said. A partition that gives neither within `timeout` is left out
+    with a warning (the next plan asks again).
+    """
+    if not starts:
+        return set()
+    consumer.assign([TopicPartition(topic, partition, offset) for partition, offset in starts.items()])
+    found, undecided = set(), set(starts)
+    deadline = time.monotonic() + timeout
+    try:
+        while undecided and time.monotonic() < deadline:
+            for message in consumer.consume(FETCH_BATCH, timeout=0.5):
+                partition = message.partition()
+                if partition not in undecided:
+                    continue
+                if message.error() is None:
+                    found.add(partition)
+                    undecided.discard(partition)
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    undecided.discard(partition)
+    finally:
+        consumer.unassign()
+    if undecided:
+        log.warning("partitions %s of %s did not answer a fetch within %.0f s", sorted(undecided), topic, timeout)
+    return found
 
 
 def _header(headers: dict[str, bytes | None], name: str) -> str | None:

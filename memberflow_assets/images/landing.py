@@ -48,7 +48,7 @@ from memberflow_assets.zones import Zones
 log = logging.getLogger(__name__)
 
 SOURCES = ("api", "kafka")
-SOURCE_KEY_CONSTRAINT = "registry_client_source_key"
+SOURCE_KEY_CONSTRAINT = "registry_key_digest"
 _CLAIM_COLUMNS = (
     "image_id",
     "source",
@@ -60,6 +60,7 @@ _CLAIM_COLUMNS = (
     "hour_key",
     "landing_path",
     "source_key",
+    "key_digest",
 )
 _REGISTRY_COLUMNS = (
     "status, source, client, sha256, size_bytes, content_type, received_at, landing_path, source_key,"
@@ -70,6 +71,11 @@ _REGISTRY_COLUMNS = (
 def image_id_for(client: str, sha256: str) -> str:
     """The id of `client`'s image with content `sha256`: 32 hex characters, stable across uploads."""
     return hashlib.sha256(f"{client}\n{sha256}".encode()).hexdigest()[:32]
+
+
+def key_digest(client: str, source_key: str) -> str:
+    """How images.registry_status stores a producer key: SHA-256 of client and key (SQL images.key_digest)."""
+    return hashlib.sha256(f"{client}\n{source_key}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,7 @@ class Lander:
         self.fsync = durable and not zones.is_s3  # an S3 PUT is durable when it returns
         self._claim_sql = read_sql("images/ingest_claim.sql")
         self._release_sql = read_sql("images/ingest_release.sql")
+        self._hours_with_partition: set[str] = set()  # registry_details partitions known to exist
 
     # -- landing ---------------------------------------------------------------------------------
     def land(
@@ -280,11 +287,15 @@ class Lander:
                 layout.hour_key(a.sidecar.received_datetime),
                 a.sidecar.image_relpath,
                 a.upload.source_key,
+                None if a.upload.source_key is None else key_digest(a.sidecar.client, a.upload.source_key),
             )
             for a in attempts
         ]
         columns = {name: list(values) for name, values in zip(_CLAIM_COLUMNS, zip(*rows, strict=True), strict=True)}
         with self.pool.connection() as connection, connection.cursor() as cursor:
+            for key in set(columns["hour_key"]) - self._hours_with_partition:  # once an hour per process
+                cursor.execute("SELECT images.create_registry_details_partition(%s)", (key,))
+                self._hours_with_partition.add(key)
             try:
                 cursor.execute(self._claim_sql, columns)
             except psycopg2.errors.UniqueViolation as error:
@@ -336,9 +347,7 @@ class Lander:
         if not image_ids:
             return {}
         with self.pool.connection() as connection, connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry WHERE image_id = ANY(%s)", (image_ids,)
-            )
+            cursor.execute(f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry_rows(%s)", (image_ids,))
             return {image_id: RegistryRow(*values) for image_id, *values in cursor.fetchall()}
 
     def check_health(self) -> None:

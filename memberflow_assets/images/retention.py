@@ -13,7 +13,9 @@ Everything the platform keeps about an expired hour goes:
     images/processed/<hour>/              thumbnails
     landing/images/<yyyy>/<mm>/<dd>/<hh>/ images and sidecars
     quarantine/images/<hour>/             rejected uploads and their reasons
-    images.registry rows of the hour      -> tombstones, in one transaction with the hour's audit row
+    images.registry rows of the hour      -> tombstones, and the hour's partition of registry_details
+                                          (client, sha256, paths) dropped, in one transaction with the
+                                          hour's audit row
 
 Files of several hours are deleted at once (DELETE_THREADS): deleting is waiting for the disk or
 S3, not computing. Each hour's registry and audit transaction follows, oldest hour first.
@@ -156,14 +158,19 @@ def delete_hour_files(zones: Zones, key: str) -> HourPurge:
 
 
 def tombstone_hour(connection: PgConnection, purge: HourPurge, retention_run_id: str, purged_at: datetime) -> None:
-    """The hour's registry rows become tombstones; committed together with the hour's audit row."""
+    """The hour's registry rows become tombstones and its partition of personal fields is dropped;
+    committed together with the hour's audit row."""
     start = hour_start(purge.hour_key)
     with connection.cursor() as cursor:
+        # Dropping a partition locks its parent for a moment: wait at most this long behind landings,
+        # then fail (everything of this hour rolls back; the next run does it again).
+        cursor.execute("SET LOCAL lock_timeout = '10s'")
         cursor.execute(
             read_sql("images/tombstone_hour.sql"),
             {"purged_at": purged_at, "hour_key": purge.hour_key, "hour_start": start, "hour_end": start + HOUR},
         )
         purge.registry_rows_purged = cursor.rowcount
+        cursor.execute("SELECT images.drop_registry_details_partition(%s)", (purge.hour_key,))
         cursor.execute(
             read_sql("images/retention_hour_purged.sql"),
             {

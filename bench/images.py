@@ -270,10 +270,10 @@ def bench_retention(per_hour: int) -> dict:
                 instance.add_dynamic_partitions(image_hours.name, expired + young)
                 records = DagsterPartitionRecords(instance)
                 start = time.perf_counter()
-                first = retention.run_retention(zones, connection, as_of, "bench-1", "cli", records)
+                first = retention.run_retention(zones, dsn, as_of, "bench-1", "cli", records)
                 first_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                second = retention.run_retention(zones, connection, as_of, "bench-2", "cli", records)
+                second = retention.run_retention(zones, dsn, as_of, "bench-2", "cli", records)
                 second_seconds = time.perf_counter() - start
                 partitions_left = instance.get_dynamic_partitions(image_hours.name)
             files_after = count_files(Path(zones.root))

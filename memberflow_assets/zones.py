@@ -244,16 +244,24 @@ class Zones:
         """
         if not self.is_s3:
             return _delete_local_tree(self.path(prefix))
-        entries = [entry for entry in self._find_or_empty(prefix) if entry.get("type") == "file"]
+        entries = self._s3_files(prefix)
         if entries:
             self.fs.rm([entry["name"] for entry in entries])
         return len(entries), sum(int(entry["size"]) for entry in entries)
 
-    def _find_or_empty(self, prefix: str) -> list[dict]:
+    def tree_size(self, prefix: str) -> tuple[int, int]:
+        """(files, bytes) of a folder and everything below it, or of a single file; (0, 0) when missing."""
+        if not self.is_s3:
+            return _local_tree_size(self.path(prefix))
+        entries = self._s3_files(prefix)
+        return len(entries), sum(int(entry["size"]) for entry in entries)
+
+    def _s3_files(self, prefix: str) -> list[dict]:
         try:
-            return list(self.fs.find(self.path(prefix), detail=True).values())
+            entries = self.fs.find(self.path(prefix), detail=True).values()
         except FileNotFoundError:
             return []
+        return [entry for entry in entries if entry.get("type") == "file"]
 
     def remove_empty_parents(self, relpath: str, stop_at: str) -> None:
         """Remove the now-empty folders above `relpath`, up to but not including `stop_at`.
@@ -283,6 +291,25 @@ class Zones:
         if self.is_s3:
             connection.register_filesystem(self.fs)
         return connection
+
+
+def _local_tree_size(path: str) -> tuple[int, int]:
+    try:
+        if not os.path.isdir(path) or os.path.islink(path):
+            return 1, os.lstat(path).st_size
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return 0, 0
+    files = size = 0
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir(follow_symlinks=False):
+                sub_files, sub_size = _local_tree_size(entry.path)
+                files, size = files + sub_files, size + sub_size
+            else:
+                size += entry.stat(follow_symlinks=False).st_size
+                files += 1
+    return files, size
 
 
 def _delete_local_tree(path: str) -> tuple[int, int]:

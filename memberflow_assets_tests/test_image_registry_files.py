@@ -65,11 +65,7 @@ def test_an_expired_hour_leaves_no_personal_field_in_the_database_files(memberfl
     before = database_files(pg_dsn)
     assert all(files_holding(before, value) for value in personal_values(expired[0], keys[0]))  # they were there
 
-    connection = psycopg2.connect(pg_dsn)
-    try:
-        result = retention.run_retention(zones, connection, now, f"test-{uuid.uuid4()}", "test")
-    finally:
-        connection.close()
+    result = retention.run_retention(zones, pg_dsn, now, f"test-{uuid.uuid4()}", "test")
     assert result.totals["registry_rows_purged"] == 30
 
     files = database_files(pg_dsn)

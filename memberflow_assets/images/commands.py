@@ -46,7 +46,7 @@ def _retention(args: argparse.Namespace) -> int:
     result = retention.run_retention(
         Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
     )
-    print(json.dumps({"as_of": result.as_of.isoformat(), "first_kept_hour": result.first_kept_key, **result.totals}))
+    print(json.dumps(result.summary()))
     return 0
 
 

@@ -116,12 +116,7 @@ def purge_expired_images(
     context.log.info(f"as_of {result.as_of.isoformat()}: kept {result.first_kept_key} and later; {result.totals}")
     return dg.Output(
         None,
-        metadata={
-            "as_of": result.as_of.isoformat(),
-            "first_kept_hour": result.first_kept_key,
-            **result.totals,
-            "interrupted_runs_accounted_for": len(result.reconciled_runs),
-        },
+        metadata=result.summary(),
     )
 
 

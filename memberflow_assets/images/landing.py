@@ -185,6 +185,7 @@ class Lander:
         self._claim_sql = read_sql("images/ingest_claim.sql")
         self._release_sql = read_sql("images/ingest_release.sql")
         self._hours_with_partition: set[str] = set()  # registry_details partitions known to exist
+        self.temporaries_removed = 0  # files of writes killed before they finished, removed by open_lander
 
     # -- landing ---------------------------------------------------------------------------------
     def land(
@@ -458,11 +459,19 @@ class GroupLander:
 
 @contextmanager
 def open_lander(zones: Zones, dsn: str, settings: IngestSettings, pool_size: int) -> Iterator[Lander]:
-    """A Lander on the registry at `dsn` (migrated first), with `pool_size` connections; closed after."""
+    """A Lander on the registry at `dsn` (migrated first), with `pool_size` connections; closed after.
+
+    Opening it first removes what landings killed mid-write left behind (zones.sweep_temporaries).
+    """
     postgres.apply_migrations(dsn)
+    removed, size = zones.sweep_temporaries()
+    if removed:
+        log.warning("removed %d temporary file(s), %d bytes, left by writes that never finished", removed, size)
     pool = ConnectionPool(dsn, pool_size, synchronous_commit=settings.durable)
     try:
-        yield Lander(zones, pool, settings.max_pixels, settings.durable)
+        lander = Lander(zones, pool, settings.max_pixels, settings.durable)
+        lander.temporaries_removed = removed
+        yield lander
     finally:
         pool.close()
 

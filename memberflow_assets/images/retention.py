@@ -17,6 +17,9 @@ Everything the platform keeps about an expired hour goes:
                                           (client, sha256, paths) dropped, in one transaction with the
                                           hour's audit row
 
+Also, anywhere in the zones: temporary files of writes killed before they finished, once older than
+zones.TEMPORARY_SAFE_AGE (counted in `retention_runs.temporary_files_removed`).
+
 Files of several hours are deleted at once (DELETE_THREADS): deleting is waiting for the disk or
 S3, not computing. Each hour's registry and audit transaction follows, oldest hour first.
 
@@ -120,6 +123,7 @@ class RetentionResult:
     first_kept_key: str
     purges: list[HourPurge]
     reconciled_runs: list[str] = field(default_factory=list)  # killed runs whose deletions this one accounted for
+    temporary_files_removed: int = 0  # left anywhere in the zones by writes killed before they finished
 
     @property
     def totals(self) -> dict[str, int]:
@@ -129,6 +133,16 @@ class RetentionResult:
             "bytes_deleted": sum(purge.bytes_deleted for purge in self.purges),
             "registry_rows_purged": sum(purge.registry_rows_purged for purge in self.purges),
             "dagster_runs_deleted": sum(purge.dagster_runs_deleted for purge in self.purges),
+        }
+
+    def summary(self) -> dict:
+        """What the run did, for its Dagster metadata and the CLI's output: counts, no ids."""
+        return {
+            "as_of": self.as_of.isoformat(),
+            "first_kept_hour": self.first_kept_key,
+            **self.totals,
+            "interrupted_runs_accounted_for": len(self.reconciled_runs),
+            "temporary_files_removed": self.temporary_files_removed,
         }
 
 
@@ -373,6 +387,13 @@ def run_retention(
         connection.commit()
 
         result = RetentionResult(retention_run_id, as_of, first_kept_key, [])
+        result.temporary_files_removed, _ = zones.sweep_temporaries()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE images.retention_runs SET temporary_files_removed = %s WHERE retention_run_id = %s",
+                (result.temporary_files_removed, retention_run_id),
+            )
+        connection.commit()
         result.reconciled_runs = reconcile_interrupted(zones, connection, records, retention_run_id)
         if result.reconciled_runs and log is not None:
             log(f"accounted for what {len(result.reconciled_runs)} interrupted run(s) deleted")

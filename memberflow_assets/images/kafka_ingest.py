@@ -7,10 +7,11 @@ the message timestamp when absent).
 Work is done in bounded batches of explicit offset ranges: `plan_ranges` gives, per partition with
 unconsumed messages, [committed offset, committed offset + max_messages), and `KafkaIngestor.ingest`
 consumes each range with `assign()` (no group membership: no rebalance waits, and no two consumers
-in one range) until the range's end or the end of the partition, whichever comes first. After each
-fetched batch, every handled message is durably landed or quarantined and only then are the offsets
-committed. A crash before the commit means the batch is delivered again: landing is idempotent (same
-client + same bytes = same image id, see landing.py), so nothing is stored twice.
+in one range) until the range's end or the end of the partition, whichever comes first. Each fetched
+batch is landed on a thread of its own while the next one is fetched; once every message of it is
+durably landed or quarantined, and only then, its offsets are committed (in order). A crash before
+the commit means the batch is delivered again: landing is idempotent (same client + same bytes = same
+image id, see landing.py), so nothing is stored twice.
 
 The end of a partition is taken from the consumer's end-of-partition event (the fetch response's high
 watermark), not from a ListOffsets query: Tansu answers ListOffsets with the base offset of the last
@@ -30,6 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -201,45 +203,62 @@ class KafkaIngestor:
         pending = {p for p in ends if starts[p] < ends[p]}
         self.consumer.assign([TopicPartition(self.topic, p, starts[p]) for p in pending])
         handled: dict[int, int] = {}  # partition -> next offset after the last handled message
+        landing: Future | None = None  # the previous batch, landing while the next one is fetched
+        to_commit: dict[int, int] = {}  # its offsets, committed once it has landed
         last_progress = time.monotonic()
-        try:
-            while pending:
-                batch = []
-                for message in self.consumer.consume(FETCH_BATCH, timeout=1.0):
-                    partition = message.partition()
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consume error: %s", message.error())
-                        elif partition in pending:
-                            # Everything before this offset was delivered (and is in a batch); the partition is done.
-                            handled[partition] = min(message.offset(), ends[partition])
-                            pending.discard(partition)
-                        continue
-                    if partition not in pending:
-                        continue
-                    offset = message.offset()
-                    if offset >= ends[partition]:  # the range's bound: the next batch's work
-                        pending.discard(partition)
-                        stats.caught_up = False
-                        continue
-                    batch.append(message)
-                    if offset + 1 == ends[partition]:
-                        pending.discard(partition)
-                        stats.caught_up = False
-                self._land(batch, stats)
-                for message in batch:
-                    handled[message.partition()] = max(handled.get(message.partition(), 0), message.offset() + 1)
-                if handled:
-                    self._commit(handled, stats)
-                    handled = {}
-                    last_progress = time.monotonic()
-                elif pending and time.monotonic() - last_progress > idle_timeout:
-                    log.warning("no progress for %.0f s on partitions %s; stopping this batch", idle_timeout, pending)
-                    stats.complete = stats.caught_up = False
-                    break
-        finally:
-            self.consumer.unassign()
+        # One batch lands on this thread while the consumer fetches the next: the fetch waits on the
+        # network and the landing on the disk, so they overlap. Commits stay in order, each only after
+        # its batch (and every one before it) is durable.
+        with ThreadPoolExecutor(1, thread_name_prefix="kafka-landing") as landing_thread:
+            try:
+                while pending or landing is not None:
+                    batch = self._fetch(pending, ends, handled, stats) if pending else []
+                    if landing is not None:
+                        landing.result()  # a platform error stops here: nothing from it on is committed
+                        self._commit(to_commit, stats)
+                        landing, last_progress = None, time.monotonic()
+                    if batch:
+                        landing, to_commit, handled = landing_thread.submit(self._land, batch, stats), handled, {}
+                    elif handled:  # ends of partitions, everything before them committed
+                        self._commit(handled, stats)
+                        handled, last_progress = {}, time.monotonic()
+                    elif pending and time.monotonic() - last_progress > idle_timeout:
+                        log.warning("no progress for %.0f s on partitions %s; stopping", idle_timeout, pending)
+                        stats.complete = stats.caught_up = False
+                        break
+            finally:
+                self.consumer.unassign()
         return stats
+
+    def _fetch(
+        self, pending: set[int], ends: dict[int, int], handled: dict[int, int], stats: IngestStats
+    ) -> list[Message]:
+        """The next fetched messages within the ranges; records them, and the ends of partitions, in
+        `handled` and drops finished partitions from `pending`."""
+        batch = []
+        for message in self.consumer.consume(FETCH_BATCH, timeout=1.0):
+            partition = message.partition()
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", message.error())
+                elif partition in pending:
+                    # Everything before this offset was delivered (and is in a batch); the partition is done.
+                    handled[partition] = max(handled.get(partition, 0), min(message.offset(), ends[partition]))
+                    pending.discard(partition)
+                continue
+            if partition not in pending:
+                continue
+            offset = message.offset()
+            if offset >= ends[partition]:  # the range's bound: the next batch's work
+                pending.discard(partition)
+                stats.caught_up = False
+                continue
+            batch.append(message)
+            handled[partition] = max(handled.get(partition, 0), offset + 1)
+            if offset + 1 == ends[partition]:
+                pending.discard(partition)
+                stats.caught_up = False
+        return batch
 
     def _commit(self, handled: dict[int, int], stats: IngestStats) -> None:
         """Commit the offsets of messages already landed or quarantined (and copied to the dead-letter topic)."""

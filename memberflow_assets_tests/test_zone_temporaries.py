@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
+from confluent_kafka import Producer
 
-from memberflow_assets import postgres
+from memberflow_assets import cli, postgres
 from memberflow_assets.images import retention
 from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.landing import open_lander
 from memberflow_assets.zones import TEMPORARY_DIR, TEMPORARY_SAFE_AGE, Zones
-from memberflow_assets_tests.image_bytes import small_image
+from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, unique_jpeg
 
 KILLED_BEFORE_RENAME = """
 import os, signal, sys
@@ -93,3 +94,31 @@ def test_retention_removes_old_temporaries_anywhere_in_the_zones_and_counts_them
         cursor.execute("SELECT temporary_files_removed FROM images.retention_runs WHERE retention_run_id = 'r1'")
         assert cursor.fetchone() == (2,)
     connection.close()
+
+
+def test_kafka_ingest_killed_mid_write_leaves_nothing_after_its_restart(
+    kafka_env, kafka_bootstrap, memberflow_env, pg_dsn
+):
+    """`memberflow kafka-ingest` SIGKILLed while a batch's files are half-way (temporary files exist);
+    restarted later, it removes them and lands every image exactly once."""
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+    for number in range(200):
+        producer.produce(kafka_env, partition=number % 2, value=unique_jpeg(jpeg_of_about(60_000), number))
+    assert producer.flush(30) == 0
+    command = [sys.executable, "-m", "memberflow_assets.cli", "kafka-ingest", "--once"]
+    ingest = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while ingest.poll() is None and time.monotonic() < deadline and not temporaries(memberflow_env):
+            time.sleep(0.001)
+        ingest.kill()
+    finally:
+        ingest.wait()
+    assert ingest.returncode == -signal.SIGKILL and temporaries(memberflow_env), "not killed mid-write"
+    age(temporaries(memberflow_env), TEMPORARY_SAFE_AGE + 60)
+
+    assert cli.main(["kafka-ingest", "--once"]) == 0  # the restart
+
+    assert temporaries(memberflow_env) == []
+    landed = list((memberflow_env / "landing" / "images").rglob("*.json"))
+    assert len(landed) == 200 and len({path.name for path in landed}) == 200

@@ -182,7 +182,7 @@ def build_retention_data(zones: Zones, connection, expired_hours: list[str], you
     """Files written directly (what landing + processing leave behind), registry rows by COPY."""
     root = Path(zones.root)
     image_bytes, thumb_bytes = os.urandom(2048), os.urandom(700)
-    registry = io.StringIO()
+    status, details = io.StringIO(), io.StringIO()
     for key in expired_hours + young_hours:
         count = per_hour if key in expired_hours else 10
         start = hour_start(key)
@@ -195,20 +195,25 @@ def build_retention_data(zones: Zones, connection, expired_hours: list[str], you
             (landing / f"{image_id}.jpg").write_bytes(image_bytes)
             (landing / f"{image_id}.json").write_bytes(b'{"image_id": "%s"}' % image_id.encode())
             (processed / f"{image_id}.jpg").write_bytes(thumb_bytes)
-            registry.write(
-                f"{image_id}\tprocessed\tapi\tbench\t{image_id}\t2048\timage/jpeg\t{start.isoformat()}\t{key}\n"
-            )
+            status.write(f"{image_id}\tprocessed\tapi\t2048\timage/jpeg\t{start.isoformat()}\t{key}\n")
+            details.write(f"{key}\t{image_id}\tbench\t{image_id}\tlanding/images/{image_id}.jpg\n")
         rows = [
             {**dict.fromkeys(hours.METADATA_SCHEMA.names), "image_id": image_id, "hour_key": key, "status": "processed"}
             for image_id in ids
         ]
         zones.write_parquet(f"images/metadata/{key}.parquet", pa.Table.from_pylist(rows, schema=hours.METADATA_SCHEMA))
-    registry.seek(0)
+    status.seek(0)
+    details.seek(0)
     with connection.cursor() as cursor:
+        for key in expired_hours + young_hours:
+            cursor.execute("SELECT images.create_registry_details_partition(%s)", (key,))
         cursor.copy_expert(
-            "COPY images.registry (image_id, status, source, client, sha256, size_bytes, content_type, received_at,"
-            " hour_key) FROM STDIN",
-            registry,
+            "COPY images.registry_status (image_id, status, source, size_bytes, content_type, received_at, hour_key)"
+            " FROM STDIN",
+            status,
+        )
+        cursor.copy_expert(
+            "COPY images.registry_details (hour_key, image_id, client, sha256, landing_path) FROM STDIN", details
         )
     connection.commit()
 
@@ -266,10 +271,10 @@ def bench_retention(per_hour: int) -> dict:
                 instance.add_dynamic_partitions(image_hours.name, expired + young)
                 records = DagsterPartitionRecords(instance)
                 start = time.perf_counter()
-                first = retention.run_retention(zones, connection, as_of, "bench-1", "cli", records)
+                first = retention.run_retention(zones, dsn, as_of, "bench-1", "cli", records)
                 first_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                second = retention.run_retention(zones, connection, as_of, "bench-2", "cli", records)
+                second = retention.run_retention(zones, dsn, as_of, "bench-2", "cli", records)
                 second_seconds = time.perf_counter() - start
                 partitions_left = instance.get_dynamic_partitions(image_hours.name)
             files_after = count_files(Path(zones.root))

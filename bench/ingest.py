@@ -13,10 +13,13 @@ the API's memory (RSS) while 2 connections keep sending crafted 10 MB JPEGs of 2
 segments (target p99 < 2 s), and while 30 clients each hold a body stalled at 19 of 20 MiB (target
 memory < 512 MB).
 
-Kafka: images/s landed by `KafkaIngestor` against the raw consume rate of the same topic with the
-same consumer settings (both until the end of every partition). Target: >= 50%.
+Kafka: images/s landed by `KafkaIngestor` against two ceilings measured in the same run on the same
+topic and consumer settings (both until the end of every partition): raw consumption, and a durable
+ceiling that consumes the same and does the minimum the at-least-once guarantee needs (each value to a
+new file, fsync, offset commit). Target: durable landing >= 70% of the durable ceiling. Also prints where
+the durable ingestor's time goes (validation, registry, files, fsync, commits).
 
-    .venv/bin/python bench/ingest.py [--images 400] [--kafka-images 600] [--skip-kafka] [--skip-abuse]
+    .venv/bin/python bench/ingest.py [--images 400] [--kafka-images 600] [--skip-api | --skip-kafka] [--skip-abuse]
 
 The client is a minimal keep-alive HTTP/1.1 client over raw sockets (one thread per connection) so
 that its own cost is small and identical for both servers. Everything runs on the same machine:
@@ -480,38 +483,146 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     return seconds
 
 
-def bench_kafka(count: int, new_database, work: Path) -> None:
+def durable_consume(bootstrap: str, topic: str, expected: int, folder: Path) -> float:
+    """The ceiling for durable landing: the same consumption, and per fetched batch the minimum the
+    guarantee needs — each value written to a new file, the files and their folder fsynced (concurrently,
+    as memberflow does), then the offsets committed — on a thread of its own while the next batch is
+    fetched, as KafkaIngestor does. No validation, registry, sidecar or rename."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from memberflow_assets.images.kafka_ingest import FETCH_BATCH, consumer_config
+    from memberflow_assets.zones import _fsync_paths, fsync_path
+
+    def write(batch: list) -> None:
+        paths = []
+        for message in batch:
+            path = folder / f"{message.partition()}-{message.offset()}.jpg"
+            with open(path, "xb") as handle:
+                handle.write(message.value())
+            paths.append(str(path))
+        _fsync_paths(paths)
+        fsync_path(str(folder))
+
+    folder.mkdir(parents=True)
+    consumer = Consumer(consumer_config(bootstrap, f"bench-durable-{folder.name}"))
+    consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+    received, ended, writing, offsets = 0, set(), None, {}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(1) as writer:
+        while len(ended) < 2 or writing is not None:
+            batch = []
+            for message in consumer.consume(FETCH_BATCH, timeout=1.0) if len(ended) < 2 else []:
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        ended.add(message.partition())
+                    continue
+                batch.append(message)
+            if writing is not None:
+                writing.result()
+                consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+                writing = None
+            if batch:
+                offsets = {message.partition(): message.offset() + 1 for message in batch}
+                writing = writer.submit(write, batch)
+                received += len(batch)
+    seconds = time.perf_counter() - start
+    consumer.close()
+    assert received == expected, (received, expected)
+    return seconds
+
+
+class PhaseTimer:
+    """Wall time spent in chosen functions while the ingestor runs (all on its one thread)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._restore: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+
+        self._restore.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+
+
+def bench_kafka(count: int, new_database, work: Path, rounds: int = 3) -> None:
     import dataclasses
 
+    from memberflow_assets import zones as zones_module
+    from memberflow_assets.images import kafka_ingest, landing
     from memberflow_assets.images.dev_broker import tansu_broker
     from memberflow_assets.images.ingest_config import IngestSettings
     from memberflow_assets.images.kafka_ingest import OffsetRange, open_ingestor
     from memberflow_assets.zones import Zones
 
+    def ingest(bootstrap: str, topic: str, durable: bool, name: str, phases: PhaseTimer | None) -> float:
+        settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
+        with open_ingestor(bootstrap, Zones(str(work / name)), new_database(name), settings, topic, name, None) as i:
+            if phases is not None:
+                phases.wrap(landing, "inspect_image", "validation (header + framing)")
+                phases.wrap(landing.Lander, "_claim", "registry claim (one statement per batch)")
+                phases.wrap(zones_module, "_fsync_paths", "fsync (files, then folders)")
+                phases.wrap(Zones, "write_all", "files: write + rename (incl. fsync)")
+                phases.wrap(kafka_ingest.KafkaIngestor, "_land", "landing the batches (all of the above)")
+                phases.wrap(kafka_ingest.KafkaIngestor, "_commit", "offset commits")
+            start = time.perf_counter()
+            try:
+                stats = i.ingest([OffsetRange(p, 0, count) for p in (0, 1)])
+            finally:
+                if phases is not None:
+                    phases.restore()
+            seconds = time.perf_counter() - start
+        assert stats.landed == count, stats
+        return seconds
+
     with tansu_broker(free_port()) as bootstrap:
         topic = "images.bench"
-        images = distinct_images(count, 10_000_000)
-        fill_topic(bootstrap, topic, images)
-        print(f"\n## Kafka: {count} distinct JPEGs of ~{IMAGE_BYTES:,} bytes, 2 partitions\n")
-        print("| consumer | seconds | images/s | vs raw |")
-        print("|---|---|---|---|")
-        raw_seconds = min(raw_consume(bootstrap, topic, count) for _ in range(2))
-        print(f"| raw consume (same settings) | {raw_seconds:.2f} | {count / raw_seconds:.0f} | 100% |")
-        for durable in (True, False):
-            settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
-            zones = Zones(str(work / f"kafka-durable{int(durable)}"))
-            group = f"bench-ingest-{int(durable)}"
-            dsn = new_database(f"kafka_durable{int(durable)}")
-            with open_ingestor(bootstrap, zones, dsn, settings, topic, group, None) as ingestor:
-                start = time.perf_counter()
-                stats = ingestor.ingest([OffsetRange(p, 0, count) for p in (0, 1)])
-                seconds = time.perf_counter() - start
-            assert stats.landed == count, stats
-            rate = count / seconds
-            print(
-                f"| KafkaIngestor ({'durable' if durable else 'not durable'}) | {seconds:.2f} | {rate:.0f} | "
-                f"{rate / (count / raw_seconds):.0%} |"
-            )
+        fill_topic(bootstrap, topic, distinct_images(count, 10_000_000))
+        # Rounds alternate the measurements so that a burst of load elsewhere hits them alike; best of each.
+        best: dict[str, float] = {}
+        best_phases = PhaseTimer()
+        for number in range(rounds):
+            phases = PhaseTimer()
+            times = {
+                "raw": raw_consume(bootstrap, topic, count),
+                "ceiling": durable_consume(bootstrap, topic, count, work / f"ceiling-{number}"),
+                "durable": ingest(bootstrap, topic, True, f"kafka_durable_{number}", phases),
+                "not durable": ingest(bootstrap, topic, False, f"kafka_fast_{number}", None),
+            }
+            if times["durable"] < best.get("durable", float("inf")):
+                best_phases = phases
+            best = {name: min(seconds, best.get(name, float("inf"))) for name, seconds in times.items()}
+    rate = {name: count / seconds for name, seconds in best.items()}
+    print(f"\n## Kafka: {count} distinct JPEGs of ~{IMAGE_BYTES:,} bytes, 2 partitions, best of {rounds} rounds\n")
+    print("| consumer | seconds | images/s | vs raw | vs durable ceiling |\n|---|---|---|---|---|")
+    for name, label in (
+        ("raw", "raw consume (same settings)"),
+        ("ceiling", "durable ceiling: consume + new file + fsync + commit"),
+        ("durable", "KafkaIngestor (durable)"),
+        ("not durable", "KafkaIngestor (not durable)"),
+    ):
+        print(
+            f"| {label} | {best[name]:.2f} | {rate[name]:.0f} | {rate[name] / rate['raw']:.0%} | "
+            f"{rate[name] / rate['ceiling']:.0%} |"
+        )
+    print("\n| durable KafkaIngestor, best round: where the time goes (landing runs beside fetching) | seconds |")
+    print("|---|---|")
+    for label, spent in best_phases.seconds.items():
+        print(f"| {label} | {spent:.2f} |")
+    print(f"| the whole run | {best['durable']:.2f} |")
 
 
 def main() -> None:
@@ -520,6 +631,7 @@ def main() -> None:
     parser.add_argument("--kafka-images", type=int, default=600)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both servers")
     parser.add_argument("--skip-kafka", action="store_true")
+    parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--skip-abuse", action="store_true")
     parser.add_argument("--serve", choices=["noop", "durable"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -543,9 +655,10 @@ def main() -> None:
             postgres.apply_migrations(dsn)
             return dsn
 
-        bench_api(args.images, args.workers, new_database, work)
-        if not args.skip_abuse:
-            bench_abuse(new_database, work)
+        if not args.skip_api:
+            bench_api(args.images, args.workers, new_database, work)
+            if not args.skip_abuse:
+                bench_abuse(new_database, work)
         if not args.skip_kafka:
             bench_kafka(args.kafka_images, new_database, work)
         server.cleanup()

@@ -11,7 +11,9 @@ import boto3
 import dagster as dg
 import psycopg2
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
+from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
 
@@ -158,3 +160,31 @@ def kafka_bootstrap():
 
     with tansu_broker(free_port()) as bootstrap:
         yield bootstrap
+
+
+def create_topic(bootstrap: str, partitions: int = 2) -> str:
+    topic = f"images.test.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(30)
+    return topic
+
+
+KAFKA_MAX_UPLOAD = 100_000  # small, so that the Kafka tests' "too large" message is small too
+
+
+@pytest.fixture
+def settings(memberflow_env, monkeypatch) -> IngestSettings:
+    """Ingestion settings of the test's deployment, with a message size limit of KAFKA_MAX_UPLOAD."""
+    monkeypatch.setenv("MEMBERFLOW_MAX_UPLOAD_BYTES", str(KAFKA_MAX_UPLOAD))
+    return IngestSettings.from_env()
+
+
+@pytest.fixture
+def kafka_env(kafka_bootstrap, settings, monkeypatch):
+    """MEMBERFLOW_KAFKA_* pointing at a new 2-partition topic and a new consumer group; returns the topic."""
+    topic = create_topic(kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_TOPIC", topic)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_GROUP", f"g-{uuid.uuid4().hex[:6]}")
+    return topic

@@ -237,11 +237,11 @@ def test_a_run_still_going_for_an_expired_hour_is_left_for_the_next_purge(member
         )
         records = DagsterPartitionRecords(instance)
 
-        assert records.forget(["2026-01-01-00"]) == {"2026-01-01-00": 0}
+        assert records.forget(records.runs_of(["2026-01-01-00"])) == {"2026-01-01-00": 0}
         assert instance.get_run_by_id(run.run_id) is not None
         assert instance.has_dynamic_partition(image_hours.name, "2026-01-01-00")  # found again next time
         instance.report_run_canceled(run)
-        assert records.forget(["2026-01-01-00"]) == {"2026-01-01-00": 1}
+        assert records.forget(records.runs_of(["2026-01-01-00"])) == {"2026-01-01-00": 1}
         assert not instance.has_dynamic_partition(image_hours.name, "2026-01-01-00")
 
 

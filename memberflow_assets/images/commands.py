@@ -13,8 +13,6 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
-import psycopg2
-
 from memberflow_assets import postgres
 from memberflow_assets.images import bi, lifecycle, retention
 from memberflow_assets.settings import Settings
@@ -48,14 +46,10 @@ def _retention(args: argparse.Namespace) -> int:
     as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
     dsn = postgres.sales_dsn()
     postgres.apply_migrations(dsn)
-    connection = psycopg2.connect(dsn, application_name="memberflow-retention")
-    try:
-        result = retention.run_retention(
-            Zones.from_settings(), connection, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
-        )
-    finally:
-        connection.close()
-    print(json.dumps({"as_of": result.as_of.isoformat(), "first_kept_hour": result.first_kept_key, **result.totals}))
+    result = retention.run_retention(
+        Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
+    )
+    print(json.dumps(result.summary()))
     return 0
 
 

@@ -275,40 +275,35 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
 
 
 def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_size: int = 16) -> None:
-    """A durable upload's work without HTTP, in groups of 16 as GroupLander forms them at concurrency 16:
-    validation + SHA-256 (on the request's thread), then per group the registry statement and the file
-    writes with their fsyncs (on a landing worker)."""
+    """A durable upload's work without HTTP, as the API does it at concurrency 16: validation + SHA-256
+    and staging (image + sidecar written and fsynced under temporary names) on the upload's thread,
+    then per group of 16 the registry claim with its flushed commit and the renames with one folder
+    fsync (a landing worker)."""
     import dataclasses
 
-    from memberflow_assets.images.api import inspect_upload
     from memberflow_assets.images.ingest_config import IngestSettings
     from memberflow_assets.images.landing import Upload, open_lander
     from memberflow_assets.zones import Zones
 
     settings = dataclasses.replace(IngestSettings.from_env(), durable=True)
-    zones = Zones(str(work / "breakdown"))
-    validate = land = write = 0.0
-    with open_lander(zones, new_database("breakdown"), settings, 2) as lander:
+    validate = stage = land = 0.0
+    with open_lander(Zones(str(work / "breakdown")), new_database("breakdown"), settings, 2) as lander:
         for group in range(groups):
             blobs = distinct_images(group_size, 30_000_000 + group * group_size)
             start = time.perf_counter()
-            inspected = [inspect_upload(data, settings.max_pixels) for data in blobs]
+            prepared = [lander.prepare(Upload(data, "api", "bench")) for data in blobs]
             validate += time.perf_counter() - start
-            uploads = [Upload(d, "api", "bench", facts=f, sha256=h) for d, (f, h) in zip(blobs, inspected, strict=True)]
             start = time.perf_counter()
-            lander.land_many(uploads)
+            staged = [lander.stage(each) for each in prepared]
+            stage += time.perf_counter() - start
+            start = time.perf_counter()
+            lander.land_prepared(staged)
             land += time.perf_counter() - start
-            files = [(f"copy/{group}/{n}.jpg", data) for n, data in enumerate(blobs)]
-            files += [(f"copy/{group}/{n}.json", b'{"sidecar": "of a similar size"}' * 10) for n in range(len(blobs))]
-            start = time.perf_counter()
-            zones.write_all(files, fsync=True)  # the same files a landing writes, without the registry
-            write += time.perf_counter() - start
     images = groups * group_size
     print(f"\n| where a durable upload's time goes (groups of {group_size}, no HTTP) | ms per image |\n|---|---|")
-    print(f"| validation + SHA-256 (request thread) | {validate / images * 1000:.2f} |")
-    print(f"| landing a group (landing worker), of which: | {land / images * 1000:.2f} |")
-    print(f"| - image + sidecar written, renamed, fsynced | {write / images * 1000:.2f} |")
-    print(f"| - registry claim and its flushed commit, the rest | {max(land - write, 0) / images * 1000:.2f} |")
+    print(f"| validation + SHA-256 (upload thread) | {validate / images * 1000:.2f} |")
+    print(f"| image + sidecar written, fsynced under temporary names (upload thread) | {stage / images * 1000:.2f} |")
+    print(f"| registry claim + flushed commit, renames + folder fsync (landing group) | {land / images * 1000:.2f} |")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -5,56 +5,53 @@
     GET  /healthz            the database and the zones answer; uploads in progress and the bytes they hold
     GET  /openapi.json, /docs, /redoc (their assets served from the installed fastapi-offline: no CDN)
 
-Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
-is streamed: a declared Content-Length over the limit is refused before any byte is read, and a
-streamed body is refused as soon as it passes the limit, so an oversized upload never sits in memory.
-A body that stalls or takes too long is answered 408; the bodies in flight and the memory they hold
-are capped, in all and per client (admission.py: 503 with Retry-After beyond).
-Each upload is validated on its request's thread (at most VALIDATIONS_PER_CLIENT of one client's at
-once); landings (landing.py) then run on worker threads that land concurrent requests together, one
-client at a time in turn (GroupLander).
+Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The
+uploads themselves are served by a plain ASGI endpoint in front of FastAPI (upload_endpoint.py: the
+body's limits, validation, staging, landing in groups); FastAPI serves and documents the rest, and
+documents the upload route too.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
 from typing import Annotated
 
 import anyio
 import psycopg2
-from fastapi import Depends, FastAPI, Request, Response, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from memberflow_assets import postgres
-from memberflow_assets.images.admission import Admission, Hold, Overloaded
+from memberflow_assets.images.admission import Admission
 from memberflow_assets.images.api_keys import ApiKeys
 from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import GroupLander, Lander, Upload, image_id_for, open_lander
-from memberflow_assets.images.validation import ImageFacts, ImageRejected, inspect_image
+from memberflow_assets.images.landing import GroupLander, open_lander
+from memberflow_assets.images.upload_endpoint import (
+    INTERNAL_ERROR,
+    REGISTRY_UNAVAILABLE,
+    UPLOAD_PATH,
+    BodyLimits,
+    Receive,
+    RequestRefused,
+    Scope,
+    Send,
+    UploadEndpoint,
+    authorised_client,
+    error_answer,
+)
+from memberflow_assets.images.validation import ImageRejected
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)
-
-MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small fields around the file part
-FILE_FIELDS = ("file", "image")
-MAX_MULTIPART_PARTS = 16  # the image and a few form fields
-REGISTRY_UNAVAILABLE = "the image registry is unavailable"
-VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
-BODY_RESERVE_STEP = 1 << 20  # memory reserved at a time for a body of undeclared length
-RETRY_AFTER_SECONDS = 5
 
 
 class UploadResult(BaseModel):
@@ -85,16 +82,11 @@ class ApiError(BaseModel):
     detail: str
 
 
-class RequestRefused(Exception):
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers
-
-
 def _error_responses(*statuses: int) -> dict:
     return {status: {"model": ApiError} for status in statuses}
 
 
-# -- authentication ------------------------------------------------------------------------------
+# -- authentication (the FastAPI routes; the upload endpoint reads the same headers itself) ---------
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the client's API key")
 _bearer = HTTPBearer(auto_error=False, description="the client's API key as a bearer token")
 
@@ -104,162 +96,73 @@ def authenticated_client(
     api_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> str:
-    client = request.app.state.keys.client_for(api_key or (bearer.credentials if bearer else None))
-    if client is None:
-        problem = "invalid API key" if (api_key or bearer) else "missing API key (X-API-Key or Authorization: Bearer)"
-        raise RequestRefused(401, "unauthorized", problem, {"WWW-Authenticate": "Bearer"})
-    return client
+    return authorised_client(request.app.state.keys, api_key, bearer.credentials if bearer else None)
 
 
 Client = Annotated[str, Depends(authenticated_client)]
 
 
-# -- reading the body ----------------------------------------------------------------------------
-def _too_large(limit: int) -> RequestRefused:
-    return RequestRefused(413, "too_large", f"the image exceeds the limit of {limit:,} bytes")
+# -- the upload route's documentation (upload_endpoint.py serves it, in front of FastAPI) -----------
+def _json_of(model: type[BaseModel], description: str) -> dict:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-@dataclass(frozen=True)
-class BodyLimits:
-    image_bytes: int  # the 413 limit (MEMBERFLOW_MAX_UPLOAD_BYTES)
-    timeout_seconds: float  # the longest wait for the next part of a body
-    deadline_seconds: float  # the longest a whole body may take
-
-
-def _busy(overloaded: Overloaded) -> RequestRefused:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return RequestRefused(503, "busy", f"{overloaded.detail}; retry in a few seconds", headers)
-
-
-async def receive_body(
-    request: Request, admission: Admission, hold: Hold, limits: BodyLimits, body_limit: int
-) -> AsyncIterator[bytes]:
-    """The request body as it arrives, within the API's limits: 413 past `body_limit` (on the declared
-    Content-Length before a byte is read), 408 when it stalls or takes too long, 503 when the memory it
-    needs is not available (a declared length is reserved in full before reading, else step by step)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit():
-        if int(declared) > body_limit:
-            raise _too_large(limits.image_bytes)
-        try:
-            admission.reserve(hold, int(declared))
-        except Overloaded as overloaded:
-            raise _busy(overloaded) from None
-    deadline = anyio.current_time() + limits.deadline_seconds
-    received = 0
-    while True:
-        wait = min(limits.timeout_seconds, deadline - anyio.current_time())
-        with anyio.move_on_after(max(wait, 0)) as waited:
-            message = await request.receive()
-        if waited.cancelled_caught:  # the connection is closed: this client is not sending anyway
-            stalled = wait == limits.timeout_seconds
-            problem = f"no data for {wait:g} s" if stalled else f"not complete after {limits.deadline_seconds:g} s"
-            raise RequestRefused(
-                408, "body_timeout", f"the body arrives too slowly: {problem}", {"Connection": "close"}
-            )
-        if message["type"] == "http.disconnect":
-            raise RequestRefused(400, "incomplete", "the client went away before the body was complete")
-        chunk = message.get("body", b"")
-        received += len(chunk)
-        if received > body_limit:
-            raise _too_large(limits.image_bytes)
-        try:
-            while received > hold.bytes:
-                admission.reserve(hold, BODY_RESERVE_STEP)
-        except Overloaded as overloaded:
-            raise _busy(overloaded) from None
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
-async def read_image_body(request: Request, admission: Admission, hold: Hold, limits: BodyLimits) -> bytes:
-    """The uploaded image's bytes: the raw body, or the file part of a multipart form."""
-    content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    if content_type == b"multipart/form-data":
-        body = receive_body(request, admission, hold, limits, limits.image_bytes + MULTIPART_ENVELOPE_BYTES)
-        return await _read_multipart(body, options.get(b"boundary"), limits.image_bytes)
-    return b"".join([chunk async for chunk in receive_body(request, admission, hold, limits, limits.image_bytes)])
-
-
-async def _read_multipart(body: AsyncIterator[bytes], boundary: bytes | None, limit: int) -> bytes:
-    """Stream a multipart body; keep only the first file part (field `file`/`image`, or any with a filename).
-
-    The client's filename is never used for anything: landing names come from the image id.
-    """
-    if not boundary:
-        raise RequestRefused(400, "bad_multipart", "multipart body without a boundary")
-    state = {"headers": {}, "field": None, "value": b"", "current": None, "file": None, "parts": 0}
-
-    def on_part_begin() -> None:
-        state["headers"], state["current"] = {}, None
-        state["parts"] += 1
-        if state["parts"] > MAX_MULTIPART_PARTS:  # each part costs the parser ~70 µs of Python
-            raise RequestRefused(400, "bad_multipart", f"the form has more than {MAX_MULTIPART_PARTS} parts")
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] = data[start:end].lower()
-        state["value"] = b""
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["field"]] = state["value"]
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        is_file = b"filename" in disposition or disposition.get(b"name", b"").decode() in FILE_FIELDS
-        if is_file and state["file"] is None:
-            state["current"] = state["file"] = bytearray()
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = state["current"]
-        if part is not None:
-            part += data[start:end]
-            if len(part) > limit:
-                raise _too_large(limit)
-
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+UPLOAD_OPERATION = {
+    "summary": "Upload an image",
+    "description": "The body is the image: raw bytes (any Content-Type; the content decides), or "
+    "`multipart/form-data` with the image in field `file`. JPEG, PNG, WebP, GIF and TIFF are accepted. "
+    "201 for a new image; 200 with the same `image_id` when this client already uploaded these bytes.",
+    "operationId": "upload_image_v1_images_post",
+    "security": [{"APIKeyHeader": []}, {"HTTPBearer": []}],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/*": _BINARY,
+            "application/octet-stream": _BINARY,
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
         },
-    )
-    try:
-        async for chunk in body:
-            parser.write(chunk)
-        parser.finalize()
-    except RequestRefused:
-        raise
-    except Exception as error:  # python-multipart raises its own errors for malformed bodies
-        raise RequestRefused(400, "bad_multipart", f"malformed multipart body: {error}") from error
-    if state["file"] is None:
-        raise RequestRefused(400, "bad_multipart", "the multipart form has no file part (field 'file')")
-    return bytes(state["file"])
+    },
+    "responses": {
+        "201": _json_of(UploadResult, "the image is landed (durably, with the default settings)"),
+        "200": _json_of(UploadResult, "already uploaded by this client; nothing new stored"),
+        **{
+            str(status): _json_of(ApiError, meaning)
+            for status, meaning in {
+                400: "empty, incomplete or a malformed form",
+                401: "no key, or an unknown one",
+                408: "the body arrived too slowly",
+                413: "over the size limit",
+                415: "not an accepted image type, by its content",
+                422: "a damaged, oversized (pixels) or overly complex image",
+                503: "busy (Retry-After) or the registry is unavailable",
+            }.items()
+        },
+    },
+}
 
 
-def inspect_upload(data: bytes, max_pixels: int) -> tuple[ImageFacts, str]:
-    """What landing needs to know of an upload: its facts (or ImageRejected) and its SHA-256."""
-    facts = inspect_image(data, max_pixels)
-    return facts, hashlib.sha256(data).hexdigest()
+def document_upload_route(app: FastAPI) -> None:
+    """Add POST /v1/images, which no FastAPI route serves, to the app's OpenAPI document."""
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema["paths"].setdefault(UPLOAD_PATH, {})["post"] = UPLOAD_OPERATION
+            models = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (UploadResult, ApiError):
+                models[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            app.openapi_schema = schema
+        return app.openapi_schema
 
-def quarantine_once(lander: Lander, data: bytes, rejection: ImageRejected, client: str, details: dict) -> None:
-    """Keep a refused upload in quarantine once per client, bytes and hour: a client sending the same
-    bad bytes again and again costs no further writes (its first copy and reason are already there)."""
-    quarantine_id = f"api-{image_id_for(client, hashlib.sha256(data).hexdigest())}"
-    files = lander.quarantine_files(
-        data, rejection, source="api", client=client, quarantine_id=quarantine_id, details=details
-    )
-    if not lander.zones.exists(files[-1][0]):
-        lander.store(files)
+    app.openapi = openapi
 
 
 # -- the documentation pages, from an installed package's assets (they work without internet) ------
@@ -294,30 +197,51 @@ def serve_docs_offline(app: FastAPI) -> None:
 
 
 # -- the application -----------------------------------------------------------------------------
+class ImageApi:
+    """The ASGI application: POST /v1/images goes straight to the upload endpoint, the rest to FastAPI
+    (which also runs the lifespan that opens the lander)."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and _route_path(scope) == UPLOAD_PATH:
+            await self.app.state.uploads(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the app's root path, as Starlette's router matches it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
 def create_app(
     settings: IngestSettings | None = None, zones: Zones | None = None, dsn: str | None = None, pool_size: int = 16
-) -> FastAPI:
+) -> ImageApi:
     """The API, configured from the environment unless told otherwise (tests pass zones and a DSN)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ingest = settings or IngestSettings.from_env()
-        app.state.settings = ingest
         app.state.keys = ApiKeys(ingest.api_keys, ingest.api_keys_file)
         if app.state.keys.count == 0:
             log.warning("no API keys configured: every upload is refused. Mint one with `memberflow api-key`.")
         app.state.limiter = anyio.CapacityLimiter(pool_size)
         app.state.admission = Admission(ingest.api_max_bodies, ingest.api_max_body_memory_bytes)
-        app.state.body_limits = BodyLimits(
-            ingest.max_upload_bytes, ingest.api_body_timeout_seconds, ingest.api_body_deadline_seconds
-        )
+        limits = BodyLimits(ingest.max_upload_bytes, ingest.api_body_timeout_seconds, ingest.api_body_deadline_seconds)
         with open_lander(zones or Zones.from_settings(), dsn or postgres.sales_dsn(), ingest, pool_size) as lander:
             app.state.lander = lander
-            app.state.landings = GroupLander(lander)
+            landings = GroupLander(lander)
+            app.state.uploads = UploadEndpoint(
+                app.state.keys, app.state.admission, limits, lander, landings, ingest.api_max_bodies
+            )
             try:
                 yield
             finally:
-                app.state.landings.close()
+                app.state.uploads.close()
+                landings.close()
 
     app = FastAPI(
         title="memberflow image upload API",
@@ -329,104 +253,23 @@ def create_app(
         redoc_url=None,
     )
     serve_docs_offline(app)
-
-    @app.exception_handler(RequestRefused)
-    async def refused(request: Request, error: RequestRefused) -> JSONResponse:
-        return JSONResponse({"code": error.code, "detail": error.detail}, error.status, headers=error.headers)
-
-    @app.exception_handler(ImageRejected)
-    async def rejected(request: Request, error: ImageRejected) -> JSONResponse:
-        return JSONResponse({"code": error.code, "detail": error.detail}, error.status)
+    document_upload_route(app)
 
     # Answers never carry internals (driver messages, socket paths, file paths): details go to the log.
+    @app.exception_handler(RequestRefused)
+    @app.exception_handler(ImageRejected)
     @app.exception_handler(psycopg2.OperationalError)
     @app.exception_handler(psycopg2.InterfaceError)
-    async def database_down(request: Request, error: psycopg2.Error) -> JSONResponse:
-        log.error("registry unavailable: %s", error)
-        return JSONResponse({"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, 503)
+    async def refused(request: Request, error: Exception) -> JSONResponse:
+        status, content, headers = error_answer(error)
+        return JSONResponse(content, status, headers=headers)
 
     @app.exception_handler(Exception)  # the server logs the traceback (Starlette re-raises after answering)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"code": "internal", "detail": "internal error; it has been logged"}, 500)
+        return JSONResponse(INTERNAL_ERROR, 500)
 
-    validation_limiters: dict[str, anyio.CapacityLimiter] = {}
-
-    def validation_slots(client: str) -> anyio.CapacityLimiter:
-        if client not in validation_limiters:
-            validation_limiters[client] = anyio.CapacityLimiter(VALIDATIONS_PER_CLIENT)
-        return validation_limiters[client]
-
-    async def in_thread(function, *args, **kwargs):
-        return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=app.state.limiter)
-
-    @app.post(
-        "/v1/images",
-        status_code=201,
-        response_model=UploadResult,
-        summary="Upload an image",
-        description="The body is the image: raw bytes (any Content-Type; the content decides), or "
-        "`multipart/form-data` with the image in field `file`. JPEG, PNG, WebP, GIF and TIFF are accepted. "
-        "201 for a new image; 200 with the same `image_id` when this client already uploaded these bytes.",
-        responses={
-            200: {"model": UploadResult, "description": "already uploaded by this client; nothing new stored"},
-            **_error_responses(400, 401, 413, 415, 422, 503),
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "image/*": {"schema": {"type": "string", "format": "binary"}},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"file": {"type": "string", "format": "binary"}},
-                            "required": ["file"],
-                        }
-                    },
-                },
-            }
-        },
-    )
-    async def upload_image(request: Request, response: Response, client: Client) -> UploadResult:
-        try:
-            hold = app.state.admission.admit(client)
-        except Overloaded as overloaded:
-            raise _busy(overloaded) from None
-        try:
-            return await receive_and_land(request, response, client, hold)
-        finally:
-            app.state.admission.release(hold)  # the body's memory is free once the upload is answered
-
-    async def receive_and_land(request: Request, response: Response, client: str, hold: Hold) -> UploadResult:
-        lander: Lander = app.state.lander
-        data = await read_image_body(request, app.state.admission, hold, app.state.body_limits)
-        if not data:
-            raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
-        try:
-            # Validated on this request's thread, at most VALIDATIONS_PER_CLIENT of a client's at once: the
-            # landing workers every client shares only write and register.
-            facts, sha256 = await anyio.to_thread.run_sync(
-                inspect_upload, data, app.state.settings.max_pixels, limiter=validation_slots(client)
-            )
-            upload = Upload(data, "api", client, facts=facts, sha256=sha256)
-            landed = await asyncio.wrap_future(app.state.landings.submit(upload))
-        except ImageRejected as rejection:
-            details = {"declared_content_type": request.headers.get("content-type")}
-            await in_thread(quarantine_once, lander, data, rejection, client, details)
-            raise
-        if landed.duplicate:
-            response.status_code = 200
-        response.headers["Location"] = f"/v1/images/{landed.image_id}"
-        return UploadResult(
-            image_id=landed.image_id,
-            sha256=landed.sha256,
-            size_bytes=landed.size_bytes,
-            content_type=landed.content_type,
-            received_at=landed.received_at,
-            status=landed.status,
-            duplicate=landed.duplicate,
-        )
+    async def in_thread(function, *args):
+        return await anyio.to_thread.run_sync(function, *args, limiter=app.state.limiter)
 
     @app.get(
         "/v1/images/{image_id}",
@@ -464,7 +307,7 @@ def create_app(
         held = app.state.admission.total
         return {"status": "ok", "uploads_in_progress": held.bodies, "upload_bytes_held": held.bytes}
 
-    return app
+    return ImageApi(app)
 
 
 # `uvicorn memberflow_assets.images.api:app`: configured from the environment when it starts, not on import.

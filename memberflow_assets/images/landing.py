@@ -15,7 +15,10 @@ same id. Registry rows are claimed *before* the files are written, in one INSERT
   (layout.py), and every file is written under a temporary name and renamed (one PUT on S3).
 
 `land_many` lands a batch with one registry statement and one durability barrier for all its files:
-Kafka lands each fetched batch this way, and the API lands concurrent requests in groups (GroupLander).
+Kafka lands each fetched batch this way. The API prepares each upload on its request's thread — validated,
+hashed, and its two files already written (and fsynced) under temporary names (`Lander.stage`), which is
+harmless before the claim: nothing is visible until the renames — and lands concurrent requests in groups
+(GroupLander) that only claim and rename, so one group's registry commit overlaps the next uploads' fsyncs.
 Bytes that are not an acceptable image go to quarantine/images/<hour>/ with a reason file.
 """
 
@@ -44,7 +47,7 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.validation import ImageFacts, ImageRejected, inspect_image
 from memberflow_assets.settings import read_sql
-from memberflow_assets.zones import Zones
+from memberflow_assets.zones import Staged, Zones
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +163,29 @@ class Upload:
     event_time: str | None = None
     kafka: dict | None = None  # {"topic", "partition", "offset", "key"}
     source_key: str | None = None  # the producer's own id for the image (Kafka key)
-    # Already established by the caller (the API validates on the request's thread, not a landing worker's):
-    facts: ImageFacts | None = None
-    sha256: str | None = None
 
 
 @dataclass(frozen=True)
-class _Attempt:
-    index: int  # position in the batch
+class Prepared:
+    """An upload found acceptable and described (its id and sidecar), ready to claim and write; `staged`
+    when its image and sidecar are already written under temporary names (`Lander.stage`)."""
+
     upload: Upload
+    image_id: str
     sidecar: layout.Sidecar
+    staged: Staged | None = None
+
+    @property
+    def client(self) -> str:
+        return self.upload.client
+
+    @property
+    def data(self) -> bytes:
+        return self.upload.data
+
+    def files(self) -> list[tuple[str, bytes]]:
+        """The image, then its sidecar (which makes it visible, so it is written last)."""
+        return [(self.sidecar.image_relpath, self.upload.data), (self.sidecar.relpath, self.sidecar.to_json())]
 
 
 def _key_conflict(upload: Upload) -> ImageRejected:
@@ -208,57 +224,94 @@ class Lander:
             raise result
         return result
 
+    def prepare(self, upload: Upload, received_at: datetime | None = None) -> Prepared:
+        """Validate `upload` by its content, hash it and describe it as received at `received_at` (now).
+        Raises ImageRejected when it is not an acceptable image."""
+        if upload.source not in SOURCES:
+            raise ValueError(f"unknown source {upload.source!r}")
+        facts = inspect_image(upload.data, self.max_pixels)
+        sha256 = hashlib.sha256(upload.data).hexdigest()
+        image_id = image_id_for(upload.client, sha256)
+        return Prepared(upload, image_id, _sidecar(upload, facts, image_id, sha256, received_at or datetime.now(UTC)))
+
+    def stage(self, prepared: Prepared) -> Prepared:
+        """Write the image and its sidecar under temporary names before the claim (fsynced when durable),
+        so that landing it only claims and renames. On S3, where a file is one PUT, nothing to do here."""
+        if self.zones.is_s3:
+            return prepared
+        return dataclasses.replace(prepared, staged=self.zones.stage(prepared.files(), fsync=self.fsync))
+
     def land_many(self, uploads: Sequence[Upload]) -> list[Landed | ImageRejected]:
         """Land a batch; per upload, what became of it. When this returns, every landed file is durable."""
         received_at = datetime.now(UTC)
         results: list[Landed | ImageRejected | None] = [None] * len(uploads)
-        attempts: dict[str, _Attempt] = {}  # image id -> its first upload in the batch
-        repeats: list[tuple[int, int]] = []  # (index, index of the first upload of the same image)
+        accepted: list[tuple[int, Prepared]] = []
         for index, upload in enumerate(uploads):
-            if upload.source not in SOURCES:
-                raise ValueError(f"unknown source {upload.source!r}")
             try:
-                facts = upload.facts or inspect_image(upload.data, self.max_pixels)
+                accepted.append((index, self.prepare(upload, received_at)))
             except ImageRejected as rejection:
                 results[index] = rejection
-                continue
-            sha256 = upload.sha256 or hashlib.sha256(upload.data).hexdigest()
-            image_id = image_id_for(upload.client, sha256)
-            if image_id in attempts:
-                repeats.append((index, attempts[image_id].index))
-            else:
-                attempts[image_id] = _Attempt(index, upload, _sidecar(upload, facts, image_id, sha256, received_at))
-        for image_id in self._losing_keys(attempts):
-            attempt = attempts.pop(image_id)
-            results[attempt.index] = _key_conflict(attempt.upload)
+        for (index, _), result in zip(accepted, self.land_prepared([p for _, p in accepted]), strict=True):
+            results[index] = result
+        return results
 
-        claimed = self._claim(list(attempts.values()))
-        registered = self.lookup_many([image_id for image_id in attempts if image_id not in claimed])
-        to_write: list[tuple[layout.Sidecar, bytes]] = []  # new landings and interrupted ones to finish
-        for image_id, attempt in attempts.items():
-            row = registered.get(image_id)
-            if image_id in claimed:
-                to_write.append((attempt.sidecar, attempt.upload.data))
-                results[attempt.index] = _landed(attempt.sidecar, "landed", duplicate=False)
-            elif row is None or row.status == "purged":  # not claimed, yet not registered: the key is taken
-                results[attempt.index] = _key_conflict(attempt.upload)
+    def land_prepared(self, batch: Sequence[Prepared]) -> list[Landed | ImageRejected]:
+        """Land prepared uploads (one registry statement, one durability barrier); per upload, what became
+        of it. Staged files that are not needed (a duplicate, a key conflict) are removed."""
+        results: list[Landed | ImageRejected | None] = [None] * len(batch)
+        attempts: dict[str, tuple[int, Prepared]] = {}  # image id -> its first upload in the batch
+        repeats: list[tuple[int, int]] = []  # (index, index of the first upload of the same image)
+        unused: list[Staged] = []  # staged files of uploads that write nothing
+        for index, prepared in enumerate(batch):
+            if prepared.image_id in attempts:
+                repeats.append((index, attempts[prepared.image_id][0]))
+                unused.append(prepared.staged)
             else:
-                unfinished, results[attempt.index] = self._registered(attempt, row)
-                if unfinished is not None:
-                    to_write.append((unfinished, attempt.upload.data))
-        images = [(sidecar.image_relpath, data) for sidecar, data in to_write]
-        sidecars = [(sidecar.relpath, sidecar.to_json()) for sidecar, _ in to_write]
+                attempts[prepared.image_id] = (index, prepared)
+        for image_id in self._losing_keys(attempts):
+            index, prepared = attempts.pop(image_id)
+            results[index] = _key_conflict(prepared.upload)
+            unused.append(prepared.staged)
         try:
-            self.zones.write_all(images + sidecars, fsync=self.fsync)  # a sidecar never before its image
+            claimed = self._claim([prepared for _, prepared in attempts.values()])
+            registered = self.lookup_many([image_id for image_id in attempts if image_id not in claimed])
+            staged: list[Staged] = []  # new landings whose files are written already: only renamed
+            to_write: list[Prepared] = []  # new landings to write, and interrupted ones to finish
+            for image_id, (index, prepared) in attempts.items():
+                row = registered.get(image_id)
+                if image_id in claimed:
+                    if prepared.staged is None:
+                        to_write.append(prepared)
+                    else:
+                        staged.append(prepared.staged)
+                    results[index] = _landed(prepared.sidecar, "landed", duplicate=False)
+                    continue
+                unused.append(prepared.staged)
+                if row is None or row.status == "purged":  # not claimed, yet not registered: the key is taken
+                    results[index] = _key_conflict(prepared.upload)
+                else:
+                    unfinished, results[index] = self._registered(prepared, row)
+                    if unfinished is not None:
+                        to_write.append(unfinished)
+            try:
+                if to_write:
+                    files = [prepared.files() for prepared in to_write]
+                    self.zones.write_all([pair[0] for pair in files] + [pair[1] for pair in files], fsync=self.fsync)
+                self.zones.publish(staged, fsync=self.fsync)  # a sidecar never before its image, in both
+            except BaseException:
+                self._release(claimed, [prepared for _, prepared in attempts.values()])
+                raise
         except BaseException:
-            self._release(claimed, received_at)
+            unused = [prepared.staged for prepared in batch]  # what a failure did not rename goes
             raise
+        finally:
+            self.zones.discard([each for each in unused if each is not None])
         for index, first_index in repeats:
             first = results[first_index]
             results[index] = dataclasses.replace(first, duplicate=True) if isinstance(first, Landed) else first
         return results
 
-    def _losing_keys(self, attempts: dict[str, _Attempt]) -> list[str]:
+    def _losing_keys(self, attempts: dict[str, tuple[int, Prepared]]) -> list[str]:
         """Ids of the batch's images that lose their producer key to an earlier image of the batch.
 
         One statement cannot claim two images under one key, so a key several new images share goes to
@@ -266,9 +319,9 @@ class Lander:
         comes with, wherever it stands in the batch (the registry is asked only when keys are shared).
         """
         by_key: dict[tuple[str, str], list[str]] = {}
-        for image_id, attempt in attempts.items():  # in batch order
-            if attempt.upload.source_key is not None:
-                by_key.setdefault((attempt.upload.client, attempt.upload.source_key), []).append(image_id)
+        for image_id, (_, prepared) in attempts.items():  # in batch order
+            if prepared.upload.source_key is not None:
+                by_key.setdefault((prepared.client, prepared.upload.source_key), []).append(image_id)
         shared = [ids for ids in by_key.values() if len(ids) > 1]
         if not shared:
             return []
@@ -276,7 +329,7 @@ class Lander:
         registered = {image_id for image_id, row in rows.items() if row.status != "purged"}
         return [loser for ids in shared for loser in [i for i in ids if i not in registered][1:]]
 
-    def _claim(self, attempts: list[_Attempt]) -> dict[str, bool]:
+    def _claim(self, attempts: list[Prepared]) -> dict[str, bool]:
         """Claim the attempts' ids: {image id: True for a new row, False for a revived tombstone}."""
         if not attempts:
             return {}
@@ -311,13 +364,15 @@ class Lander:
                 cursor.execute(self._claim_sql, columns)
             return dict(cursor.fetchall())
 
-    def _release(self, claimed: dict[str, bool], received_at: datetime) -> None:
-        if not claimed:
+    def _release(self, claimed: dict[str, bool], attempts: list[Prepared]) -> None:
+        """Undo the claims of a landing whose files could not be written."""
+        released = [a for a in attempts if a.image_id in claimed]
+        if not released:
             return
         parameters = {
-            "inserted": [image_id for image_id, inserted in claimed.items() if inserted],
-            "revived": [image_id for image_id, inserted in claimed.items() if not inserted],
-            "received_at": received_at,
+            "image_id": [a.image_id for a in released],
+            "inserted": [claimed[a.image_id] for a in released],
+            "received_at": [a.sidecar.received_datetime for a in released],
         }
         try:
             with self.pool.connection() as connection, connection.cursor() as cursor:
@@ -325,11 +380,11 @@ class Lander:
         except psycopg2.Error:
             log.exception("could not release registry claims %s; a retry will complete them", sorted(claimed))
 
-    def _registered(self, attempt: _Attempt, row: RegistryRow) -> tuple[layout.Sidecar | None, Landed]:
-        """An image registered before: the result, and its sidecar if a crash interrupted its landing."""
+    def _registered(self, prepared: Prepared, row: RegistryRow) -> tuple[Prepared | None, Landed]:
+        """An image registered before: the result, and what to write if a crash interrupted its landing."""
         registered = dataclasses.replace(
-            attempt.sidecar,
-            source=row.source or attempt.sidecar.source,
+            prepared.sidecar,
+            source=row.source or prepared.sidecar.source,
             received_at=row.received_at.astimezone(UTC).isoformat(),
         )
         landed = dataclasses.replace(
@@ -342,7 +397,7 @@ class Lander:
         if registered.image_relpath != row.landing_path:
             raise RuntimeError(f"image {registered.image_id}: registry path {row.landing_path} is not the layout's")
         log.warning("image %s: finishing a landing interrupted after its registry claim", registered.image_id)
-        return registered, landed
+        return Prepared(prepared.upload, prepared.image_id, registered), landed
 
     # -- reading the registry -------------------------------------------------------------------
     def lookup(self, image_id: str) -> RegistryRow | None:
@@ -409,11 +464,11 @@ class Lander:
 
 
 class GroupLander:
-    """Lands uploads that arrive concurrently (API requests) together, a group at a time.
+    """Lands prepared uploads that arrive concurrently (API requests) together, a group at a time.
 
-    Each group costs one registry statement and one durability barrier (fsync, commit flush) however
-    many images it holds, the group-commit idea of databases: under load, requests share the waits
-    instead of queueing behind each other's. Alone, a request is a group of one.
+    Each group costs one registry statement and one durability barrier (commit flush, folder fsync)
+    however many images it holds, the group-commit idea of databases: under load, requests share the
+    waits instead of queueing behind each other's. Alone, a request is a group of one.
 
     Groups are formed fairly: one upload per waiting client in turn, up to `max_group` uploads or
     `max_group_bytes`, so a client with many uploads queued delays another's by at most one group.
@@ -423,18 +478,18 @@ class GroupLander:
         self.lander = lander
         self.max_group = max_group
         self.max_group_bytes = max_group_bytes
-        self._waiting: dict[str, deque[tuple[Upload, Future]]] = {}  # per client, in turn order
+        self._waiting: dict[str, deque[tuple[Prepared, Future]]] = {}  # per client, in turn order
         self._ready = threading.Condition()
         self._closing = False
         self._workers = [threading.Thread(target=self._run, name=f"landing-{n}", daemon=True) for n in range(workers)]
         for worker in self._workers:
             worker.start()
 
-    def submit(self, upload: Upload) -> Future:
-        """A future of `Landed`, or of the ImageRejected / error the landing raised."""
-        future: Future = Future()
+    def submit(self, prepared: Prepared, future: Future | None = None) -> Future:
+        """`future` (a new one by default), settled with `Landed`, or the ImageRejected / error the landing raised."""
+        future = Future() if future is None else future
         with self._ready:
-            self._waiting.setdefault(upload.client, deque()).append((upload, future))
+            self._waiting.setdefault(prepared.client, deque()).append((prepared, future))
             self._ready.notify()
         return future
 
@@ -446,11 +501,11 @@ class GroupLander:
         for worker in self._workers:
             worker.join()
 
-    def _next_group(self) -> list[tuple[Upload, Future]] | None:
+    def _next_group(self) -> list[tuple[Prepared, Future]] | None:
         with self._ready:
             while not self._waiting and not self._closing:
                 self._ready.wait()
-            group: list[tuple[Upload, Future]] = []
+            group: list[tuple[Prepared, Future]] = []
             size = 0
             while self._waiting and len(group) < self.max_group and size < self.max_group_bytes:
                 client, queued = next(iter(self._waiting.items()))
@@ -464,7 +519,7 @@ class GroupLander:
     def _run(self) -> None:
         while (group := self._next_group()) is not None:
             try:
-                results = self.lander.land_many([upload for upload, _ in group])
+                results = self.lander.land_prepared([prepared for prepared, _ in group])
             except BaseException as error:
                 for _, future in group:
                     future.set_exception(error)

@@ -1,0 +1,336 @@
+"""POST /v1/images: the upload API's hot path, a plain ASGI endpoint in front of FastAPI (api.py). No Dagster.
+
+FastAPI's middleware, routing, dependency injection and response validation cost as much CPU per
+upload as writing it durably (docs/images_ingestion.md, "Upload API against its ceilings"), so this
+one route reads the request itself; api.py documents it in the OpenAPI schema and serves the rest.
+
+    event loop     authenticate, admit (admission.py), receive the body within its limits
+    upload thread  validate and hash (at most VALIDATIONS_PER_CLIENT of a client's at once), then write
+                   the image and its sidecar under temporary names and fsync them (Lander.stage)
+    landing group  claim in the registry and rename into place, with concurrent uploads (GroupLander)
+
+The body is streamed: a declared Content-Length over the limit is refused before any byte is read,
+and a streamed body as soon as it passes the limit, so an oversized upload never sits in memory. A
+body that stalls or takes too long is answered 408; the bodies in flight and the memory they hold are
+capped, in all and per client (503 with Retry-After beyond).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from memberflow_assets.images.admission import Admission, Hold, Overloaded
+from memberflow_assets.images.api_keys import ApiKeys
+from memberflow_assets.images.landing import GroupLander, Landed, Lander, Upload, image_id_for
+from memberflow_assets.images.validation import ImageRejected
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+UPLOAD_PATH = "/v1/images"
+MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small fields around the file part
+FILE_FIELDS = ("file", "image")
+MAX_MULTIPART_PARTS = 16  # the image and a few form fields
+REGISTRY_UNAVAILABLE = "the image registry is unavailable"
+INTERNAL_ERROR = {"code": "internal", "detail": "internal error; it has been logged"}
+VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
+BODY_RESERVE_STEP = 1 << 20  # memory reserved at a time for a body of undeclared length
+RETRY_AFTER_SECONDS = 5
+_READ_HEADERS = (b"content-length", b"content-type", b"x-api-key", b"authorization")
+
+
+class RequestRefused(Exception):
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+# -- authentication ------------------------------------------------------------------------------
+def authorised_client(keys: ApiKeys, api_key: str | None, bearer: str | None) -> str:
+    """The client a presented key (`X-API-Key`, or the `Authorization: Bearer` token) belongs to; else 401."""
+    client = keys.client_for(api_key or bearer)
+    if client is None:
+        problem = "invalid API key" if (api_key or bearer) else "missing API key (X-API-Key or Authorization: Bearer)"
+        raise RequestRefused(401, "unauthorized", problem, {"WWW-Authenticate": "Bearer"})
+    return client
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of `Authorization: Bearer <token>`, read as FastAPI's HTTPBearer reads it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+# -- reading the body ----------------------------------------------------------------------------
+def _too_large(limit: int) -> RequestRefused:
+    return RequestRefused(413, "too_large", f"the image exceeds the limit of {limit:,} bytes")
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    image_bytes: int  # the 413 limit (MEMBERFLOW_MAX_UPLOAD_BYTES)
+    timeout_seconds: float  # the longest wait for the next part of a body
+    deadline_seconds: float  # the longest a whole body may take
+
+
+def _busy(overloaded: Overloaded) -> RequestRefused:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return RequestRefused(503, "busy", f"{overloaded.detail}; retry in a few seconds", headers)
+
+
+async def receive_body(
+    receive: Receive, declared: str | None, admission: Admission, hold: Hold, limits: BodyLimits, body_limit: int
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives, within the API's limits: 413 past `body_limit` (on the declared
+    Content-Length before a byte is read), 408 when it stalls or takes too long, 503 when the memory it
+    needs is not available (a declared length is reserved in full before reading, else step by step)."""
+    if declared and declared.isdigit():
+        if int(declared) > body_limit:
+            raise _too_large(limits.image_bytes)
+        try:
+            admission.reserve(hold, int(declared))
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.deadline_seconds
+    received = 0
+    while True:
+        wait = min(limits.timeout_seconds, deadline - loop.time())
+        try:
+            async with asyncio.timeout(max(wait, 0)):
+                message = await receive()
+        except TimeoutError:  # the connection is closed: this client is not sending anyway
+            stalled = wait == limits.timeout_seconds
+            problem = f"no data for {wait:g} s" if stalled else f"not complete after {limits.deadline_seconds:g} s"
+            raise RequestRefused(
+                408, "body_timeout", f"the body arrives too slowly: {problem}", {"Connection": "close"}
+            ) from None
+        if message["type"] == "http.disconnect":
+            raise RequestRefused(400, "incomplete", "the client went away before the body was complete")
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > body_limit:
+            raise _too_large(limits.image_bytes)
+        try:
+            while received > hold.bytes:
+                admission.reserve(hold, BODY_RESERVE_STEP)
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def read_image_body(
+    headers: dict[bytes, str], receive: Receive, admission: Admission, hold: Hold, limits: BodyLimits
+) -> bytes:
+    """The uploaded image's bytes: the raw body, or the file part of a multipart form."""
+    content_type, options = parse_options_header(headers.get(b"content-type", ""))
+    declared = headers.get(b"content-length")
+    if content_type == b"multipart/form-data":
+        limit = limits.image_bytes + MULTIPART_ENVELOPE_BYTES
+        body = receive_body(receive, declared, admission, hold, limits, limit)
+        return await _read_multipart(body, options.get(b"boundary"), limits.image_bytes)
+    body = receive_body(receive, declared, admission, hold, limits, limits.image_bytes)
+    return b"".join([chunk async for chunk in body])
+
+
+async def _read_multipart(body: AsyncIterator[bytes], boundary: bytes | None, limit: int) -> bytes:
+    """Stream a multipart body; keep only the first file part (field `file`/`image`, or any with a filename).
+
+    The client's filename is never used for anything: landing names come from the image id.
+    """
+    if not boundary:
+        raise RequestRefused(400, "bad_multipart", "multipart body without a boundary")
+    state = {"headers": {}, "field": None, "value": b"", "current": None, "file": None, "parts": 0}
+
+    def on_part_begin() -> None:
+        state["headers"], state["current"] = {}, None
+        state["parts"] += 1
+        if state["parts"] > MAX_MULTIPART_PARTS:  # each part costs the parser ~70 µs of Python
+            raise RequestRefused(400, "bad_multipart", f"the form has more than {MAX_MULTIPART_PARTS} parts")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] = data[start:end].lower()
+        state["value"] = b""
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"]] = state["value"]
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        is_file = b"filename" in disposition or disposition.get(b"name", b"").decode() in FILE_FIELDS
+        if is_file and state["file"] is None:
+            state["current"] = state["file"] = bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part = state["current"]
+        if part is not None:
+            part += data[start:end]
+            if len(part) > limit:
+                raise _too_large(limit)
+
+    parser = MultipartParser(
+        boundary,
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+        },
+    )
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+        parser.finalize()
+    except RequestRefused:
+        raise
+    except Exception as error:  # python-multipart raises its own errors for malformed bodies
+        raise RequestRefused(400, "bad_multipart", f"malformed multipart body: {error}") from error
+    if state["file"] is None:
+        raise RequestRefused(400, "bad_multipart", "the multipart form has no file part (field 'file')")
+    return bytes(state["file"])
+
+
+def quarantine_once(lander: Lander, data: bytes, rejection: ImageRejected, client: str, details: dict) -> None:
+    """Keep a refused upload in quarantine once per client, bytes and hour: a client sending the same
+    bad bytes again and again costs no further writes (its first copy and reason are already there)."""
+    quarantine_id = f"api-{image_id_for(client, hashlib.sha256(data).hexdigest())}"
+    files = lander.quarantine_files(
+        data, rejection, source="api", client=client, quarantine_id=quarantine_id, details=details
+    )
+    if not lander.zones.exists(files[-1][0]):
+        lander.store(files)
+
+
+# -- answering -----------------------------------------------------------------------------------
+def upload_result(landed: Landed) -> dict[str, Any]:
+    """The answer's body: api.UploadResult, as FastAPI would serialise it."""
+    return {
+        "image_id": landed.image_id,
+        "sha256": landed.sha256,
+        "size_bytes": landed.size_bytes,
+        "content_type": landed.content_type,
+        "received_at": landed.received_at.isoformat().replace("+00:00", "Z"),
+        "status": landed.status,
+        "duplicate": landed.duplicate,
+    }
+
+
+async def answer(send: Send, status: int, content: dict, headers: dict[str, str] | None = None) -> None:
+    """A JSON answer, encoded as Starlette's JSONResponse encodes it."""
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    head = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    head += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_answer(error: Exception) -> tuple[int, dict, dict[str, str] | None]:
+    """Status, body and headers for a failed request; never internals (driver messages, paths): those
+    go to the log."""
+    if isinstance(error, RequestRefused):
+        return error.status, {"code": error.code, "detail": error.detail}, error.headers
+    if isinstance(error, ImageRejected):
+        return error.status, {"code": error.code, "detail": error.detail}, None
+    if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
+        log.error("registry unavailable: %s", error)
+        return 503, {"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, None
+    log.error("upload failed", exc_info=error)
+    return 500, INTERNAL_ERROR, None
+
+
+# -- the endpoint --------------------------------------------------------------------------------
+class UploadEndpoint:
+    """POST /v1/images. Each upload is handed to a thread (`max_bodies` of them: admission lets no more
+    uploads in, so one client's uploads never wait for a thread behind another's) that validates and
+    stages it, then to the landing groups."""
+
+    def __init__(
+        self,
+        keys: ApiKeys,
+        admission: Admission,
+        limits: BodyLimits,
+        lander: Lander,
+        landings: GroupLander,
+        max_bodies: int,
+    ):
+        self.keys, self.admission, self.limits = keys, admission, limits
+        self.lander, self.landings = lander, landings
+        self._threads = ThreadPoolExecutor(max_bodies, thread_name_prefix="upload")
+        self._validations: dict[str, threading.BoundedSemaphore] = {}
+
+    def close(self) -> None:
+        """Finish the uploads in progress."""
+        self._threads.shutdown(wait=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            status, content, headers = await self._upload(scope, receive)
+        except Exception as error:
+            status, content, headers = error_answer(error)
+        await answer(send, status, content, headers)
+
+    async def _upload(self, scope: Scope, receive: Receive) -> tuple[int, dict, dict[str, str]]:
+        headers: dict[bytes, str] = {}
+        for name, value in scope["headers"]:
+            if name in _READ_HEADERS and name not in headers:  # the first of repeated headers, as Starlette
+                headers[name] = value.decode("latin-1")
+        client = authorised_client(self.keys, headers.get(b"x-api-key"), bearer_token(headers.get(b"authorization")))
+        try:
+            hold = self.admission.admit(client)
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+        try:  # the body's memory is free once the upload is answered
+            data = await read_image_body(headers, receive, self.admission, hold, self.limits)
+            if not data:
+                raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
+            landing: Future[Landed] = Future()  # settled by the upload thread (a refusal) or the landing group
+            self._threads.submit(self._land, data, client, headers.get(b"content-type"), landing)
+            landed = await asyncio.wrap_future(landing)
+        finally:
+            self.admission.release(hold)
+        return (
+            (200 if landed.duplicate else 201),
+            upload_result(landed),
+            {"Location": f"{UPLOAD_PATH}/{landed.image_id}"},
+        )
+
+    def _land(self, data: bytes, client: str, declared_type: str | None, landing: Future[Landed]) -> None:
+        """On an upload thread: validated and hashed (CPU: at most VALIDATIONS_PER_CLIENT of a client's at
+        once), staged (I/O), then handed to the landing groups, which settle `landing`: the event loop is
+        woken once per upload, when it is landed or refused."""
+        slots = self._validations.get(client) or self._validations.setdefault(
+            client, threading.BoundedSemaphore(VALIDATIONS_PER_CLIENT)
+        )
+        try:
+            try:
+                with slots:
+                    prepared = self.lander.prepare(Upload(data, "api", client))
+            except ImageRejected as rejection:
+                quarantine_once(self.lander, data, rejection, client, {"declared_content_type": declared_type})
+                raise
+            staged = self.lander.stage(prepared)
+        except BaseException as error:  # answered by the event loop
+            landing.set_exception(error)
+        else:
+            self.landings.submit(staged, landing)

@@ -467,8 +467,32 @@ def test_fifty_concurrent_uploads_all_land_distinct_and_intact(api):
         path, sha = rows[image_id]
         assert hashlib.sha256((api.data_dir / path).read_bytes()).hexdigest() == sha == hashlib.sha256(data).hexdigest()
         assert (api.data_dir / path).with_suffix(".json").exists()
-    leftovers = [p for p in api.landed() if p.name.endswith(".tmp")]
-    assert leftovers == []
+    assert staged_leftovers(api) == []
+
+
+def staged_leftovers(api: Api) -> list[Path]:
+    """Files left in landing/.tmp/, where the API stages each upload's files before its claim."""
+    return [p for p in (api.data_dir / "landing").rglob("*.tmp") if p.is_file()]
+
+
+def test_concurrent_copies_of_the_same_bytes_land_once_and_leave_no_staged_files(api):
+    """Each copy is staged (written under temporary names) before the registry says it is a duplicate:
+    one lands, every other is answered as a duplicate of it and its staged files are removed."""
+    data = unique_jpeg(jpeg_of_about(30_000, seed=5), 77)
+
+    def upload(_: int) -> httpx.Response:
+        with api.client() as client:
+            return client.post("/v1/images", content=data)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(upload, range(8)))
+    responses.append(upload(8))  # a later re-send, in a group of its own
+    assert sorted(r.status_code for r in responses) == [200] * 8 + [201], [r.text for r in responses]
+    assert len({r.json()["image_id"] for r in responses}) == 1
+    assert [r.json()["duplicate"] for r in responses].count(False) == 1
+    image_id = responses[0].json()["image_id"]
+    assert len([p for p in api.landed() if p.stem == image_id]) == 2  # the image and its sidecar, once
+    assert staged_leftovers(api) == []
 
 
 # -- S3 ----------------------------------------------------------------------------------------------

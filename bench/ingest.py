@@ -1,9 +1,10 @@
 """Image ingestion benchmark (issues 4, 10, 13), on loopback with ~200 KB JPEGs, every image distinct.
 
 Upload API: throughput and p50/p99 latency at concurrency 1 and 16 of `memberflow api` (uvicorn, one
-worker; embedded PostgreSQL; local zones) against two ceilings on the same uvicorn + FastAPI: a no-op
+worker; embedded PostgreSQL; local zones) against two ceilings on the same uvicorn: a FastAPI no-op
 endpoint that reads the body and answers 201, and the durable ceiling that does the minimum the
-guarantee needs — read the body, write it to a new file, fsync the file and its folder, answer 201.
+guarantee needs — read the body, write it to a new file, fsync the file and its folder, answer 201 —
+as a plain ASGI endpoint, as the API serves uploads.
 Measured durable (the default: files fsynced and the registry commit flushed before the 201) and
 with MEMBERFLOW_INGEST_DURABLE=0. Target (issue 13): durable >= 70% of the durable ceiling at
 concurrency 16, p99 < 100 ms. Then where a durable upload's time goes (validation, registry, fsync).
@@ -64,14 +65,13 @@ def noop_app():
 
 
 def durable_app():
-    """The durable ceiling: the minimum a durable 201 needs — the body in a new file, fsynced with its folder."""
-    import anyio
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    """The durable ceiling: the minimum a durable 201 needs — the body in a new file, fsynced with its
+    folder — served as the API serves uploads: a plain ASGI endpoint (no FastAPI routing), the write on
+    a thread."""
+    import asyncio
 
     folder = Path(os.environ["BENCH_DURABLE_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
-    app = FastAPI()
 
     def write_durably(data: bytes) -> None:
         descriptor = os.open(folder / uuid.uuid4().hex, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -89,13 +89,22 @@ def durable_app():
         finally:
             os.close(directory)
 
-    @app.post("/v1/images", status_code=201)
-    async def upload(request: Request) -> JSONResponse:
-        body = await request.body()
-        await anyio.to_thread.run_sync(write_durably, body)
-        return JSONResponse({"size_bytes": len(body)}, status_code=201)
+    async def upload(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        await asyncio.to_thread(write_durably, body)
+        answer = json.dumps({"size_bytes": len(body)}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
 
-    return app
+    return upload
 
 
 def serve_ceiling(kind: str, port: int, workers: int) -> None:

@@ -2,8 +2,8 @@
 
 Served by `memberflow analytics` (and by `./dev.sh start` beside Dagster); edit it with
 `.venv/bin/marimo edit analytics/warehouse.py`. It opens the published warehouse read-only and
-follows newer versions on its own; the queries are sql/analyst/notebook/*.sql, the access rules
-memberflow_assets/warehouse/analyst.py, the charts memberflow_assets/warehouse/charts.py.
+follows newer versions on its own; the queries are sql/analyst/notebook/*.sql, the access rules (and the
+shared, drawn charts) memberflow_assets/warehouse/analyst.py, the charts memberflow_assets/warehouse/charts.py.
 """
 
 import marimo
@@ -18,12 +18,11 @@ def _():
 
     import marimo as mo
 
-    from memberflow_assets.warehouse import charts
     from memberflow_assets.warehouse.analyst import AnalystWarehouse, sample_queries
 
     warehouse = AnalystWarehouse.from_settings()
     check_every = os.environ.get("MEMBERFLOW_ANALYTICS_CHECK_EVERY", "30s")
-    return charts, check_every, mo, sample_queries, warehouse
+    return check_every, mo, sample_queries, warehouse
 
 
 @app.cell
@@ -59,14 +58,17 @@ def _(get_version, mo, warehouse):
 
 
 @app.cell
-def _(charts, mo, version, warehouse):
+def _(mo, version, warehouse):
+    def show(chart):
+        if chart.error is not None:  # one failing chart never takes the others down
+            return mo.callout(mo.md(f"**{chart.name}** could not be drawn: `{chart.error}`"), kind="danger")
+        return mo.Html(chart.svg)
+
+    # Drawn on the server once per change of the data, for every session (analyst.drawn_charts).
+    drawn = {} if version is None else {name: show(chart) for name, chart in warehouse.drawn_charts().items()}
+
     def chart(name):
-        if version is None:
-            return mo.md("")
-        try:
-            return charts.draw(name, warehouse.chart_data(name))
-        except Exception as error:  # one failing chart never takes the others down
-            return mo.callout(mo.md(f"**{name}** could not be drawn: `{error}`"), kind="danger")
+        return drawn.get(name, mo.md(""))
 
     mo.vstack(
         [

@@ -2,15 +2,17 @@
 on the bench/sales.py warehouse (100,000 members, ~1,000,000 transactions, ~3,000,000 lines) plus 7 days
 of image metadata (1,000,000 rows in 168 hourly files). Target: <= 3 s.
 
-Each measurement is a fresh browser (new profile, so a new app session that runs the notebook) from
-`driver.get` until all seven charts are in the page with their marks. Baselines from the same run:
+A measurement runs from `driver.get` until all seven charts are in the page with their marks, each page a
+new app session that runs the notebook:
+  - "new browser": a fresh profile (nothing cached), as an analyst's first visit;
+  - "return visit": a new tab in a browser that opened the app before, as every later visit.
+"first" is the first page after the app started. Baselines from the same run:
   - the seven chart queries alone, run directly (the floor of a first page on a new version);
-  - the same app on a tiny warehouse (the app's fixed cost: session, kernel, page, Vega).
-"first" is the first page after the app started: it pays the app's imports and runs the chart queries.
-The pages after it share those results (analyst.CHART_CACHE_SECONDS per version), as analysts opening
-the app after one another do.
+  - the same app on a tiny warehouse (the app's fixed cost: session, kernel, page, charts);
+  - with --baseline DIR, the app of another source tree (e.g. `git archive main | tar -x -C DIR`) on the
+    same warehouses, its pages taken in turn with this tree's so that both see the same machine load.
 
-    .venv/bin/python bench/analytics_app.py [--runs 5] [--fresh]
+    .venv/bin/python bench/analytics_app.py [--runs 5] [--fresh] [--baseline DIR]
 
 Needs Debian's chromium and chromium-driver (./dev.sh test installs them). The PostgreSQL data of
 bench/sales.py is generated once (~4 minutes) under bench/out/sales and reused.
@@ -88,37 +90,62 @@ def query_floor(warehouse: str, zones: Zones, runs: int) -> float:
     return min(timings)
 
 
-def page_loads(warehouse: str, zones: Zones, runs: int) -> list[float]:
-    """Seconds to every chart drawn: the first page after the app started, then `runs` more."""
+def serve(tree: Path, warehouse: str, zones: Zones) -> tuple[subprocess.Popen, str]:
+    """`memberflow analytics` from the source tree `tree`, serving; returns the process and its address."""
     port = free_port()
-    environment = {**os.environ, "MEMBERFLOW_WAREHOUSE": warehouse, "MEMBERFLOW_DATA_DIR": zones.root}
+    environment = {
+        **os.environ,
+        "MEMBERFLOW_WAREHOUSE": warehouse,
+        "MEMBERFLOW_DATA_DIR": zones.root,
+        "PYTHONPATH": str(tree),  # before the installed (editable) project: that tree's code and notebook
+    }
     app = subprocess.Popen(
-        [sys.executable, "-m", "memberflow_assets.cli", "analytics", "--port", str(port)], env=environment
+        [sys.executable, "-m", "memberflow_assets.cli", "analytics", "--port", str(port)], env=environment, cwd=tree
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return app, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or app.poll() is not None:
+            app.kill()
+            raise SystemExit(f"the app of {tree} did not start")
+        time.sleep(0.2)
+
+
+def seconds_to_charts(driver, url: str) -> float:
+    started = time.perf_counter()
+    driver.get(url)
+    wait_for_charts(driver, set(TITLES.values()), timeout=120)
+    return time.perf_counter() - started
+
+
+def page_loads(trees: dict[str, Path], warehouse: str, zones: Zones, runs: int) -> dict[str, dict[str, list[float]]]:
+    """Per tree: seconds to every chart drawn in a new browser (the first page after the app started,
+    then `runs` more) and on `runs` return visits; the trees' pages are taken in turn."""
+    apps = {label: serve(tree, warehouse, zones) for label, tree in trees.items()}
+    timings = {label: {"new browser": [], "return visit": []} for label in trees}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or app.poll() is not None:
-                raise SystemExit("the app did not start")
-            time.sleep(0.2)
-        timings = []
         for _ in range(runs + 1):
+            for label, (_, url) in apps.items():
+                with chromium() as driver:
+                    driver.set_window_size(1400, 1500)
+                    timings[label]["new browser"].append(seconds_to_charts(driver, url))
+        for label, (_, url) in apps.items():
             with chromium() as driver:
                 driver.set_window_size(1400, 1500)
-                started = time.perf_counter()
-                driver.get(url)
-                wait_for_charts(driver, set(TITLES.values()), timeout=120)
-                timings.append(time.perf_counter() - started)
+                seconds_to_charts(driver, url)  # the analyst's first visit
+                for _ in range(runs):
+                    driver.switch_to.new_window("tab")
+                    timings[label]["return visit"].append(seconds_to_charts(driver, url))
         return timings
     finally:
-        app.terminate()
-        app.wait(timeout=30)
+        for app, _ in apps.values():
+            app.terminate()
+            app.wait(timeout=30)
 
 
 def main() -> None:
@@ -126,6 +153,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--fresh", action="store_true", help="regenerate bench/sales.py's PostgreSQL data")
+    parser.add_argument("--baseline", type=Path, help="another source tree's app to compare with (e.g. main's)")
     args = parser.parse_args()
 
     import pgserver
@@ -137,21 +165,30 @@ def main() -> None:
     big = build("1M", big_dsn, 1_000_000, int(args.members * 1.5))
     tiny = build("tiny", tiny_database(server.get_uri()), 168 * 5, 100)
 
+    trees = {"this tree": BENCH.parent}
+    if args.baseline is not None:
+        trees = {f"baseline {args.baseline}": args.baseline.resolve(), **trees}
     floor = query_floor(*big, args.runs)
-    tiny_loads = page_loads(*tiny, args.runs)
-    big_loads = page_loads(*big, args.runs)
-    warm_tiny, warm_big = tiny_loads[1:], big_loads[1:]
-    best, median = min(warm_big), statistics.median(warm_big)
+    loads = {"tiny warehouse": page_loads(trees, *tiny, args.runs), "1M warehouse": page_loads(trees, *big, args.runs)}
     print(f"\nthe seven chart queries alone on the 1M warehouse (best of {args.runs}): {floor:.2f}s")
-    print(f"{'page open -> all charts drawn':<46} {'best':>7} {'median':>7} {'first':>7}  (best/median: later pages)")
-    print(f"{'  tiny warehouse (the app fixed cost)':<46} {min(warm_tiny):>6.2f}s "
-          f"{statistics.median(warm_tiny):>6.2f}s {tiny_loads[0]:>6.2f}s")  # fmt: skip
-    print(f"{'  1M-transaction warehouse':<46} {best:>6.2f}s {median:>6.2f}s {big_loads[0]:>6.2f}s")
-    verdict = "ok" if best <= TARGET_SECONDS else "OVER TARGET"
-    print(
-        f"\ntarget <= {TARGET_SECONDS:.0f}s: best {best:.2f}s [{verdict}]; {best / min(warm_tiny):.2f}x the tiny "
-        f"warehouse; the 1M data adds {best - min(warm_tiny):.2f}s of which the queries are {floor:.2f}s"
-    )
+    print(f"{'page open -> all charts drawn':<58} {'best':>7} {'median':>7} {'first':>7}")
+    for warehouse, by_tree in loads.items():
+        for tree, kinds in by_tree.items():
+            for kind, seconds in kinds.items():
+                first, later = (seconds[0], seconds[1:]) if kind == "new browser" else (None, seconds)
+                line = f"  {warehouse}, {tree}, {kind}"
+                print(f"{line:<58} {min(later):>6.2f}s {statistics.median(later):>6.2f}s "
+                      f"{'' if first is None else f'{first:>6.2f}s'}")  # fmt: skip
+    ours = loads["1M warehouse"]["this tree"]
+    for kind in ("new browser", "return visit"):
+        median = statistics.median(ours[kind][1:] if kind == "new browser" else ours[kind])
+        verdict = "ok" if median <= TARGET_SECONDS else "OVER TARGET"
+        line = f"target <= {TARGET_SECONDS:.0f}s, 1M warehouse, {kind}: median {median:.2f}s [{verdict}]"
+        for tree, kinds in loads["1M warehouse"].items():
+            if tree != "this tree":
+                theirs = statistics.median(kinds[kind][1:] if kind == "new browser" else kinds[kind])
+                line += f"; {theirs / median:.1f}x faster than {tree} ({theirs:.2f}s)"
+        print(line)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 

@@ -1,6 +1,8 @@
-"""Shared test helpers: landing files and running a batch the way the sensor's runs do."""
+"""Shared test helpers: landing files and running a batch the way the sensor's runs do; waiting for a
+condition."""
 
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -55,3 +57,13 @@ def read_output(zones: Zones, kind: str, batch: str) -> pd.DataFrame:
 
 def read_reason(data_dir: Path, name: str) -> dict:
     return json.loads((data_dir / "quarantine" / "applications" / f"{name}.reason.txt").read_text())
+
+
+def wait_until(condition, timeout: float = 120, what: str = "the condition", every: float = 0.1):
+    """Poll `condition` until it returns something true (returned), for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+    return value

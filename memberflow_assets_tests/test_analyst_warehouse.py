@@ -1,6 +1,9 @@
 """The notebook app's warehouse access: the chart queries, the sandboxed SQL cell, following new versions."""
 
+import html
 import os
+import re
+import threading
 from decimal import Decimal
 
 import psycopg2
@@ -8,11 +11,12 @@ import pytest
 
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import analyst as analyst_module
-from memberflow_assets.warehouse import versions
-from memberflow_assets.warehouse.analyst import AnalystWarehouse, sample_queries
+from memberflow_assets.warehouse import charts, versions
+from memberflow_assets.warehouse.analyst import AnalystWarehouse, check_every_seconds, keep_charts_drawn, sample_queries
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
 
+from .helpers import wait_until
 from .sales_data import add_transaction
 from .warehouse_data import KNOWN, build_known_warehouse
 
@@ -128,10 +132,86 @@ def test_a_version_that_cannot_be_opened_is_not_switched_to(analyst):
     assert fresh.run("SELECT 1").error is not None
 
 
-def test_chart_results_are_shared_by_sessions_for_a_short_while_per_version(analyst, zones, monkeypatch):
-    first = analyst.chart_data("images_per_hour")
-    other_session = AnalystWarehouse.from_settings()
-    assert other_session.chart_data("images_per_hour") is first  # no second query for the next analyst
-    zones.delete(f"images/metadata/{KNOWN['image_hours'][1]}.parquet")  # the views read live files
-    monkeypatch.setattr(analyst_module, "CHART_CACHE_SECONDS", 0.0)
-    assert other_session.chart_data("images_per_hour").images.sum() == KNOWN["images"] - 2
+def titles(svg: str) -> list[str]:
+    """The hover texts of a drawn chart's marks."""
+    return [html.unescape(title) for title in re.findall(r"<title>(.*?)</title>", svg)]
+
+
+def images_drawn(drawn: dict) -> int:
+    """Images per hour, added up from the chart's bars ("2026-12-01 20:00 UTC: 4 processed")."""
+    return sum(int(title.split(": ")[1].split()[0]) for title in titles(drawn["images_per_hour"].svg))
+
+
+@pytest.fixture
+def drawings(monkeypatch) -> list[str]:
+    """The names of the charts drawn from here on (each a query and a drawing)."""
+    drawn = []
+    draw = charts.svg
+    monkeypatch.setattr(charts, "svg", lambda name, frame: drawn.append(name) or draw(name, frame))
+    return drawn
+
+
+def test_the_charts_are_drawn_once_per_change_of_the_data_for_every_session(analyst, zones, pg_dsn, drawings):
+    drawn = analyst.drawn_charts()
+    assert set(drawn) == set(charts.TITLES) and all(chart.error is None for chart in drawn.values())
+    assert "1. Grace Hopper: spent 109.99, transactions 1" in titles(drawn["top_members"].svg)
+    assert images_drawn(drawn) == KNOWN["images"] and len(drawings) == 7
+    other_session = AnalystWarehouse.from_settings()  # the next analyst: no query, no drawing
+    assert other_session.drawn_charts() is drawn and len(drawings) == 7
+
+    # The image views read live files: an hour purged, or rewritten under the same name, is drawn at once.
+    zones.delete(f"images/metadata/{KNOWN['image_hours'][1]}.parquet")
+    purged = other_session.drawn_charts()
+    assert images_drawn(purged) == KNOWN["images"] - 2 and len(drawings) == 14
+    first_hour = f"images/metadata/{KNOWN['image_hours'][0]}.parquet"
+    zones.write_parquet(first_hour, zones.read_parquet(first_hour).slice(1))
+    assert images_drawn(analyst.drawn_charts()) == KNOWN["images"] - 3
+
+    # A new version: drawn again, for everyone.
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        add_transaction(cursor, "turing_f6a7b", [(3, 4)], created_at="2025-03-04T10:00:00Z")  # 4 toasters
+    connection.close()
+    refresh_warehouse(pg_dsn, analyst.warehouse_path, zones)
+    newest = other_session.drawn_charts()
+    assert "1. Alan Turing: spent 196.50, transactions 2" in titles(newest["top_members"].svg)
+    assert analyst.drawn_charts() is newest
+
+
+def test_a_chart_that_fails_says_why_the_others_are_drawn_and_it_is_tried_again(analyst, monkeypatch):
+    monkeypatch.setattr(analyst_module, "CHART_RETRY_SECONDS", 0.5)
+    working = charts.CHARTS["image_sizes"]
+    monkeypatch.setitem(charts.CHARTS, "image_sizes", lambda frame: frame["no such column"])
+    drawn = analyst.drawn_charts()
+    assert drawn["image_sizes"].svg is None and "no such column" in drawn["image_sizes"].error
+    assert all(chart.svg for name, chart in drawn.items() if name != "image_sizes")
+    monkeypatch.setitem(charts.CHARTS, "image_sizes", working)  # whatever failed has passed
+    wait_until(lambda: analyst.drawn_charts()["image_sizes"].svg, 30, "the chart drawn again")
+
+
+def test_the_app_draws_the_charts_of_new_data_before_anyone_asks(analyst, pg_dsn, zones, drawings):
+    stop = threading.Event()
+    ahead = threading.Thread(target=keep_charts_drawn, args=(0.1, stop))
+    ahead.start()
+    try:
+        wait_until(lambda: len(drawings) == 7, 60, "the charts drawn")
+        analyst.drawn_charts()  # an analyst opens the app: nothing left to draw
+        assert len(drawings) == 7
+        with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+            add_transaction(cursor, "turing_f6a7b", [(3, 4)], created_at="2025-03-04T10:00:00Z")
+        connection.close()
+        refresh_warehouse(pg_dsn, analyst.warehouse_path, zones)
+        wait_until(lambda: len(drawings) == 14, 60, "the new version's charts drawn")
+        assert "1. Alan Turing: spent 196.50, transactions 2" in titles(analyst.drawn_charts()["top_members"].svg)
+        assert len(drawings) == 14
+    finally:
+        stop.set()
+        ahead.join(timeout=60)
+    assert not ahead.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("setting", "seconds"), [("30s", 30), ("1s", 1), ("5m", 300), ("1h", 3600), ("2.5", 2.5), ("soon", 30), ("", 30)]
+)
+def test_how_often_the_app_looks_for_new_data(monkeypatch, setting, seconds):
+    monkeypatch.setenv("MEMBERFLOW_ANALYTICS_CHECK_EVERY", setting)
+    assert check_every_seconds() == seconds

@@ -6,6 +6,7 @@ The README's screenshots come from this test: run it with MEMBERFLOW_SCREENSHOTS
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from memberflow_assets.warehouse.refresh import refresh_warehouse
 from .browser import CHROMEDRIVER, CHROMIUM, charts, chromium, deep_elements, off_machine, page_text, requested_urls
 from .browser import wait_for_charts as wait_for
 from .conftest import free_port
+from .helpers import wait_until
 from .sales_data import add_transaction
 from .warehouse_data import KNOWN, build_known_warehouse
 
@@ -33,15 +35,6 @@ needs_chromium = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
     reason="Debian's chromium and chromium-driver are not installed (./dev.sh test installs them as root)",
 )
-
-
-def wait_until(condition, timeout: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def serving(url: str) -> bool:
@@ -141,6 +134,29 @@ def test_the_app_draws_every_chart_offline_runs_sql_and_follows_new_versions(app
         refresh_warehouse(pg_dsn, Settings.from_env().warehouse, zones)
         wait_until(lambda: "1. Alan Turing" in chart_texts(driver).get(TITLES["top_members"], []), 60, "the new data")
         assert "196.50" in chart_texts(driver)[TITLES["top_members"]]
+
+        # The analyst comes back (a new tab: a new session): the new version's charts, and marimo's page
+        # assets from the browser's cache, none asked for again.
+        driver.switch_to.new_window("tab")
+        driver.get(app)
+        wait_for(driver, set(TITLES.values()), timeout=120)
+        assert "1. Alan Turing" in chart_texts(driver)[TITLES["top_members"]]
+        assets = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(r => [r.name, r.transferSize])"
+        )
+        assert [url for url, _ in assets if "/assets/" in url] and [url for url, size in assets if size > 0] == []
+
+
+def test_browsers_keep_the_page_assets_and_ask_for_the_page_itself_each_time(app):
+    page = httpx.get(app, timeout=30)
+    assert "immutable" not in page.headers.get("cache-control", "")
+    assets = re.findall(r'(?:src|href)="\./(assets/[^"]+)"', page.text)
+    assert len(assets) > 10
+    for asset in assets[:20]:
+        answer = httpx.get(f"{app}/{asset}", timeout=30)
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+    missing = httpx.get(f"{app}/assets/index-00000000.js", timeout=30)  # a name marimo never had
+    assert missing.status_code == 404 and "immutable" not in missing.headers.get("cache-control", "")
 
 
 START_BESIDE = """

@@ -1,5 +1,6 @@
 """The analysts' notebook app's access to the warehouse: read-only, sandboxed, always the newest version.
-No Dagster, no marimo (the notebook, analytics/warehouse.py, only draws what this returns).
+No Dagster, no marimo (the notebook, analytics/warehouse.py, only shows what this returns: query results
+and the charts, drawn here once per change of the data for every session).
 
 The app serves many analysts from one process, and one of its cells runs the SQL an analyst types. So
 the connection is more than read-only: the cell runs one SELECT (or EXPLAIN) statement and nothing
@@ -16,7 +17,9 @@ that one (by its own file name: see versions.open_published) and closes the old 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -27,16 +30,23 @@ import pandas as pd
 
 from memberflow_assets.images.layout import METADATA_PREFIX
 from memberflow_assets.settings import SQL_DIR, Settings
-from memberflow_assets.warehouse import versions
+from memberflow_assets.warehouse import charts, versions
 from memberflow_assets.zones import Zones
 
 CHART_QUERIES = SQL_DIR / "analyst" / "notebook"  # one .sql file per chart of the app
 ALLOWED_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 SAMPLE_QUERIES = SQL_DIR / "analyst"  # the sample analyst queries, offered in the SQL cell
 log = logging.getLogger("memberflow.analytics")
-CHART_CACHE_SECONDS = 30.0
-_chart_cache: dict[tuple[str, str], tuple[float, pd.DataFrame]] = {}  # (version, chart) -> (when, result)
-_chart_cache_lock = threading.Lock()
+CHART_RETRY_SECONDS = 30.0
+_drawn: dict[tuple, tuple[float, dict[str, DrawnChart]]] = {}  # data -> (good until, charts), see charts()
+_drawing = threading.Lock()
+
+
+@dataclass(frozen=True)
+class DrawnChart:
+    name: str
+    svg: str | None = None  # the chart as an <svg> element
+    error: str | None = None  # why it could not be drawn
 
 
 @dataclass(frozen=True)
@@ -133,26 +143,50 @@ class AnalystWarehouse:
         return self._connection.cursor()
 
     def chart_data(self, name: str) -> pd.DataFrame:
-        """The result of sql/analyst/notebook/<name>.sql (small: every chart query aggregates).
+        """The result of sql/analyst/notebook/<name>.sql (small: every chart query aggregates)."""
+        with self._cursor() as cursor:
+            return cursor.execute((CHART_QUERIES / f"{name}.sql").read_text(encoding="utf-8")).df()
 
-        Shared by every session of the process for CHART_CACHE_SECONDS per version: a version never
-        changes, only the image metadata files its views read do, so an analyst opening the app sees
-        charts at most that old instead of waiting for the queries again.
+    def _image_files(self) -> tuple | None:
+        """The image metadata files the image views read, as they are now (None: they cannot be listed)."""
+        if self.zones is None:
+            return ()
+        try:
+            files = self.zones.list_files(METADATA_PREFIX)
+        except OSError:
+            log.exception("cannot list the image metadata files")
+            return None
+        return tuple(sorted((file.relpath, file.size, file.changed_at) for file in files))
+
+    def drawn_charts(self) -> dict[str, DrawnChart]:
+        """Every chart of the app (charts.CHARTS), drawn: shared by all sessions of the process until the data
+        changes, so an analyst opening the app waits for neither the queries nor the drawing.
+
+        The data is the version in use (it never changes) and the image metadata files its image views
+        read (written whole, so a new, replaced or purged hour changes their listing). A chart that failed
+        is drawn again after CHART_RETRY_SECONDS: the cause may have passed. Sessions asking while the
+        charts are being drawn wait for that drawing instead of starting their own.
         """
-        cursor = self._cursor()
-        key, now = (self.version, name), time.monotonic()
-        with _chart_cache_lock:
-            cached = _chart_cache.get(key)
-            if cached is not None and now - cached[0] < CHART_CACHE_SECONDS:
-                cursor.close()
+        if self.current() is None:
+            raise FileNotFoundError(f"no warehouse published at {self.warehouse_path} yet")
+        image_files = self._image_files()
+        key = (self.version, image_files)
+        with _drawing:
+            cached = _drawn.get(key)
+            if cached is not None and time.monotonic() < cached[0]:
                 return cached[1]
-        with cursor:
-            frame = cursor.execute((CHART_QUERIES / f"{name}.sql").read_text(encoding="utf-8")).df()
-        with _chart_cache_lock:
-            for stale in [other for other in _chart_cache if other[0] != self.version]:
-                del _chart_cache[stale]  # only the versions in use are kept
-            _chart_cache[key] = (now, frame)
-        return frame
+            drawn = {name: self._draw(name) for name in charts.CHARTS}
+            complete = image_files is not None and all(chart.error is None for chart in drawn.values())
+            _drawn.clear()  # only the data in use is kept
+            _drawn[key] = (math.inf if complete else time.monotonic() + CHART_RETRY_SECONDS, drawn)
+        return drawn
+
+    def _draw(self, name: str) -> DrawnChart:
+        try:
+            return DrawnChart(name, svg=charts.svg(name, self.chart_data(name)))
+        except Exception as error:  # one failing chart never takes the others down
+            log.warning("chart %s could not be drawn: %s", name, error)
+            return DrawnChart(name, error=str(error))
 
     def run(self, sql: str) -> QueryResult:
         """Run an analyst's SQL: the first max_rows rows, or the error (never an exception)."""
@@ -183,3 +217,30 @@ class AnalystWarehouse:
         finally:
             timer.cancel()
             cursor.close()
+
+
+def check_every_seconds(default: float = 30.0) -> float:
+    """MEMBERFLOW_ANALYTICS_CHECK_EVERY (the notebook's own form: "30s", "5m", "1h", or seconds) in seconds."""
+    text = os.environ.get("MEMBERFLOW_ANALYTICS_CHECK_EVERY", "").strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|h)?", text)
+    if match is None:
+        return default
+    return max(float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2] or "s"], 0.1)
+
+
+def keep_charts_drawn(every: float, stop: threading.Event) -> None:
+    """Draws the charts whenever the data changes (checked `every` seconds) until `stop` is set, so that
+    even the first analyst after a new version or a new hour of images finds them drawn.
+
+    Checking costs a look at the published version and a listing of the image metadata files; the
+    queries and the drawing run only when one of them changed.
+    """
+    warehouse = AnalystWarehouse.from_settings()
+    while True:
+        try:
+            if warehouse.current() is not None:
+                warehouse.drawn_charts()
+        except Exception:  # the app keeps serving; the next check tries again
+            log.exception("drawing the charts ahead of the analysts failed")
+        if stop.wait(every):
+            return

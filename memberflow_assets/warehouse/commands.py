@@ -6,10 +6,13 @@ also serves beside `dagster dev` (`start_beside_dagster`; MEMBERFLOW_START_ANALY
 import argparse
 import logging
 import os
+import re
 import subprocess
 import sys
+import threading
 
 import duckdb
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memberflow_assets import postgres
 from memberflow_assets.settings import REPO_ROOT, Settings
@@ -51,18 +54,54 @@ def analytics_address() -> tuple[str, int]:
     return host, int(os.environ.get("MEMBERFLOW_ANALYTICS_PORT", "").strip() or "2718")
 
 
-def _analytics(args: argparse.Namespace) -> int:
+# marimo's page assets, named by their content (Vite's 8-character hash): a name never changes meaning.
+HASHED_ASSET = re.compile(r"/assets/[^/]+-[A-Za-z0-9_-]{8}\.[a-z0-9]+")
+KEEP_HASHED_ASSET = (b"cache-control", b"public, max-age=31536000, immutable")
+
+
+def cache_hashed_assets(app: ASGIApp) -> ASGIApp:
+    """Lets browsers keep marimo's hashed page assets (~250 files, 6.6 MB) instead of asking for each again
+    on every visit (marimo sends them with no Cache-Control): an analyst's next visit loads none of them."""
+
+    async def with_cache_headers(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not HASHED_ASSET.fullmatch(scope["path"]):
+            return await app(scope, receive, send)
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                headers = [header for header in message.get("headers", []) if header[0].lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, KEEP_HASHED_ASSET]}
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return with_cache_headers
+
+
+def analytics_app() -> ASGIApp:
+    """The notebook app in marimo's run mode: analysts use the app, they cannot change its code (the SQL
+    cell has rules of its own)."""
     import marimo
+
+    builder = marimo.create_asgi_app(quiet=True, include_code=False)
+    return builder.with_app(path="", root=str(NOTEBOOK), middleware=[cache_hashed_assets]).build()
+
+
+def _analytics(args: argparse.Namespace) -> int:
     import uvicorn
 
     from memberflow_assets.images.ingest_commands import exit_with_parent
+    from memberflow_assets.warehouse.analyst import check_every_seconds, keep_charts_drawn
 
     if args.exit_with_parent:
         exit_with_parent()
     default_host, default_port = analytics_address()
-    # Run mode: analysts use the app, they cannot change its code (the SQL cell has rules of its own).
-    app = marimo.create_asgi_app(quiet=True, include_code=False).with_app(path="", root=str(NOTEBOOK)).build()
-    uvicorn.run(app, host=args.host or default_host, port=args.port or default_port, log_level="warning")
+    # The charts are drawn when the data changes, not when the first analyst after it opens the app.
+    charts_drawn = threading.Thread(
+        target=keep_charts_drawn, args=(check_every_seconds(), threading.Event()), name="charts", daemon=True
+    )
+    charts_drawn.start()
+    uvicorn.run(analytics_app(), host=args.host or default_host, port=args.port or default_port, log_level="warning")
     return 0
 
 

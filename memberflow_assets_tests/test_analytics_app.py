@@ -26,6 +26,7 @@ from memberflow_assets.warehouse.refresh import refresh_warehouse
 from .browser import CHROMEDRIVER, CHROMIUM, charts, chromium, deep_elements, off_machine, page_text, requested_urls
 from .browser import wait_for_charts as wait_for
 from .conftest import free_port
+from .helpers import children_of, start_beside_dagster, wait_until
 from .sales_data import add_transaction
 from .warehouse_data import KNOWN, build_known_warehouse
 
@@ -33,15 +34,6 @@ needs_chromium = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
     reason="Debian's chromium and chromium-driver are not installed (./dev.sh test installs them as root)",
 )
-
-
-def wait_until(condition, timeout: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def serving(url: str) -> bool:
@@ -143,19 +135,15 @@ def test_the_app_draws_every_chart_offline_runs_sql_and_follows_new_versions(app
         assert "196.50" in chart_texts(driver)[TITLES["top_members"]]
 
 
-START_BESIDE = """
-import time
-from memberflow_assets.warehouse.commands import start_beside_dagster
-start_beside_dagster({})
-time.sleep(600)  # stands in for `dagster dev`
-"""
+BESIDE = "memberflow_assets.warehouse.commands"
 
 
 def test_start_serves_the_app_beside_dagster_and_it_stops_with_it(memberflow_env, monkeypatch):
     port = free_port()
     monkeypatch.setenv("MEMBERFLOW_ANALYTICS_PORT", str(port))
-    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    parent = start_beside_dagster(BESIDE)
     try:
+        assert len(children_of(parent.pid)) == 1
         wait_until(lambda: serving(f"http://127.0.0.1:{port}"), 120, "the app beside dagster")
         assert "memberflow analytics" in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
         parent.kill()  # `dagster dev` going away, however it goes
@@ -170,9 +158,9 @@ def test_start_without_the_app(memberflow_env, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_START_ANALYTICS", "0")
     port = free_port()
     monkeypatch.setenv("MEMBERFLOW_ANALYTICS_PORT", str(port))
-    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    parent = start_beside_dagster(BESIDE)
     try:
-        time.sleep(3)
+        assert children_of(parent.pid) == []  # start_beside_dagster has returned without starting the app
         assert not serving(f"http://127.0.0.1:{port}")
     finally:
         parent.kill()

@@ -28,7 +28,10 @@ query ($path: [String!]!) {
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    response = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query, "variables": variables or {}})
+    # a loaded machine can take longer than httpx's default 5 s to answer
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+    )
     response.raise_for_status()
     return response.json()["data"]
 

@@ -10,8 +10,9 @@ from memberflow_assets.images.hours import POOL_THRESHOLD
 from memberflow_assets.images.layout import hour_key
 from memberflow_assets.zones import Zones
 
+from .helpers import wait_until
 from .image_helpers import jpeg, land_image, registry_rows
-from .test_e2e_dagster_dev import PARTITION_STATS, dagster_dev, graphql, wait_for  # noqa: F401 - fixture
+from .test_e2e_dagster_dev import PARTITION_STATS, dagster_dev, graphql  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +63,7 @@ def test_landed_images_are_processed_by_the_sensor_and_daemon(dagster_dev, pg_ds
         )
         return seen if done else None
 
-    seen = wait_for(image_runs_done, 360, "the image processing and BI views runs")
+    seen = wait_until(image_runs_done, 360, "the image processing and BI views runs", every=1)
     assert {status for job, status, _ in seen if job in IMAGE_JOBS} == {"SUCCESS"}
     assert [(job, status) for job, status, _ in seen if status in FINISHED and status != "SUCCESS"] == []
     stats = graphql(port, PARTITION_STATS, {"path": ["image_metadata"]})["assetNodeOrError"]["partitionStats"]

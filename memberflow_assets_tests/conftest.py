@@ -18,6 +18,13 @@ from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
 
+from .helpers import restore_stop_signals
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    restore_stop_signals()
+
+
 ENV_VARS = (
     "MEMBERFLOW_DATA_DIR",
     "MEMBERFLOW_DAGSTER_PG_DSN",

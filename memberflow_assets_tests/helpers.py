@@ -1,9 +1,10 @@
 """Shared test helpers: landing files and running a batch the way the sensor's runs do; waiting for a
-condition; a stand-in for `memberflow start`."""
+condition; a stand-in for `memberflow start`; stop signals the tests' processes obey."""
 
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -115,3 +116,13 @@ def children_of(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def restore_stop_signals() -> None:
+    """Let SIGINT and SIGTERM act again in a test process started with them ignored (a background job of a
+    non-interactive shell starts with SIGINT ignored). Otherwise every process the tests start ignores
+    SIGTERM and cannot be stopped: Dagster gives SIGTERM SIGINT's disposition after each in-process run,
+    and an ignored signal stays ignored in the processes started after."""
+    for signum, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, handler)

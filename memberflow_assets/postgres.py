@@ -265,8 +265,8 @@ def _pending(connection, files: list[Path]) -> bool:
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute(_CREATE_MIGRATIONS_TABLE)
-    except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable):
-        pass  # created at the same moment by another process
+    except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable, psycopg2.errors.DuplicateObject):
+        pass  # created at the same moment by another process (which error depends on when it committed)
     return True
 
 

@@ -1,6 +1,7 @@
 """Real components for the tests: an embedded PostgreSQL per session (a fresh database per test),
 moto's S3 server, and a clean environment pointing every zone at a temporary folder."""
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -16,6 +17,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
+
+from .helpers import restore_stop_signals
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    restore_stop_signals()
+
 
 ENV_VARS = (
     "MEMBERFLOW_DATA_DIR",
@@ -131,10 +139,12 @@ def moto_endpoint():
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # port 0: the server binds a free port itself (one picked first could be taken before it binds, and
+    # start() would then wait forever)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
     server.stop()
 
 
@@ -158,7 +168,14 @@ def kafka_bootstrap():
     """
     from memberflow_assets.images.dev_broker import tansu_broker
 
-    with tansu_broker(free_port()) as bootstrap:
+    with contextlib.ExitStack() as stack:
+        for attempt in range(3):  # the free port may be taken before the broker binds it: it exits, try another
+            try:
+                bootstrap = stack.enter_context(tansu_broker(free_port(), timeout=60))
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
         yield bootstrap
 
 

@@ -1,7 +1,12 @@
 """Shared test helpers: landing files and running a batch the way the sensor's runs do; waiting for a
-condition."""
+condition; a stand-in for `memberflow start`; stop signals the tests' processes obey."""
 
 import json
+import os
+import select
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,3 +72,57 @@ def wait_until(condition, timeout: float = 120, what: str = "the condition", eve
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(every)
     return value
+
+
+BESIDE_DAGSTER = """
+import os, time
+from {module} import start_beside_dagster
+start_beside_dagster({{}})
+os.write({ready_fd}, b"started")
+time.sleep(600)  # stands in for `dagster dev`
+"""
+
+
+def start_beside_dagster(module: str, timeout: float = 120) -> subprocess.Popen:
+    """A process doing what `memberflow start` does with `module.start_beside_dagster` before it becomes
+    `dagster dev`, then sleeping in its place; returned once start_beside_dagster has returned (told on a
+    pipe of its own, which the processes it starts do not inherit)."""
+    ready, ready_writer = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", BESIDE_DAGSTER.format(module=module, ready_fd=ready_writer)],
+            pass_fds=[ready_writer],
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(ready_writer)
+        if not select.select([ready], [], [], timeout)[0] or os.read(ready, 16) != b"started":
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{module}.start_beside_dagster did not return within {timeout:g} s")
+    finally:
+        os.close(ready)
+    return process
+
+
+def children_of(pid: int) -> list[int]:
+    """The ids of the processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def restore_stop_signals() -> None:
+    """Let SIGINT and SIGTERM act again in a test process started with them ignored (a background job of a
+    non-interactive shell starts with SIGINT ignored). Otherwise every process the tests start ignores
+    SIGTERM and cannot be stopped: Dagster gives SIGTERM SIGINT's disposition after each in-process run,
+    and an ignored signal stays ignored in the processes started after."""
+    for signum, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, handler)

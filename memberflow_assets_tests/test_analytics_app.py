@@ -27,7 +27,7 @@ from memberflow_assets.warehouse.refresh import refresh_warehouse
 from .browser import CHROMEDRIVER, CHROMIUM, charts, chromium, deep_elements, off_machine, page_text, requested_urls
 from .browser import wait_for_charts as wait_for
 from .conftest import free_port
-from .helpers import wait_until
+from .helpers import children_of, start_beside_dagster, wait_until
 from .sales_data import add_transaction
 from .warehouse_data import KNOWN, build_known_warehouse
 
@@ -159,19 +159,15 @@ def test_browsers_keep_the_page_assets_and_ask_for_the_page_itself_each_time(app
     assert missing.status_code == 404 and "immutable" not in missing.headers.get("cache-control", "")
 
 
-START_BESIDE = """
-import time
-from memberflow_assets.warehouse.commands import start_beside_dagster
-start_beside_dagster({})
-time.sleep(600)  # stands in for `dagster dev`
-"""
+BESIDE = "memberflow_assets.warehouse.commands"
 
 
 def test_start_serves_the_app_beside_dagster_and_it_stops_with_it(memberflow_env, monkeypatch):
     port = free_port()
     monkeypatch.setenv("MEMBERFLOW_ANALYTICS_PORT", str(port))
-    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    parent = start_beside_dagster(BESIDE)
     try:
+        assert len(children_of(parent.pid)) == 1
         wait_until(lambda: serving(f"http://127.0.0.1:{port}"), 120, "the app beside dagster")
         assert "memberflow analytics" in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
         parent.kill()  # `dagster dev` going away, however it goes
@@ -186,9 +182,9 @@ def test_start_without_the_app(memberflow_env, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_START_ANALYTICS", "0")
     port = free_port()
     monkeypatch.setenv("MEMBERFLOW_ANALYTICS_PORT", str(port))
-    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    parent = start_beside_dagster(BESIDE)
     try:
-        time.sleep(3)
+        assert children_of(parent.pid) == []  # start_beside_dagster has returned without starting the app
         assert not serving(f"http://127.0.0.1:{port}")
     finally:
         parent.kill()

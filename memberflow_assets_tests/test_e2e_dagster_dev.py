@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from memberflow_assets.cli import prepare_environment
 from memberflow_assets.settings import REPO_ROOT, Settings
 
 from .conftest import free_port
-from .helpers import HEADER
+from .helpers import HEADER, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,19 +27,12 @@ query ($path: [String!]!) {
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    response = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query, "variables": variables or {}})
+    # a loaded machine can take longer than httpx's default 5 s to answer
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+    )
     response.raise_for_status()
     return response.json()["data"]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture
@@ -70,7 +62,7 @@ def dagster_dev(tmp_path, pg_dsn, make_database, monkeypatch):
         start_new_session=True,  # so the whole process group (webserver, daemon, code server) can be stopped
     )
     try:
-        wait_for(lambda: _server_up(port), 180, "the Dagster webserver")
+        wait_until(lambda: _server_up(port), 180, "the Dagster webserver", every=1)
         yield port, data_dir
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -109,7 +101,7 @@ def test_dropped_files_are_materialised_by_the_sensor_and_daemon(dagster_dev):
         stats = graphql(port, PARTITION_STATS, {"path": ["unsuccessful_applications"]})["assetNodeOrError"]
         return stats["partitionStats"]["numMaterialized"] == 2 and run_statuses().count("SUCCESS") == 2
 
-    wait_for(materialized, 240, "both partitions to be materialised by two successful runs")
+    wait_until(materialized, 240, "both partitions to be materialised by two successful runs", every=1)
     stats = graphql(port, PARTITION_STATS, {"path": ["successful_applications"]})["assetNodeOrError"]
     assert stats["partitionStats"] == {"numMaterialized": 2, "numFailed": 0}
     assert run_statuses() == ["SUCCESS", "SUCCESS"]  # exactly one run per file

@@ -26,7 +26,6 @@ from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.conftest import free_port
 from memberflow_assets_tests.image_bytes import (
     jpeg_of_about,
     jpeg_with_empty_segments,
@@ -42,9 +41,11 @@ class ApiServer:
     """uvicorn serving the app in a thread of the test process."""
 
     def __init__(self, app):
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # bound here and handed to uvicorn: a port picked now and bound later could be taken meanwhile
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> str:
         self.thread.start()
@@ -58,6 +59,7 @@ class ApiServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        self.socket.close()
 
 
 @dataclasses.dataclass

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,23 +12,11 @@ import httpx
 from memberflow_assets.cli import main
 from memberflow_assets.images.api_keys import hash_key
 from memberflow_assets_tests.conftest import create_topic, free_port
+from memberflow_assets_tests.helpers import children_of, start_beside_dagster, wait_until
 from memberflow_assets_tests.image_bytes import small_image
 from memberflow_assets_tests.test_kafka_ingest import sidecars
 
-START_BESIDE = """
-import time
-from memberflow_assets.images.ingest_commands import start_beside_dagster
-start_beside_dagster({})
-time.sleep(600)  # stands in for `dagster dev`
-"""
-
-
-def wait_until(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.2)
+BESIDE = "memberflow_assets.images.ingest_commands"
 
 
 def healthy(url: str) -> bool:
@@ -37,19 +24,6 @@ def healthy(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def test_api_key_prints_the_key_once_and_stores_only_its_hash(memberflow_env, capsys):
@@ -75,7 +49,8 @@ def test_memberflow_api_serves_uploads(memberflow_env, capsys):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: healthy(url))
+        wait_until(lambda: healthy(url) or server.poll() is not None, what="the API to serve")
+        assert server.poll() is None, "the API did not start"
         response = httpx.post(f"{url}/v1/images", content=small_image("PNG"), headers={"X-API-Key": key})
         assert response.status_code == 201
     finally:
@@ -87,15 +62,17 @@ def test_memberflow_api_serves_uploads(memberflow_env, capsys):
 def test_start_serves_the_api_beside_dagster_and_it_stops_with_it(memberflow_env, monkeypatch):
     port = free_port()
     monkeypatch.setenv("MEMBERFLOW_API_PORT", str(port))
-    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
-    api = []
+    parent = start_beside_dagster(BESIDE)
+    api = children_of(parent.pid)
     try:
-        wait_until(lambda: healthy(f"http://127.0.0.1:{port}"))
-        api = children_of(parent.pid)
         assert len(api) == 1
+        wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), what="the API beside dagster")
         parent.kill()  # `dagster dev` going away, however it goes
         parent.wait()
-        wait_until(lambda: not Path(f"/proc/{api[0]}").exists() or "Z" in Path(f"/proc/{api[0]}/stat").read_text(), 30)
+        wait_until(
+            lambda: not Path(f"/proc/{api[0]}").exists() or "Z" in Path(f"/proc/{api[0]}/stat").read_text(),
+            what="the API to stop with its parent",
+        )
     finally:
         parent.kill()
         for pid in api:
@@ -105,10 +82,9 @@ def test_start_serves_the_api_beside_dagster_and_it_stops_with_it(memberflow_env
 
 def test_start_without_the_api(memberflow_env, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_START_API", "0")
-    parent = subprocess.Popen([sys.executable, "-c", START_BESIDE], stderr=subprocess.DEVNULL)
+    parent = start_beside_dagster(BESIDE)
     try:
-        time.sleep(2)
-        assert children_of(parent.pid) == []
+        assert children_of(parent.pid) == []  # start_beside_dagster has returned without starting the API
     finally:
         parent.kill()
         parent.wait()

@@ -27,8 +27,11 @@ from .helpers import check_results, materialized_metadata, run_partition
 from .image_bytes import jpeg_with_garbage_scan
 from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, land_image, picture, registry_rows
 
-# Two hours ago: ended, and recent enough for the sensor's scan window (images land at "now").
+# The hour the tests land images in, and the sensor's clock at every tick (`tick` pins it): two and a half
+# hours later, so HOUR_START has ended and is inside the sensor's scan window whenever the suite runs (with
+# the wall clock, a suite crossing an hour boundary moved the window past HOUR_START between two ticks).
 HOUR_START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+SENSOR_NOW = HOUR_START + timedelta(hours=2, minutes=30)
 KEY = hour_key(HOUR_START)
 NEXT_KEY = hour_key(HOUR_START + timedelta(hours=1))
 
@@ -53,11 +56,10 @@ def metadata_rows(zones: Zones, key: str) -> dict[str, dict]:
     return {row["image_id"]: row for row in zones.read_parquet(metadata_relpath(key)).to_pylist()}
 
 
-def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"zones": ZonesResource(), "warehouse": Warehouse()}
-    )
-    return sensors.landing_images_sensor(context)
+def tick(instance: dg.DagsterInstance, cursor: str | None = None, now: datetime = SENSOR_NOW) -> dg.SensorResult:
+    """One tick of `landing_images_sensor` as if the wall clock showed `now`."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    return sensors.evaluate_landing_images(context, ZonesResource().get_zones(), Warehouse().get_path(), now)
 
 
 def test_the_code_location_loads():
@@ -165,14 +167,13 @@ def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_d
         kafka = lander.land(encode(picture(), "PNG"), source="kafka", client="app", source_key="k-1")
     finally:
         pool.close()
-    key = hour_key(api.received_at)
-    if hour_key(kafka.received_at) != key:  # landed across an hour boundary: rare
-        pytest.skip("the two landings fell into different hours")
+    keys = sorted({hour_key(api.received_at), hour_key(kafka.received_at)})  # two when landed across an hour
 
-    result = run_hour(instance, key)
+    for key in keys:
+        result = run_hour(instance, key)
+        assert result.success and all(check_results(result).values())
 
-    assert result.success and all(check_results(result).values())
-    rows = metadata_rows(zones, key)
+    rows = {image_id: row for key in keys for image_id, row in metadata_rows(zones, key).items()}
     assert rows[api.image_id]["gps_removed"] and rows[kafka.image_id]["format"] == "PNG"
     registry = registry_rows(pg_dsn)
     assert registry[api.image_id][0] == registry[kafka.image_id][0] == "processed"
@@ -299,6 +300,25 @@ def test_sensor_waits_between_runs_of_an_open_hour_and_skips_hours_already_proce
     assert set(json.loads(cursor.dump())["hours"]) == {KEY}
 
 
+def test_consecutive_ticks_across_hour_boundaries_miss_no_image(instance, zones):
+    """The cursor moves on with the clock; an image landed in an hour's last moment is still requested."""
+    hour = SENSOR_NOW.replace(minute=0)
+    land_image(zones, None, jpeg(seed=1), hour + timedelta(minutes=10))
+    cursor = None
+    for moment, landed_just_before, wanted in (
+        (hour + timedelta(minutes=59, seconds=59), None, [f"{hour_key(hour)}:1"]),
+        (hour + timedelta(hours=1, seconds=1), hour + timedelta(minutes=59, seconds=59.9), []),  # open, just asked
+        (hour + timedelta(hours=1, minutes=1), None, [f"{hour_key(hour)}:2"]),  # ended: asked at once
+        (hour + timedelta(hours=2, seconds=1), None, []),
+        (hour + timedelta(hours=2, minutes=5), hour + timedelta(minutes=30), [f"{hour_key(hour)}:3"]),  # skewed
+    ):
+        if landed_just_before is not None:
+            land_image(zones, None, jpeg(), landed_just_before)
+        result = tick(instance, cursor, now=moment)
+        assert [r.run_key for r in result.run_requests] == wanted, moment
+        cursor = result.cursor
+
+
 def image_view_counts(warehouse: str, zones: Zones) -> dict[str, int]:
     with versions.open_published(warehouse, zones) as connection:
         return {view: connection.execute(f"SELECT count(*) FROM bi.{view}").fetchone()[0] for view in bi.IMAGE_VIEWS}
@@ -355,7 +375,9 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
 
 
 def test_sensor_asks_for_the_views_when_the_published_ones_are_not_current(instance, zones, pg_dsn):
-    assert tick(instance).run_requests == []  # no images, no warehouse: no image runs at all
+    resources = {"zones": ZonesResource(), "warehouse": Warehouse()}
+    idle = sensors.landing_images_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert idle.run_requests == []  # no images, no warehouse: no image runs at all (the sensor on the wall clock)
     land_image(zones, None, jpeg(), HOUR_START)
     first = tick(instance)
     assert [r.job_name for r in first.run_requests] == ["image_processing"]  # no metadata file yet

@@ -258,7 +258,10 @@ def test_retention_command_on_s3(s3_env, pg_dsn, moto_endpoint, monkeypatch, cap
     apply_migrations(pg_dsn)
     zones = Zones.from_settings()
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    old, young = now - WEEK - 3 * HOUR, now - WEEK  # ended 7 days + 2 h ago; ended 7 days - 1 h ago
+    # ended 7 days + 2 h before `now`; ended 7 days - 2 h before it, so still kept by the run as of the wall
+    # clock below even when the clock has passed into the next hour meanwhile (the exact boundary has its
+    # own test above)
+    old, young = now - WEEK - 3 * HOUR, now - WEEK + HOUR
     for moment in (old, young):
         land_image(zones, pg_dsn, jpeg(seed=moment.hour), moment + timedelta(minutes=5))
         hours.update_hour(zones, hour_key(moment), workers=1)

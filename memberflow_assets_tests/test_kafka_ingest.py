@@ -30,6 +30,7 @@ from memberflow_assets.images.kafka_ingest import (
 )
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic
+from memberflow_assets_tests.helpers import wait_until
 from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
 
 
@@ -169,6 +170,7 @@ from memberflow_assets.images.kafka_ingest import KafkaIngestor, open_ingestor, 
 from memberflow_assets.postgres import sales_dsn
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic
+from memberflow_assets_tests.helpers import wait_until
 
 def crash(self, handled, stats):
     print(f"landed {stats.landed}, quarantined {stats.quarantined}: killed before committing", flush=True)
@@ -222,11 +224,14 @@ def test_bad_messages_are_copied_to_the_dead_letter_topic(kafka_bootstrap, setti
     )
     consumer.assign([TopicPartition(dlq, 0, 0)])
     try:
-        message = None
-        for _ in range(20):
-            message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                break
+
+        def dead_letter():
+            polled = consumer.poll(0.5)
+            return polled if polled is not None and not polled.error() else None
+
+        message = wait_until(dead_letter, what="the dead letter")
+        assert (message.value(), message.key()) == (b"garbage", b"bad-1")
+        assert (HEADER_REASON, b"unsupported_type") in message.headers()
         assert consumer.poll(1.0) is None  # exactly one dead letter
     finally:
         consumer.close()

@@ -21,7 +21,6 @@ without images and without a warehouse gets no image runs at all.
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -120,19 +119,11 @@ def bi_views_request(zones: Zones, warehouse_path: str) -> dg.RunRequest | None:
     return dg.RunRequest(job_name=image_bi_views_job.name, run_key=f"image_bi_views:{wanted}:{current}")
 
 
-@dg.sensor(
-    jobs=[image_processing_job, image_bi_views_job],
-    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds an image_hours partition and requests an image_processing run for each hour with "
-    "new images in landing/images/; requests image_bi_views when the published warehouse's image views "
-    "are not the current ones.",
-)
-def landing_images_sensor(
-    context: dg.SensorEvaluationContext, zones: ZonesResource, warehouse: Warehouse
+def evaluate_landing_images(
+    context: dg.SensorEvaluationContext, zone: Zones, warehouse_path: str, now: datetime
 ) -> dg.SensorResult:
-    zone = zones.get_zones()
-    hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), datetime.fromtimestamp(time.time(), UTC))
+    """One tick of `landing_images_sensor` at `now` (the sensor passes the wall clock; tests pin it)."""
+    hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), now)
     new_keys = [
         request.key
         for request in hour_requests
@@ -146,7 +137,7 @@ def landing_images_sensor(
         )
         for request in hour_requests
     ]
-    views_request = bi_views_request(zone, warehouse.get_path())
+    views_request = bi_views_request(zone, warehouse_path)
     if views_request is not None:
         run_requests.append(views_request)
     return dg.SensorResult(
@@ -154,3 +145,17 @@ def landing_images_sensor(
         dynamic_partitions_requests=[image_hours.build_add_request(new_keys)] if new_keys else [],
         cursor=cursor.dump(),
     )
+
+
+@dg.sensor(
+    jobs=[image_processing_job, image_bi_views_job],
+    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds an image_hours partition and requests an image_processing run for each hour with "
+    "new images in landing/images/; requests image_bi_views when the published warehouse's image views "
+    "are not the current ones.",
+)
+def landing_images_sensor(
+    context: dg.SensorEvaluationContext, zones: ZonesResource, warehouse: Warehouse
+) -> dg.SensorResult:
+    return evaluate_landing_images(context, zones.get_zones(), warehouse.get_path(), datetime.now(UTC))

@@ -8,6 +8,7 @@ metadata or logs: they stay in the zones and the database.
 
 import hashlib
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
@@ -48,13 +49,19 @@ class ClassificationConfig(dg.Config):
         return date.fromisoformat(self.reference_date)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#<>|!~])")
+
+
 def _shorten(value: object) -> str:
-    text = " ".join(str(value).split())
+    """A value as one short line of printable text (applicants control what is in their fields)."""
+    words = " ".join(str(value)[: PREVIEW_CHARACTERS * 2].split())
+    text = "".join(character if character.isprintable() else "\ufffd" for character in words)
     return text if len(text) <= PREVIEW_CHARACTERS else text[: PREVIEW_CHARACTERS - 1] + "…"
 
 
 def _markdown_row(values) -> str:
-    return "| " + " | ".join(_shorten(value).replace("|", "\\|") for value in values) + " |"
+    """A Markdown table row whose cells are plain text: no links, markup or HTML from the data."""
+    return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\1", _shorten(value)) for value in values) + " |"
 
 
 def _preview(table: pa.Table) -> dg.MetadataValue:
@@ -154,9 +161,9 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
         dg.AssetSpec(
             "raw_applications",
             kinds={"csv"},
-            description="The landed file's applications exactly as read: every field as text, plus source_file "
-            "and row_number. Its stored form is the landed file itself (never modified; its SHA-256 is recorded). "
-            "An unreadable file is quarantined and fails its partition.",
+            description="The landed file's records exactly as read (one per non-blank line after the header): "
+            "every field as text. Its stored form is the landed file itself (never modified; its SHA-256 is "
+            "recorded). An unreadable file is quarantined and fails its partition.",
         ),
         dg.AssetSpec(
             "classified_applications",

@@ -30,6 +30,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_OR_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 _NON_BLANK = re.compile(rb"[^ \t\r\n]")
 _BINARY_SNIFF_BYTES = 65536
+_OTHER_SEPARATORS = re.compile(r"[;\t|]")
 _CSV_FIELDS = read_sql("membership/csv_fields.sql")
 _PARSE_RECORDS = read_sql("membership/parse_records.sql")
 
@@ -143,6 +144,12 @@ def _read_header(source_file: str, connection: duckdb.DuckDBPyConnection, line: 
     text = line.rstrip("\n").removesuffix("\r")
     if "\x00" in text:
         raise ApplicationFileError(source_file, "not_csv", f"line {header_line} (the header) contains NUL bytes")
+    if "\r" in text:
+        raise ApplicationFileError(
+            source_file,
+            "not_csv",
+            f"line {header_line} (the header) holds a carriage return: lines must end with LF or CRLF",
+        )
     [(fields,)] = connection.execute("SELECT csv_fields($line)", {"line": text}).fetchall()
     if fields is None:
         raise ApplicationFileError(
@@ -160,7 +167,8 @@ def _required_positions(source_file: str, header: list[str], header_line: int) -
             source_file,
             "missing_columns",
             f"line {header_line} (the header, {len(header)} column(s)) lacks the required column(s) "
-            f"{', '.join(missing)}; required: {', '.join(INPUT_COLUMNS)}",
+            f"{', '.join(missing)}; required: {', '.join(INPUT_COLUMNS)}"
+            + ("; the separator must be a comma" if len(header) == 1 and _OTHER_SEPARATORS.search(header[0]) else ""),
         )
     repeated = [column for column in INPUT_COLUMNS if canonical.count(column) > 1]
     if repeated:

@@ -11,6 +11,7 @@ from datetime import date
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from memberflow_assets.frames import arrow_to_pandas
 from memberflow_assets.membership import duck
@@ -48,6 +49,15 @@ DEFAULT_AS_OF = date(2022, 1, 1)
 MEMBERSHIP_ID_PATTERN = r"^\S+_[0-9a-f]{5}$"
 
 _CLASSIFY_SQL = read_sql("membership/classify_applications.sql")
+_CLASSIFY_BIRTHDAYS_SQL = read_sql("membership/classify_birthdays.sql")
+# classify_birthdays.sql's columns, as the row-level rules receive them
+_BIRTHDAY_VERDICTS = {
+    "shown": "_dob_shown",
+    "valid": "_dob_valid",
+    "above_18": "_above_18",
+    "id_suffix": "_id_suffix",
+    "has_control": "_dob_control",
+}
 
 
 def adult_cutoff(as_of: date) -> date:
@@ -62,10 +72,21 @@ def classify_records(applications: pa.Table, as_of: date = DEFAULT_AS_OF) -> pa.
     """The rules over an Arrow table: the text columns `INPUT_COLUMNS`, a boolean `malformed_record`
     (the reader could not split the record into its fields) and any other columns. Returns
     `OUTPUT_COLUMNS` followed by the other columns (malformed_record among them), row for row."""
-    parameters = {"cutoff": adult_cutoff(as_of), **{f"max_{field}": n for field, n in MAX_FIELD_LENGTHS.items()}}
+    birthdays = pc.dictionary_encode(
+        pc.fill_null(applications["date_of_birth"].cast(pa.large_string()), "").combine_chunks()
+    )
     with duck.connect() as connection:
+        # Each distinct birthday is judged once; the verdicts go back to the rows by position.
+        connection.register("birthdays", pa.table({"date_of_birth": birthdays.dictionary}))
+        verdicts = connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params={"cutoff": adult_cutoff(as_of)}).to_arrow_table()
+        verdict_of_row = pc.take(
+            pc.index_in(birthdays.dictionary, value_set=verdicts["date_of_birth"]), birthdays.indices
+        )
+        for column, name in _BIRTHDAY_VERDICTS.items():
+            applications = applications.append_column(name, pc.take(verdicts[column], verdict_of_row))
         connection.register("applications", applications)
-        return connection.sql(_CLASSIFY_SQL, params=parameters).to_arrow_table()
+        lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items()}
+        return connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()
 
 
 def classify_applications(df: pd.DataFrame, as_of: date = DEFAULT_AS_OF) -> pd.DataFrame:

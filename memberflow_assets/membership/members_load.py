@@ -33,9 +33,14 @@ from memberflow_assets.zones import Zones
 STAGE_COLUMNS = ("membership_id", "first_name", "last_name", "email", "date_of_birth", "mobile_no", "above_18")
 _STAGE_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS members_stage (membership_id text, first_name text, last_name text, "
-    "email text, date_of_birth date, mobile_no text, above_18 boolean, row_number bigint) ON COMMIT DROP; "
+    "email text, date_of_birth date, mobile_no text, above_18 boolean, row_number bigint PRIMARY KEY) ON COMMIT DROP; "
     "TRUNCATE members_stage"
 )
+# A batch much smaller than the members table looks members up by key (index lookups, O(the batch)): left
+# to itself the planner would rather scan the whole table for a hash join, which grows with history. A
+# batch at least a tenth of the table's size may hash-join: then the table is O(the batch) too.
+_LOOK_UP_BY_KEY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+_BY_KEY_BELOW_SHARE = 0.1
 # Members loaded before their file's landing time was recorded count as landed at -infinity.
 _UNKNOWN_LANDING = datetime.min.replace(tzinfo=UTC)
 
@@ -60,16 +65,26 @@ class BatchVerification:
 
 
 def stage_batch(connection: PgConnection, successful: pa.Table) -> None:
-    """Fill the transaction's temp table members_stage with a batch's successful rows."""
+    """Fill the transaction's temp table members_stage with a batch's successful rows (and choose how the
+    transaction's statements find their members)."""
     rows = successful.select([*STAGE_COLUMNS, "row_number"])
     buffer = io.BytesIO()
     pa_csv.write_csv(rows, buffer, pa_csv.WriteOptions(include_header=False))
     buffer.seek(0)
     with connection.cursor() as cursor:
         cursor.execute(_STAGE_TABLE)
+        # the planner's row count, or (never analysed yet) the table's size over a member's ~140 bytes
+        cursor.execute(
+            "SELECT greatest(reltuples, pg_relation_size(oid) / 140) FROM pg_class "
+            "WHERE oid = 'sales.members'::regclass"
+        )
+        if rows.num_rows < _BY_KEY_BELOW_SHARE * cursor.fetchone()[0]:
+            cursor.execute(_LOOK_UP_BY_KEY)
         cursor.copy_expert(
             f"COPY members_stage ({', '.join([*STAGE_COLUMNS, 'row_number'])}) FROM STDIN WITH (FORMAT csv)", buffer
         )
+        # an index for the statements' lookups by key; statistics, which temporary tables never get by themselves
+        cursor.execute("CREATE INDEX ON members_stage (membership_id); ANALYZE members_stage")
 
 
 def landed_at(successful: pa.Table) -> datetime:

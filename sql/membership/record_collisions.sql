@@ -8,9 +8,11 @@ WITH current AS (
       ON holder.membership_id = s.membership_id AND lower(holder.first_name) <> lower(s.first_name)
 ),
 stale AS (
-    DELETE FROM sales.membership_id_collisions AS c
-    WHERE c.batch = %(batch)s
-      AND NOT EXISTS (SELECT FROM current WHERE current.row_number = c.row_number)
+    DELETE FROM sales.membership_id_collisions AS old
+    WHERE old.batch = %(batch)s
+      AND NOT EXISTS (SELECT FROM members_stage AS s
+                      JOIN sales.members AS holder ON holder.membership_id = s.membership_id
+                      WHERE s.row_number = old.row_number AND lower(holder.first_name) <> lower(s.first_name))
 )
 INSERT INTO sales.membership_id_collisions AS c
     (batch, row_number, membership_id, first_name, last_name, email, date_of_birth, mobile_no, held_by_batch)

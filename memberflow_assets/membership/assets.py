@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from memberflow_assets.membership import batches
 from memberflow_assets.membership.members_load import (
+    COUNT_CAP,
     collision_summary,
     landed_at,
     load_batch,
@@ -365,6 +366,7 @@ def members(context: dg.AssetExecutionContext, zones: ZonesResource, sales_db: S
             "colliding_ids": colliding_ids,
             "applicants_not_loaded": colliding_applicants,
             "this_batch": loaded.collisions,
+            "counted_up_to": COUNT_CAP,
             "ids": ", ".join(sample) + (" ..." if colliding_ids > len(sample) else ""),
             "table": "sales.membership_id_collisions",
         },

@@ -30,6 +30,7 @@ from memberflow_assets.membership.batches import SUCCESSFUL_PREFIX
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones
 
+COUNT_CAP = 10_000  # collision counts in the check's metadata stop here ("10000" means at least that many)
 STAGE_COLUMNS = ("membership_id", "first_name", "last_name", "email", "date_of_birth", "mobile_no", "above_18")
 _STAGE_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS members_stage (membership_id text, first_name text, last_name text, "
@@ -116,9 +117,15 @@ def verify_batch(connection: PgConnection, batch: str, landed: datetime) -> Batc
 
 
 def collision_summary(connection: PgConnection, sample: int = 50) -> tuple[int, int, list[str]]:
-    """Across all batches: (applicants not loaded, membership IDs concerned, the first `sample` of those IDs)."""
+    """Across all batches: (applicants not loaded, membership IDs concerned, the first `sample` of those
+    IDs). The counts stop at COUNT_CAP, so each batch's check costs the same however many there are."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*), count(DISTINCT membership_id) FROM sales.membership_id_collisions")
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM (SELECT FROM sales.membership_id_collisions LIMIT %(cap)s) AS a),"
+            " (SELECT count(*) FROM (SELECT DISTINCT membership_id FROM sales.membership_id_collisions"
+            " ORDER BY membership_id LIMIT %(cap)s) AS i)",
+            {"cap": COUNT_CAP},
+        )
         applicants, ids = cursor.fetchone()
         cursor.execute(
             "SELECT DISTINCT membership_id FROM sales.membership_id_collisions ORDER BY membership_id LIMIT %s",

@@ -25,8 +25,19 @@ install() {
   fi
 }
 
+# The notebook app's browser test drives Debian's Chromium and its driver (never a browser download).
+install_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium/chromium-driver missing: the browser test is skipped (apt-get install chromium chromium-driver)" >&2
+  fi
+}
+
 case "${1:-}" in
   start) install; shift; exec "$VENV/bin/memberflow" start "$@" ;;
-  test)  install; shift; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  install; install_browser; shift; exec "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: ./dev.sh start|test [args...]" >&2; exit 2 ;;
 esac

@@ -2,9 +2,9 @@
 
   1. processing: 2,000 JPEGs of ~2 MP (1600x1200, a quarter with GPS EXIF and a rotation) landed in one
      hour, processed by `hours.update_hour` on 2 worker processes (reading, verifying, decoding,
-     thumbnails written, dHash, metadata Parquet) — images/s, against the ceiling: the same Pillow
-     decode + thumbnail (`processing.make_thumbnail`: draft + reducing resize) from memory in a tight
-     loop on both cores. Target: processing >= 70% of the ceiling.
+     thumbnails written, dHash, metadata Parquet) — images/s, against the ceiling: the same decode +
+     thumbnail (`processing.decode_thumbnail`: libjpeg-turbo at DCT scale + reducing resize) from
+     memory in a tight loop on both cores. Target: processing >= 70% of the ceiling.
   2. retention: 7 days x 24 hours x 1,000 images (image + sidecar + thumbnail each, one metadata file
      per hour, 168,000 registry rows, 168 Dagster partitions) plus a younger day that must survive,
      purged by `retention.run_retention`; then the same purge again (must delete nothing). Target <= 30 s.
@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from memberflow_assets.images import bi, hours, processing, retention  # noqa: E402
 from memberflow_assets.images.layout import Sidecar, hour_key, hour_start  # noqa: E402
+from memberflow_assets.warehouse import versions  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
 
 OUT = REPO / "bench" / "out"
@@ -119,7 +120,7 @@ def _ceiling_worker(args) -> tuple[float, float, int]:
     start = time.perf_counter()
     for data in blobs:
         with Image.open(io.BytesIO(data)) as image:
-            processing.make_thumbnail(image)
+            processing.decode_thumbnail(data, image)
     return start, time.perf_counter(), len(blobs)
 
 
@@ -181,7 +182,7 @@ def build_retention_data(zones: Zones, connection, expired_hours: list[str], you
     """Files written directly (what landing + processing leave behind), registry rows by COPY."""
     root = Path(zones.root)
     image_bytes, thumb_bytes = os.urandom(2048), os.urandom(700)
-    registry = io.StringIO()
+    status, details = io.StringIO(), io.StringIO()
     for key in expired_hours + young_hours:
         count = per_hour if key in expired_hours else 10
         start = hour_start(key)
@@ -194,20 +195,25 @@ def build_retention_data(zones: Zones, connection, expired_hours: list[str], you
             (landing / f"{image_id}.jpg").write_bytes(image_bytes)
             (landing / f"{image_id}.json").write_bytes(b'{"image_id": "%s"}' % image_id.encode())
             (processed / f"{image_id}.jpg").write_bytes(thumb_bytes)
-            registry.write(
-                f"{image_id}\tprocessed\tapi\tbench\t{image_id}\t2048\timage/jpeg\t{start.isoformat()}\t{key}\n"
-            )
+            status.write(f"{image_id}\tprocessed\tapi\t2048\timage/jpeg\t{start.isoformat()}\t{key}\n")
+            details.write(f"{key}\t{image_id}\tbench\t{image_id}\tlanding/images/{image_id}.jpg\n")
         rows = [
             {**dict.fromkeys(hours.METADATA_SCHEMA.names), "image_id": image_id, "hour_key": key, "status": "processed"}
             for image_id in ids
         ]
         zones.write_parquet(f"images/metadata/{key}.parquet", pa.Table.from_pylist(rows, schema=hours.METADATA_SCHEMA))
-    registry.seek(0)
+    status.seek(0)
+    details.seek(0)
     with connection.cursor() as cursor:
+        for key in expired_hours + young_hours:
+            cursor.execute("SELECT images.create_registry_details_partition(%s)", (key,))
         cursor.copy_expert(
-            "COPY images.registry (image_id, status, source, client, sha256, size_bytes, content_type, received_at,"
-            " hour_key) FROM STDIN",
-            registry,
+            "COPY images.registry_status (image_id, status, source, size_bytes, content_type, received_at, hour_key)"
+            " FROM STDIN",
+            status,
+        )
+        cursor.copy_expert(
+            "COPY images.registry_details (hour_key, image_id, client, sha256, landing_path) FROM STDIN", details
         )
     connection.commit()
 
@@ -265,10 +271,10 @@ def bench_retention(per_hour: int) -> dict:
                 instance.add_dynamic_partitions(image_hours.name, expired + young)
                 records = DagsterPartitionRecords(instance)
                 start = time.perf_counter()
-                first = retention.run_retention(zones, connection, as_of, "bench-1", "cli", records)
+                first = retention.run_retention(zones, dsn, as_of, "bench-1", "cli", records)
                 first_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                second = retention.run_retention(zones, connection, as_of, "bench-2", "cli", records)
+                second = retention.run_retention(zones, dsn, as_of, "bench-2", "cli", records)
                 second_seconds = time.perf_counter() - start
                 partitions_left = instance.get_dynamic_partitions(image_hours.name)
             files_after = count_files(Path(zones.root))
@@ -296,41 +302,46 @@ def bench_retention(per_hour: int) -> dict:
 
 
 # -- 3. BI views --------------------------------------------------------------------------------------
-def bench_bi(rows: int) -> dict:
+def write_metadata(zones: Zones, rows: int, start_hour: datetime) -> None:
+    """`rows` synthetic metadata rows in 168 hourly files (7 days from `start_hour`), as processing writes them."""
     import duckdb
 
+    os.makedirs(zones.path("images/metadata"), exist_ok=True)
+    per_file = rows // 168
+    generator = duckdb.connect()
+    for number in range(168):
+        key = hour_key(start_hour + timedelta(hours=number))
+        generator.execute(
+            f"""COPY (
+            SELECT md5(i::varchar || '{key}') AS image_id, '{key}' AS hour_key,
+                   CASE WHEN i % 3 = 0 THEN 'kafka' ELSE 'api' END AS source, 'client-' || (i % 40) AS client,
+                   TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number} HOUR + INTERVAL (i % 3600) SECOND
+                       AS received_at,
+                   TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number + 1} HOUR AS processed_at,
+                   CASE WHEN i % 50 = 0 THEN 'rejected' ELSE 'processed' END AS status,
+                   CASE WHEN i % 50 = 0 THEN (['truncated', 'not_an_image', 'corrupt'])[i % 3 + 1] END AS error,
+                   NULL::varchar AS error_detail,
+                   (['JPEG', 'JPEG', 'JPEG', 'PNG', 'WEBP'])[i % 5 + 1] AS format,
+                   (['RGB', 'RGB', 'RGBA', 'L'])[i % 4 + 1] AS mode,
+                   (400 + (i * 37) % 4000)::integer AS width, (300 + (i * 53) % 3000)::integer AS height,
+                   1::smallint AS orientation, (20000 + (i * 7919) % 5000000)::bigint AS bytes,
+                   sha256(i::varchar || '{key}') AS sha256, '8080808080808080' AS phash,
+                   i % 7 = 0 AS gps_removed, 'images/processed/{key}/x.jpg' AS thumbnail_path,
+                   (8000 + i % 4000)::integer AS thumbnail_bytes
+            FROM range({per_file}) t(i)
+        ) TO '{zones.path(f"images/metadata/{key}.parquet")}' (FORMAT parquet, COMPRESSION zstd)"""
+        )
+    generator.close()
+
+
+def bench_bi(rows: int) -> dict:
     folder = tempfile.mkdtemp(prefix="mfbi-")
     try:
         zones = Zones(os.path.join(folder, "zones"))
-        os.makedirs(zones.path("images/metadata"))
-        per_file = rows // 168
-        generator = duckdb.connect()
-        start_hour = datetime(2026, 11, 13, 0, tzinfo=UTC)
-        for number in range(168):
-            key = hour_key(start_hour + timedelta(hours=number))
-            generator.execute(
-                f"""COPY (
-                SELECT md5(i::varchar || '{key}') AS image_id, '{key}' AS hour_key,
-                       CASE WHEN i % 3 = 0 THEN 'kafka' ELSE 'api' END AS source, 'client-' || (i % 40) AS client,
-                       TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number} HOUR + INTERVAL (i % 3600) SECOND
-                           AS received_at,
-                       TIMESTAMPTZ '{start_hour.isoformat()}' + INTERVAL {number + 1} HOUR AS processed_at,
-                       CASE WHEN i % 50 = 0 THEN 'rejected' ELSE 'processed' END AS status,
-                       CASE WHEN i % 50 = 0 THEN (['truncated', 'not_an_image', 'corrupt'])[i % 3 + 1] END AS error,
-                       NULL::varchar AS error_detail,
-                       (['JPEG', 'JPEG', 'JPEG', 'PNG', 'WEBP'])[i % 5 + 1] AS format,
-                       (['RGB', 'RGB', 'RGBA', 'L'])[i % 4 + 1] AS mode,
-                       (400 + (i * 37) % 4000)::integer AS width, (300 + (i * 53) % 3000)::integer AS height,
-                       1::smallint AS orientation, (20000 + (i * 7919) % 5000000)::bigint AS bytes,
-                       sha256(i::varchar || '{key}') AS sha256, '8080808080808080' AS phash,
-                       i % 7 = 0 AS gps_removed, 'images/processed/{key}/x.jpg' AS thumbnail_path,
-                       (8000 + i % 4000)::integer AS thumbnail_bytes
-                FROM range({per_file}) t(i)
-            ) TO '{zones.path(f"images/metadata/{key}.parquet")}' (FORMAT parquet, COMPRESSION zstd)"""
-            )
+        write_metadata(zones, rows, datetime(2026, 11, 13, 0, tzinfo=UTC))
         warehouse = os.path.join(folder, "warehouse.duckdb")
-        bi.create_views(zones, warehouse)
-        connection = duckdb.connect(warehouse, read_only=True)
+        versions.republish_views(warehouse, zones)
+        connection = versions.open_published(warehouse)
         timings = {}
         for view in bi.IMAGE_VIEWS:
             runs = []

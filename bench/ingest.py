@@ -1,15 +1,25 @@
-"""Image ingestion benchmark (issue 4), on loopback with ~200 KB JPEGs, every image distinct.
+"""Image ingestion benchmark (issues 4, 10, 13), on loopback with ~200 KB JPEGs, every image distinct.
 
 Upload API: throughput and p50/p99 latency at concurrency 1 and 16 of `memberflow api` (uvicorn, one
-worker; embedded PostgreSQL; local zones) against the ceiling: the same uvicorn + FastAPI serving a
-no-op endpoint that reads the same body and answers 201. Target: >= 50% of the ceiling's throughput.
+worker; embedded PostgreSQL; local zones) against two ceilings on the same uvicorn + FastAPI: a no-op
+endpoint that reads the body and answers 201, and the durable ceiling that does the minimum the
+guarantee needs — read the body, write it to a new file, fsync the file and its folder, answer 201.
 Measured durable (the default: files fsynced and the registry commit flushed before the 201) and
-with MEMBERFLOW_INGEST_DURABLE=0.
+with MEMBERFLOW_INGEST_DURABLE=0. Target (issue 13): durable >= 70% of the durable ceiling at
+concurrency 16, p99 < 100 ms. Then where a durable upload's time goes (validation, registry, fsync).
 
-Kafka: images/s landed by `KafkaIngestor` against the raw consume rate of the same topic with the
-same consumer settings (both until the end of every partition). Target: >= 50%.
+Abuse (issue 10), on a fresh `memberflow api` with its default limits: a normal client's p50/p99 and
+the API's memory (RSS) while 2 connections keep sending crafted 10 MB JPEGs of 2.5 million empty
+segments (target p99 < 2 s), and while 30 clients each hold a body stalled at 19 of 20 MiB (target
+memory < 512 MB).
 
-    .venv/bin/python bench/ingest.py [--images 400] [--kafka-images 600]
+Kafka: images/s landed by `KafkaIngestor` against two ceilings measured in the same run on the same
+topic and consumer settings (both until the end of every partition): raw consumption, and a durable
+ceiling that consumes the same and does the minimum the at-least-once guarantee needs (each value to a
+new file, fsync, offset commit). Target: durable landing >= 70% of the durable ceiling. Also prints where
+the durable ingestor's time goes (validation, registry, files, fsync, commits).
+
+    .venv/bin/python bench/ingest.py [--images 400] [--kafka-images 600] [--skip-api | --skip-kafka] [--skip-abuse]
 
 The client is a minimal keep-alive HTTP/1.1 client over raw sockets (one thread per connection) so
 that its own cost is small and identical for both servers. Everything runs on the same machine:
@@ -17,6 +27,7 @@ client, server, PostgreSQL and broker share the cores, so figures move with the 
 """
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -25,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,11 +63,46 @@ def noop_app():
     return app
 
 
-def serve_noop(port: int, workers: int) -> None:
+def durable_app():
+    """The durable ceiling: the minimum a durable 201 needs — the body in a new file, fsynced with its folder."""
+    import anyio
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    folder = Path(os.environ["BENCH_DURABLE_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    app = FastAPI()
+
+    def write_durably(data: bytes) -> None:
+        descriptor = os.open(folder / uuid.uuid4().hex, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with memoryview(data) as view:
+                written = 0
+                while written < len(data):
+                    written += os.write(descriptor, view[written:])
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        directory = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the new name is durable too
+        finally:
+            os.close(directory)
+
+    @app.post("/v1/images", status_code=201)
+    async def upload(request: Request) -> JSONResponse:
+        body = await request.body()
+        await anyio.to_thread.run_sync(write_durably, body)
+        return JSONResponse({"size_bytes": len(body)}, status_code=201)
+
+    return app
+
+
+def serve_ceiling(kind: str, port: int, workers: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        "ingest:noop_app",
+        f"ingest:{kind}_app",
         factory=True,
         app_dir=str(Path(__file__).parent),
         host="127.0.0.1",
@@ -162,77 +210,238 @@ def distinct_images(count: int, offset: int) -> list[bytes]:
 
 
 # -- the API benchmark -------------------------------------------------------------------------------
+def start_api(port: int, workers: int, environment: dict) -> subprocess.Popen:
+    command = [sys.executable, "-m", "memberflow_assets.cli", "api", "--port", str(port), "--no-access-log"]
+    return subprocess.Popen([*command, "--workers", str(workers)], env={**os.environ, **environment})
+
+
 def bench_api(images: int, workers: int, new_database, work: Path) -> None:
     from memberflow_assets.images.api_keys import mint_key
 
     key, line = mint_key("bench")
     base = jpeg_of_about(IMAGE_BYTES)
     print(f"\n## Upload API: {images} distinct JPEGs of {len(base):,} bytes each, {workers} uvicorn worker(s)\n")
-    print("| server | concurrency | images/s | p50 ms | p99 ms | vs ceiling |")
-    print("|---|---|---|---|---|---|")
-    noop_port = free_port()
-    noop = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(noop_port), "--workers", str(workers)])
-    servers = [("no-op ceiling", noop_port, noop)]
+    print(
+        "| server | concurrency | images/s | p50 ms | p99 ms | vs no-op | vs durable ceiling "
+        "| CPU ms per image: server (+ PostgreSQL) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    postgres_pid = int((work / "pg" / "postmaster.pid").read_text().split()[0])
+    servers = []
+    for kind, name in (("noop", "no-op ceiling"), ("durable", "durable ceiling (write, fsync file + folder)")):
+        port = free_port()
+        command = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--workers", str(workers)]
+        environment = {**os.environ, "BENCH_DURABLE_DIR": str(work / "durable-ceiling")}
+        servers.append((name, port, subprocess.Popen(command, env=environment)))
     for durable in ("1", "0"):
         port = free_port()
         environment = {
-            **os.environ,
             "MEMBERFLOW_DATA_DIR": str(work / f"data-durable{durable}"),
             "MEMBERFLOW_PG_DSN": new_database(f"api_durable{durable}"),
             "MEMBERFLOW_API_KEYS": line,
             "MEMBERFLOW_INGEST_DURABLE": durable,
         }
-        command = [sys.executable, "-m", "memberflow_assets.cli", "api", "--port", str(port), "--no-access-log"]
-        command += ["--workers", str(workers)]
-        process = subprocess.Popen(command, env=environment, stderr=subprocess.DEVNULL)
-        servers.append((f"memberflow api ({'durable' if durable == '1' else 'not durable'})", port, process))
+        label = "durable" if durable == "1" else "not durable"
+        servers.append((f"memberflow api ({label})", port, start_api(port, workers, environment)))
     try:
         for _, port, process in servers:
             wait_for_port(port, process)
-        ceiling = {}
+        ceilings: dict[tuple[str, int], float] = {}
         offset = 0
         for concurrency in (1, 16):
-            for name, port, _ in servers:
+            for name, port, process in servers:
                 load(port, [request_bytes(body, key) for body in distinct_images(20, offset)], concurrency)  # warm
                 offset += 20
                 batch = [request_bytes(body, key) for body in distinct_images(images, offset)]
                 offset += images
+                server_before, postgres_before = cpu_seconds(process.pid), cpu_seconds(postgres_pid)
                 result = load(port, batch, concurrency)
-                ceiling.setdefault(concurrency, result["rps"])
-                ratio = result["rps"] / ceiling[concurrency]
+                server_cpu = (cpu_seconds(process.pid) - server_before) / images * 1000
+                postgres_cpu = (cpu_seconds(postgres_pid) - postgres_before) / images * 1000
+                ceilings.setdefault((name.split()[0], concurrency), result["rps"])
+                noop, durable = ceilings[("no-op", concurrency)], ceilings.get(("durable", concurrency))
+                versus_durable = f"{result['rps'] / durable:.0%}" if durable else ""
+                database = f" (+ {postgres_cpu:.2f})" if name.startswith("memberflow") else ""
                 print(
                     f"| {name} | {concurrency} | {result['rps']:.0f} | {result['p50_ms']:.2f} | "
-                    f"{result['p99_ms']:.2f} | {ratio:.0%} |"
+                    f"{result['p99_ms']:.2f} | {result['rps'] / noop:.0%} | {versus_durable} | "
+                    f"{server_cpu:.2f}{database} |"
                 )
     finally:
         for _, _, process in servers:
             process.terminate()
             process.wait(timeout=30)
-    bench_landing(images, new_database, work)
+    bench_where_the_time_goes(new_database, work)
 
 
-def bench_landing(images: int, new_database, work: Path) -> None:
-    """What one landing costs without HTTP: `Lander.land` in a loop on one thread (where API time goes)."""
+def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_size: int = 16) -> None:
+    """A durable upload's work without HTTP, in groups of 16 as GroupLander forms them at concurrency 16:
+    validation + SHA-256 (on the request's thread), then per group the registry statement and the file
+    writes with their fsyncs (on a landing worker)."""
     import dataclasses
 
+    from memberflow_assets.images.api import inspect_upload
     from memberflow_assets.images.ingest_config import IngestSettings
-    from memberflow_assets.images.landing import open_lander
+    from memberflow_assets.images.landing import Upload, open_lander
     from memberflow_assets.zones import Zones
 
-    print("\n| landing only, no HTTP (one thread) | images/s | p50 ms |\n|---|---|---|")
-    for durable in (True, False):
-        settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
-        zones = Zones(str(work / f"landing-durable{int(durable)}"))
-        with open_lander(zones, new_database(f"landing_durable{int(durable)}"), settings, 1) as lander:
-            timings = []
-            for data in distinct_images(images, 20_000_000):
-                start = time.perf_counter()
-                lander.land(data, source="api", client="bench")
-                timings.append(time.perf_counter() - start)
-        label = "durable" if durable else "not durable"
-        print(
-            f"| Lander.land ({label}) | {len(timings) / sum(timings):.0f} | {statistics.median(timings) * 1000:.2f} |"
+    settings = dataclasses.replace(IngestSettings.from_env(), durable=True)
+    zones = Zones(str(work / "breakdown"))
+    validate = land = write = 0.0
+    with open_lander(zones, new_database("breakdown"), settings, 2) as lander:
+        for group in range(groups):
+            blobs = distinct_images(group_size, 30_000_000 + group * group_size)
+            start = time.perf_counter()
+            inspected = [inspect_upload(data, settings.max_pixels) for data in blobs]
+            validate += time.perf_counter() - start
+            uploads = [Upload(d, "api", "bench", facts=f, sha256=h) for d, (f, h) in zip(blobs, inspected, strict=True)]
+            start = time.perf_counter()
+            lander.land_many(uploads)
+            land += time.perf_counter() - start
+            files = [(f"copy/{group}/{n}.jpg", data) for n, data in enumerate(blobs)]
+            files += [(f"copy/{group}/{n}.json", b'{"sidecar": "of a similar size"}' * 10) for n in range(len(blobs))]
+            start = time.perf_counter()
+            zones.write_all(files, fsync=True)  # the same files a landing writes, without the registry
+            write += time.perf_counter() - start
+    images = groups * group_size
+    print(f"\n| where a durable upload's time goes (groups of {group_size}, no HTTP) | ms per image |\n|---|---|")
+    print(f"| validation + SHA-256 (request thread) | {validate / images * 1000:.2f} |")
+    print(f"| landing a group (landing worker), of which: | {land / images * 1000:.2f} |")
+    print(f"| - image + sidecar written, renamed, fsynced | {write / images * 1000:.2f} |")
+    print(f"| - registry claim and its flushed commit, the rest | {max(land - write, 0) / images * 1000:.2f} |")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far (uvicorn workers, PostgreSQL backends)."""
+    ticks = 0
+    for stat in [Path(f"/proc/{pid}/stat"), *Path("/proc").glob("[0-9]*/stat")]:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a process that just ended
+            continue
+        if stat.parent.name == str(pid) or int(fields[1]) == pid:  # the process itself, or its child
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# -- abuse: crafted images and stalled bodies against a normal client ---------------------------------
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process, MB."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def abuse_row(situation: str, normal: dict, pid: int, notes: str) -> None:
+    rss, peak = memory_mb(pid)
+    print(
+        f"| {situation} | {normal['p50_ms']:.1f} | {normal['p99_ms']:.1f} | {normal['statuses']} | "
+        f"{rss:.0f} ({peak:.0f}) | {notes} |"
+    )
+
+
+def normal_client(port: int, key: str, count: int, offset: int) -> dict:
+    """`count` uploads one after another, as a well-behaved client sends them: p50/p99 and statuses."""
+    latencies, statuses = [], []
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        buffer = bytearray()
+        for body in distinct_images(count, offset):
+            start = time.perf_counter()
+            statuses.append(exchange(sock, request_bytes(body, key), buffer))
+            latencies.append(time.perf_counter() - start)
+    latencies.sort()
+    return {
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000,
+        "statuses": sorted(set(statuses)),
+    }
+
+
+def keep_sending(port: int, request: bytes, stop: threading.Event, answers: list) -> None:
+    """An abusive connection: the same request again and again until told to stop."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        buffer = bytearray()
+        while not stop.is_set():
+            start = time.perf_counter()
+            answers.append((exchange(sock, request, buffer), time.perf_counter() - start))
+
+
+def stall(port: int, key: str, declared: int, sent: int) -> socket.socket | None:
+    """A body that declares `declared` bytes, sends `sent` of them and goes silent (None: the server
+    closed the connection while it was sending)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    head = f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Length: {declared}\r\n\r\n"
+    try:
+        sock.sendall(head.encode() + b"\xff\xd8" + bytes(sent - 2))
+    except OSError:  # answered 503 and closed while we were sending
+        sock.close()
+        return None
+    return sock
+
+
+def bench_abuse(new_database, work: Path) -> None:
+    from memberflow_assets.images.api_keys import mint_key
+    from memberflow_assets_tests.image_bytes import jpeg_with_empty_segments
+
+    keys = {name: mint_key(name) for name in ["normal", "abuser", *(f"staller{n}" for n in range(30))]}
+    port = free_port()
+    environment = {
+        "MEMBERFLOW_DATA_DIR": str(work / "data-abuse"),
+        "MEMBERFLOW_PG_DSN": new_database("api_abuse"),
+        "MEMBERFLOW_API_KEYS": ",".join(line for _, line in keys.values()),
+    }
+    api = start_api(port, 1, environment)
+    normal_key = keys["normal"][0]
+    print("\n## Abuse: a normal client (one connection, 100 uploads of ~200 KB) while others misbehave\n")
+    print("| situation | normal p50 ms | normal p99 ms | normal answers | API memory MB (peak so far) | notes |")
+    print("|---|---|---|---|---|---|")
+    try:
+        wait_for_port(port, api)
+        normal_client(port, normal_key, 20, 40_000_000)  # warm
+        quiet = normal_client(port, normal_key, 100, 40_000_100)
+        abuse_row("nobody else", quiet, api.pid, "")
+
+        crafted = jpeg_with_empty_segments(jpeg_of_about(IMAGE_BYTES), (10 * 1024 * 1024 - IMAGE_BYTES) // 4)
+        stop, answers = threading.Event(), []
+        attackers = [
+            threading.Thread(target=keep_sending, args=(port, request_bytes(crafted, keys["abuser"][0]), stop, answers))
+            for _ in range(2)
+        ]
+        for attacker in attackers:
+            attacker.start()
+        try:
+            attacked = normal_client(port, normal_key, 100, 40_000_200)
+        finally:
+            stop.set()
+            for attacker in attackers:
+                attacker.join()
+        codes = sorted({status for status, _ in answers})
+        per_request = statistics.median(seconds for _, seconds in answers) * 1000
+        segments = (len(crafted) - IMAGE_BYTES) // 4
+        abuse_row(
+            f"2 connections sending crafted {len(crafted) / 1e6:.1f} MB JPEGs of {segments:,} empty segments",
+            attacked,
+            api.pid,
+            f"{len(answers)} crafted uploads answered {codes}, median {per_request:.0f} ms",
         )
+
+        declared, sent = 20 * 1024 * 1024, 19 * 1024 * 1024
+        stalled = [stall(port, keys[f"staller{n}"][0], declared, sent) for n in range(30)]
+        held = [sock for sock in stalled if sock is not None]
+        try:
+            during = normal_client(port, normal_key, 100, 40_000_300)
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())
+            situation = "30 clients, each a body stalled at 19 of 20 MiB"
+            notes = (
+                f"{health['uploads_in_progress']} bodies held ({health['upload_bytes_held'] / 2**20:.0f} MiB), "
+                f"{30 - health['uploads_in_progress']} answered 503 busy"
+            )
+            abuse_row(situation, during, api.pid, notes)
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
 
 
 # -- the Kafka benchmark -----------------------------------------------------------------------------
@@ -274,38 +483,146 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     return seconds
 
 
-def bench_kafka(count: int, new_database, work: Path) -> None:
+def durable_consume(bootstrap: str, topic: str, expected: int, folder: Path) -> float:
+    """The ceiling for durable landing: the same consumption, and per fetched batch the minimum the
+    guarantee needs — each value written to a new file, the files and their folder fsynced (concurrently,
+    as memberflow does), then the offsets committed — on a thread of its own while the next batch is
+    fetched, as KafkaIngestor does. No validation, registry, sidecar or rename."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from memberflow_assets.images.kafka_ingest import FETCH_BATCH, consumer_config
+    from memberflow_assets.zones import _fsync_paths, fsync_path
+
+    def write(batch: list) -> None:
+        paths = []
+        for message in batch:
+            path = folder / f"{message.partition()}-{message.offset()}.jpg"
+            with open(path, "xb") as handle:
+                handle.write(message.value())
+            paths.append(str(path))
+        _fsync_paths(paths)
+        fsync_path(str(folder))
+
+    folder.mkdir(parents=True)
+    consumer = Consumer(consumer_config(bootstrap, f"bench-durable-{folder.name}"))
+    consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+    received, ended, writing, offsets = 0, set(), None, {}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(1) as writer:
+        while len(ended) < 2 or writing is not None:
+            batch = []
+            for message in consumer.consume(FETCH_BATCH, timeout=1.0) if len(ended) < 2 else []:
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        ended.add(message.partition())
+                    continue
+                batch.append(message)
+            if writing is not None:
+                writing.result()
+                consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+                writing = None
+            if batch:
+                offsets = {message.partition(): message.offset() + 1 for message in batch}
+                writing = writer.submit(write, batch)
+                received += len(batch)
+    seconds = time.perf_counter() - start
+    consumer.close()
+    assert received == expected, (received, expected)
+    return seconds
+
+
+class PhaseTimer:
+    """Wall time spent in chosen functions while the ingestor runs (all on its one thread)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._restore: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+
+        self._restore.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+
+
+def bench_kafka(count: int, new_database, work: Path, rounds: int = 3) -> None:
     import dataclasses
 
+    from memberflow_assets import zones as zones_module
+    from memberflow_assets.images import kafka_ingest, landing
     from memberflow_assets.images.dev_broker import tansu_broker
     from memberflow_assets.images.ingest_config import IngestSettings
     from memberflow_assets.images.kafka_ingest import OffsetRange, open_ingestor
     from memberflow_assets.zones import Zones
 
+    def ingest(bootstrap: str, topic: str, durable: bool, name: str, phases: PhaseTimer | None) -> float:
+        settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
+        with open_ingestor(bootstrap, Zones(str(work / name)), new_database(name), settings, topic, name, None) as i:
+            if phases is not None:
+                phases.wrap(landing, "inspect_image", "validation (header + framing)")
+                phases.wrap(landing.Lander, "_claim", "registry claim (one statement per batch)")
+                phases.wrap(zones_module, "_fsync_paths", "fsync (files, then folders)")
+                phases.wrap(Zones, "write_all", "files: write + rename (incl. fsync)")
+                phases.wrap(kafka_ingest.KafkaIngestor, "_land", "landing the batches (all of the above)")
+                phases.wrap(kafka_ingest.KafkaIngestor, "_commit", "offset commits")
+            start = time.perf_counter()
+            try:
+                stats = i.ingest([OffsetRange(p, 0, count) for p in (0, 1)])
+            finally:
+                if phases is not None:
+                    phases.restore()
+            seconds = time.perf_counter() - start
+        assert stats.landed == count, stats
+        return seconds
+
     with tansu_broker(free_port()) as bootstrap:
         topic = "images.bench"
-        images = distinct_images(count, 10_000_000)
-        fill_topic(bootstrap, topic, images)
-        print(f"\n## Kafka: {count} distinct JPEGs of ~{IMAGE_BYTES:,} bytes, 2 partitions\n")
-        print("| consumer | seconds | images/s | vs raw |")
-        print("|---|---|---|---|")
-        raw_seconds = min(raw_consume(bootstrap, topic, count) for _ in range(2))
-        print(f"| raw consume (same settings) | {raw_seconds:.2f} | {count / raw_seconds:.0f} | 100% |")
-        for durable in (True, False):
-            settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
-            zones = Zones(str(work / f"kafka-durable{int(durable)}"))
-            group = f"bench-ingest-{int(durable)}"
-            dsn = new_database(f"kafka_durable{int(durable)}")
-            with open_ingestor(bootstrap, zones, dsn, settings, topic, group, None) as ingestor:
-                start = time.perf_counter()
-                stats = ingestor.ingest([OffsetRange(p, 0, count) for p in (0, 1)])
-                seconds = time.perf_counter() - start
-            assert stats.landed == count, stats
-            rate = count / seconds
-            print(
-                f"| KafkaIngestor ({'durable' if durable else 'not durable'}) | {seconds:.2f} | {rate:.0f} | "
-                f"{rate / (count / raw_seconds):.0%} |"
-            )
+        fill_topic(bootstrap, topic, distinct_images(count, 10_000_000))
+        # Rounds alternate the measurements so that a burst of load elsewhere hits them alike; best of each.
+        best: dict[str, float] = {}
+        best_phases = PhaseTimer()
+        for number in range(rounds):
+            phases = PhaseTimer()
+            times = {
+                "raw": raw_consume(bootstrap, topic, count),
+                "ceiling": durable_consume(bootstrap, topic, count, work / f"ceiling-{number}"),
+                "durable": ingest(bootstrap, topic, True, f"kafka_durable_{number}", phases),
+                "not durable": ingest(bootstrap, topic, False, f"kafka_fast_{number}", None),
+            }
+            if times["durable"] < best.get("durable", float("inf")):
+                best_phases = phases
+            best = {name: min(seconds, best.get(name, float("inf"))) for name, seconds in times.items()}
+    rate = {name: count / seconds for name, seconds in best.items()}
+    print(f"\n## Kafka: {count} distinct JPEGs of ~{IMAGE_BYTES:,} bytes, 2 partitions, best of {rounds} rounds\n")
+    print("| consumer | seconds | images/s | vs raw | vs durable ceiling |\n|---|---|---|---|---|")
+    for name, label in (
+        ("raw", "raw consume (same settings)"),
+        ("ceiling", "durable ceiling: consume + new file + fsync + commit"),
+        ("durable", "KafkaIngestor (durable)"),
+        ("not durable", "KafkaIngestor (not durable)"),
+    ):
+        print(
+            f"| {label} | {best[name]:.2f} | {rate[name]:.0f} | {rate[name] / rate['raw']:.0%} | "
+            f"{rate[name] / rate['ceiling']:.0%} |"
+        )
+    print("\n| durable KafkaIngestor, best round: where the time goes (landing runs beside fetching) | seconds |")
+    print("|---|---|")
+    for label, spent in best_phases.seconds.items():
+        print(f"| {label} | {spent:.2f} |")
+    print(f"| the whole run | {best['durable']:.2f} |")
 
 
 def main() -> None:
@@ -314,10 +631,13 @@ def main() -> None:
     parser.add_argument("--kafka-images", type=int, default=600)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both servers")
     parser.add_argument("--skip-kafka", action="store_true")
-    parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-api", action="store_true")
+    parser.add_argument("--skip-abuse", action="store_true")
+    parser.add_argument("--serve", choices=["noop", "durable"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_noop:
-        serve_noop(args.serve_noop, args.workers)
+    if args.serve:
+        serve_ceiling(args.serve, args.port, args.workers)
         return
 
     import pgserver
@@ -335,7 +655,10 @@ def main() -> None:
             postgres.apply_migrations(dsn)
             return dsn
 
-        bench_api(args.images, args.workers, new_database, work)
+        if not args.skip_api:
+            bench_api(args.images, args.workers, new_database, work)
+            if not args.skip_abuse:
+                bench_abuse(new_database, work)
         if not args.skip_kafka:
             bench_kafka(args.kafka_images, new_database, work)
         server.cleanup()

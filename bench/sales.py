@@ -27,7 +27,8 @@ import pyarrow as pa
 
 from memberflow_assets.postgres import apply_migrations, ensure_database, with_database
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
-from memberflow_assets.warehouse.refresh import EXTRACT_COLUMNS, connect, extract, last_watermark, refresh_warehouse
+from memberflow_assets.warehouse.refresh import EXTRACT_COLUMNS, extract, last_watermark, refresh_warehouse
+from memberflow_assets.warehouse.versions import open_published
 from memberflow_assets.zones import Zones
 
 OUT = Path(__file__).resolve().parent / "out" / "sales"
@@ -196,7 +197,7 @@ def main() -> None:
         for round_number in range(args.runs):
             add_members(dsn, first_new + round_number * args.new_members, args.new_members, INCREMENT_BATCH)
             new = seed(dsn)
-            with connect(warehouse, read_only=True) as connection:
+            with open_published(warehouse) as connection:
                 since = last_watermark(connection)
             result = refresh_warehouse(dsn, warehouse, zones)
             _, paths = extract(dsn, since, os.path.join(work, f"increment{round_number}"))
@@ -212,12 +213,12 @@ def main() -> None:
         )  # fmt: skip
 
         # 3. Each BI view, fully read, read-only like an analyst.
-        with connect(warehouse, read_only=True) as connection:
+        with open_published(warehouse) as connection:
             fact_scan, _ = best_of(
                 args.runs,
                 lambda: connection.sql(
                     "SELECT count(*), sum(line_price), sum(line_weight_kg), sum(quantity),"
-                    " count(DISTINCT membership_id) FROM fact_sales"
+                    " count(DISTINCT member_key) FROM fact_sales"
                 ).fetchall(),
             )
             print(f"\nplain scan of fact_sales (count, sums, distinct members): {fact_scan:.3f}s")

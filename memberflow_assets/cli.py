@@ -85,7 +85,11 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    applied = postgres.apply_migrations(postgres.sales_dsn())
+    try:
+        applied = postgres.apply_migrations(postgres.sales_dsn())
+    except postgres.MigrationError as error:
+        print(f"memberflow migrate: {error}", file=sys.stderr)
+        return 1
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
 

@@ -20,7 +20,7 @@ from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.sales import assets as sales_assets
 from memberflow_assets.sales.jobs import sales_demo_job
-from memberflow_assets.sales.sensors import sales_demo_sensor
+from memberflow_assets.sales.sensors import sales_demo_sensor, team_password_audit_sensor
 from memberflow_assets.warehouse import assets as warehouse_assets
 from memberflow_assets.warehouse.jobs import sales_warehouse_job, sales_warehouse_schedule
 from memberflow_assets.warehouse.resources import Warehouse
@@ -45,6 +45,7 @@ defs = dg.Definitions(
         kafka_images_sensor,
         landing_images_sensor,
         sales_demo_sensor,
+        team_password_audit_sensor,
         sales_warehouse_sensor,
     ],
     schedules=[image_retention_schedule, sales_warehouse_schedule],

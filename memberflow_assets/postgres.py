@@ -11,14 +11,21 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+import uuid
+from contextlib import suppress
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2 import sql
 
-from memberflow_assets.settings import SQL_DIR, Settings
+from memberflow_assets.settings import SQL_DIR, Settings, read_sql
+
+if TYPE_CHECKING:
+    from pgserver import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +33,96 @@ SALES_DB = "memberflow"
 DAGSTER_DB = "dagster"
 
 
-@cache
-def _embedded_server_uri(pg_dir: str) -> str:
+# The embedded server's authentication, rewritten at every start. It listens on its unix socket only.
+# The platform's own role connects without a password (as every memberflow process on the machine
+# must); every other role — the team users above all — needs its SCRAM-SHA-256 password, so the access
+# model tried on a laptop is production's (RDS always asks for passwords).
+EMBEDDED_HBA = """\
+# Written by memberflow (memberflow_assets/postgres.py) whenever it starts this server: edits are lost.
+local   all   postgres   trust
+local   all   all        scram-sha-256
+"""
+
+
+def start_embedded_server(pg_dir: Path, cleanup_mode: str | None = None) -> PostgresServer:
+    """Start (or reuse) the embedded PostgreSQL of `pg_dir` (pgserver), secured: the authentication
+    above, passwords stored as SCRAM verifiers, and no CONNECT or TEMP for PUBLIC on its own
+    databases. Returns pgserver's server object."""
     import pgserver  # heavy import; only the embedded default needs it
 
-    Path(pg_dir).mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pg_dir, cleanup_mode=None)
-    return server.get_uri()
+    pg_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pg_dir, cleanup_mode=cleanup_mode)
+    uri = server.get_uri()
+    connection = psycopg2.connect(uri)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW hba_file")
+            hba = Path(cursor.fetchone()[0])
+            cursor.execute("SELECT current_setting('password_encryption') = 'scram-sha-256'")
+            scram = cursor.fetchone()[0]
+            if not scram:
+                cursor.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
+            if hba.read_text() != EMBEDDED_HBA:
+                _replace_keeping_owner(hba, EMBEDDED_HBA)
+            if not scram or _asks_for_passwords(uri) is False:
+                cursor.execute("SELECT pg_reload_conf()")
+            for database in ("postgres", "template1"):
+                _revoke_public_access(cursor, database)
+    finally:
+        connection.close()
+    _wait_until(lambda: _asks_for_passwords(uri) is not False, what="the embedded server's authentication to apply")
+    return server
+
+
+def _replace_keeping_owner(path: Path, text: str) -> None:
+    """Write `path` atomically, owned as before (the server runs as its own OS user when we are root)."""
+    status = path.stat()
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # processes may start together
+    temporary.write_text(text)
+    os.chmod(temporary, status.st_mode & 0o777)
+    if os.geteuid() == 0:
+        os.chown(temporary, status.st_uid, status.st_gid)
+    os.replace(temporary, path)
+
+
+def _asks_for_passwords(uri: str) -> bool | None:
+    """Whether the server asks a role other than postgres for a password (the probe role need not
+    exist); None when it cannot tell (e.g. no connection slot free)."""
+    try:
+        psycopg2.connect(uri, user="memberflow_auth_probe", password="").close()
+    except psycopg2.OperationalError as error:
+        if "password" in str(error):
+            return True
+        return False if "does not exist" in str(error) else None
+    return False
+
+
+def _wait_until(condition, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting {seconds:g} s for {what}")
+        time.sleep(0.05)
+
+
+def _revoke_public_access(cursor, database: str) -> None:
+    """PUBLIC may not connect to `database` or create temporary tables there (when we may decide that:
+    as its owner or a superuser)."""
+    cursor.execute(
+        "SELECT pg_has_role(datdba, 'MEMBER') AND (datacl IS NULL"
+        " OR EXISTS (SELECT FROM aclexplode(datacl) a WHERE a.grantee = 0))"  # 0 = PUBLIC
+        " FROM pg_database WHERE datname = %s",
+        (database,),
+    )
+    row = cursor.fetchone()
+    if row and row[0]:
+        cursor.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
+
+
+@cache
+def _embedded_server_uri(pg_dir: str) -> str:
+    return start_embedded_server(Path(pg_dir)).get_uri()
 
 
 def stop_embedded(pg_dir: Path) -> bool:
@@ -58,16 +148,17 @@ def with_database(dsn: str, database: str) -> str:
 
 
 def ensure_database(dsn: str, database: str) -> None:
-    """Create `database` on the server `dsn` points at, unless it exists."""
+    """Create `database` on the server `dsn` points at, unless it exists; PUBLIC may not connect to
+    it or create temporary tables there (the sales database's migrations let the teams connect)."""
     connection = psycopg2.connect(with_database(dsn, "postgres"))
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    except psycopg2.errors.DuplicateDatabase:
-        pass  # created concurrently by another process
+                with suppress(psycopg2.errors.DuplicateDatabase):  # created concurrently by another process
+                    cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            _revoke_public_access(cursor, database)
     finally:
         connection.close()
 
@@ -107,28 +198,53 @@ def migration_files() -> list[Path]:
     return files
 
 
+# Waits are bounded so that nobody can stall the platform by holding a lock: the migration lock
+# (only the platform's own role can take it) is waited for up to MIGRATION_LOCK_WAIT_SECONDS, while
+# another process migrates; a lock a migration's statements need is waited for LOCK_TIMEOUT_SECONDS.
+MIGRATION_LOCK_WAIT_SECONDS = 300.0
+LOCK_TIMEOUT_SECONDS = 30.0
+
+_CREATE_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS public.schema_migrations ("
+    " version text PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+)
+
+
+class MigrationError(RuntimeError):
+    """Migrations could not run, with the reason an operator can act on."""
+
+
 def apply_migrations(dsn: str) -> list[str]:
     """Apply every migration in `sql/migrations/` not yet applied, each in its own transaction.
 
-    A transaction-scoped advisory lock makes concurrent callers (two runs starting together) wait
-    for each other instead of racing. Returns the names of the migrations applied now.
+    Up to date (the usual case: every process checks at its first connection), it only reads
+    `public.schema_migrations` and takes no lock. Otherwise concurrent callers serialise on a lock
+    on that table, which only the platform's role (its owner) can take — no team can hold it.
+    Returns the names of the migrations applied now; raises MigrationError when a wait runs out.
     """
+    migration_lock_wait_seconds, lock_timeout_seconds = MIGRATION_LOCK_WAIT_SECONDS, LOCK_TIMEOUT_SECONDS
     applied_now: list[str] = []
     connection = psycopg2.connect(dsn)
     try:
-        for path in migration_files():
+        files = migration_files()
+        if not _pending(connection, files):
+            return applied_now
+        for path in files:
             with connection, connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('memberflow_migrations'))")
-                cursor.execute(
-                    "CREATE TABLE IF NOT EXISTS public.schema_migrations ("
-                    " version text PRIMARY KEY, name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
+                _take_migration_lock(cursor, dsn, migration_lock_wait_seconds)
                 cursor.execute("SELECT 1 FROM public.schema_migrations WHERE version = %s", (path.name[:4],))
                 if cursor.fetchone():
                     continue
                 log.info("applying migration %s", path.name)
-                cursor.execute(path.read_text(encoding="utf-8"))
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_seconds * 1000:.0f}",))
+                try:
+                    cursor.execute(path.read_text(encoding="utf-8"))
+                except psycopg2.errors.LockNotAvailable as error:
+                    raise _lock_timeout_error(dsn, f"migration {path.name}", lock_timeout_seconds) from error
+                for notice in connection.notices:  # a migration's WARNINGs are for the operator
+                    if notice.startswith("WARNING"):
+                        log.warning("migration %s: %s", path.name, notice.strip())
+                connection.notices.clear()
                 cursor.execute(
                     "INSERT INTO public.schema_migrations (version, name) VALUES (%s, %s)",
                     (path.name[:4], path.name),
@@ -137,3 +253,51 @@ def apply_migrations(dsn: str) -> list[str]:
     finally:
         connection.close()
     return applied_now
+
+
+def _pending(connection, files: list[Path]) -> bool:
+    """Whether some migration is not applied yet; creates the (empty) bookkeeping table if missing."""
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+        if cursor.fetchone()[0]:
+            cursor.execute("SELECT version FROM public.schema_migrations")
+            return bool({p.name[:4] for p in files} - {row[0] for row in cursor.fetchall()})
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(_CREATE_MIGRATIONS_TABLE)
+    except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable):
+        pass  # created at the same moment by another process
+    return True
+
+
+def _take_migration_lock(cursor, dsn: str, wait_seconds: float) -> None:
+    cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_seconds * 1000:.0f}",))
+    try:
+        cursor.execute("LOCK TABLE public.schema_migrations IN EXCLUSIVE MODE")  # SELECTs still pass
+    except psycopg2.errors.LockNotAvailable as error:
+        raise _lock_timeout_error(dsn, "the migration lock", wait_seconds) from error
+
+
+def _lock_timeout_error(dsn: str, what: str, waited_seconds: float) -> MigrationError:
+    """The error for a lock wait that ran out, naming the sessions that hold locks now."""
+    try:
+        connection = psycopg2.connect(dsn)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(read_sql("postgres/lock_holders.sql"))
+                holders = cursor.fetchall()
+        finally:
+            connection.close()
+        sessions = "; ".join(
+            f"pid {pid} user {user} ({state or 'state hidden'}"
+            f"{f', transaction open since {since:%Y-%m-%d %H:%M:%S %Z}' if since else ''}"
+            f"{f', application {application}' if application else ''}) on {tables}"
+            for pid, user, application, state, since, tables in holders
+        )
+    except psycopg2.Error as error:
+        sessions = f"(could not list them: {error})"
+    return MigrationError(
+        f"{what} waited {waited_seconds:g} s for a lock and gave up; sessions holding locks in this database: "
+        f"{sessions or 'none any more'}. End them (SELECT pg_terminate_backend(pid)) or let them finish, "
+        "then run `memberflow migrate` again."
+    )

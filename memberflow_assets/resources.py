@@ -45,11 +45,16 @@ class SalesDatabase(dg.ConfigurableResource):
     def get_dsn(self) -> str:
         return self.dsn or postgres.sales_dsn()
 
+    def migrated_dsn(self) -> str:
+        """The DSN, once the schema is at the latest version."""
+        dsn = self.get_dsn()
+        _migrated(dsn)
+        return dsn
+
     @contextmanager
     def connect(self) -> Iterator[PgConnection]:
         """A connection whose transaction commits when the block succeeds and rolls back otherwise."""
-        dsn = self.get_dsn()
-        _migrated(dsn)
+        dsn = self.migrated_dsn()
         connection = psycopg2.connect(dsn, application_name="memberflow")
         try:
             with connection:

@@ -4,6 +4,11 @@ Every zone path is relative to one root: `MEMBERFLOW_DATA_DIR` locally, or `MEMB
 (`s3://bucket/prefix`). fsspec gives both the same API; the two places where local and S3 differ
 on purpose are atomic writes (temp file + rename locally, a single PUT on S3) and which timestamp
 marks a file as new (see `FileInfo.changed_at`).
+
+Locally, a file is written under a temporary name in `<top folder>/.tmp/` (e.g. `landing/.tmp/` for
+anything under `landing/`) and renamed into place, so each top-level zone folder must be one
+filesystem. A writer killed before its rename leaves its temporary file there, never beside the data:
+`sweep_temporaries` finds such leftovers by listing those few folders, whatever the zones hold.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import functools
 import os
 import posixpath
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +45,23 @@ def _write_new_file(path: str, data: bytes) -> None:
         handle.write(data)
 
 
-def _fsync_path(path: str) -> None:
+TEMPORARY_DIR = ".tmp"
+# A temporary file older than this belongs to no write in progress (a write renames its files within
+# seconds): `sweep_temporaries` may delete it.
+TEMPORARY_SAFE_AGE = 15 * 60
+
+
+def _rename_into_place(temp: str, final: str) -> None:
+    try:
+        os.replace(temp, final)
+    except FileNotFoundError:
+        if not os.path.exists(temp):
+            raise
+        os.makedirs(os.path.dirname(final), exist_ok=True)  # the first file of a new folder
+        os.replace(temp, final)
+
+
+def fsync_path(path: str) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -56,9 +78,9 @@ def _fsync_paths(paths: Sequence[str]) -> None:
     """fsync many files at once: concurrent fsyncs share the filesystem's journal commits, so 200
     files take a fraction of the time of 200 fsyncs in a row."""
     if len(paths) == 1:
-        _fsync_path(paths[0])
+        fsync_path(paths[0])
     else:
-        list(_fsync_pool().map(_fsync_path, paths))
+        list(_fsync_pool().map(fsync_path, paths))
 
 
 @dataclass(frozen=True)
@@ -183,11 +205,11 @@ class Zones:
                 self.fs.put_file(temp, self.path(relpath))
             return
         final = self.path(relpath)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
+        temp = self._temporary_path(relpath)
+        os.makedirs(os.path.dirname(temp), exist_ok=True)
         try:
             yield temp
-            os.replace(temp, final)
+            _rename_into_place(temp, final)
         finally:
             if os.path.exists(temp):
                 os.remove(temp)
@@ -214,14 +236,13 @@ class Zones:
         renamed = 0
         try:
             for relpath, data in files:
-                final = self.path(relpath)
-                temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
-                staged.append((temp, final))  # before writing: a failed write's temporary file is removed too
+                temp = self._temporary_path(relpath)
+                staged.append((temp, self.path(relpath)))  # before writing: a failed write's file is removed too
                 _write_new_file(temp, data)
             if fsync:
                 _fsync_paths([temp for temp, _ in staged])
             for temp, final in staged:
-                os.replace(temp, final)
+                _rename_into_place(temp, final)
                 renamed += 1
             if fsync:
                 _fsync_paths(list(dict.fromkeys(os.path.dirname(final) for _, final in staged)))
@@ -229,6 +250,35 @@ class Zones:
             for temp, _ in staged[renamed:]:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(temp)
+
+    def _temporary_path(self, relpath: str) -> str:
+        top, _, rest = relpath.lstrip("/").partition("/")
+        folder = os.path.join(self.root, top) if rest else self.root
+        return os.path.join(folder, TEMPORARY_DIR, f"{posixpath.basename(relpath)}.{uuid.uuid4().hex}.tmp")
+
+    def sweep_temporaries(self, older_than: float = TEMPORARY_SAFE_AGE) -> tuple[int, int]:
+        """Delete the temporary files of writes that never finished (a killed process), if older than
+        `older_than` seconds; returns (files, bytes). Lists only the `.tmp/` folders (none on S3)."""
+        if self.is_s3:
+            return 0, 0
+        cutoff = time.time() - older_than
+        try:
+            folders = [self.root] + [entry.path for entry in os.scandir(self.root) if entry.is_dir()]
+        except FileNotFoundError:
+            return 0, 0
+        files = size = 0
+        for folder in folders:
+            try:
+                entries = list(os.scandir(os.path.join(folder, TEMPORARY_DIR)))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+                    info = entry.stat(follow_symlinks=False)
+                    if entry.is_file(follow_symlinks=False) and entry.name.endswith(".tmp") and info.st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        files, size = files + 1, size + info.st_size
+        return files, size
 
     def write_parquet(self, relpath: str, table: pa.Table) -> None:
         with self.writing(relpath) as temp:
@@ -252,16 +302,24 @@ class Zones:
         """
         if not self.is_s3:
             return _delete_local_tree(self.path(prefix))
-        entries = [entry for entry in self._find_or_empty(prefix) if entry.get("type") == "file"]
+        entries = self._s3_files(prefix)
         if entries:
             self.fs.rm([entry["name"] for entry in entries])
         return len(entries), sum(int(entry["size"]) for entry in entries)
 
-    def _find_or_empty(self, prefix: str) -> list[dict]:
+    def tree_size(self, prefix: str) -> tuple[int, int]:
+        """(files, bytes) of a folder and everything below it, or of a single file; (0, 0) when missing."""
+        if not self.is_s3:
+            return _local_tree_size(self.path(prefix))
+        entries = self._s3_files(prefix)
+        return len(entries), sum(int(entry["size"]) for entry in entries)
+
+    def _s3_files(self, prefix: str) -> list[dict]:
         try:
-            return list(self.fs.find(self.path(prefix), detail=True).values())
+            entries = self.fs.find(self.path(prefix), detail=True).values()
         except FileNotFoundError:
             return []
+        return [entry for entry in entries if entry.get("type") == "file"]
 
     def remove_empty_parents(self, relpath: str, stop_at: str) -> None:
         """Remove the now-empty folders above `relpath`, up to but not including `stop_at`.
@@ -281,16 +339,37 @@ class Zones:
             folder = os.path.dirname(folder)
 
     # -- DuckDB ----------------------------------------------------------------------------------
-    def duckdb_connect(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def duckdb_connect(
+        self, database: str = ":memory:", read_only: bool = False, config: dict | None = None
+    ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection that can read and write zone URLs (`zones.url(...)`) directly.
 
         DuckDB's own httpfs extension would be downloaded at run time, which this platform never
         does; on S3 it is given the same fsspec filesystem as everything else instead.
         """
-        connection = duckdb.connect(database, read_only=read_only)
+        connection = duckdb.connect(database, read_only=read_only, config=config or {})
         if self.is_s3:
             connection.register_filesystem(self.fs)
         return connection
+
+
+def _local_tree_size(path: str) -> tuple[int, int]:
+    try:
+        if not os.path.isdir(path) or os.path.islink(path):
+            return 1, os.lstat(path).st_size
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return 0, 0
+    files = size = 0
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir(follow_symlinks=False):
+                sub_files, sub_size = _local_tree_size(entry.path)
+                files, size = files + sub_files, size + sub_size
+            else:
+                size += entry.stat(follow_symlinks=False).st_size
+                files += 1
+    return files, size
 
 
 def _delete_local_tree(path: str) -> tuple[int, int]:

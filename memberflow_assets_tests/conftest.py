@@ -11,8 +11,10 @@ import boto3
 import dagster as dg
 import psycopg2
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
 
 ENV_VARS = (
@@ -29,11 +31,10 @@ ENV_VARS = (
 
 @pytest.fixture(scope="session")
 def pg_server_uri():
-    import pgserver
-
+    """The embedded server as the platform starts it (team logins need their passwords)."""
     # unix socket paths are limited to ~107 bytes, so the data dir lives directly under /tmp
     pg_dir = Path(tempfile.mkdtemp(prefix="mfpg", dir="/tmp"))
-    server = pgserver.get_server(pg_dir, cleanup_mode="delete")
+    server = start_embedded_server(pg_dir, cleanup_mode="delete")
     yield server.get_uri()
     server.cleanup()
 
@@ -56,6 +57,33 @@ def make_database(pg_server_uri):
         for name in names:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     connection.close()
+
+
+@pytest.fixture(scope="module")
+def sales_dsn(pg_server_uri):
+    """A migrated sales database shared by a module's tests: member MEMBER, items 1 (Kettle, sold) and
+    2 (never sold), manufacturer 'Unused Co', transactions 1 (pending) and 2 (completed). Tests that
+    change it roll back or clean up after themselves."""
+    from .sales_data import MEMBER, add_item, add_members, add_transaction, migrated
+
+    name = f"sales_{uuid.uuid4().hex[:10]}"
+    ensure_database(pg_server_uri, name)
+    dsn = migrated(with_database(pg_server_uri, name))
+    add_members(dsn, [MEMBER])
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        kettle = add_item(cursor, "Kettle", "19.99", "1.200")
+        add_item(cursor, "Never Sold Lamp", "5.50", "0.250")  # item_id 2
+        cursor.execute("INSERT INTO sales.manufacturers (name) VALUES ('Unused Co')")
+        add_transaction(cursor, MEMBER, [(kettle, 1)])  # transaction 1: pending
+        add_transaction(cursor, MEMBER, [(kettle, 2)])  # transaction 2: completed below
+        cursor.execute("UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 2")
+    connection.close()
+    yield dsn
+    admin = psycopg2.connect(pg_server_uri)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
 
 
 @pytest.fixture
@@ -132,3 +160,31 @@ def kafka_bootstrap():
 
     with tansu_broker(free_port()) as bootstrap:
         yield bootstrap
+
+
+def create_topic(bootstrap: str, partitions: int = 2) -> str:
+    topic = f"images.test.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(30)
+    return topic
+
+
+KAFKA_MAX_UPLOAD = 100_000  # small, so that the Kafka tests' "too large" message is small too
+
+
+@pytest.fixture
+def settings(memberflow_env, monkeypatch) -> IngestSettings:
+    """Ingestion settings of the test's deployment, with a message size limit of KAFKA_MAX_UPLOAD."""
+    monkeypatch.setenv("MEMBERFLOW_MAX_UPLOAD_BYTES", str(KAFKA_MAX_UPLOAD))
+    return IngestSettings.from_env()
+
+
+@pytest.fixture
+def kafka_env(kafka_bootstrap, settings, monkeypatch):
+    """MEMBERFLOW_KAFKA_* pointing at a new 2-partition topic and a new consumer group; returns the topic."""
+    topic = create_topic(kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_TOPIC", topic)
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_GROUP", f"g-{uuid.uuid4().hex[:6]}")
+    return topic

@@ -68,3 +68,29 @@ def jpeg_with_exif_thumbnail() -> bytes:
     main = encode(noise_image(320, 240, 8), "JPEG", exif=raw_exif + thumbnail)
     assert main.count(b"\xff\xd9") >= 2
     return main
+
+
+def _scan_bounds(jpeg: bytes) -> tuple[int, int]:
+    """Where the (last) scan's entropy-coded data starts and ends (before EOI)."""
+    scan = jpeg.rindex(b"\xff\xda")
+    return scan + 2 + int.from_bytes(jpeg[scan + 2 : scan + 4], "big"), jpeg.rindex(b"\xff\xd9")
+
+
+def jpeg_with_garbage_scan(jpeg: bytes, seed: int = 0) -> bytes:
+    """`jpeg` with its entropy-coded data replaced by random bytes free of 0xFF: every marker and length
+    is intact (validation accepts it), only a decoder notices that the data makes no sense."""
+    start, end = _scan_bounds(jpeg)
+    garbage = np.random.default_rng(seed).integers(0, 255, end - start, dtype=np.uint8).tobytes()  # 0..254
+    return jpeg[:start] + garbage + jpeg[end:]
+
+
+def jpeg_with_cut_scan(jpeg: bytes) -> bytes:
+    """`jpeg` with the second half of its entropy-coded data missing, but an end-of-image marker."""
+    start, end = _scan_bounds(jpeg)
+    return jpeg[: (start + end) // 2] + jpeg[end:]
+
+
+def jpeg_with_empty_segments(jpeg: bytes, count: int) -> bytes:
+    """`jpeg` with `count` empty APP1 segments (4 bytes each) after SOI: a valid structure, and one that
+    Pillow's header parser walks segment by segment in Python (~12 µs each)."""
+    return jpeg[:2] + b"\xff\xe1\x00\x02" * count + jpeg[2:]

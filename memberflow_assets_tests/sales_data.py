@@ -1,10 +1,17 @@
 """Small, explicit sales data for the sales and warehouse tests (written as the platform's role)."""
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import psycopg2
 
-from memberflow_assets.postgres import apply_migrations
+from memberflow_assets.postgres import apply_migrations, with_database
+from memberflow_assets.sales import access
+
+MEMBER = "lee_1a2b3"
+PASSWORD = "correct horse battery staple"
 
 
 def migrated(dsn: str) -> str:
@@ -57,3 +64,31 @@ def add_transaction(cursor, membership_id: str, lines: list[tuple[int, int]], cr
             (transaction_id, number, item, quantity, cost, weight),
         )
     return transaction_id
+
+
+def role_exists(dsn: str, role: str) -> bool:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        found = cursor.fetchone() is not None
+    connection.close()
+    return found
+
+
+@contextmanager
+def team_user(dsn: str, team: str, prefix: str | None = None) -> Iterator[str]:
+    """A new login user of `team` (password PASSWORD), created the documented way; removed afterwards
+    unless the test removed it."""
+    user = f"{prefix or team}_{uuid.uuid4().hex[:6]}"
+    with psycopg2.connect(dsn) as platform:
+        access.create_user(platform, team, user, PASSWORD)
+    platform.close()
+    try:
+        yield user
+    finally:
+        if role_exists(dsn, user):
+            access.remove_user(dsn, user)
+
+
+def login(dsn: str, user: str, password: str = PASSWORD, database: str | None = None):
+    """A connection as a team user, with their password."""
+    return psycopg2.connect(with_database(dsn, database) if database else dsn, user=user, password=password)

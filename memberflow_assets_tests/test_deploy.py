@@ -383,6 +383,36 @@ def test_upload_api_serves_the_api_module_with_a_health_probe():
     assert hasattr(importlib.import_module(app_module), app_name)
 
 
+def test_analytics_app_serves_the_notebook_read_only_behind_the_dagster_uis_sign_in():
+    from memberflow_assets.cli import build_parser
+    from memberflow_assets.warehouse.commands import NOTEBOOK
+
+    manifests = {d["kind"]: d for d in kubernetes_manifests()["analytics-app.yaml"]}
+    pod = pod_spec(manifests["Deployment"])
+    (container,) = pod["containers"]
+    assert container["command"][0] == "memberflow"
+    assert build_parser().parse_args(container["command"][1:]).command == "analytics"
+    copied = {shlex.split(arguments)[0] for arguments in dockerfile_stages()["base"]["COPY"]}
+    assert NOTEBOOK.exists() and str(NOTEBOOK.parent.relative_to(REPO_ROOT)) in copied  # in the image
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # the published warehouse, read-only: the same volume the code location writes, mounted read-only
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert env["MEMBERFLOW_WAREHOUSE"] == chart_user_deployment()["env"]["MEMBERFLOW_WAREHOUSE"]
+    [mount] = [m for m in container["volumeMounts"] if env["MEMBERFLOW_WAREHOUSE"].startswith(m["mountPath"] + "/")]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert mount["readOnly"] and volume["persistentVolumeClaim"]["readOnly"]
+    [written] = chart_user_deployment()["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == written["persistentVolumeClaim"]["claimName"]
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    # behind the internal ALB with OIDC sign-in, like the Dagster UI (same IdP)
+    ingress = manifests["Ingress"]["metadata"]["annotations"]
+    ui = chart_values()["ingress"]["annotations"]
+    assert ingress["alb.ingress.kubernetes.io/scheme"] == "internal" == ui["alb.ingress.kubernetes.io/scheme"]
+    assert ingress["alb.ingress.kubernetes.io/auth-type"] == "oidc" == ui["alb.ingress.kubernetes.io/auth-type"]
+    idp, ui_idp = (json.loads(a["alb.ingress.kubernetes.io/auth-idp-oidc"]) for a in (ingress, ui))
+    assert {k: v for k, v in idp.items() if k != "secretName"} == {k: v for k, v in ui_idp.items() if k != "secretName"}
+
+
 def test_migration_job_runs_the_projects_migrate_command():
     from memberflow_assets.cli import build_parser
 

@@ -3,6 +3,8 @@
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import select
 import socket
 import threading
@@ -21,10 +23,17 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.api import create_app
 from memberflow_assets.images.api_keys import append_key_line, mint_key
 from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.images.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import free_port
-from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
+from memberflow_assets_tests.image_bytes import (
+    jpeg_of_about,
+    jpeg_with_empty_segments,
+    png_claiming,
+    small_image,
+    unique_jpeg,
+)
 
 MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
 
@@ -192,7 +201,7 @@ def test_purged_image_reports_purged_and_can_be_uploaded_again(api):
 
 def test_healthz_and_openapi(api):
     with api.client(None) as client:
-        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/healthz").json() == {"status": "ok", "uploads_in_progress": 0, "upload_bytes_held": 0}
         spec = client.get("/openapi.json").json()
     upload = spec["paths"]["/v1/images"]["post"]
     assert {"image/*", "multipart/form-data"} <= set(upload["requestBody"]["content"])
@@ -232,6 +241,53 @@ def test_keys_file_is_reread_without_restart(api):
         response = client.post("/v1/images", content=small_image("PNG", 8), headers={"X-API-Key": key})
     assert response.status_code == 201
     assert api.keys_file.read_text().count(":") == 1 and key not in api.keys_file.read_text()  # only the hash
+
+
+def post_with_key(api: Api, key: str, seed: int) -> int:
+    with api.client(None) as client:
+        return client.post("/v1/images", content=small_image("PNG", seed), headers={"X-API-Key": key}).status_code
+
+
+def test_removing_a_key_line_revokes_it_even_when_the_edit_breaks_another_line(api):
+    dave, dave_line = mint_key("dave")
+    erin, erin_line = mint_key("erin")
+    append_key_line(api.keys_file, dave_line)
+    append_key_line(api.keys_file, erin_line)
+    assert (post_with_key(api, dave, 20), post_with_key(api, erin, 21)) == (201, 201)
+
+    kept = [line for line in api.keys_file.read_text().splitlines() if line != dave_line]
+    api.keys_file.write_text("\n".join([*kept, "frank:not-a-hash", "garbage without a colon"]) + "\n")
+
+    assert post_with_key(api, dave, 22) == 401  # revoked although the file now has malformed lines
+    assert post_with_key(api, erin, 23) == 201  # the lines that are still valid keep working
+
+
+def test_a_replaced_key_is_revoked_even_when_size_and_mtime_are_unchanged(api):
+    old, old_line = mint_key("gina")
+    append_key_line(api.keys_file, old_line)
+    assert post_with_key(api, old, 24) == 201
+    new, new_line = mint_key("gina")
+    before = api.keys_file.stat()
+    api.keys_file.write_text(api.keys_file.read_text().replace(old_line, new_line))
+    os.utime(api.keys_file, ns=(before.st_atime_ns, before.st_mtime_ns))  # e.g. `cp -p`, rsync -t
+    assert api.keys_file.stat().st_size == before.st_size
+    assert post_with_key(api, old, 25) == 401
+    assert post_with_key(api, new, 26) == 201
+
+
+def test_an_unreadable_keys_file_validates_no_key_from_it(api, tmp_path):
+    key, line = mint_key("hana")
+    append_key_line(api.keys_file, line)
+    assert post_with_key(api, key, 27) == 201
+    saved = api.keys_file.read_bytes()
+    try:
+        api.keys_file.write_bytes(saved + b"\xff\xfe not utf-8\n")
+        assert post_with_key(api, key, 28) == 401
+        with api.client() as client:  # inline keys (MEMBERFLOW_API_KEYS) are not affected
+            assert client.post("/v1/images", content=small_image("PNG", 29)).status_code == 201
+    finally:
+        api.keys_file.write_bytes(saved)
+    assert post_with_key(api, key, 30) == 201
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -311,6 +367,78 @@ def test_oversized_streamed_body_is_refused_while_streaming(api):
     assert api.landed() == before
 
 
+def test_crafted_jpegs_are_refused_fast_and_do_not_delay_another_client(api):
+    """Two connections keep sending ~2 MB JPEGs of 500,000 empty segments (each ~6 s of Pillow parsing,
+    then accepted, before the limit); another client's uploads meanwhile answer as usual."""
+    crafted = jpeg_with_empty_segments(small_image("JPEG", 50), (MAX_UPLOAD - 10_000) // 4)
+    stop = threading.Event()
+    abusive: list[httpx.Response] = []
+
+    def abuse() -> None:
+        with api.client("bob") as client:
+            for _ in range(15):
+                if stop.is_set():
+                    break
+                abusive.append(client.post("/v1/images", content=crafted))
+
+    attackers = [threading.Thread(target=abuse) for _ in range(2)]
+    for attacker in attackers:
+        attacker.start()
+    deadline = time.monotonic() + 60
+    while not abusive and time.monotonic() < deadline:  # the attack is under way
+        time.sleep(0.01)
+    latencies = []
+    with api.client() as client:
+        for number in range(5):
+            start = time.monotonic()
+            assert client.post("/v1/images", content=small_image("PNG", 60 + number)).status_code == 201
+            latencies.append(time.monotonic() - start)
+    stop.set()
+    for attacker in attackers:
+        attacker.join(timeout=120)
+    assert abusive and {(r.status_code, r.json()["code"]) for r in abusive} == {(422, "too_complex")}
+    assert max(latencies) < 2, latencies
+    # the same refused bytes are kept once (per client and hour), not once per attempt: no disk to fill
+    copies = [r for r in api.quarantined() if r["sha256"] == hashlib.sha256(crafted).hexdigest()]
+    hours = [copy["quarantined_at"][:13] for copy in copies]
+    assert len(abusive) > 1 and len(hours) == len(set(hours)) <= 2 and copies[0]["reason"] == "too_complex"
+
+
+def test_landing_groups_take_waiting_clients_in_turn():
+    """A client with many uploads queued delays another's by at most one group (GroupLander's fairness)."""
+    landings = GroupLander(lander=None, workers=0, max_group=8, max_group_bytes=100)  # only forms groups here
+    for number in range(20):
+        landings.submit(Upload(b"g%02d" % number, "api", "greedy"))
+    landings.submit(Upload(b"p", "api", "polite"))
+    landings.submit(Upload(b"q", "api", "polite"))
+    first = [(upload.client, upload.data) for upload, _ in landings._next_group()]
+    assert first[:4] == [("greedy", b"g00"), ("polite", b"p"), ("greedy", b"g01"), ("polite", b"q")]
+    greedy = [data for client, data in first if client == "greedy"]
+    assert len(first) == 8 and greedy == [b"g%02d" % n for n in range(6)]
+    landings.submit(Upload(b"x" * 60, "api", "big"))
+    landings.submit(Upload(b"y" * 60, "api", "big"))
+    second = [(upload.client, len(upload.data)) for upload, _ in landings._next_group()]
+    sizes = [size for _, size in second]
+    assert second[:2] == [("greedy", 3), ("big", 60)]
+    assert sum(sizes[:-1]) < 100 <= sum(sizes)  # a group stops growing once it holds max_group_bytes
+
+
+def test_a_form_of_very_many_parts_is_refused_without_parsing_them_all(api):
+    """200,000 tiny form fields before the file part cost python-multipart ~14 s of CPU to parse."""
+    boundary = "b0undary"
+    field = f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nx\r\n'.encode()
+    image = small_image("PNG", 74)
+    file_part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'.encode()
+    few, many = (field * count + file_part + image + f"\r\n--{boundary}--\r\n".encode() for count in (3, 20_000))
+    with api.client() as client:
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        assert client.post("/v1/images", content=few, headers=headers).status_code == 201
+        start = time.monotonic()
+        refused = client.post("/v1/images", content=many, headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (400, "bad_multipart"), refused.text
+    assert "more than 16 parts" in refused.json()["detail"] and time.monotonic() - start < 5
+
+
 def test_oversized_multipart_is_413(api):
     big = b"\xff\xd8\xff" + b"\0" * (MAX_UPLOAD + 10)
     with api.client() as client:
@@ -364,3 +492,204 @@ def test_upload_to_s3_zones_on_moto(s3_env, pg_dsn, tmp_path):
     assert sidecar.image_relpath == image.relpath
     assert bad.status_code == 415
     assert any(f.name.endswith(".reason.json") for f in zones.list_files(layout.QUARANTINE_PREFIX, recursive=True))
+
+
+# -- failures of what the API depends on ------------------------------------------------------------
+def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_is_down(pg_server_uri, tmp_path):
+    database = f"test_api_down_{uuid.uuid4().hex[:8]}"
+    ensure_database(pg_server_uri, database)
+    key, line = mint_key("alice")
+    app = create_app(ingest_settings(tmp_path, line), Zones(str(tmp_path)), with_database(pg_server_uri, database), 2)
+    admin = psycopg2.connect(pg_server_uri)
+    admin.autocommit = True
+    socket_dir = pg_server_uri.split("host=", 1)[1].split("&", 1)[0]
+
+    def database_accepts_connections(allowed: bool) -> None:
+        with admin.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+
+    try:
+        with ApiServer(app) as url, httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
+            assert client.get("/healthz").status_code == 200
+            database_accepts_connections(False)
+            answers = [client.get("/healthz") for _ in range(3)]  # a broken pooled connection, then new ones
+            answers += [client.post("/v1/images", content=small_image("PNG", 40)), client.get("/v1/images/x")]
+            for answer in answers:
+                assert answer.status_code == 503 and answer.json()["code"] == "unavailable", answer.text
+                assert answer.json()["detail"] == "the image registry is unavailable"
+                for internal in (socket_dir, ".s.PGSQL", "psycopg2", "FATAL", database, "server"):
+                    assert internal not in answer.text
+            database_accepts_connections(True)
+            assert client.get("/healthz").status_code == 200  # recovers by itself
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("page, script", [("/docs", "SwaggerUIBundle"), ("/redoc", "Redoc")])
+def test_docs_pages_load_every_asset_from_the_api_itself(api, page, script):
+    """Offline (no CDN) the pages must still work: every script, style and icon comes from this server."""
+    with api.client(None) as client:
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert "http://" not in html.text and "https://" not in html.text and "//cdn" not in html.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert assets and all(asset.startswith("/docs-assets/") for asset in assets), assets
+        bodies = {asset: client.get(asset) for asset in assets}
+        assert all(response.status_code == 200 for response in bodies.values())
+        assert any(script in response.text for response in bodies.values() if asset_is_script(response))
+        assert "'/openapi.json'" in html.text or '"/openapi.json"' in html.text
+        assert client.get("/openapi.json").status_code == 200
+
+
+def asset_is_script(response: httpx.Response) -> bool:
+    return "javascript" in response.headers["content-type"]
+
+
+# -- slow and stalled bodies -------------------------------------------------------------------------
+BODY_TIMEOUT = 2.0  # a test's steps while bodies are stalled must fit in this, on a loaded machine too
+BODY_DEADLINE = 5.0
+BODY_MEMORY = 4 * MAX_UPLOAD  # each client may hold half: two stalled bodies of almost MAX_UPLOAD
+
+
+@pytest.fixture(scope="module")
+def strict_api(pg_server_uri, tmp_path_factory):
+    """An API with short body timeouts and a small memory budget for bodies."""
+    database = f"test_api_strict_{uuid.uuid4().hex[:8]}"
+    ensure_database(pg_server_uri, database)
+    data_dir = tmp_path_factory.mktemp("strict") / "data"
+    keys, lines = {}, []
+    for client in ("alice", "bob", "carol"):
+        keys[client], line = mint_key(client)
+        lines.append(line)
+    settings = dataclasses.replace(
+        ingest_settings(data_dir, ",".join(lines)),
+        api_body_timeout_seconds=BODY_TIMEOUT,
+        api_body_deadline_seconds=BODY_DEADLINE,
+        api_max_bodies=8,
+        api_max_body_memory_bytes=BODY_MEMORY,
+    )
+    dsn = with_database(pg_server_uri, database)
+    with ApiServer(create_app(settings, Zones(str(data_dir)), dsn, pool_size=4)) as url:
+        yield Api(url, data_dir, dsn, settings.api_keys_file, keys)
+
+
+def start_upload(api: Api, who: str, declared: int | None, sent: bytes) -> socket.socket:
+    """A raw upload that sends its headers and `sent`, then nothing more (a stalled client)."""
+    framing = f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
+    head = f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {api.keys[who]}\r\n{framing}\r\n\r\n"
+    body = sent if declared is not None else b"%x\r\n%s\r\n" % (len(sent), sent) if sent else b""
+    sock = socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def wait_for_uploads_in_progress(api: Api, count: int) -> dict:
+    """Wait until the server holds `count` uploads (it reads a new connection's request asynchronously)."""
+    deadline = time.monotonic() + 30
+    with api.client(None) as client:
+        while (health := client.get("/healthz").json())["uploads_in_progress"] != count:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.01)
+    return health
+
+
+def answer_of(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
+    """Status, headers and JSON body of the server's (first) answer on a raw connection, which is then closed."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection without an answer: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    sock.close()
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def test_a_stalled_body_is_answered_408_and_nothing_lands(strict_api):
+    before = strict_api.landed()
+    start = time.monotonic()
+    sock = start_upload(strict_api, "alice", 100_000, small_image("PNG", 70)[:50])
+    status, headers, body = answer_of(sock)
+    assert (status, body["code"]) == (408, "body_timeout") and headers["connection"] == "close"
+    assert BODY_TIMEOUT <= time.monotonic() - start < BODY_DEADLINE
+    assert strict_api.landed() == before
+
+
+def test_a_body_that_trickles_in_is_answered_408_at_the_deadline(strict_api):
+    sock = start_upload(strict_api, "alice", 100_000, b"\xff\xd8")
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 3 * BODY_DEADLINE:  # a byte every half timeout: never idle for long
+            sock.sendall(b"\0")
+            if select.select([sock], [], [], BODY_TIMEOUT / 2)[0]:
+                break
+    except OSError:
+        pass  # the server answered and closed while we were sending
+    status, _, body = answer_of(sock)
+    assert (status, body["code"]) == (408, "body_timeout") and "not complete after" in body["detail"]
+    assert BODY_DEADLINE <= time.monotonic() - start < 3 * BODY_DEADLINE
+
+
+ALMOST_FULL = MAX_UPLOAD - 1000  # two such bodies take one client's share of BODY_MEMORY
+
+
+def stall_almost_full_bodies(api: Api, *clients: str) -> list[socket.socket]:
+    stalled = [start_upload(api, who, ALMOST_FULL, b"\xff\xd8" + bytes(ALMOST_FULL // 2)) for who in clients]
+    assert wait_for_uploads_in_progress(api, len(clients))["upload_bytes_held"] == len(clients) * ALMOST_FULL
+    return stalled
+
+
+def assert_they_time_out_and_free_what_they_held(api: Api, stalled: list[socket.socket]) -> None:
+    assert [answer_of(sock)[0] for sock in stalled] == [408] * len(stalled)
+    assert wait_for_uploads_in_progress(api, 0)["upload_bytes_held"] == 0
+
+
+def test_one_clients_stalled_bodies_cannot_hold_more_than_its_share_of_memory(strict_api):
+    small = small_image("PNG", 71)
+    stalled = stall_almost_full_bodies(strict_api, "bob", "bob")
+    try:
+        # bob's share (half the budget) is taken: his next upload is refused before its body is read
+        status, headers, body = answer_of(start_upload(strict_api, "bob", ALMOST_FULL, b""))
+        assert (status, body["code"], headers["retry-after"]) == (503, "busy", "5"), body
+        assert "this client" in body["detail"]
+        # a body of undeclared length is refused once it needs more than the share
+        assert answer_of(start_upload(strict_api, "bob", None, b"\xff\xd8" + bytes(100)))[0] == 503
+        with strict_api.client("alice") as client:  # another client still uploads
+            assert client.post("/v1/images", content=small).status_code == 201
+    finally:
+        assert_they_time_out_and_free_what_they_held(strict_api, stalled)
+    with strict_api.client("bob") as client:
+        assert client.post("/v1/images", content=small_image("PNG", 72)).status_code == 201
+
+
+def test_stalled_bodies_cannot_hold_more_than_the_memory_budget(strict_api):
+    half_the_limit = jpeg_of_about(MAX_UPLOAD // 2)  # made before the clock runs
+    stalled = stall_almost_full_bodies(strict_api, "bob", "bob", "carol", "carol")
+    try:
+        with strict_api.client("alice") as client:
+            refused = client.post("/v1/images", content=half_the_limit)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert "all the memory" in refused.json()["detail"]
+    finally:
+        assert_they_time_out_and_free_what_they_held(strict_api, stalled)
+    with strict_api.client("alice") as client:
+        assert client.post("/v1/images", content=half_the_limit).status_code == 201
+
+
+def test_one_client_cannot_hold_every_upload_slot(strict_api):
+    small = small_image("PNG", 73)
+    stalled = [start_upload(strict_api, "bob", 1000, b"\xff\xd8") for _ in range(4)]  # half of 8 slots
+    try:
+        wait_for_uploads_in_progress(strict_api, 4)
+        status, _, body = answer_of(start_upload(strict_api, "bob", 1000, b""))
+        assert (status, body["code"]) == (503, "busy") and "4 uploads in progress" in body["detail"]
+        with strict_api.client("alice") as client:
+            assert client.post("/v1/images", content=small).status_code == 201
+    finally:
+        assert_they_time_out_and_free_what_they_held(strict_api, stalled)

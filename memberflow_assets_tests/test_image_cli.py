@@ -12,9 +12,9 @@ import httpx
 
 from memberflow_assets.cli import main
 from memberflow_assets.images.api_keys import hash_key
-from memberflow_assets_tests.conftest import free_port
+from memberflow_assets_tests.conftest import create_topic, free_port
 from memberflow_assets_tests.image_bytes import small_image
-from memberflow_assets_tests.test_kafka_ingest import create_topic, sidecars
+from memberflow_assets_tests.test_kafka_ingest import sidecars
 
 START_BESIDE = """
 import time

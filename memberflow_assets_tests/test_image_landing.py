@@ -1,5 +1,6 @@
 """Landing (shared by the API and Kafka): ids, atomicity, idempotency, crash recovery, tombstone revival."""
 
+import itertools
 import json
 import os
 import signal
@@ -225,3 +226,30 @@ def test_a_batch_lands_once_per_image_and_reports_each_upload(lander, memberflow
     assert isinstance(conflict, ImageRejected) and conflict.code == "key_conflict"
     assert not other.duplicate and other.received_at == landed.received_at
     assert len(registry_rows(pg_dsn)) == 2 and len(landed_files(memberflow_env)) == 4
+
+
+@pytest.mark.parametrize("order", sorted(set(itertools.permutations(["resent", "other", "resent", "third"]))))
+def test_a_resent_image_is_a_duplicate_whatever_else_its_batch_holds(lander, memberflow_env, pg_dsn, order):
+    """An image already landed under key k, sent again in a batch beside other images that reuse k: the
+    copy is answered as a duplicate, the others are key conflicts, in any order."""
+    kept, other, third = small_image("PNG", 21), small_image("PNG", 22), small_image("PNG", 23)
+    first = lander.land(kept, source="kafka", client="cams", source_key="k")
+    data = {"resent": kept, "other": other, "third": third}
+    results = lander.land_many([Upload(data[name], "kafka", "cams", source_key="k") for name in order])
+
+    for name, result in zip(order, results, strict=True):
+        if name == "resent":
+            assert not isinstance(result, ImageRejected), (order, result)
+            assert result.duplicate and result.image_id == first.image_id
+        else:
+            assert isinstance(result, ImageRejected) and result.code == "key_conflict", (order, name, result)
+    assert len(registry_rows(pg_dsn)) == 1 and len(landed_files(memberflow_env)) == 2
+
+
+def test_in_a_new_batch_the_first_image_under_a_key_takes_it(lander, memberflow_env, pg_dsn):
+    first, second = small_image("GIF", 31), small_image("GIF", 32)
+    taker, loser = lander.land_many(
+        [Upload(first, "kafka", "cams", source_key="k"), Upload(second, "kafka", "cams", source_key="k")]
+    )
+    assert not taker.duplicate and isinstance(loser, ImageRejected) and loser.code == "key_conflict"
+    assert len(registry_rows(pg_dsn)) == 1

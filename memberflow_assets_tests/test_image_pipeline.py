@@ -3,6 +3,7 @@ the BI views — against real PostgreSQL, a local data dir and moto's S3 server.
 
 import io
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -14,13 +15,16 @@ from PIL import Image
 from memberflow_assets.definitions import defs
 from memberflow_assets.images import bi, hours, sensors
 from memberflow_assets.images.layout import hour_key, metadata_relpath, processed_dir
-from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.settings import Settings, read_sql
+from memberflow_assets.warehouse import versions
+from memberflow_assets.warehouse.refresh import refresh_warehouse
+from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 
 from .helpers import check_results, materialized_metadata, run_partition
+from .image_bytes import jpeg_with_garbage_scan
 from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, land_image, picture, registry_rows
 
 # Two hours ago: ended, and recent enough for the sensor's scan window (images land at "now").
@@ -50,7 +54,9 @@ def metadata_rows(zones: Zones, key: str) -> dict[str, dict]:
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"zones": ZonesResource()})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"zones": ZonesResource(), "warehouse": Warehouse()}
+    )
     return sensors.landing_images_sensor(context)
 
 
@@ -77,7 +83,8 @@ def test_sensor_requests_each_hour_with_images_and_a_run_processes_it(instance, 
     assert sorted(r.partition_key for r in processing_requests) == [KEY, NEXT_KEY]
     assert {r.run_key for r in processing_requests} == {f"{KEY}:4", f"{NEXT_KEY}:1"}
     assert first.dynamic_partitions_requests[0].partition_keys == [KEY, NEXT_KEY]
-    assert [r.job_name for r in first.run_requests if r.job_name != "image_processing"] == ["refresh_image_bi_views"]
+    # nothing to show yet (no metadata file, no warehouse): no views run
+    assert [r.job_name for r in first.run_requests if r.job_name != "image_processing"] == []
 
     result = run_hour(instance, KEY)
 
@@ -169,6 +176,26 @@ def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_d
     assert rows[api.image_id]["gps_removed"] and rows[kafka.image_id]["format"] == "PNG"
     registry = registry_rows(pg_dsn)
     assert registry[api.image_id][0] == registry[kafka.image_id][0] == "processed"
+
+
+def test_a_jpeg_with_garbage_image_data_passes_ingestion_and_is_rejected_by_processing(instance, zones, pg_dsn):
+    from memberflow_assets.images.landing import ConnectionPool, Lander
+
+    pool = ConnectionPool(pg_dsn, size=2)
+    try:
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        damaged = lander.land(jpeg_with_garbage_scan(jpeg(640, 480, seed=3)), source="api", client=CLIENT)
+    finally:
+        pool.close()
+    key = hour_key(damaged.received_at)
+
+    result = run_hour(instance, key)
+
+    assert result.success and all(check_results(result).values())
+    row = metadata_rows(zones, key)[damaged.image_id]
+    assert (row["status"], row["error"], row["thumbnail_bytes"]) == ("rejected", "corrupt", None)
+    assert row["error_detail"].startswith("libjpeg: Corrupt JPEG data")
+    assert registry_rows(pg_dsn)[damaged.image_id][:2] == ("rejected", "corrupt")
 
 
 def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(instance, zones, pg_dsn):
@@ -272,9 +299,15 @@ def test_sensor_waits_between_runs_of_an_open_hour_and_skips_hours_already_proce
     assert set(json.loads(cursor.dump())["hours"]) == {KEY}
 
 
+def image_view_counts(warehouse: str, zones: Zones) -> dict[str, int]:
+    with versions.open_published(warehouse, zones) as connection:
+        return {view: connection.execute(f"SELECT count(*) FROM bi.{view}").fetchone()[0] for view in bi.IMAGE_VIEWS}
+
+
 def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, pg_dsn):
     warehouse = Settings.from_env().warehouse
-    assert bi.create_views(zones, warehouse) == dict.fromkeys(bi.IMAGE_VIEWS, 0)  # no metadata yet: empty, no error
+    versions.republish_views(warehouse, zones)
+    assert image_view_counts(warehouse, zones) == dict.fromkeys(bi.IMAGE_VIEWS, 0)  # no metadata yet: empty
 
     land_image(zones, pg_dsn, jpeg(640, 480, seed=1), HOUR_START)
     land_image(
@@ -321,18 +354,45 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
         assert connection.execute("SELECT count(*) FROM bi.image_metadata").fetchone()[0] == 5
 
 
-def test_sensor_asks_for_the_views_once_there_are_images_and_once_per_definition(instance, zones):
-    assert tick(instance).run_requests == []  # no images, no image runs at all
+def test_sensor_asks_for_the_views_when_the_published_ones_are_not_current(instance, zones, pg_dsn):
+    assert tick(instance).run_requests == []  # no images, no warehouse: no image runs at all
     land_image(zones, None, jpeg(), HOUR_START)
     first = tick(instance)
-    instance.add_dynamic_partitions(image_hours.name, [KEY])
-    views_key = f"image_bi_views:{bi.views_version(zones)}"
-    assert [r.run_key for r in first.run_requests] == [f"{KEY}:1", views_key]
-    assert tick(instance, first.cursor).run_requests == [
-        dg.RunRequest(job_name="refresh_image_bi_views", run_key=views_key)
+    assert [r.job_name for r in first.run_requests] == ["image_processing"]  # no metadata file yet
+    assert run_hour(instance, KEY).success
+
+    after_processing = tick(instance, first.cursor).run_requests
+    warehouse = Settings.from_env().warehouse
+    wanted = versions.views_version(zones, "images")
+    assert after_processing == [
+        dg.RunRequest(job_name="refresh_image_bi_views", run_key=f"image_bi_views:{wanted}:none")
     ]
+    assert tick(instance, first.cursor).run_requests == after_processing  # same key: one run, however many ticks
     assert dg.materialize([defs.resolve_assets_def("image_bi_views")], instance=instance).success
     assert tick(instance, first.cursor).run_requests == []
+
+    # A full sales refresh keeps the views, so there is nothing to ask for.
+    refresh_warehouse(pg_dsn, warehouse, zones, full=True)
+    assert tick(instance, first.cursor).run_requests == []
+
+    # An older release's warehouse without the image views (the refresh lost them): asked for again.
+    with versions.draft_version(warehouse, zones) as draft:
+        pass
+    stale = duckdb.connect(draft.published)  # simulate it: not how anything in memberflow writes
+    stale.execute("DROP VIEW bi.image_sizes; DROP TABLE meta.views")
+    stale.close()
+    [request] = tick(instance, first.cursor).run_requests
+    assert request.run_key == f"image_bi_views:{wanted}:{os.path.basename(draft.published)}"
+
+    # Everything purged: the views must stop reading files (a glob matching nothing fails in DuckDB 1.5).
+    zones.delete(metadata_relpath(KEY))
+    versions.republish_views(warehouse, zones)
+    assert image_view_counts(warehouse, zones) == dict.fromkeys(bi.IMAGE_VIEWS, 0)
+    assert tick(instance, first.cursor).run_requests == []
+    land_image(zones, None, jpeg(seed=9), HOUR_START)
+    hours.update_hour(zones, KEY, workers=1)
+    [request] = [r for r in tick(instance, first.cursor).run_requests if r.job_name == "refresh_image_bi_views"]
+    assert request.run_key.startswith(f"image_bi_views:{versions.views_version(zones, 'images')}:")
 
 
 def test_processing_and_views_on_s3(instance, s3_env, pg_dsn):
@@ -347,9 +407,7 @@ def test_processing_and_views_on_s3(instance, s3_env, pg_dsn):
     assert zones.exists(f"{processed_dir(KEY)}/{image.image_id}.jpg")
     assert zones.read_parquet(metadata_relpath(KEY)).num_rows == 2
     warehouse = Settings.from_env().warehouse
-    assert bi.create_views(zones, warehouse)["image_metadata"] == 2
-    connection = bi.connect_warehouse(zones, warehouse, read_only=True)
-    try:
+    versions.republish_views(warehouse, zones)
+    assert image_view_counts(warehouse, zones)["image_metadata"] == 2
+    with versions.open_published(warehouse, zones) as connection:
         assert connection.execute("SELECT sum(rejected) FROM bi.images_per_hour").fetchone()[0] == 1
-    finally:
-        connection.close()

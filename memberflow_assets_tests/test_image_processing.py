@@ -11,6 +11,7 @@ from PIL import ExifTags, Image
 from memberflow_assets.images import processing
 from memberflow_assets.images.layout import Sidecar
 
+from .image_bytes import jpeg_with_cut_scan, jpeg_with_garbage_scan
 from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, picture
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -119,8 +120,7 @@ def truncated_jpeg() -> bytes:
 
 
 def broken_jpeg_table() -> bytes:
-    """A JPEG whose quantisation table segment has an impossible length. (Garbage inside the entropy-coded
-    data is not detectable: libjpeg decodes it into wrong pixels without an error.)"""
+    """A JPEG whose quantisation table segment has an impossible length."""
     data = bytearray(jpeg(640, 480))
     table = data.find(b"\xff\xdb")
     data[table + 2 : table + 4] = b"\x00\x02"
@@ -139,6 +139,11 @@ def truncated_png() -> bytes:
         (b"Dear team, please find the picture attached." * 20, "not_an_image"),
         (b"\xff\xd8\xff\xe0" + bytes(2000), "not_an_image"),  # a JPEG signature, then nothing sensible
         (broken_jpeg_table(), "corrupt"),
+        (jpeg_with_garbage_scan(jpeg(640, 480)), "corrupt"),  # Pillow alone: "processed", a garbage thumbnail
+        (jpeg_with_garbage_scan(encode(picture(640, 480), "JPEG", progressive=True)), "corrupt"),
+        (jpeg_with_garbage_scan(encode(picture(320, 240, mode="L"), "JPEG")), "corrupt"),
+        (jpeg_with_garbage_scan(encode(picture(320, 240, mode="CMYK"), "JPEG")), "corrupt"),
+        (jpeg_with_cut_scan(jpeg(640, 480)), "corrupt"),  # ends early, but with an end-of-image marker
         (truncated_jpeg(), "truncated"),
         (truncated_png(), "truncated"),
         (png_header_only(20_000, 20_000), "too_many_pixels"),  # Pillow's DecompressionBombError (> 2x limit)
@@ -150,6 +155,11 @@ def truncated_png() -> bytes:
         "text",
         "jpeg-signature-only",
         "bad-jpeg-table",
+        "garbage-entropy-data",
+        "garbage-entropy-data-progressive",
+        "garbage-entropy-data-grey",
+        "garbage-entropy-data-cmyk",
+        "cut-scan-with-eoi",
         "truncated-jpeg",
         "truncated-png",
         "bomb",

@@ -9,18 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import dagster as dg
-import duckdb
 import psycopg2
 import pytest
 
 from memberflow_assets import cli
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import bi, hours, lifecycle, retention
+from memberflow_assets.images import hours, lifecycle, retention
 from memberflow_assets.images.jobs import IMAGE_ASSET_KEYS, image_retention_schedule
 from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, hour_start
 from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings
+from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
 
 from .image_helpers import CLIENT, jpeg, land_image
@@ -97,7 +97,7 @@ def audit(dsn: str) -> tuple[list[dict], list[dict]]:
 
 
 def bi_hours(warehouse: str) -> list[str]:
-    with duckdb.connect(warehouse, read_only=True) as connection:
+    with versions.open_published(warehouse) as connection:
         return [
             key for (key,) in connection.sql("SELECT DISTINCT hour_key FROM bi.image_metadata ORDER BY 1").fetchall()
         ]
@@ -142,7 +142,7 @@ def test_retention_over_ten_days_at_the_7_day_boundary(memberflow_env, pg_dsn):
             zones.write_bytes(f"{QUARANTINE_PREFIX}/{key}/q{number}.bin", b"not an image")
             zones.write_bytes(f"{QUARANTINE_PREFIX}/{key}/q{number}.reason.json", b'{"reason": "not_an_image"}')
         hours.update_hour(zones, key, workers=1)
-    bi.create_views(zones, warehouse)
+    versions.republish_views(warehouse, zones)
     with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:  # as Kafka landings have
         cursor.execute("UPDATE images.registry SET source_key = 'producer-' || image_id")
     connection.close()
@@ -237,11 +237,11 @@ def test_a_run_still_going_for_an_expired_hour_is_left_for_the_next_purge(member
         )
         records = DagsterPartitionRecords(instance)
 
-        assert records.forget(["2026-01-01-00"]) == {"2026-01-01-00": 0}
+        assert records.forget(records.runs_of(["2026-01-01-00"])) == {"2026-01-01-00": 0}
         assert instance.get_run_by_id(run.run_id) is not None
         assert instance.has_dynamic_partition(image_hours.name, "2026-01-01-00")  # found again next time
         instance.report_run_canceled(run)
-        assert records.forget(["2026-01-01-00"]) == {"2026-01-01-00": 1}
+        assert records.forget(records.runs_of(["2026-01-01-00"])) == {"2026-01-01-00": 1}
         assert not instance.has_dynamic_partition(image_hours.name, "2026-01-01-00")
 
 

@@ -1,11 +1,18 @@
-"""Content validation of uploads: formats by their bytes, bombs by their header, truncation by framing."""
+"""Content validation of uploads: formats by their bytes, bombs by their header, truncation by framing,
+and bounded work whatever the structure."""
+
+import struct
+import zlib
 
 import pytest
+from PIL import Image
 
+from memberflow_assets.images import validation
 from memberflow_assets.images.validation import ImageRejected, inspect_image, sniff_format
 from memberflow_assets_tests.image_bytes import (
     encode,
     jpeg_of_about,
+    jpeg_with_empty_segments,
     jpeg_with_exif_thumbnail,
     noise_image,
     png_claiming,
@@ -88,6 +95,13 @@ def test_corrupt_header_is_422():
     assert rejection(b"\xff\xd8\xff\xe0\x00\x10JFIF").status == 422  # JPEG magic, no image
 
 
+def test_a_rejection_names_no_memory_address():
+    gif = small_image("GIF")
+    blocks = 13 + 3 * 2 ** ((gif[10] & 7) + 1)  # after the header and the global colour table
+    error = rejection(gif[:blocks] + b"\x21\xff\x00" + gif[blocks:])  # Pillow: "cannot identify <_io.BytesIO at 0x..>"
+    assert error.code == "corrupt" and "0x" not in error.detail and "BytesIO" not in error.detail, error.detail
+
+
 def test_png_claiming_ten_billion_pixels_is_refused_from_its_header():
     error = rejection(png_claiming(100_000, 100_000))
     assert (error.status, error.code) == (422, "too_many_pixels")
@@ -103,3 +117,59 @@ def test_pixel_limit_is_configurable():
 def test_sniffing_ignores_everything_but_the_bytes():
     assert sniff_format(small_image("WEBP")) == "WEBP"
     assert sniff_format(b"RIFF\x00\x00\x00\x00WAVEfmt ") is None  # RIFF, but audio
+
+
+# -- bounded work: structures no real image has are refused before Pillow parses them -----------------
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_with_chunks(chunk: bytes, count: int, before_data: bool = True) -> bytes:
+    png = small_image("PNG")
+    at = 33 if before_data else png.index(b"IEND") - 4  # after IHDR, or before IEND
+    return png[:at] + chunk * count + png[at:]
+
+
+def gif_with_blocks(blocks: bytes) -> bytes:
+    gif = small_image("GIF")
+    at = 13 + 3 * 2 ** ((gif[10] & 7) + 1)  # after the header and the global colour table
+    return gif[:at] + blocks + gif[at:]
+
+
+def tiff_with_strips(count: int) -> bytes:
+    return encode(Image.new("L", (1, count)), "TIFF", tiffinfo={278: 1})  # one row per strip
+
+
+def bigtiff_directory(entries: int) -> bytes:
+    """A BigTIFF whose first directory claims `entries` entries (the count is 8 bytes there)."""
+    return b"II+\x00\x08\x00\x00\x00" + struct.pack("<Q", 16) + struct.pack("<Q", entries) + bytes(20 * 4)
+
+
+CRAFTED = {
+    "jpeg-many-empty-app1-segments": jpeg_with_empty_segments(small_image("JPEG"), 100_000),
+    "jpeg-many-fill-bytes": small_image("JPEG")[:2] + b"\xff" * 100_000 + small_image("JPEG")[2:],
+    "jpeg-many-scans": small_image("JPEG")[:-2] + b"\xff\xda\x00\x02" * 1_000 + b"\xff\xd9",
+    "png-many-chunks-before-data": png_with_chunks(png_chunk(b"prIv", b""), 50_000),
+    "png-many-text-chunks": png_with_chunks(png_chunk(b"tEXt", b"k\x00v"), 50_000),
+    "png-many-empty-idat": png_with_chunks(png_chunk(b"IDAT", b""), 50_000, before_data=False),
+    "gif-many-comments": gif_with_blocks(b"\x21\xfe\x01a\x00" * 50_000),
+    "gif-one-comment-of-tiny-blocks": gif_with_blocks(b"\x21\xfe" + b"\x01a" * 50_000 + b"\x00"),
+    "tiff-many-strips": tiff_with_strips(50_000),
+    "bigtiff-huge-directory": bigtiff_directory(1_000_000),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_crafted_structures_are_refused_as_too_complex(name):
+    error = rejection(CRAFTED[name])
+    assert (error.status, error.code) == (422, "too_complex"), error
+
+
+def test_real_images_with_much_structure_are_accepted():
+    progressive = encode(noise_image(640, 480), "JPEG", progressive=True)
+    big_icc = encode(noise_image(64, 48), "JPEG", icc_profile=bytes(300_000))  # five APP2 segments
+    frames = [noise_image(64, 48, seed) for seed in range(40)]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], comment=b"x" * 20_000)
+    texts = png_with_chunks(png_chunk(b"tEXt", b"Comment\x00" + b"v" * 100), 200)
+    for data in (progressive, big_icc, animated, texts, tiff_with_strips(5_000), jpeg_with_exif_thumbnail()):
+        assert inspect_image(data).format in validation.ACCEPTED_FORMATS

@@ -13,7 +13,6 @@ import dagster as dg
 import psycopg2
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from memberflow_assets.definitions import defs
 from memberflow_assets.images import layout
@@ -30,9 +29,8 @@ from memberflow_assets.images.kafka_ingest import (
     plan_ranges,
 )
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
-
-MAX_UPLOAD = 100_000
 
 
 @dataclasses.dataclass
@@ -61,14 +59,6 @@ def good_and_bad_messages() -> list[Sent]:
         Sent(0, unique_jpeg(jpeg_of_about(150_000), 2), "cam-10", expect="too_large"),
         Sent(1, small_image("PNG", 3), "cam-2", expect="key_conflict"),  # cam-2 already named another image
     ]
-
-
-def create_topic(bootstrap: str, partitions: int = 2) -> str:
-    topic = f"images.test.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        future.result(30)
-    return topic
 
 
 def produce(bootstrap: str, topic: str, messages: list[Sent]) -> None:
@@ -118,12 +108,6 @@ def registry_count(dsn: str) -> int:
         return cursor.fetchone()[0]
 
 
-@pytest.fixture
-def settings(memberflow_env, monkeypatch) -> IngestSettings:
-    monkeypatch.setenv("MEMBERFLOW_MAX_UPLOAD_BYTES", str(MAX_UPLOAD))
-    return IngestSettings.from_env()
-
-
 def ingest_all(bootstrap: str, settings: IngestSettings, dsn: str, topic: str, group: str, dlq_topic=None):
     with open_ingestor(bootstrap, Zones.from_settings(), dsn, settings, topic, group, dlq_topic) as ingestor:
         return ingestor.ingest(plan_ranges(ingestor.consumer, topic, 1000))
@@ -159,12 +143,32 @@ def test_images_land_and_bad_messages_are_quarantined_and_committed(kafka_bootst
     assert ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group).messages == 0
 
 
+def test_a_resent_image_behind_a_key_conflict_in_one_fetch_is_a_duplicate(
+    kafka_bootstrap, settings, pg_dsn, memberflow_env
+):
+    """The producer re-sends a landed image (same key, same bytes) right after another message that
+    reuses the key for different bytes; both arrive in one fetched batch."""
+    topic, group = create_topic(kafka_bootstrap, 1), f"g-{uuid.uuid4().hex[:6]}"
+    landed = small_image("PNG", 40)
+    produce(kafka_bootstrap, topic, [Sent(0, landed, "cam-1")])
+    assert ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group).landed == 1
+
+    produce(kafka_bootstrap, topic, [Sent(0, small_image("PNG", 41), "cam-1"), Sent(0, landed, "cam-1")])
+    stats = ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group)
+
+    assert (stats.landed, stats.duplicates, stats.quarantined, dict(stats.reasons)) == (0, 1, 1, {"key_conflict": 1})
+    [conflict] = quarantine_reasons(memberflow_env)
+    assert conflict["kafka"]["offset"] == 1  # the different bytes, not the re-sent copy
+    assert registry_count(pg_dsn) == 1
+
+
 CRASH_BEFORE_COMMIT = """
 import os, signal, sys
 from memberflow_assets.images.ingest_config import IngestSettings
 from memberflow_assets.images.kafka_ingest import KafkaIngestor, open_ingestor, plan_ranges
 from memberflow_assets.postgres import sales_dsn
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.conftest import create_topic
 
 def crash(self, handled, stats):
     print(f"landed {stats.landed}, quarantined {stats.quarantined}: killed before committing", flush=True)
@@ -232,15 +236,6 @@ def test_bad_messages_are_copied_to_the_dead_letter_topic(kafka_bootstrap, setti
 
 
 # -- Dagster ------------------------------------------------------------------------------------------
-@pytest.fixture
-def kafka_env(kafka_bootstrap, settings, monkeypatch):
-    topic = create_topic(kafka_bootstrap)
-    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("MEMBERFLOW_KAFKA_TOPIC", topic)
-    monkeypatch.setenv("MEMBERFLOW_KAFKA_GROUP", f"g-{uuid.uuid4().hex[:6]}")
-    return topic
-
-
 def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None):
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"kafka_images": KafkaImagesResource()}

@@ -156,6 +156,13 @@ def test_a_changed_line_with_matching_totals_is_accepted_and_marks_its_transacti
         ("UPDATE sales.items SET cost = 'abc'", "22P02"),
         ("UPDATE sales.transactions SET status = 'shipped'", "23514"),
         ("UPDATE sales.transactions SET completed_at = now()", "23514"),  # still pending
+        # NaN passes `>= 0` and `> 0` and equals itself: refused on its own (0054)
+        ("UPDATE sales.items SET cost = 'NaN'", "23514"),
+        ("UPDATE sales.items SET weight_kg = 'NaN'", "23514"),
+        ("UPDATE sales.transaction_lines SET unit_price = 'NaN'", "23514"),
+        ("UPDATE sales.transaction_lines SET unit_weight_kg = 'NaN'", "23514"),
+        ("UPDATE sales.transactions SET total_price = 'NaN'", "23514"),
+        ("UPDATE sales.transactions SET total_weight_kg = 'NaN'", "23514"),
     ],
 )
 def test_values_outside_the_rules_are_refused(connection, catalogue, statement, sqlstate):

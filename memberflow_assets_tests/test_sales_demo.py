@@ -10,8 +10,8 @@ from memberflow_assets.definitions import defs
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.sales.sensors import sales_demo_sensor
-from memberflow_assets.warehouse.refresh import connect
 from memberflow_assets.warehouse.sensors import sales_warehouse_sensor
+from memberflow_assets.warehouse.versions import open_published
 
 from .helpers import land, run_batch
 from .sales_data import add_item, add_members, migrated
@@ -157,7 +157,7 @@ def test_sample_applications_become_members_then_demo_transactions_then_the_ware
         "fact_sales_referential_integrity": True,
         "fact_sales_reconciles_with_postgres": True,
     }
-    with connect(str(zones.path("warehouse.duckdb")), read_only=True) as warehouse:
+    with open_published(str(zones.path("warehouse.duckdb"))) as warehouse:
         assert warehouse.execute("SELECT count(DISTINCT transaction_id) FROM fact_sales").fetchone()[0] == transactions
         outcomes = warehouse.execute(
             "SELECT DISTINCT outcome, applications_in_outcome FROM bi.membership_applications_by_outcome"

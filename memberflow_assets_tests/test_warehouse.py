@@ -1,10 +1,13 @@
 """The sales star schema and BI views in the DuckDB warehouse, refreshed from real PostgreSQL."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date
 from decimal import Decimal
+from uuid import UUID
 
 import duckdb
 import psycopg2
@@ -16,7 +19,8 @@ from memberflow_assets.definitions import defs
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import checks
-from memberflow_assets.warehouse.refresh import connect, publish, refresh_warehouse, versions_folder
+from memberflow_assets.warehouse.refresh import refresh_warehouse
+from memberflow_assets.warehouse.versions import open_published, publish, versions_folder
 from memberflow_assets.zones import Zones
 
 from .sales_data import add_item, add_members, add_transaction, migrated
@@ -47,8 +51,17 @@ def execute(dsn: str, *statements: str) -> None:
     connection.close()
 
 
+def member_keys(dsn: str) -> dict[str, UUID]:
+    """membership_id -> member_key, as only the platform's role sees them."""
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT membership_id, member_key::text FROM sales.members")
+        keys = {membership_id: UUID(key) for membership_id, key in cursor.fetchall()}
+    connection.close()
+    return keys
+
+
 def rows(path: str, query: str) -> list[tuple]:
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         return connection.execute(query).fetchall()
 
 
@@ -58,12 +71,14 @@ def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):
 
     assert (result.mode, result.transactions_loaded, result.lines_loaded, result.fact_rows) == ("full", 3, 4, 4)
     assert (result.members, result.items) == (3, 3)
-    # no contact data or birthday in the warehouse
+    # no contact data, birthday or membership_id (which reveals the birthday) in the warehouse
     columns = rows(path, "SELECT column_name FROM duckdb_columns() WHERE table_name = 'dim_member'")
     assert [name for (name,) in columns] == [
-        "membership_id", "first_name", "last_name", "birth_year", "above_18", "source_batch", "member_since",
+        "member_key", "first_name", "last_name", "birth_year", "above_18", "source_batch", "member_since",
     ]  # fmt: skip
-    assert rows(path, "SELECT membership_id, birth_year FROM dim_member ORDER BY 1")[0] == ("lee_1a2b3", 1980)
+    key = member_keys(shop)
+    lee, tan = key["lee_1a2b3"], key["tan_00f0f"]
+    assert (lee, 1980) in rows(path, "SELECT member_key, birth_year FROM dim_member")
     assert rows(path, "SELECT item_name, manufacturer_name, cost, on_sale FROM dim_item ORDER BY item_id") == [
         ("Kettle", "Acme", Decimal("19.99"), True),
         ("Lamp", "Globex", Decimal("5.50"), True),
@@ -72,19 +87,19 @@ def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):
     # the sale at 23:30 -02:00 happened on 2 March in UTC
     assert rows(
         path,
-        "SELECT transaction_id, line_number, membership_id, date_key, status, quantity, unit_price, line_price, "
+        "SELECT transaction_id, line_number, member_key, date_key, status, quantity, unit_price, line_price, "
         "line_weight_kg FROM fact_sales ORDER BY 1, 2",
     ) == [
-        (1, 1, "lee_1a2b3", 20250302, "pending", 2, Decimal("19.99"), Decimal("39.98"), Decimal("2.400")),
-        (1, 2, "lee_1a2b3", 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
-        (2, 1, "tan_00f0f", 20250302, "pending", 4, Decimal("5.50"), Decimal("22.00"), Decimal("1.000")),
-        (3, 1, "lee_1a2b3", 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
+        (1, 1, lee, 20250302, "pending", 2, Decimal("19.99"), Decimal("39.98"), Decimal("2.400")),
+        (1, 2, lee, 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
+        (2, 1, tan, 20250302, "pending", 4, Decimal("5.50"), Decimal("22.00"), Decimal("1.000")),
+        (3, 1, lee, 20250302, "pending", 1, Decimal("5.50"), Decimal("5.50"), Decimal("0.250")),
     ]
-    assert rows(path, "SELECT transaction_id, membership_id, date_key, lines, units, total_price, total_weight_kg "
+    assert rows(path, "SELECT transaction_id, member_key, date_key, lines, units, total_price, total_weight_kg "
                       "FROM fact_transactions ORDER BY 1") == [
-        (1, "lee_1a2b3", 20250302, 2, 3, Decimal("45.48"), Decimal("2.650")),
-        (2, "tan_00f0f", 20250302, 1, 4, Decimal("22.00"), Decimal("1.000")),
-        (3, "lee_1a2b3", 20250302, 1, 1, Decimal("5.50"), Decimal("0.250")),
+        (1, lee, 20250302, 2, 3, Decimal("45.48"), Decimal("2.650")),
+        (2, tan, 20250302, 1, 4, Decimal("22.00"), Decimal("1.000")),
+        (3, lee, 20250302, 1, 1, Decimal("5.50"), Decimal("0.250")),
     ]  # fmt: skip
     this_year = date.today().year
     assert rows(path, "SELECT min(date), max(date), count(*) FROM dim_date")[0] == (
@@ -93,7 +108,7 @@ def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):
     assert rows(path, "SELECT day_name, is_weekend, iso_week FROM dim_date WHERE date_key = 20250302") == [
         ("Sunday", True, 9)
     ]
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.referential_integrity(connection) == dict.fromkeys(checks.INTEGRITY_PROBLEMS, 0)
         assert checks.reconcile_with_postgres(connection, shop).matches
 
@@ -113,8 +128,8 @@ def test_an_incremental_refresh_loads_new_and_changed_transactions_only(shop, tm
     statuses = rows(path, "SELECT transaction_id, status, completed_at IS NOT NULL FROM fact_sales "
                           "WHERE transaction_id IN (2, 3) ORDER BY 1")  # fmt: skip
     assert statuses == [(2, "completed", True), (3, "pending", False)]
-    assert rows(path, f"SELECT membership_id, quantity FROM fact_sales WHERE transaction_id = {new}") == [
-        ("ng_abcde", 5)
+    assert rows(path, f"SELECT member_key, quantity FROM fact_sales WHERE transaction_id = {new}") == [
+        (member_keys(shop)["ng_abcde"], 5)
     ]
 
     # a line replaced without changing the totals still reaches the warehouse
@@ -155,7 +170,7 @@ def test_a_transaction_committed_after_a_refresh_started_is_loaded_by_the_next_o
     second = refresh_warehouse(shop, path)
     assert late in [r[0] for r in rows(path, "SELECT DISTINCT transaction_id FROM fact_sales")]
     assert second.transactions_loaded >= 1
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.reconcile_with_postgres(connection, shop).matches
 
 
@@ -191,11 +206,15 @@ def test_the_bi_views_answer_the_analysts_questions(pg_dsn, zones, tmp_path):
     path = str(tmp_path / "warehouse.duckdb")
     refresh_warehouse(pg_dsn, path, zones)
 
-    top = rows(path, "SELECT rank, membership_id, transactions, total_spent FROM bi.top_members_by_spending")
+    key = member_keys(pg_dsn)
+    top = rows(path, "SELECT rank, member_key, transactions, total_spent FROM bi.top_members_by_spending")
     assert len(top) == 10
-    assert top[0] == (1, members[0], 2, Decimal("104.00"))
-    assert top[1:3] == [(2, members[5], 2, Decimal("12.00")), (3, members[11], 1, Decimal("12.00"))]  # a tie
-    assert [r[1] for r in top[3:]] == [members[n] for n in (10, 9, 8, 7, 6, 4, 3)]
+    assert top[0] == (1, key[members[0]], 2, Decimal("104.00"))
+    first, second = sorted([(key[members[5]], 2), (key[members[11]], 1)])  # 12.00 each: broken by member_key
+    assert top[1:3] == [(2, *first, Decimal("12.00")), (3, *second, Decimal("12.00"))]
+    assert [r[1] for r in top[3:]] == [key[members[n]] for n in (10, 9, 8, 7, 6, 4, 3)]
+    names = rows(path, "SELECT last_name FROM bi.top_members_by_spending WHERE rank = 1")
+    assert names == [(members[0].split("_")[0].title(),)]
     assert rows(path, "SELECT rank, item_name, times_bought, units_sold FROM bi.top_items_by_purchases") == [
         (1, "Cheap", 12, 78), (2, "Other", 2, 3), (3, "Dear", 1, 1),
     ]  # fmt: skip
@@ -233,7 +252,7 @@ def test_the_checks_catch_a_warehouse_that_drifted(shop, tmp_path):
         connection.execute(
             "INSERT INTO fact_sales SELECT * REPLACE (99 AS item_id) FROM fact_sales WHERE transaction_id = 3"
         )
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.referential_integrity(connection) == {
             "facts_without_member": 0, "facts_without_item": 1, "facts_without_date": 0, "duplicate_lines": 1,
             "duplicate_transactions": 0, "transactions_not_matching_lines": 2,  # 2 lost its lines, 3 gained one
@@ -251,17 +270,17 @@ def test_the_reconciliation_holds_while_the_shop_keeps_writing_and_sees_deletion
     with psycopg2.connect(shop) as connection, connection.cursor() as cursor:
         add_transaction(cursor, "ng_abcde", [(1, 3)])
     connection.close()
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         result = checks.reconcile_with_postgres(connection, shop)
     assert result.matches and result.changed_since_watermark == 2
 
     # A deleted transaction is not an incremental change: the check says so, a full refresh repairs it.
     execute(shop, "DELETE FROM sales.transactions WHERE transaction_id = 3")
     refresh_warehouse(shop, path)
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert not checks.reconcile_with_postgres(connection, shop).matches
     refresh_warehouse(shop, path, full=True)
-    with connect(path, read_only=True) as connection:
+    with open_published(path) as connection:
         assert checks.reconcile_with_postgres(connection, shop).matches
 
 
@@ -315,14 +334,38 @@ def test_a_reader_keeps_working_while_the_warehouse_is_refreshed(memberflow_env,
     assert [name for name in os.listdir(os.path.dirname(path)) if name.endswith((".tmp", ".wal"))] == []
 
 
-def test_the_warehouse_command_queries_read_only(memberflow_env, pg_dsn, capsys):
-    migrated(pg_dsn)
+def test_the_query_commands_print_a_table_csv_or_json_read_only(shop, memberflow_env, capsys):
+    assert cli.main(["warehouse", "query", "FROM bi.sales_per_day"]) == 1  # nothing published yet
+    assert "no warehouse published" in capsys.readouterr().err
     assert cli.main(["warehouse", "refresh"]) == 0
     assert "full refresh" in capsys.readouterr().out
-    assert cli.main(["warehouse", "query", "SELECT count(*) AS facts FROM fact_sales"]) == 0
-    assert "facts" in capsys.readouterr().out
-    with pytest.raises(duckdb.Error, match="read-only"):
-        cli.main(["warehouse", "query", "DROP TABLE fact_sales"])
+    query = "SELECT date, transactions, revenue, NULL AS nothing FROM bi.sales_per_day"
+    for command in (["warehouse", "query", query], ["images-bi", "--sql", query]):  # one output style
+        assert cli.main([*command]) == 0
+        table = capsys.readouterr().out
+        assert "│ 2025-03-02 │" in table and " 72.98 │" in table and "transactions" in table
+        assert cli.main([*command, "--csv"]) == 0
+        assert capsys.readouterr().out == "date,transactions,revenue,nothing\n2025-03-02,3,72.98,\n"
+        assert cli.main([*command, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == [
+            {"date": "2025-03-02", "transactions": 3, "revenue": 72.98, "nothing": None}
+        ]
+    assert cli.main(["warehouse", "query", "SELECT 1 AS a, 2 AS a, 'x' AS b WHERE false", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert cli.main(["warehouse", "query", "SELECT 1 AS a, 2 AS a", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"a": 1, "a_2": 2}]
+    big = "SELECT range AS n FROM range(25000)"  # streamed in batches, every row printed
+    assert cli.main(["warehouse", "query", big, "--csv"]) == 0
+    assert capsys.readouterr().out.count("\n") == 25001
+    assert cli.main(["warehouse", "query", big, "--max-rows", "5"]) == 0
+    assert "5 shown" in capsys.readouterr().out
+
+    # Bad input: one clear line on stderr and a failing exit code; nothing changed.
+    for bad in ("DROP TABLE fact_sales", "SELEC 1", "FROM no_such_table"):
+        assert cli.main(["warehouse", "query", bad]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and "Traceback" not in error
+    assert rows(Settings.from_env().warehouse, "SELECT count(*) FROM fact_sales") == [(4,)]
 
 
 def test_the_dagster_refresh_job_materialises_every_table_and_runs_the_checks(shop, memberflow_env, instance):
@@ -364,6 +407,21 @@ def test_the_sample_analyst_queries(shop, tmp_path):
     ]
 
 
+def sql_tokens(text: str) -> list[str]:
+    """The SQL without comments, whitespace or a final semicolon: layout may differ, the query may not."""
+    code = " ".join(line.split("--")[0] for line in text.splitlines())
+    return re.findall(r"'[^']*'|\w+|[^\w\s]", code.strip().rstrip(";"))
+
+
+def test_the_readmes_copies_of_the_sample_queries_are_the_files():
+    readme = (REPO_ROOT / "README.md").read_text()
+    copies = re.findall(r"^-- (\w+\.sql): .*\n((?:(?!--|```).*\n)+)", readme, flags=re.MULTILINE)
+    samples = REPO_ROOT / "sql" / "analyst"
+    assert sorted(name for name, _ in copies) == sorted(path.name for path in samples.glob("*.sql"))
+    for name, copy in copies:
+        assert sql_tokens(copy) == sql_tokens((samples / name).read_text()), name
+
+
 def test_each_refresh_publishes_a_version_and_replaced_ones_are_kept_for_a_grace_period(tmp_path):
     path = str(tmp_path / "warehouse.duckdb")
 
@@ -380,3 +438,41 @@ def test_each_refresh_publishes_a_version_and_replaced_ones_are_kept_for_a_grace
     newest = publish(build(3), path, grace_seconds=0)
     assert os.listdir(versions_folder(path)) == [os.path.basename(newest)]
     assert rows(path, "FROM version") == [(3,)]
+
+
+def test_the_warehouse_holds_no_membership_id_anywhere(shop, tmp_path):
+    """A membership_id gives the exact birthday (its suffix hashes it): analysts see member_key."""
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    with open_published(path) as connection:
+        columns = connection.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE NOT internal"
+        ).fetchall()
+        assert "membership_id" not in [column for _, _, column in columns]
+        for schema, table, column in columns:
+            found = connection.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}" WHERE CAST("{column}" AS VARCHAR) SIMILAR TO $ids',
+                {"ids": f".*({'|'.join(MEMBERS)}).*"},
+            ).fetchall()
+            assert found == [(0,)], (schema, table, column)
+
+
+def test_a_warehouse_from_before_member_key_is_rebuilt_by_the_next_refresh(shop, tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    with duckdb.connect(path) as connection:  # what that version wrote: membership_id, no member_key
+        for table in ("dim_member", "fact_sales", "fact_transactions"):
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN membership_id VARCHAR DEFAULT 'lee_1a2b3'")
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN member_key")
+
+    result = refresh_warehouse(shop, path)
+
+    assert (result.mode, result.transactions_loaded, result.fact_rows) == ("full", 3, 4)  # read everything again
+    key = member_keys(shop)
+    assert rows(path, "SELECT transaction_id, member_key FROM fact_transactions ORDER BY 1") == [
+        (1, key["lee_1a2b3"]), (2, key["tan_00f0f"]), (3, key["lee_1a2b3"]),
+    ]  # fmt: skip
+    assert rows(path, "SELECT count(*) FROM duckdb_columns() WHERE column_name = 'membership_id'") == [(0,)]
+    with open_published(path) as connection:
+        assert checks.referential_integrity(connection) == dict.fromkeys(checks.INTEGRITY_PROBLEMS, 0)
+        assert checks.reconcile_with_postgres(connection, shop).matches

@@ -2,44 +2,59 @@
 
     POST /v1/images          the image as the body (raw bytes, or a multipart form with one file part)
     GET  /v1/images/{id}     its registry status: landed / processed / rejected / purged
-    GET  /healthz            the database and the zones answer
-    GET  /openapi.json, /docs
+    GET  /healthz            the database and the zones answer; uploads in progress and the bytes they hold
+    GET  /openapi.json, /docs, /redoc (their assets served from the installed fastapi-offline: no CDN)
 
 Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The body
 is streamed: a declared Content-Length over the limit is refused before any byte is read, and a
 streamed body is refused as soon as it passes the limit, so an oversized upload never sits in memory.
-Landings (landing.py) run on worker threads that land concurrent requests together (GroupLander).
+A body that stalls or takes too long is answered 408; the bodies in flight and the memory they hold
+are capped, in all and per client (admission.py: 503 with Retry-After beyond).
+Each upload is validated on its request's thread (at most VALIDATIONS_PER_CLIENT of one client's at
+once); landings (landing.py) then run on worker threads that land concurrent requests together, one
+client at a time in turn (GroupLander).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from importlib.resources import files
 from typing import Annotated
 
 import anyio
 import psycopg2
 from fastapi import Depends, FastAPI, Request, Response, Security
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from memberflow_assets import postgres
+from memberflow_assets.images.admission import Admission, Hold, Overloaded
 from memberflow_assets.images.api_keys import ApiKeys
 from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import GroupLander, Lander, Upload, open_lander
-from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.images.landing import GroupLander, Lander, Upload, image_id_for, open_lander
+from memberflow_assets.images.validation import ImageFacts, ImageRejected, inspect_image
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)
 
 MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small fields around the file part
 FILE_FIELDS = ("file", "image")
+MAX_MULTIPART_PARTS = 16  # the image and a few form fields
+REGISTRY_UNAVAILABLE = "the image registry is unavailable"
+VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
+BODY_RESERVE_STEP = 1 << 20  # memory reserved at a time for a body of undeclared length
+RETRY_AFTER_SECONDS = 5
 
 
 class UploadResult(BaseModel):
@@ -104,35 +119,84 @@ def _too_large(limit: int) -> RequestRefused:
     return RequestRefused(413, "too_large", f"the image exceeds the limit of {limit:,} bytes")
 
 
-async def read_image_body(request: Request, limit: int) -> bytes:
+@dataclass(frozen=True)
+class BodyLimits:
+    image_bytes: int  # the 413 limit (MEMBERFLOW_MAX_UPLOAD_BYTES)
+    timeout_seconds: float  # the longest wait for the next part of a body
+    deadline_seconds: float  # the longest a whole body may take
+
+
+def _busy(overloaded: Overloaded) -> RequestRefused:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return RequestRefused(503, "busy", f"{overloaded.detail}; retry in a few seconds", headers)
+
+
+async def receive_body(
+    request: Request, admission: Admission, hold: Hold, limits: BodyLimits, body_limit: int
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives, within the API's limits: 413 past `body_limit` (on the declared
+    Content-Length before a byte is read), 408 when it stalls or takes too long, 503 when the memory it
+    needs is not available (a declared length is reserved in full before reading, else step by step)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        if int(declared) > body_limit:
+            raise _too_large(limits.image_bytes)
+        try:
+            admission.reserve(hold, int(declared))
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+    deadline = anyio.current_time() + limits.deadline_seconds
+    received = 0
+    while True:
+        wait = min(limits.timeout_seconds, deadline - anyio.current_time())
+        with anyio.move_on_after(max(wait, 0)) as waited:
+            message = await request.receive()
+        if waited.cancelled_caught:  # the connection is closed: this client is not sending anyway
+            stalled = wait == limits.timeout_seconds
+            problem = f"no data for {wait:g} s" if stalled else f"not complete after {limits.deadline_seconds:g} s"
+            raise RequestRefused(
+                408, "body_timeout", f"the body arrives too slowly: {problem}", {"Connection": "close"}
+            )
+        if message["type"] == "http.disconnect":
+            raise RequestRefused(400, "incomplete", "the client went away before the body was complete")
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > body_limit:
+            raise _too_large(limits.image_bytes)
+        try:
+            while received > hold.bytes:
+                admission.reserve(hold, BODY_RESERVE_STEP)
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def read_image_body(request: Request, admission: Admission, hold: Hold, limits: BodyLimits) -> bytes:
     """The uploaded image's bytes: the raw body, or the file part of a multipart form."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    multipart = content_type == b"multipart/form-data"
-    body_limit = limit + MULTIPART_ENVELOPE_BYTES if multipart else limit
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > body_limit:
-        raise _too_large(limit)  # refused before reading a byte
-    if multipart:
-        return await _read_multipart(request, options.get(b"boundary"), limit, body_limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
-    return bytes(body)
+    if content_type == b"multipart/form-data":
+        body = receive_body(request, admission, hold, limits, limits.image_bytes + MULTIPART_ENVELOPE_BYTES)
+        return await _read_multipart(body, options.get(b"boundary"), limits.image_bytes)
+    return b"".join([chunk async for chunk in receive_body(request, admission, hold, limits, limits.image_bytes)])
 
 
-async def _read_multipart(request: Request, boundary: bytes | None, limit: int, body_limit: int) -> bytes:
+async def _read_multipart(body: AsyncIterator[bytes], boundary: bytes | None, limit: int) -> bytes:
     """Stream a multipart body; keep only the first file part (field `file`/`image`, or any with a filename).
 
     The client's filename is never used for anything: landing names come from the image id.
     """
     if not boundary:
         raise RequestRefused(400, "bad_multipart", "multipart body without a boundary")
-    state = {"headers": {}, "field": None, "value": b"", "current": None, "file": None}
+    state = {"headers": {}, "field": None, "value": b"", "current": None, "file": None, "parts": 0}
 
     def on_part_begin() -> None:
         state["headers"], state["current"] = {}, None
+        state["parts"] += 1
+        if state["parts"] > MAX_MULTIPART_PARTS:  # each part costs the parser ~70 µs of Python
+            raise RequestRefused(400, "bad_multipart", f"the form has more than {MAX_MULTIPART_PARTS} parts")
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         state["field"] = data[start:end].lower()
@@ -168,12 +232,8 @@ async def _read_multipart(request: Request, boundary: bytes | None, limit: int, 
             "on_part_data": on_part_data,
         },
     )
-    received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_limit:
-                raise _too_large(limit)
+        async for chunk in body:
             parser.write(chunk)
         parser.finalize()
     except RequestRefused:
@@ -183,6 +243,54 @@ async def _read_multipart(request: Request, boundary: bytes | None, limit: int, 
     if state["file"] is None:
         raise RequestRefused(400, "bad_multipart", "the multipart form has no file part (field 'file')")
     return bytes(state["file"])
+
+
+def inspect_upload(data: bytes, max_pixels: int) -> tuple[ImageFacts, str]:
+    """What landing needs to know of an upload: its facts (or ImageRejected) and its SHA-256."""
+    facts = inspect_image(data, max_pixels)
+    return facts, hashlib.sha256(data).hexdigest()
+
+
+def quarantine_once(lander: Lander, data: bytes, rejection: ImageRejected, client: str, details: dict) -> None:
+    """Keep a refused upload in quarantine once per client, bytes and hour: a client sending the same
+    bad bytes again and again costs no further writes (its first copy and reason are already there)."""
+    quarantine_id = f"api-{image_id_for(client, hashlib.sha256(data).hexdigest())}"
+    files = lander.quarantine_files(
+        data, rejection, source="api", client=client, quarantine_id=quarantine_id, details=details
+    )
+    if not lander.zones.exists(files[-1][0]):
+        lander.store(files)
+
+
+# -- the documentation pages, from an installed package's assets (they work without internet) ------
+DOCS_ASSETS = "/docs-assets"
+
+
+def serve_docs_offline(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts served by the API itself, from fastapi-offline."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=files("fastapi_offline") / "static"), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 # -- the application -----------------------------------------------------------------------------
@@ -199,6 +307,10 @@ def create_app(
         if app.state.keys.count == 0:
             log.warning("no API keys configured: every upload is refused. Mint one with `memberflow api-key`.")
         app.state.limiter = anyio.CapacityLimiter(pool_size)
+        app.state.admission = Admission(ingest.api_max_bodies, ingest.api_max_body_memory_bytes)
+        app.state.body_limits = BodyLimits(
+            ingest.max_upload_bytes, ingest.api_body_timeout_seconds, ingest.api_body_deadline_seconds
+        )
         with open_lander(zones or Zones.from_settings(), dsn or postgres.sales_dsn(), ingest, pool_size) as lander:
             app.state.lander = lander
             app.state.landings = GroupLander(lander)
@@ -213,7 +325,10 @@ def create_app(
         description="Upload images into memberflow's landing zone and follow their status. "
         "Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>`.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load their scripts from a CDN: blank offline
+        redoc_url=None,
     )
+    serve_docs_offline(app)
 
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, error: RequestRefused) -> JSONResponse:
@@ -223,10 +338,23 @@ def create_app(
     async def rejected(request: Request, error: ImageRejected) -> JSONResponse:
         return JSONResponse({"code": error.code, "detail": error.detail}, error.status)
 
+    # Answers never carry internals (driver messages, socket paths, file paths): details go to the log.
     @app.exception_handler(psycopg2.OperationalError)
-    async def database_down(request: Request, error: psycopg2.OperationalError) -> JSONResponse:
+    @app.exception_handler(psycopg2.InterfaceError)
+    async def database_down(request: Request, error: psycopg2.Error) -> JSONResponse:
         log.error("registry unavailable: %s", error)
-        return JSONResponse({"code": "unavailable", "detail": "the image registry is unavailable"}, 503)
+        return JSONResponse({"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, 503)
+
+    @app.exception_handler(Exception)  # the server logs the traceback (Starlette re-raises after answering)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"code": "internal", "detail": "internal error; it has been logged"}, 500)
+
+    validation_limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def validation_slots(client: str) -> anyio.CapacityLimiter:
+        if client not in validation_limiters:
+            validation_limiters[client] = anyio.CapacityLimiter(VALIDATIONS_PER_CLIENT)
+        return validation_limiters[client]
 
     async def in_thread(function, *args, **kwargs):
         return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=app.state.limiter)
@@ -261,21 +389,31 @@ def create_app(
         },
     )
     async def upload_image(request: Request, response: Response, client: Client) -> UploadResult:
+        try:
+            hold = app.state.admission.admit(client)
+        except Overloaded as overloaded:
+            raise _busy(overloaded) from None
+        try:
+            return await receive_and_land(request, response, client, hold)
+        finally:
+            app.state.admission.release(hold)  # the body's memory is free once the upload is answered
+
+    async def receive_and_land(request: Request, response: Response, client: str, hold: Hold) -> UploadResult:
         lander: Lander = app.state.lander
-        data = await read_image_body(request, app.state.settings.max_upload_bytes)
+        data = await read_image_body(request, app.state.admission, hold, app.state.body_limits)
         if not data:
             raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
         try:
-            landed = await asyncio.wrap_future(app.state.landings.submit(Upload(data, "api", client)))
-        except ImageRejected as rejection:
-            await in_thread(
-                lander.quarantine,
-                data,
-                rejection,
-                source="api",
-                client=client,
-                details={"declared_content_type": request.headers.get("content-type")},
+            # Validated on this request's thread, at most VALIDATIONS_PER_CLIENT of a client's at once: the
+            # landing workers every client shares only write and register.
+            facts, sha256 = await anyio.to_thread.run_sync(
+                inspect_upload, data, app.state.settings.max_pixels, limiter=validation_slots(client)
             )
+            upload = Upload(data, "api", client, facts=facts, sha256=sha256)
+            landed = await asyncio.wrap_future(app.state.landings.submit(upload))
+        except ImageRejected as rejection:
+            details = {"declared_content_type": request.headers.get("content-type")}
+            await in_thread(quarantine_once, lander, data, rejection, client, details)
             raise
         if landed.duplicate:
             response.status_code = 200
@@ -316,12 +454,15 @@ def create_app(
         )
 
     @app.get("/healthz", summary="Liveness and readiness", responses=_error_responses(503))
-    async def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str | int]:
         try:
             await in_thread(app.state.lander.check_health)
         except Exception as error:
-            raise RequestRefused(503, "unavailable", f"{type(error).__name__}: {error}") from error
-        return {"status": "ok"}
+            log.error("health check failed: %s: %s", type(error).__name__, error)
+            reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else "the image storage is unavailable"
+            raise RequestRefused(503, "unavailable", reason) from None
+        held = app.state.admission.total
+        return {"status": "ok", "uploads_in_progress": held.bodies, "upload_bytes_held": held.bytes}
 
     return app
 

@@ -41,52 +41,68 @@ def mint_key(client: str) -> tuple[str, str]:
     return key, f"{client}:{hash_key(key)}"
 
 
-def parse_key_lines(text: str, origin: str) -> dict[str, str]:
-    """{key hash: client} from `client:hash` entries; raises KeyFileError naming the bad entry."""
+def parse_key_lines(text: str, origin: str) -> tuple[dict[str, str], list[str]]:
+    """{key hash: client} from the valid `client:hash` entries, and one problem per malformed entry."""
     hashes: dict[str, str] = {}
+    problems: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         for entry in re.split(r"[,\s]+", line.split("#", 1)[0].strip()):
             if not entry:
                 continue
             client, _, key_hash = entry.partition(":")
             key_hash = key_hash.lower()
-            if not _CLIENT.match(client) or not _HASH.match(key_hash):
-                raise KeyFileError(
-                    f"{origin} line {number}: expected '<client>:<64 hex sha256>', got {entry[:20]!r}..."
-                )
-            hashes[key_hash] = client
-    return hashes
+            if _CLIENT.match(client) and _HASH.match(key_hash):
+                hashes[key_hash] = client
+            else:
+                problems.append(f"{origin} line {number}: expected '<client>:<64 hex sha256>', got {entry[:20]!r}...")
+    return hashes, problems
 
 
 class ApiKeys:
-    """Resolves a presented key to its client. The file is re-read when it changes (no restart needed)."""
+    """Resolves a presented key to its client. The file is re-read when it changes (no restart needed).
+
+    Fails closed: only the entries the file holds *now* are valid. A malformed entry is skipped (and
+    logged), never a reason to keep the previous keys, so deleting a line revokes its key whatever else
+    the edit broke; an unreadable file validates no key. Only at start is a malformed file refused
+    outright, so a typo is caught when someone is watching.
+    """
 
     def __init__(self, inline: str, path: Path | None):
-        self._inline = parse_key_lines(inline, "MEMBERFLOW_API_KEYS")
+        self._inline = _strict(*parse_key_lines(inline, "MEMBERFLOW_API_KEYS"))
         self._path = path
-        self._file_state: tuple[int, int] | None = None
+        self._file_state: object = None  # what the file looked like when it was last read
         self._from_file: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._refresh(strict=True)  # refuse to start with a broken keys file
+        self._refresh(strict=True)
 
-    def _refresh(self, strict: bool = False) -> None:
-        if self._path is None:
-            return
+    def _stat(self) -> object:
+        """Changes whenever the file may have: also a replacement with the same size and mtime (new inode, ctime)."""
         try:
             status = os.stat(self._path)
-            state = (status.st_mtime_ns, status.st_size)
         except FileNotFoundError:
-            state = None
-        if state == self._file_state:
+            return "missing"
+        except OSError as error:
+            return f"unreadable: {error}"
+        return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+    def _refresh(self, strict: bool = False) -> None:
+        if self._path is None or self._stat() == self._file_state:
             return
         with self._lock:
-            text = self._path.read_text(encoding="utf-8") if state else ""
+            state = self._stat()
+            if state == self._file_state:
+                return
             try:
-                self._from_file = parse_key_lines(text, str(self._path))
-            except KeyFileError:
-                if strict:
-                    raise
-                log.exception("keeping the previous API keys: the edited keys file is invalid")
+                text = "" if state == "missing" else self._path.read_text(encoding="utf-8")
+            except (OSError, UnicodeError) as error:
+                hashes, problems = {}, [f"{self._path} cannot be read: {error}"]
+            else:
+                hashes, problems = parse_key_lines(text, str(self._path))
+            if strict:
+                _strict(hashes, problems)  # refuse to start with a broken keys file
+            for problem in problems:
+                log.error("API keys file: %s; that entry validates no key", problem)
+            self._from_file = hashes
             self._file_state = state
 
     @property
@@ -101,6 +117,12 @@ class ApiKeys:
         self._refresh()
         presented = hash_key(key)
         return self._inline.get(presented) or self._from_file.get(presented)
+
+
+def _strict(hashes: dict[str, str], problems: list[str]) -> dict[str, str]:
+    if problems:
+        raise KeyFileError(problems[0])
+    return hashes
 
 
 def append_key_line(path: Path, line: str) -> None:

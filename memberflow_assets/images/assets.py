@@ -13,7 +13,8 @@ from memberflow_assets.images import bi, hours, registry
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.resources import SalesDatabase, ZonesResource
-from memberflow_assets.settings import Settings
+from memberflow_assets.warehouse import versions
+from memberflow_assets.warehouse.resources import Warehouse
 
 GROUP = "images"
 SAMPLE_SIZE = 20  # offending image ids/paths logged when a check fails
@@ -156,18 +157,20 @@ def _log_sample(context: dg.AssetExecutionContext, problem: str, items: list[str
     kinds={"duckdb"},
     description="Views in the warehouse's bi schema over images/metadata/*.parquet (not copies): "
     + ", ".join(f"bi.{view}" for view in bi.IMAGE_VIEWS)
-    + ". Purged hours disappear with their files. Requested by landing_images_sensor when the "
-    "definitions change.",
+    + ". Purged hours disappear with their files. Every published warehouse version has them; this asset "
+    "publishes a new version when the published one's differ from the current definitions (requested by "
+    "landing_images_sensor).",
 )
-def image_bi_views(zones: ZonesResource) -> dg.MaterializeResult:
+def image_bi_views(zones: ZonesResource, warehouse: Warehouse) -> dg.MaterializeResult:
     zone = zones.get_zones()
-    warehouse = Settings.from_env().warehouse
-    counts = bi.create_views(zone, warehouse)
+    published = versions.republish_views(warehouse.get_path(), zone)
+    with warehouse.open_read_only(zone) as connection:
+        counts = {view: connection.execute(f"SELECT count(*) FROM bi.{view}").fetchone()[0] for view in bi.IMAGE_VIEWS}
     return dg.MaterializeResult(
         metadata={
-            "warehouse": dg.MetadataValue.path(warehouse),
+            "warehouse_version": dg.MetadataValue.path(published),
             "reads": dg.MetadataValue.path(zone.url(METADATA_PREFIX)),
-            "views_version": bi.views_version(zone),
+            "views_version": versions.views_version(zone, "images"),
             **{f"rows_{view}": rows for view, rows in counts.items()},
         }
     )

@@ -1,20 +1,19 @@
-"""The image BI views in the DuckDB warehouse (`bi` schema): created from sql/images/bi_views.sql over the
-metadata Parquet files where they are (a local path, or s3:// through the zones' fsspec filesystem).
-No Dagster.
+"""The image BI views of the warehouse (`bi` schema): sql/images/bi_views.sql over the metadata Parquet
+files where they are (a local path, or s3:// through the zones' fsspec filesystem). No Dagster; the
+warehouse's writer (memberflow_assets/warehouse/versions.py) creates them in every version it publishes.
+
+The views read the files themselves, so a new hour shows up and a purged one disappears without a
+new version. Only whether there are any files at all is fixed when a version is built (DuckDB 1.5, the
+analysts' shell, fails on a glob that matches nothing): when that changes, `landing_images_sensor`
+asks for a new version.
 
 DuckDB's httpfs extension cannot be installed here (no downloads at run time), so with zones in S3 the
 views name `s3://...` URLs and are readable from connections that have the zones' filesystem
-registered: `Zones.duckdb_connect(...)`, used by the assets and by `memberflow images-bi --sql`. Where
-httpfs is installed (production analysts' machines), plain DuckDB reads the same views with its own
-S3 credentials.
+registered (`Zones.duckdb_connect(...)`, as every memberflow reader does). Where httpfs is installed,
+plain DuckDB reads the same views with its own S3 credentials.
 """
 
 from __future__ import annotations
-
-import hashlib
-import time
-
-import duckdb
 
 from memberflow_assets.images.layout import METADATA_PREFIX
 from memberflow_assets.settings import read_sql
@@ -22,40 +21,20 @@ from memberflow_assets.zones import Zones
 
 VIEWS_SQL = "images/bi_views.sql"
 IMAGE_VIEWS = ("image_metadata", "images_per_hour", "image_rejections", "image_formats", "image_sizes")
-LOCK_WAIT_SECONDS = 60.0
 
 
 def metadata_glob(zones: Zones) -> str:
     return zones.url(f"{METADATA_PREFIX}/*.parquet")
 
 
-def views_sql(zones: Zones) -> str:
-    literal = "'" + metadata_glob(zones).replace("'", "''") + "'"
-    return read_sql(VIEWS_SQL).replace("{metadata_glob}", literal)
+def metadata_files_exist(zones: Zones | None) -> bool:
+    return zones is not None and any(info.name.endswith(".parquet") for info in zones.list_files(METADATA_PREFIX))
 
 
-def views_version(zones: Zones) -> str:
-    """Changes when the view definitions or the place they read from change."""
-    return hashlib.sha256(views_sql(zones).encode()).hexdigest()[:16]
-
-
-def connect_warehouse(zones: Zones, warehouse: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting while another process holds its write lock (DuckDB allows one writer)."""
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            return zones.duckdb_connect(warehouse, read_only=read_only)
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
-def create_views(zones: Zones, warehouse: str) -> dict[str, int]:
-    """Create or replace the image views; returns each view's row count as a smoke test."""
-    connection = connect_warehouse(zones, warehouse)
-    try:
-        connection.execute(views_sql(zones))
-        return {view: connection.execute(f"SELECT count(*) FROM bi.{view}").fetchone()[0] for view in IMAGE_VIEWS}
-    finally:
-        connection.close()
+def views_sql(zones: Zones | None) -> str:
+    """The views over the zones' metadata files (no zones, or no file yet: the same views, empty)."""
+    union = ""
+    if metadata_files_exist(zones):
+        literal = "'" + metadata_glob(zones).replace("'", "''") + "'"
+        union = f"UNION ALL BY NAME SELECT * FROM read_parquet({literal})"
+    return read_sql(VIEWS_SQL).replace("{union_metadata_files}", union)

@@ -2,22 +2,23 @@
 
 memberflow retention [--as-of TIME]    purge image hours that ended more than 7 days before TIME (default now)
 memberflow s3-lifecycle [--days 7]     put the 7-day expiry rules for the image prefixes on the S3 bucket
-memberflow images-bi [--sql QUERY]     create/replace the image BI views, or run a read-only query on them
+memberflow images-bi [--sql QUERY]     publish a warehouse version with the image views anew, or run a
+                                       read-only query (as `memberflow warehouse query`: a table; --csv, --json)
 """
 
 import argparse
-import csv
 import json
 import os
 import sys
 import uuid
 from datetime import UTC, datetime
 
-import psycopg2
-
 from memberflow_assets import postgres
 from memberflow_assets.images import bi, lifecycle, retention
 from memberflow_assets.settings import Settings
+from memberflow_assets.warehouse import commands as warehouse_commands
+from memberflow_assets.warehouse import versions
+from memberflow_assets.warehouse.query_output import add_format_arguments
 from memberflow_assets.zones import Zones
 
 
@@ -45,14 +46,10 @@ def _retention(args: argparse.Namespace) -> int:
     as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
     dsn = postgres.sales_dsn()
     postgres.apply_migrations(dsn)
-    connection = psycopg2.connect(dsn, application_name="memberflow-retention")
-    try:
-        result = retention.run_retention(
-            Zones.from_settings(), connection, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
-        )
-    finally:
-        connection.close()
-    print(json.dumps({"as_of": result.as_of.isoformat(), "first_kept_hour": result.first_kept_key, **result.totals}))
+    result = retention.run_retention(
+        Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
+    )
+    print(json.dumps(result.summary()))
     return 0
 
 
@@ -64,20 +61,15 @@ def _s3_lifecycle(args: argparse.Namespace) -> int:
 
 
 def _images_bi(args: argparse.Namespace) -> int:
+    if args.sql is not None:
+        return warehouse_commands.query(args)
     zones = Zones.from_settings()
     warehouse = Settings.from_env().warehouse
-    if args.sql is None:
-        for view, rows in bi.create_views(zones, warehouse).items():
-            print(f"bi.{view}: {rows} rows")
-        return 0
-    connection = bi.connect_warehouse(zones, warehouse, read_only=True)
-    try:
-        cursor = connection.execute(args.sql)
-        writer = csv.writer(sys.stdout)
-        writer.writerow([column[0] for column in cursor.description])
-        writer.writerows(cursor.fetchall())
-    finally:
-        connection.close()
+    published = versions.republish_views(warehouse, zones)
+    print(f"published {published}")
+    with versions.open_published(warehouse, zones) as connection:
+        for view in bi.IMAGE_VIEWS:
+            print(f"bi.{view}: {connection.execute(f'SELECT count(*) FROM bi.{view}').fetchone()[0]} rows")
     return 0
 
 
@@ -91,6 +83,7 @@ def register(subparsers) -> None:
     rules.add_argument("--show", action="store_true", help="only print the bucket's current lifecycle rules")
     rules.set_defaults(handler=_s3_lifecycle)
 
-    views = subparsers.add_parser("images-bi", help="create the image BI views, or query the warehouse")
-    views.add_argument("--sql", help="run this query read-only (S3 metadata readable without httpfs), print CSV")
+    views = subparsers.add_parser("images-bi", help="publish the image BI views anew, or query the warehouse")
+    views.add_argument("--sql", help="run this query read-only (S3 metadata readable without httpfs)")
+    add_format_arguments(views)
     views.set_defaults(handler=_images_bi)

@@ -28,7 +28,7 @@ class KafkaBatchConfig(dg.Config):
     ranges: list[OffsetRangeConfig] = []
 
 
-def _metadata(ranges: list[OffsetRange], stats: IngestStats) -> dict:
+def _metadata(ranges: list[OffsetRange], stats: IngestStats, temporaries_removed: int) -> dict:
     return {
         "messages": stats.messages,
         "landed": stats.landed,
@@ -40,6 +40,7 @@ def _metadata(ranges: list[OffsetRange], stats: IngestStats) -> dict:
         "committed_offsets": dg.MetadataValue.json({str(p): offset for p, offset in sorted(stats.committed.items())}),
         "caught_up": stats.caught_up,  # False: a range stopped at its bound; the sensor asks for the next batch
         "complete": stats.complete,
+        "temporary_files_removed": temporaries_removed,  # left by writes killed before they finished
     }
 
 
@@ -56,11 +57,11 @@ def kafka_image_uploads(
     sales_db: SalesDatabase,
 ) -> dg.MaterializeResult:
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-    ranges = ranges or kafka_images.plan(every_partition=True)
+    ranges = ranges or kafka_images.plan()
     context.log.info(f"offset ranges (partition, start, end): {[(r.partition, r.start, r.end) for r in ranges]}")
     with kafka_images.ingestor(zones.get_zones(), sales_db.get_dsn()) as ingestor:
         stats = ingestor.ingest(ranges)
-    metadata = _metadata(ranges, stats)
+    metadata = _metadata(ranges, stats, ingestor.lander.temporaries_removed)
     if not stats.complete:
         # What was handled is committed; the next run starts from there.
         raise dg.Failure(description="the batch stopped before the end of its ranges", metadata=metadata)

@@ -37,7 +37,7 @@ from memberflow_assets.zones import Zones
 log = logging.getLogger("memberflow.images")
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """Stop this process when the process that started it is gone (e.g. `dagster dev` was stopped)."""
     parent = os.getppid()
 
@@ -54,7 +54,7 @@ def _api(args: argparse.Namespace) -> int:
 
     settings = IngestSettings.from_env()
     if args.exit_with_parent:
-        _exit_with_parent()
+        exit_with_parent()
     uvicorn.run(
         "memberflow_assets.images.api:create_app",
         factory=True,
@@ -102,14 +102,10 @@ def _kafka_ingest(args: argparse.Namespace) -> int:
         settings.kafka_group,
         settings.kafka_dlq_topic,
     ) as ingestor:
-        caught_up = True
         while True:
-            limit = args.max_messages or settings.kafka_batch_max_messages
-            ranges = plan_ranges(ingestor.consumer, topic, limit, every_partition=not caught_up)
-            caught_up = True
+            ranges = plan_ranges(ingestor.consumer, topic, args.max_messages or settings.kafka_batch_max_messages)
             if ranges:
                 stats = ingestor.ingest(ranges)
-                caught_up = stats.caught_up
                 log.info(
                     "batch %s: landed %d, duplicates %d, quarantined %d %s",
                     [(r.partition, r.start, r.end) for r in ranges],

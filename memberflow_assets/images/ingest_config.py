@@ -15,6 +15,7 @@ from memberflow_assets.images.validation import DEFAULT_MAX_PIXELS
 from memberflow_assets.settings import Settings
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_BODY_MEMORY = 192 * 1024 * 1024  # with the API's own ~250 MB, under a 512 MB budget
 DEFAULT_TOPIC = "images.uploads"
 DEFAULT_GROUP = "memberflow-images"
 
@@ -44,6 +45,10 @@ class IngestSettings:
     durable: bool  # a landing is on disk (files fsynced, registry commit flushed) before it is acknowledged
     api_host: str
     api_port: int
+    api_body_timeout_seconds: float  # the longest wait for the next part of an upload's body (then 408)
+    api_body_deadline_seconds: float  # the longest a whole body may take to arrive (then 408)
+    api_max_bodies: int  # uploads being received or landed at once, per API process (then 503)
+    api_max_body_memory_bytes: int  # the memory their bodies may hold together (then 503)
     kafka_topic: str
     kafka_group: str
     kafka_dlq_topic: str | None
@@ -62,6 +67,10 @@ class IngestSettings:
             durable=_flag("MEMBERFLOW_INGEST_DURABLE", True),
             api_host=_env("MEMBERFLOW_API_HOST", "127.0.0.1"),
             api_port=int(_env("MEMBERFLOW_API_PORT", "8000")),
+            api_body_timeout_seconds=float(_env("MEMBERFLOW_API_BODY_TIMEOUT_SECONDS", "30")),
+            api_body_deadline_seconds=float(_env("MEMBERFLOW_API_BODY_DEADLINE_SECONDS", "300")),
+            api_max_bodies=int(_env("MEMBERFLOW_API_MAX_BODIES", "128")),
+            api_max_body_memory_bytes=int(_env("MEMBERFLOW_API_MAX_BODY_MEMORY_BYTES", str(DEFAULT_MAX_BODY_MEMORY))),
             kafka_topic=_env("MEMBERFLOW_KAFKA_TOPIC", DEFAULT_TOPIC),
             kafka_group=_env("MEMBERFLOW_KAFKA_GROUP", DEFAULT_GROUP),
             kafka_dlq_topic=_env("MEMBERFLOW_KAFKA_DLQ_TOPIC"),

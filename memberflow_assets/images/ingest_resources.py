@@ -33,8 +33,8 @@ class KafkaImagesResource(dg.ConfigurableResource):
             raise dg.Failure("Kafka ingestion is off: set MEMBERFLOW_KAFKA_BOOTSTRAP")
         return bootstrap
 
-    def plan(self, every_partition: bool = False) -> list[OffsetRange]:
-        """The next batch: per partition with unconsumed messages (or every one), from the committed offset."""
+    def plan(self) -> list[OffsetRange]:
+        """The next batch: per partition with unconsumed messages, from the committed offset."""
         settings = self._settings()
         group = self.group or settings.kafka_group
         with open_consumer(self._required_bootstrap(), group, settings.kafka_config) as consumer:
@@ -42,7 +42,6 @@ class KafkaImagesResource(dg.ConfigurableResource):
                 consumer,
                 self.topic or settings.kafka_topic,
                 self.max_messages_per_partition or settings.kafka_batch_max_messages,
-                every_partition=every_partition,
             )
 
     @contextmanager

@@ -22,16 +22,6 @@ IN_FLIGHT = [
 ]
 
 
-def _behind(instance: dg.DagsterInstance, latest_run: dg.RunRecord | None) -> bool:
-    """Did the last batch leave work behind (stopped at its bound, or failed)? Then look at every
-    partition, not only those whose ListOffsets end is past the committed offset (see kafka_ingest.py)."""
-    if latest_run is not None and latest_run.dagster_run.status == dg.DagsterRunStatus.FAILURE:
-        return True
-    event = instance.get_latest_materialization_event(kafka_image_uploads.key)
-    caught_up = event.asset_materialization.metadata.get("caught_up") if event and event.asset_materialization else None
-    return caught_up is not None and caught_up.value is False
-
-
 @dg.sensor(
     job=kafka_image_ingest_job,
     minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_KAFKA_SENSOR_INTERVAL_SECONDS", "10")),
@@ -47,7 +37,7 @@ def kafka_images_sensor(
     latest_run = records[0] if records else None
     if latest_run is not None and latest_run.dagster_run.status in IN_FLIGHT:
         return dg.SkipReason(f"batch run {latest_run.dagster_run.run_id} is still in progress")
-    ranges = kafka_images.plan(every_partition=_behind(context.instance, latest_run))
+    ranges = kafka_images.plan()
     if not ranges:
         return dg.SkipReason("no unconsumed messages")
     sequence = int(context.cursor or 0) + 1

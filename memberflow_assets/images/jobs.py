@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from memberflow_assets import postgres
 from memberflow_assets.images import retention
 from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.resources import SalesDatabase, ZonesResource
@@ -44,7 +45,7 @@ class DagsterPartitionRecords:
     def expired_keys(self, first_kept_key: str) -> set[str]:
         return {key for key in self.instance.get_dynamic_partitions(image_hours.name) if key < first_kept_key}
 
-    def _runs_by_key(self, keys: list[str]) -> dict[str, set[str]]:
+    def runs_of(self, keys: list[str]) -> dict[str, set[str]]:
         """Run ids per partition key: runs that materialised it, and image runs tagged with it."""
         runs: dict[str, set[str]] = {key: set() for key in keys}
         for asset_key in IMAGE_ASSET_KEYS:
@@ -65,9 +66,9 @@ class DagsterPartitionRecords:
                 runs[run.tags[PARTITION_TAG]].add(run.run_id)
         return runs
 
-    def forget(self, keys: list[str]) -> dict[str, int]:
+    def forget(self, runs: dict[str, set[str]]) -> dict[str, int]:
         deleted: dict[str, int] = {}
-        for key, run_ids in self._runs_by_key(list(keys)).items():
+        for key, run_ids in runs.items():
             deleted[key], unfinished = 0, 0
             for run_id in sorted(run_ids):
                 run = self.instance.get_run_by_id(run_id)
@@ -84,6 +85,9 @@ class DagsterPartitionRecords:
         self.instance.wipe_asset_cached_status(list(IMAGE_ASSET_KEYS))
         return deleted
 
+    def existing(self, run_ids: list[str]) -> set[str]:
+        return {record.dagster_run.run_id for record in self.instance.get_run_records(dg.RunsFilter(run_ids=run_ids))}
+
 
 class RetentionConfig(dg.Config):
     as_of: str | None = None  # ISO 8601 with a time zone; unset = now. The schedule passes its tick time.
@@ -98,20 +102,21 @@ def purge_expired_images(
 ) -> dg.Output[None]:
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC)
     trigger = "schedule" if context.run.tags.get("dagster/schedule_name") else "dagster"
-    with sales_db.connect() as connection:
-        result = retention.run_retention(
-            zones.get_zones(),
-            connection,
-            as_of,
-            retention_run_id=context.run_id or f"dagster-{uuid.uuid4()}",
-            trigger=trigger,
-            records=DagsterPartitionRecords(context.instance),
-            log=context.log.info,
-        )
+    dsn = sales_db.get_dsn()
+    postgres.apply_migrations(dsn)
+    result = retention.run_retention(
+        zones.get_zones(),
+        dsn,
+        as_of,
+        retention_run_id=context.run_id or f"dagster-{uuid.uuid4()}",
+        trigger=trigger,
+        records=DagsterPartitionRecords(context.instance),
+        log=context.log.info,
+    )
     context.log.info(f"as_of {result.as_of.isoformat()}: kept {result.first_kept_key} and later; {result.totals}")
     return dg.Output(
         None,
-        metadata={"as_of": result.as_of.isoformat(), "first_kept_hour": result.first_kept_key, **result.totals},
+        metadata=result.summary(),
     )
 
 

@@ -7,15 +7,17 @@ the message timestamp when absent).
 Work is done in bounded batches of explicit offset ranges: `plan_ranges` gives, per partition with
 unconsumed messages, [committed offset, committed offset + max_messages), and `KafkaIngestor.ingest`
 consumes each range with `assign()` (no group membership: no rebalance waits, and no two consumers
-in one range) until the range's end or the end of the partition, whichever comes first. After each
-fetched batch, every handled message is durably landed or quarantined and only then are the offsets
-committed. A crash before the commit means the batch is delivered again: landing is idempotent (same
-client + same bytes = same image id, see landing.py), so nothing is stored twice.
+in one range) until the range's end or the end of the partition, whichever comes first. Each fetched
+batch is landed on a thread of its own while the next one is fetched; once every message of it is
+durably landed or quarantined, and only then, its offsets are committed (in order). A crash before
+the commit means the batch is delivered again: landing is idempotent (same client + same bytes = same
+image id, see landing.py), so nothing is stored twice.
 
 The end of a partition is taken from the consumer's end-of-partition event (the fetch response's high
 watermark), not from a ListOffsets query: Tansu answers ListOffsets with the base offset of the last
-record *batch* + 1, which would leave a batch's later messages behind. ListOffsets is only used to ask
-"is there anything after the committed offset?", which its answer gets right on Tansu too.
+record *batch* + 1 (10 messages produced as one batch: 1), which can be behind the committed offset.
+So ListOffsets is believed only when it says a partition has more; any other partition is asked by a
+fetch from its committed offset before the plan concludes it has nothing (`plan_ranges`).
 
 A message that is not an acceptable image (or is over the size limit, or reuses a key for different
 bytes) is written to quarantine/images/ with the reason (and, when configured, copied to a dead-letter
@@ -29,6 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,23 +94,56 @@ def consumer_config(bootstrap: str, group: str, extra: dict | None = None) -> di
     }
 
 
-def plan_ranges(
-    consumer: Consumer, topic: str, max_messages: int, every_partition: bool = False, timeout: float = 10.0
-) -> list[OffsetRange]:
-    """Per partition with unconsumed messages (all, with `every_partition`): [committed, committed + max_messages)."""
+def plan_ranges(consumer: Consumer, topic: str, max_messages: int, timeout: float = 10.0) -> list[OffsetRange]:
+    """Per partition with unconsumed messages: [committed, committed + max_messages).
+
+    ListOffsets is believed only when it says there is more: an answer at or behind the committed
+    offset may be wrong (Tansu answers per record batch, see the module docstring), so such a partition
+    is asked again by fetching from its committed offset (`partitions_with_messages`).
+    """
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None:
         problem = metadata.error if metadata is not None else "not found"
         raise KafkaException(f"topic {topic!r}: {problem}")
     partitions = [TopicPartition(topic, number) for number in sorted(metadata.partitions)]
     committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=timeout)}
-    ranges = []
+    starts, unsure = {}, {}
     for tp in partitions:
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
         start = max(low, committed[tp.partition]) if committed[tp.partition] != _NO_OFFSET else low
-        if high > start or every_partition:
-            ranges.append(OffsetRange(tp.partition, start, start + max_messages))
-    return ranges
+        (starts if high > start else unsure)[tp.partition] = start
+    starts |= {p: unsure[p] for p in partitions_with_messages(consumer, topic, unsure, timeout)}
+    return [OffsetRange(partition, start, start + max_messages) for partition, start in sorted(starts.items())]
+
+
+def partitions_with_messages(consumer: Consumer, topic: str, starts: dict[int, int], timeout: float = 10.0) -> set[int]:
+    """The partitions that hold a message at or after their offset in `starts`, found by fetching.
+
+    A fetch answers with a message, or with the end of the partition at that offset: both are the
+    truth, whatever ListOffsets said. A partition that gives neither within `timeout` is left out
+    with a warning (the next plan asks again).
+    """
+    if not starts:
+        return set()
+    consumer.assign([TopicPartition(topic, partition, offset) for partition, offset in starts.items()])
+    found, undecided = set(), set(starts)
+    deadline = time.monotonic() + timeout
+    try:
+        while undecided and time.monotonic() < deadline:
+            for message in consumer.consume(FETCH_BATCH, timeout=0.5):
+                partition = message.partition()
+                if partition not in undecided:
+                    continue
+                if message.error() is None:
+                    found.add(partition)
+                    undecided.discard(partition)
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    undecided.discard(partition)
+    finally:
+        consumer.unassign()
+    if undecided:
+        log.warning("partitions %s of %s did not answer a fetch within %.0f s", sorted(undecided), topic, timeout)
+    return found
 
 
 def _header(headers: dict[str, bytes | None], name: str) -> str | None:
@@ -167,45 +203,62 @@ class KafkaIngestor:
         pending = {p for p in ends if starts[p] < ends[p]}
         self.consumer.assign([TopicPartition(self.topic, p, starts[p]) for p in pending])
         handled: dict[int, int] = {}  # partition -> next offset after the last handled message
+        landing: Future | None = None  # the previous batch, landing while the next one is fetched
+        to_commit: dict[int, int] = {}  # its offsets, committed once it has landed
         last_progress = time.monotonic()
-        try:
-            while pending:
-                batch = []
-                for message in self.consumer.consume(FETCH_BATCH, timeout=1.0):
-                    partition = message.partition()
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consume error: %s", message.error())
-                        elif partition in pending:
-                            # Everything before this offset was delivered (and is in a batch); the partition is done.
-                            handled[partition] = min(message.offset(), ends[partition])
-                            pending.discard(partition)
-                        continue
-                    if partition not in pending:
-                        continue
-                    offset = message.offset()
-                    if offset >= ends[partition]:  # the range's bound: the next batch's work
-                        pending.discard(partition)
-                        stats.caught_up = False
-                        continue
-                    batch.append(message)
-                    if offset + 1 == ends[partition]:
-                        pending.discard(partition)
-                        stats.caught_up = False
-                self._land(batch, stats)
-                for message in batch:
-                    handled[message.partition()] = max(handled.get(message.partition(), 0), message.offset() + 1)
-                if handled:
-                    self._commit(handled, stats)
-                    handled = {}
-                    last_progress = time.monotonic()
-                elif pending and time.monotonic() - last_progress > idle_timeout:
-                    log.warning("no progress for %.0f s on partitions %s; stopping this batch", idle_timeout, pending)
-                    stats.complete = stats.caught_up = False
-                    break
-        finally:
-            self.consumer.unassign()
+        # One batch lands on this thread while the consumer fetches the next: the fetch waits on the
+        # network and the landing on the disk, so they overlap. Commits stay in order, each only after
+        # its batch (and every one before it) is durable.
+        with ThreadPoolExecutor(1, thread_name_prefix="kafka-landing") as landing_thread:
+            try:
+                while pending or landing is not None:
+                    batch = self._fetch(pending, ends, handled, stats) if pending else []
+                    if landing is not None:
+                        landing.result()  # a platform error stops here: nothing from it on is committed
+                        self._commit(to_commit, stats)
+                        landing, last_progress = None, time.monotonic()
+                    if batch:
+                        landing, to_commit, handled = landing_thread.submit(self._land, batch, stats), handled, {}
+                    elif handled:  # ends of partitions, everything before them committed
+                        self._commit(handled, stats)
+                        handled, last_progress = {}, time.monotonic()
+                    elif pending and time.monotonic() - last_progress > idle_timeout:
+                        log.warning("no progress for %.0f s on partitions %s; stopping", idle_timeout, pending)
+                        stats.complete = stats.caught_up = False
+                        break
+            finally:
+                self.consumer.unassign()
         return stats
+
+    def _fetch(
+        self, pending: set[int], ends: dict[int, int], handled: dict[int, int], stats: IngestStats
+    ) -> list[Message]:
+        """The next fetched messages within the ranges; records them, and the ends of partitions, in
+        `handled` and drops finished partitions from `pending`."""
+        batch = []
+        for message in self.consumer.consume(FETCH_BATCH, timeout=1.0):
+            partition = message.partition()
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", message.error())
+                elif partition in pending:
+                    # Everything before this offset was delivered (and is in a batch); the partition is done.
+                    handled[partition] = max(handled.get(partition, 0), min(message.offset(), ends[partition]))
+                    pending.discard(partition)
+                continue
+            if partition not in pending:
+                continue
+            offset = message.offset()
+            if offset >= ends[partition]:  # the range's bound: the next batch's work
+                pending.discard(partition)
+                stats.caught_up = False
+                continue
+            batch.append(message)
+            handled[partition] = max(handled.get(partition, 0), offset + 1)
+            if offset + 1 == ends[partition]:
+                pending.discard(partition)
+                stats.caught_up = False
+        return batch
 
     def _commit(self, handled: dict[int, int], stats: IngestStats) -> None:
         """Commit the offsets of messages already landed or quarantined (and copied to the dead-letter topic)."""

@@ -28,6 +28,7 @@ import logging
 import queue
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ from memberflow_assets.zones import Zones
 log = logging.getLogger(__name__)
 
 SOURCES = ("api", "kafka")
-SOURCE_KEY_CONSTRAINT = "registry_client_source_key"
+SOURCE_KEY_CONSTRAINT = "registry_key_digest"
 _CLAIM_COLUMNS = (
     "image_id",
     "source",
@@ -60,6 +61,7 @@ _CLAIM_COLUMNS = (
     "hour_key",
     "landing_path",
     "source_key",
+    "key_digest",
 )
 _REGISTRY_COLUMNS = (
     "status, source, client, sha256, size_bytes, content_type, received_at, landing_path, source_key,"
@@ -70,6 +72,11 @@ _REGISTRY_COLUMNS = (
 def image_id_for(client: str, sha256: str) -> str:
     """The id of `client`'s image with content `sha256`: 32 hex characters, stable across uploads."""
     return hashlib.sha256(f"{client}\n{sha256}".encode()).hexdigest()[:32]
+
+
+def key_digest(client: str, source_key: str) -> str:
+    """How images.registry_status stores a producer key: SHA-256 of client and key (SQL images.key_digest)."""
+    return hashlib.sha256(f"{client}\n{source_key}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,9 @@ class Upload:
     event_time: str | None = None
     kafka: dict | None = None  # {"topic", "partition", "offset", "key"}
     source_key: str | None = None  # the producer's own id for the image (Kafka key)
+    # Already established by the caller (the API validates on the request's thread, not a landing worker's):
+    facts: ImageFacts | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,8 @@ class Lander:
         self.fsync = durable and not zones.is_s3  # an S3 PUT is durable when it returns
         self._claim_sql = read_sql("images/ingest_claim.sql")
         self._release_sql = read_sql("images/ingest_release.sql")
+        self._hours_with_partition: set[str] = set()  # registry_details partitions known to exist
+        self.temporaries_removed = 0  # files of writes killed before they finished, removed by open_lander
 
     # -- landing ---------------------------------------------------------------------------------
     def land(
@@ -201,27 +213,24 @@ class Lander:
         received_at = datetime.now(UTC)
         results: list[Landed | ImageRejected | None] = [None] * len(uploads)
         attempts: dict[str, _Attempt] = {}  # image id -> its first upload in the batch
-        repeats: list[tuple[int, str]] = []  # later uploads of the same image in the batch
-        keys: dict[tuple[str, str], str] = {}  # (client, producer key) -> image id, within the batch
+        repeats: list[tuple[int, int]] = []  # (index, index of the first upload of the same image)
         for index, upload in enumerate(uploads):
             if upload.source not in SOURCES:
                 raise ValueError(f"unknown source {upload.source!r}")
             try:
-                facts = inspect_image(upload.data, self.max_pixels)
+                facts = upload.facts or inspect_image(upload.data, self.max_pixels)
             except ImageRejected as rejection:
                 results[index] = rejection
                 continue
-            sha256 = hashlib.sha256(upload.data).hexdigest()
+            sha256 = upload.sha256 or hashlib.sha256(upload.data).hexdigest()
             image_id = image_id_for(upload.client, sha256)
             if image_id in attempts:
-                repeats.append((index, image_id))
-            elif (
-                upload.source_key is not None
-                and keys.setdefault((upload.client, upload.source_key), image_id) != image_id
-            ):
-                results[index] = _key_conflict(upload)
+                repeats.append((index, attempts[image_id].index))
             else:
                 attempts[image_id] = _Attempt(index, upload, _sidecar(upload, facts, image_id, sha256, received_at))
+        for image_id in self._losing_keys(attempts):
+            attempt = attempts.pop(image_id)
+            results[attempt.index] = _key_conflict(attempt.upload)
 
         claimed = self._claim(list(attempts.values()))
         registered = self.lookup_many([image_id for image_id in attempts if image_id not in claimed])
@@ -244,10 +253,28 @@ class Lander:
         except BaseException:
             self._release(claimed, received_at)
             raise
-        for index, image_id in repeats:
-            first = results[attempts[image_id].index]
+        for index, first_index in repeats:
+            first = results[first_index]
             results[index] = dataclasses.replace(first, duplicate=True) if isinstance(first, Landed) else first
         return results
+
+    def _losing_keys(self, attempts: dict[str, _Attempt]) -> list[str]:
+        """Ids of the batch's images that lose their producer key to an earlier image of the batch.
+
+        One statement cannot claim two images under one key, so a key several new images share goes to
+        the first. An image registered before is not a contender: it is a duplicate whatever key it
+        comes with, wherever it stands in the batch (the registry is asked only when keys are shared).
+        """
+        by_key: dict[tuple[str, str], list[str]] = {}
+        for image_id, attempt in attempts.items():  # in batch order
+            if attempt.upload.source_key is not None:
+                by_key.setdefault((attempt.upload.client, attempt.upload.source_key), []).append(image_id)
+        shared = [ids for ids in by_key.values() if len(ids) > 1]
+        if not shared:
+            return []
+        rows = self.lookup_many([image_id for ids in shared for image_id in ids])
+        registered = {image_id for image_id, row in rows.items() if row.status != "purged"}
+        return [loser for ids in shared for loser in [i for i in ids if i not in registered][1:]]
 
     def _claim(self, attempts: list[_Attempt]) -> dict[str, bool]:
         """Claim the attempts' ids: {image id: True for a new row, False for a revived tombstone}."""
@@ -265,18 +292,22 @@ class Lander:
                 layout.hour_key(a.sidecar.received_datetime),
                 a.sidecar.image_relpath,
                 a.upload.source_key,
+                None if a.upload.source_key is None else key_digest(a.sidecar.client, a.upload.source_key),
             )
             for a in attempts
         ]
         columns = {name: list(values) for name, values in zip(_CLAIM_COLUMNS, zip(*rows, strict=True), strict=True)}
         with self.pool.connection() as connection, connection.cursor() as cursor:
+            for key in set(columns["hour_key"]) - self._hours_with_partition:  # once an hour per process
+                cursor.execute("SELECT images.create_registry_details_partition(%s)", (key,))
+                self._hours_with_partition.add(key)
             try:
                 cursor.execute(self._claim_sql, columns)
             except psycopg2.errors.UniqueViolation as error:
                 if error.diag.constraint_name != SOURCE_KEY_CONSTRAINT:
                     raise
-                # A concurrent landing took a producer key between our check and our insert; now that it
-                # is committed, the statement's own check sees it.
+                # A concurrent landing took a producer key between our check and our insert (ON CONFLICT
+                # only arbitrates image_id); now that it is committed, the statement's own checks see it.
                 cursor.execute(self._claim_sql, columns)
             return dict(cursor.fetchall())
 
@@ -321,9 +352,7 @@ class Lander:
         if not image_ids:
             return {}
         with self.pool.connection() as connection, connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry WHERE image_id = ANY(%s)", (image_ids,)
-            )
+            cursor.execute(f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry_rows(%s)", (image_ids,))
             return {image_id: RegistryRow(*values) for image_id, *values in cursor.fetchall()}
 
     def check_health(self) -> None:
@@ -385,12 +414,18 @@ class GroupLander:
     Each group costs one registry statement and one durability barrier (fsync, commit flush) however
     many images it holds, the group-commit idea of databases: under load, requests share the waits
     instead of queueing behind each other's. Alone, a request is a group of one.
+
+    Groups are formed fairly: one upload per waiting client in turn, up to `max_group` uploads or
+    `max_group_bytes`, so a client with many uploads queued delays another's by at most one group.
     """
 
-    def __init__(self, lander: Lander, workers: int = 2, max_group: int = 32):
+    def __init__(self, lander: Lander, workers: int = 2, max_group: int = 32, max_group_bytes: int = 64 << 20):
         self.lander = lander
         self.max_group = max_group
-        self._queue: queue.SimpleQueue[tuple[Upload, Future] | None] = queue.SimpleQueue()
+        self.max_group_bytes = max_group_bytes
+        self._waiting: dict[str, deque[tuple[Upload, Future]]] = {}  # per client, in turn order
+        self._ready = threading.Condition()
+        self._closing = False
         self._workers = [threading.Thread(target=self._run, name=f"landing-{n}", daemon=True) for n in range(workers)]
         for worker in self._workers:
             worker.start()
@@ -398,27 +433,36 @@ class GroupLander:
     def submit(self, upload: Upload) -> Future:
         """A future of `Landed`, or of the ImageRejected / error the landing raised."""
         future: Future = Future()
-        self._queue.put((upload, future))
+        with self._ready:
+            self._waiting.setdefault(upload.client, deque()).append((upload, future))
+            self._ready.notify()
         return future
 
     def close(self) -> None:
-        for _ in self._workers:
-            self._queue.put(None)
+        """Land what was submitted, then stop the workers."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
         for worker in self._workers:
             worker.join()
 
+    def _next_group(self) -> list[tuple[Upload, Future]] | None:
+        with self._ready:
+            while not self._waiting and not self._closing:
+                self._ready.wait()
+            group: list[tuple[Upload, Future]] = []
+            size = 0
+            while self._waiting and len(group) < self.max_group and size < self.max_group_bytes:
+                client, queued = next(iter(self._waiting.items()))
+                group.append(queued.popleft())
+                size += len(group[-1][0].data)
+                del self._waiting[client]
+                if queued:
+                    self._waiting[client] = queued  # to the back of the turn order
+            return group or None  # None: closing, nothing left
+
     def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
-            group = [first]
-            while len(group) < self.max_group:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:  # closing: let this worker finish its group, then stop
-                    self._queue.put(None)
-                    break
-                group.append(item)
+        while (group := self._next_group()) is not None:
             try:
                 results = self.lander.land_many([upload for upload, _ in group])
             except BaseException as error:
@@ -434,11 +478,19 @@ class GroupLander:
 
 @contextmanager
 def open_lander(zones: Zones, dsn: str, settings: IngestSettings, pool_size: int) -> Iterator[Lander]:
-    """A Lander on the registry at `dsn` (migrated first), with `pool_size` connections; closed after."""
+    """A Lander on the registry at `dsn` (migrated first), with `pool_size` connections; closed after.
+
+    Opening it first removes what landings killed mid-write left behind (zones.sweep_temporaries).
+    """
     postgres.apply_migrations(dsn)
+    removed, size = zones.sweep_temporaries()
+    if removed:
+        log.warning("removed %d temporary file(s), %d bytes, left by writes that never finished", removed, size)
     pool = ConnectionPool(dsn, pool_size, synchronous_commit=settings.durable)
     try:
-        yield Lander(zones, pool, settings.max_pixels, settings.durable)
+        lander = Lander(zones, pool, settings.max_pixels, settings.durable)
+        lander.temporaries_removed = removed
+        yield lander
     finally:
         pool.close()
 

@@ -8,8 +8,9 @@ Kafka), processing and retention. No Dagster.
     images/metadata/<yyyy-mm-dd-hh>.parquet                  one row per image of that hour
 
 The sidecar is written last: an image without its sidecar is an unfinished landing and is ignored
-by readers. PostgreSQL table `images.registry` (sql/migrations/0002_image_registry.sql) records each
-image's id, status and location so the API can answer status queries and duplicates are detected.
+by readers. PostgreSQL's `images.registry` (sql/migrations/0002_image_registry.sql; since 0060 a view
+over a status table and hourly partitions of personal fields) records each image's id, status and
+location so the API can answer status queries and duplicates are detected.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ upright by its EXIF orientation and carrying no EXIF or XMP at all (so no GPS po
 owner name or timestamps leave the landing zone); compute a 64-bit perceptual difference hash (dHash)
 of the upright picture; and describe the original (format, mode, upright width and height, bytes).
 
-Decoding is the cost: JPEGs are decoded with libjpeg's DCT scaling (`Image.draft`, used by
-`Image.thumbnail`) at the smallest scale that still covers the thumbnail, which reads the whole file
-(so truncation is still detected) at a fraction of the work of a full-size decode.
+Decoding is the cost: JPEGs are decoded by libjpeg-turbo (simplejpeg) with DCT scaling at the smallest
+scale that still covers the thumbnail, which reads the whole file at a fraction of the work of a
+full-size decode, and strictly: libjpeg only *warns* about garbage entropy-coded data or a premature
+end (Pillow's decoder ignores those warnings and returns garbage pixels); here they reject the image.
+Other formats are decoded by Pillow, whose PNG, GIF, WebP and TIFF decoders raise on such damage.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import simplejpeg
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from memberflow_assets.images.layout import Sidecar
@@ -90,6 +93,39 @@ def hamming_distance(hash_a: str, hash_b: str) -> int:
     return (int(hash_a, 16) ^ int(hash_b, 16)).bit_count()
 
 
+class JpegDataError(Exception):
+    """libjpeg found damaged image data (a warning it would otherwise decode past)."""
+
+
+_LIBJPEG_COLORSPACES = {"L": "GRAY", "RGB": "RGB"}  # Pillow mode -> libjpeg-turbo output
+
+
+def decode_jpeg_strictly(data: bytes, image: Image.Image) -> Image.Image:
+    """The pixels of an opened JPEG, decoded at the smallest DCT scale that covers its thumbnail.
+
+    Raises JpegDataError where libjpeg warns (corrupt entropy data, extraneous bytes, premature end).
+    CMYK/YCCK pictures, which libjpeg-turbo does not convert, are checked the same way at 1/8 scale and
+    then decoded by Pillow.
+    """
+    colorspace = _LIBJPEG_COLORSPACES.get(image.mode)
+    width, height = _thumbnail_size(image.size)
+    try:
+        if colorspace is None:
+            simplejpeg.decode_jpeg(data, colorspace="CMYK", min_width=1, min_height=1)
+            return image
+        pixels = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_width=width, min_height=height)
+    except ValueError as error:
+        raise JpegDataError(str(error)) from error
+    decoded = Image.fromarray(pixels[:, :, 0] if colorspace == "GRAY" else pixels, image.mode)
+    decoded.info = dict(image.info)  # EXIF/XMP orientation, ICC profile: what exif_transpose and the thumbnail use
+    return decoded
+
+
+def _thumbnail_size(size: tuple[int, int]) -> tuple[int, int]:
+    scale = min(1.0, THUMBNAIL_SIZE / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def make_thumbnail(image: Image.Image) -> None:
     """Shrink an opened, not yet loaded image in place to THUMBNAIL_SIZE on its long side.
 
@@ -98,6 +134,13 @@ def make_thumbnail(image: Image.Image) -> None:
     """
     image.draft(None, (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def decode_thumbnail(data: bytes, image: Image.Image) -> Image.Image:
+    """The opened, not yet loaded `image` (of `data`) decoded and shrunk to thumbnail size (not yet upright)."""
+    picture = decode_jpeg_strictly(data, image) if image.format == "JPEG" else image
+    make_thumbnail(picture)
+    return picture
 
 
 def _thumbnail_bytes(thumbnail: Image.Image, icc_profile: bytes | None) -> bytes:
@@ -171,12 +214,14 @@ def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> Proc
                 (image.height, image.width) if orientation in (5, 6, 7, 8) else (image.width, image.height)
             )
             icc_profile = image.info.get("icc_profile")
-            make_thumbnail(image)
-            upright = ImageOps.exif_transpose(image)
+            upright = ImageOps.exif_transpose(decode_thumbnail(data, image))
             thumbnail = _thumbnail_bytes(upright, icc_profile)
             row["phash"] = dhash(upright)
         except Image.DecompressionBombError as error:
             return rejected(row, TOO_MANY_PIXELS, str(error))
+        except JpegDataError as error:  # "Corrupt JPEG data: ..." (incl. a scan cut short), or the file ends
+            code = TRUNCATED if str(error).startswith("Premature end of JPEG file") else CORRUPT
+            return rejected(row, code, f"libjpeg: {error}")
         except OSError as error:
             code = TRUNCATED if "truncated" in str(error).lower() else CORRUPT
             return rejected(row, code, f"{type(error).__name__}: {error}")

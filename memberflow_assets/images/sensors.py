@@ -13,8 +13,10 @@ everything new by then); once the hour has ended, new images are requested at th
 Cursor (JSON): `scanned_to`, the hour of the last tick; `hours`, per recent hour the sidecar count
 already requested and when.
 
-Once there are image hours, the sensor also asks for `image_bi_views` whenever the view definitions (or
-the place they read) differ from the last materialised ones, so the views exist without anyone clicking.
+The sensor also asks for `image_bi_views` whenever the image views of the published warehouse differ
+from the ones a version built now would get (their definition, the place they read, or whether there
+are metadata files at all changed), so the views are right without anyone clicking. A deployment
+without images and without a warehouse gets no image runs at all.
 """
 
 import json
@@ -31,6 +33,8 @@ from memberflow_assets.images.jobs import image_bi_views_job, image_processing_j
 from memberflow_assets.images.layout import hour_key, landing_dir_for_hour, metadata_relpath
 from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.resources import ZonesResource
+from memberflow_assets.warehouse import versions
+from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 
 LOOKBACK_HOURS = 2
@@ -102,14 +106,18 @@ def plan_tick(zones: Zones, cursor: ImageCursor, now: datetime) -> tuple[list[Ho
     )
 
 
-def _bi_views_request(context: dg.SensorEvaluationContext, zones: Zones) -> dg.RunRequest | None:
-    version = bi.views_version(zones)
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("image_bi_views"))
-    materialization = event.asset_materialization if event else None
-    current = materialization.metadata.get("views_version") if materialization else None
-    if current is not None and current.value == version:
+def bi_views_request(zones: Zones, warehouse_path: str) -> dg.RunRequest | None:
+    """A run of image_bi_views when the published warehouse's image views are not the current ones.
+
+    The run key names the published version too: the same change is asked for once per version, and
+    again after any other version was published without it.
+    """
+    wanted = versions.views_version(zones, "images")
+    published = versions.published_views(warehouse_path).get("images")
+    if published == wanted or (published is None and not bi.metadata_files_exist(zones)):
         return None
-    return dg.RunRequest(job_name=image_bi_views_job.name, run_key=f"image_bi_views:{version}")
+    current = os.path.basename(versions.current_version(warehouse_path) or "none")
+    return dg.RunRequest(job_name=image_bi_views_job.name, run_key=f"image_bi_views:{wanted}:{current}")
 
 
 @dg.sensor(
@@ -117,9 +125,12 @@ def _bi_views_request(context: dg.SensorEvaluationContext, zones: Zones) -> dg.R
     minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds an image_hours partition and requests an image_processing run for each hour with "
-    "new images in landing/images/; requests image_bi_views when the view definitions change.",
+    "new images in landing/images/; requests image_bi_views when the published warehouse's image views "
+    "are not the current ones.",
 )
-def landing_images_sensor(context: dg.SensorEvaluationContext, zones: ZonesResource) -> dg.SensorResult:
+def landing_images_sensor(
+    context: dg.SensorEvaluationContext, zones: ZonesResource, warehouse: Warehouse
+) -> dg.SensorResult:
     zone = zones.get_zones()
     hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), datetime.fromtimestamp(time.time(), UTC))
     new_keys = [
@@ -135,12 +146,9 @@ def landing_images_sensor(context: dg.SensorEvaluationContext, zones: ZonesResou
         )
         for request in hour_requests
     ]
-    # Views only once there is something to show (or their definition changed since): a deployment
-    # without images gets no image runs at all.
-    if hour_requests or context.instance.get_dynamic_partitions(image_hours.name):
-        views_request = _bi_views_request(context, zone)
-        if views_request is not None:
-            run_requests.append(views_request)
+    views_request = bi_views_request(zone, warehouse.get_path())
+    if views_request is not None:
+        run_requests.append(views_request)
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[image_hours.build_add_request(new_keys)] if new_keys else [],

@@ -7,11 +7,20 @@ extents, the GIF trailer). That catches unsupported types, decompression bombs a
 well under a millisecond for a 200 KB JPEG. Corruption *inside* the compressed data is only found by a
 full decode, which processing does (the image is then marked `rejected` in the registry) — see
 docs/images_ingestion.md, "Truncated and corrupt images".
+
+The work per upload is bounded whatever the bytes: Pillow turns every JPEG segment, PNG chunk and GIF
+block before the pixels, and every TIFF strip, into Python objects (a 10 MB JPEG of empty APP1
+segments cost ~29 s; EXIF split over many segments is even concatenated quadratically), so the
+structure is walked and counted *before* Pillow parses it, and an image with more structures than any
+real one has is refused (`too_complex`) after at most a few thousand steps. Of a JPEG or PNG, Pillow
+then only sees the header segments that define the picture (SOF and SOS; IHDR, PLTE, tRNS), never the
+metadata (EXIF, ICC, XMP, text), which validation does not need and processing reads.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 from PIL import Image, TiffImagePlugin
@@ -34,7 +43,17 @@ _MAGIC = (
     (b"II+\x00", "TIFF"),  # BigTIFF
     (b"MM\x00+", "TIFF"),
 )
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # a memory address says nothing to a client
 DEFAULT_MAX_PIXELS = 100_000_000  # width x height from the header; ~400 MB decoded as RGBA
+
+# Structure limits, far beyond real images (a camera JPEG has ~10 segments, a progressive one ~10 scans).
+MAX_JPEG_SEGMENTS = 1_000  # marker segments (and fill bytes) before the first scan
+MAX_JPEG_SCANS = 100
+MAX_PNG_CHUNKS_BEFORE_DATA = 1_000
+MAX_PNG_CHUNKS = 20_000  # 2,560 IDAT chunks of libpng's 8 KB hold a 20 MB file
+MAX_GIF_BLOCKS = 10_000  # extension sub-blocks before the first image (255 bytes each at most)
+MAX_TIFF_TAGS = 1_000  # entries of the first image directory
+MAX_TIFF_STRIPS = 10_000  # strips or tiles: one row per strip for 10,000 rows
 
 
 class ImageRejected(Exception):
@@ -57,6 +76,10 @@ def corrupt(detail: str) -> ImageRejected:
 
 def truncated(detail: str) -> ImageRejected:
     return ImageRejected(422, "truncated", detail)
+
+
+def too_complex(detail: str) -> ImageRejected:
+    return ImageRejected(422, "too_complex", detail)
 
 
 @dataclass(frozen=True)
@@ -83,7 +106,9 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFac
     if announced is None:
         raise unsupported("the content is not a JPEG, PNG, WebP, GIF or TIFF image")
     try:
-        with Image.open(io.BytesIO(data), formats=[announced]) as image:
+        walk = _BEFORE_PARSING.get(announced)
+        header = data if walk is None else walk(data)  # bounded: what Pillow may parse, or a refusal
+        with Image.open(io.BytesIO(header), formats=[announced]) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise _too_many_pixels(width, height, max_pixels)
@@ -93,7 +118,8 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFac
     except Image.DecompressionBombError as error:  # Pillow's own (global) limit, checked on open
         raise ImageRejected(422, "too_many_pixels", str(error)) from error
     except Exception as error:  # whatever a plugin raises on a bad header: never a crash, always a 422
-        raise corrupt(f"{announced} header cannot be read: {type(error).__name__}: {error}") from error
+        message = _OBJECT_REPR.sub("the upload", str(error))  # e.g. "<_io.BytesIO object at 0x7f...>"
+        raise corrupt(f"{announced} header cannot be read: {type(error).__name__}: {message}") from error
     content_type, ext = ACCEPTED_FORMATS[announced]
     return ImageFacts(announced, content_type, ext, width, height)
 
@@ -105,11 +131,8 @@ def _too_many_pixels(width: int, height: int, max_pixels: int) -> ImageRejected:
 
 
 def _check_complete(fmt: str, data: bytes, image: Image.Image) -> None:
-    if fmt == "JPEG":
-        _check_jpeg(data)
-    elif fmt == "PNG":
-        _check_png(data)
-    elif fmt == "WEBP":
+    """The framing checks that need Pillow's parse (JPEG and PNG are checked completely before it)."""
+    if fmt == "WEBP":
         declared = int.from_bytes(data[4:8], "little") + 8
         if declared > len(data):
             raise truncated(f"WebP declares {declared} bytes, the body has {len(data)}")
@@ -120,15 +143,17 @@ def _check_complete(fmt: str, data: bytes, image: Image.Image) -> None:
         _check_tiff(data, image)
 
 
-def _check_jpeg(data: bytes) -> None:
+def _check_jpeg(data: bytes) -> bytes:
     """Walk the marker segments to the first start-of-scan, then require an end-of-image after it.
+    Returns the JPEG's header for Pillow: SOI, the frame header (SOF), the scan header (SOS), EOI.
 
     Walking (rather than searching for FF DA) skips an EXIF thumbnail, which has its own scan and EOI.
     Inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so an FF D9 after
     the first scan can only be the image's own end.
     """
     position = 2
-    while True:
+    frame = b""
+    for _ in range(MAX_JPEG_SEGMENTS):
         if position + 4 > len(data):
             raise truncated("JPEG ends before its image data")
         if data[position] != 0xFF:
@@ -143,22 +168,96 @@ def _check_jpeg(data: bytes) -> None:
         elif marker == 0xDA:
             break
         else:
-            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+            end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+            if marker in _JPEG_FRAME_MARKERS and not frame:
+                frame = data[position:end]
+            position = end
+    else:
+        raise too_complex(f"JPEG has more than {MAX_JPEG_SEGMENTS:,} marker segments before its image data")
+    scan_header = data[position : position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")]
     if data.rfind(b"\xff\xd9", position) == -1:
         raise truncated("JPEG has no end-of-image marker after its image data")
+    # Each scan is a decoding pass over every block (progressive JPEGs have ~10): thousands of tiny scans
+    # would make processing decode one picture for minutes.
+    if (scans := data.count(b"\xff\xda", position)) > MAX_JPEG_SCANS:
+        raise too_complex(f"JPEG has {scans:,} scans; at most {MAX_JPEG_SCANS} are accepted")
+    if not frame:
+        raise corrupt("JPEG has no frame header before its image data")
+    return b"\xff\xd8" + frame + scan_header + b"\xff\xd9"
 
 
-def _check_png(data: bytes) -> None:
-    position = 8
+_JPEG_FRAME_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # SOFn
+_PNG_HEADER_CHUNKS = (b"IHDR", b"PLTE", b"tRNS")  # what defines size and mode; the rest is metadata
+
+
+def _check_png(data: bytes) -> bytes:
+    """The chunk chain to IEND, counted. Returns the PNG's header chunks for Pillow, up to the first IDAT's
+    header (Pillow stops there on open, and would otherwise parse and decompress every text chunk)."""
+    position, chunks, before_data = 8, 0, None
+    header = [data[:8]]
     while position + 8 <= len(data):
         length = int.from_bytes(data[position : position + 4], "big")
         kind = data[position + 4 : position + 8]
+        if before_data is None and kind in _PNG_HEADER_CHUNKS:
+            header.append(data[position : position + 12 + length])
+        chunks += 1
+        if before_data is None and kind == b"IDAT":
+            before_data = chunks - 1
+            header.append(data[position : position + 8])
         position += 12 + length
+        if before_data is None and chunks > MAX_PNG_CHUNKS_BEFORE_DATA:
+            raise too_complex(f"PNG has more than {MAX_PNG_CHUNKS_BEFORE_DATA:,} chunks before its image data")
+        if chunks > MAX_PNG_CHUNKS:
+            raise too_complex(f"PNG has more than {MAX_PNG_CHUNKS:,} chunks")
         if kind == b"IEND":
             if position > len(data):
                 break
-            return
+            return b"".join(header)
     raise truncated("PNG ends before its IEND chunk")
+
+
+def _check_gif_blocks(data: bytes) -> bytes:
+    """The extension blocks before the first image, counted (Pillow reads each one on open)."""
+    position = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # header, global colour table
+    blocks = 0
+    while position < len(data) and data[position] == 0x21:  # an extension; anything else is Pillow's to judge
+        position += 2
+        while True:  # its sub-blocks, up to the empty one
+            blocks += 1
+            if blocks > MAX_GIF_BLOCKS:
+                raise too_complex(f"GIF has more than {MAX_GIF_BLOCKS:,} extension blocks before its first image")
+            if position >= len(data):
+                raise truncated("GIF ends before its first image")
+            size = data[position]
+            position += 1 + size
+            if size == 0:
+                break
+    return data
+
+
+def _check_tiff_directory(data: bytes) -> bytes:
+    """The first image directory's size and its strip/tile count (Pillow makes an object of each on open)."""
+    order = "little" if data[:2] == b"II" else "big"
+    bigtiff = data[2:4] in (b"+\x00", b"\x00+")
+    count_size, entry_size, value_size = (8, 20, 8) if bigtiff else (2, 12, 4)
+    offset = int.from_bytes(data[8:16] if bigtiff else data[4:8], order)
+    if offset + count_size > len(data):
+        raise truncated("TIFF ends before its image directory")
+    entries = int.from_bytes(data[offset : offset + count_size], order)
+    if entries > MAX_TIFF_TAGS:
+        raise too_complex(f"TIFF directory has {entries:,} entries; at most {MAX_TIFF_TAGS:,} are accepted")
+    table = offset + count_size
+    if table + entries * entry_size > len(data):
+        raise truncated("TIFF ends inside its image directory")
+    for entry in range(table, table + entries * entry_size, entry_size):
+        if int.from_bytes(data[entry : entry + 2], order) in (273, 279, 324, 325):  # strip/tile offsets, sizes
+            count = int.from_bytes(data[entry + 4 : entry + 4 + value_size], order)
+            if count > MAX_TIFF_STRIPS:
+                raise too_complex(f"TIFF has {count:,} strips or tiles; at most {MAX_TIFF_STRIPS:,} are accepted")
+    return data
+
+
+_BEFORE_PARSING = {"JPEG": _check_jpeg, "PNG": _check_png, "GIF": _check_gif_blocks, "TIFF": _check_tiff_directory}
 
 
 def _check_tiff(data: bytes, image: Image.Image) -> None:

@@ -43,9 +43,11 @@ def _set_password(args: argparse.Namespace) -> int:
 
 
 def _remove_user(args: argparse.Namespace) -> int:
-    with SalesDatabase().connect() as connection:
-        ended = access.remove_user(connection, args.user)
-    print(f"removed {args.user} ({ended} open session(s) ended)")
+    removal = access.remove_user(SalesDatabase().migrated_dsn(), args.user)
+    print(
+        f"removed {args.user} ({removal.sessions_ended} open session(s) ended, "
+        f"{removal.objects_reassigned} object(s) they owned now owned by the platform's role)"
+    )
     return 0
 
 
@@ -53,6 +55,20 @@ def _list_users(args: argparse.Namespace) -> int:
     with SalesDatabase().connect() as connection:
         for user in access.list_users(connection):
             print(f"{user.team:<10} {user.name}{'' if user.can_login else '  (cannot log in)'}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    with SalesDatabase().connect() as connection:
+        audit = access.audit_passwords(connection)
+    if audit is None:
+        print("cannot read password verifiers here (the platform's role is not a superuser): nothing audited")
+        return 0
+    print(f"{audit.checked} team user(s) checked")
+    for user in audit.replaced:
+        print(f"{user} had set their own password: replaced by a random one, sessions ended")
+    for user in audit.adopted:
+        print(f"{user}: password recorded as it is (had no record yet)")
     return 0
 
 
@@ -99,11 +115,14 @@ def register(subparsers) -> None:
     rotate.add_argument("user")
     rotate.set_defaults(access_handler=_set_password)
 
-    remove = commands.add_parser("remove-user", help="drop a team user and end their sessions")
+    remove = commands.add_parser("remove-user", help="disable a team user's login, end their sessions, drop the role")
     remove.add_argument("user")
     remove.set_defaults(access_handler=_remove_user)
 
     commands.add_parser("list", help="the users of every team").set_defaults(access_handler=_list_users)
+    commands.add_parser(
+        "audit", help="replace passwords team users set themselves (the team_password_audit_sensor does it every 30 s)"
+    ).set_defaults(access_handler=_audit)
 
     defaults = DemoSpec()
     demo = subparsers.add_parser(

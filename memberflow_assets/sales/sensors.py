@@ -2,6 +2,8 @@ import os
 
 import dagster as dg
 
+from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.sales import access
 from memberflow_assets.sales.jobs import sales_demo_job
 
 DEMO_ENV = "MEMBERFLOW_SALES_DEMO"  # "1" (set by `memberflow start`): demo transactions follow new members
@@ -18,3 +20,28 @@ DEMO_ENV = "MEMBERFLOW_SALES_DEMO"  # "1" (set by `memberflow start`): demo tran
 )
 def sales_demo_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"after-members-run-{asset_event.run_id}")
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 30 s: a team user who set their own password (bypassing `memberflow access` and its "
+    "rules) gets a random one and loses their sessions (docs/access.md, Passwords). Launches no runs.",
+)
+def team_password_audit_sensor(context: dg.SensorEvaluationContext, sales_db: SalesDatabase) -> dg.SkipReason:
+    with sales_db.connect() as connection:
+        audit = access.audit_passwords(connection)
+    if audit is None:
+        return dg.SkipReason(
+            "the platform's role cannot read password verifiers on this server (not a superuser); there "
+            "rds.restrict_password_commands must keep team users from setting passwords"
+        )
+    for user in audit.replaced:
+        context.log.warning(
+            f"{user} had set their own password: replaced by a random one, sessions ended; "
+            f"give a new one with `memberflow access set-password {user}`"
+        )
+    return dg.SkipReason(
+        f"{audit.checked} team user(s) checked; password replaced: {', '.join(audit.replaced) or 'none'}; "
+        f"newly recorded: {', '.join(audit.adopted) or 'none'}"
+    )

@@ -1,7 +1,8 @@
 """The sales star schema and the BI views in the DuckDB warehouse, and their checks.
 
 One multi-asset refreshes all tables together (`refresh.refresh_warehouse`): they are published as
-one new file, so analysts never see facts that are newer than their dimensions.
+one new version of the file, with every view, so analysts never see facts that are newer than their
+dimensions, nor a version without some of the views.
 """
 
 import dagster as dg
@@ -9,7 +10,7 @@ import dagster as dg
 from memberflow_assets import postgres
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.warehouse import checks
-from memberflow_assets.warehouse.refresh import connect, refresh_warehouse
+from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.resources import Warehouse
 
 GROUP = "sales"
@@ -71,7 +72,8 @@ class WarehouseRefreshConfig(dg.Config):
             deps=["fact_sales", "fact_transactions", "application_outcomes"],
             kinds={"duckdb"},
             description="Schema bi: top_members_by_spending, top_items_by_purchases, sales_per_day, "
-            "transaction_weights, membership_applications_by_outcome (sql/warehouse/bi_views.sql).",
+            "transaction_weights, membership_applications_by_outcome (sql/warehouse/bi_views.sql). Every "
+            "published version also carries the image views (image_bi_views).",
         ),
     ],
 )
@@ -120,7 +122,7 @@ def sales_warehouse(
     "fact_transactions holds each transaction of fact_sales once, with totals equal to its lines.",
 )
 def fact_sales_referential_integrity(warehouse: Warehouse) -> dg.AssetCheckResult:
-    with connect(warehouse.get_path(), read_only=True) as connection:
+    with warehouse.open_read_only() as connection:
         problems = checks.referential_integrity(connection)
     return dg.AssetCheckResult(passed=not any(problems.values()), metadata=problems)
 
@@ -132,7 +134,7 @@ def fact_sales_referential_integrity(warehouse: Warehouse) -> dg.AssetCheckResul
     "transaction unchanged since the refresh's watermark.",
 )
 def fact_sales_reconciles_with_postgres(warehouse: Warehouse, sales_db: SalesDatabase) -> dg.AssetCheckResult:
-    with connect(warehouse.get_path(), read_only=True) as connection:
+    with warehouse.open_read_only() as connection:
         result = checks.reconcile_with_postgres(connection, sales_db.get_dsn())
     return dg.AssetCheckResult(
         passed=result.matches,

@@ -1,10 +1,21 @@
-"""`memberflow warehouse refresh|query`: the DuckDB warehouse from the command line."""
+"""`memberflow warehouse refresh|query`: the DuckDB warehouse from the command line;
+`memberflow analytics`: the analysts' notebook app (analytics/warehouse.py), which `memberflow start`
+also serves beside `dagster dev` (`start_beside_dagster`; MEMBERFLOW_START_ANALYTICS=0 leaves it out).
+"""
 
 import argparse
+import logging
+import os
+import subprocess
+import sys
+
+import duckdb
 
 from memberflow_assets import postgres
-from memberflow_assets.settings import Settings
-from memberflow_assets.warehouse.refresh import connect, refresh_warehouse
+from memberflow_assets.settings import REPO_ROOT, Settings
+from memberflow_assets.warehouse import versions
+from memberflow_assets.warehouse.query_output import add_format_arguments, print_query
+from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
 
 
@@ -19,10 +30,49 @@ def _refresh(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(args: argparse.Namespace) -> int:
-    with connect(Settings.from_env().warehouse, read_only=True) as connection:
-        connection.sql(args.sql).show(max_rows=args.max_rows, max_width=200)
+def query(args: argparse.Namespace) -> int:
+    """Run args.sql on the published warehouse, read-only (image views readable on S3 zones too)."""
+    try:
+        with versions.open_published(Settings.from_env().warehouse, Zones.from_settings()) as connection:
+            print_query(connection, args.sql, args.format, args.max_rows)
+    except (duckdb.Error, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+NOTEBOOK = REPO_ROOT / "analytics" / "warehouse.py"
+log = logging.getLogger("memberflow.analytics")
+
+
+def analytics_address() -> tuple[str, int]:
+    """Where the notebook app listens: MEMBERFLOW_ANALYTICS_HOST (127.0.0.1), MEMBERFLOW_ANALYTICS_PORT (2718)."""
+    host = os.environ.get("MEMBERFLOW_ANALYTICS_HOST", "").strip() or "127.0.0.1"
+    return host, int(os.environ.get("MEMBERFLOW_ANALYTICS_PORT", "").strip() or "2718")
+
+
+def _analytics(args: argparse.Namespace) -> int:
+    import marimo
+    import uvicorn
+
+    from memberflow_assets.images.ingest_commands import exit_with_parent
+
+    if args.exit_with_parent:
+        exit_with_parent()
+    default_host, default_port = analytics_address()
+    # Run mode: analysts use the app, they cannot change its code (the SQL cell has rules of its own).
+    app = marimo.create_asgi_app(quiet=True, include_code=False).with_app(path="", root=str(NOTEBOOK)).build()
+    uvicorn.run(app, host=args.host or default_host, port=args.port or default_port, log_level="warning")
+    return 0
+
+
+def start_beside_dagster(environment: dict[str, str]) -> None:
+    """Called by `memberflow start` before it becomes `dagster dev`: serve the notebook app beside it."""
+    if os.environ.get("MEMBERFLOW_START_ANALYTICS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    command = [sys.executable, "-m", "memberflow_assets.cli", "analytics", "--exit-with-parent"]
+    subprocess.Popen(command, env={**os.environ, **environment})
+    log.info("analytics notebook on http://%s:%s", *analytics_address())
 
 
 def register(subparsers) -> None:
@@ -33,7 +83,13 @@ def register(subparsers) -> None:
     refresh.add_argument("--full", action="store_true", help="rebuild the whole warehouse")
     refresh.set_defaults(handler=_refresh)
 
-    query = commands.add_parser("query", help="run one SQL query on the warehouse, read-only")
-    query.add_argument("sql")
-    query.add_argument("--max-rows", type=int, default=40)
-    query.set_defaults(handler=_query)
+    run = commands.add_parser("query", help="run SQL on the warehouse, read-only (a table; --csv, --json)")
+    run.add_argument("sql")
+    add_format_arguments(run)
+    run.set_defaults(handler=query)
+
+    app = subparsers.add_parser("analytics", help="serve the analysts' notebook app (charts, SQL) read-only")
+    app.add_argument("--host", help="default MEMBERFLOW_ANALYTICS_HOST or 127.0.0.1")
+    app.add_argument("--port", type=int, help="default MEMBERFLOW_ANALYTICS_PORT or 2718")
+    app.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    app.set_defaults(handler=_analytics)

@@ -1,13 +1,8 @@
 """Refreshing the sales star schema in the DuckDB warehouse from PostgreSQL. No Dagster.
 
-Readers are never blocked: the refresh never opens the published file for writing. It builds the
-next version in a temporary file beside it (a copy of the current one for an incremental refresh,
-an empty one for a full refresh) and publishes it as a new version: the warehouse path is a
-symbolic link that one rename switches to the new version. A reader that has the warehouse open
-keeps reading the version it opened (kept for REPLACED_VERSION_GRACE_SECONDS after it was
-replaced); the next connection sees the new one. (DuckDB lets one process write a file or many read
-it, never both at once, so writing in place would lock analysts out for the whole refresh, and an
-analyst's open session would make the refresh fail.)
+A refresh is one new version of the warehouse, built and published by the warehouse's one writer
+(`versions.draft_version`: a copy of the current version for an incremental refresh, an empty file
+for a full one; every view added; readers never blocked or disturbed).
 
 Incremental: only transactions whose `updated_at` is at or after the previous refresh's watermark
 are extracted (with all their lines) and replace their rows in fact_sales; the dimensions, dim_date,
@@ -17,14 +12,9 @@ happens in one REPEATABLE READ snapshot, so facts and dimensions agree.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,12 +24,13 @@ import psycopg2.extensions
 
 from memberflow_assets.membership.batches import SUCCESSFUL_PREFIX, UNSUCCESSFUL_PREFIX
 from memberflow_assets.settings import read_sql
+from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
 
 # Column types of the CSV extracts (PostgreSQL COPY -> DuckDB read_csv).
 EXTRACT_COLUMNS = {
     "members": {
-        "membership_id": "VARCHAR",
+        "member_key": "UUID",
         "first_name": "VARCHAR",
         "last_name": "VARCHAR",
         "birth_year": "INTEGER",
@@ -59,7 +50,7 @@ EXTRACT_COLUMNS = {
     },
     "transactions": {
         "transaction_id": "BIGINT",
-        "membership_id": "VARCHAR",
+        "member_key": "UUID",
         "status": "VARCHAR",
         "created_at": "TIMESTAMPTZ",
         "sale_date": "DATE",
@@ -81,12 +72,6 @@ EXTRACT_COLUMNS = {
 }
 
 
-# How long a replaced version stays on disk. A reader keeps the version it opened; over a network
-# filesystem (EFS in production) a deleted file cannot be read further even while open, so old
-# versions are kept this long rather than deleted by the next refresh.
-REPLACED_VERSION_GRACE_SECONDS = 3600.0
-
-
 @dataclass(frozen=True)
 class RefreshResult:
     path: str
@@ -102,70 +87,6 @@ class RefreshResult:
     dates: int
     applications: int
     seconds: float
-
-
-@contextmanager
-def refresh_lock(warehouse_path: str) -> Iterator[None]:
-    """One refresh at a time per warehouse file (a second one waits), across processes."""
-    folder, name = os.path.split(warehouse_path)
-    with open(os.path.join(folder, f".{name}.refresh-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _fsync(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def versions_folder(warehouse_path: str) -> str:
-    folder, name = os.path.split(warehouse_path)
-    return os.path.join(folder, f".{name}.versions")
-
-
-def publish(temp_path: str, warehouse_path: str, grace_seconds: float = REPLACED_VERSION_GRACE_SECONDS) -> str:
-    """Make a finished (closed, checkpointed) database file the current warehouse, atomically and durably.
-
-    The file becomes a new version in the versions folder and `warehouse_path`, a symbolic link, is
-    switched to it with one rename. Versions replaced more than `grace_seconds` ago are deleted.
-    Returns the new version's path.
-    """
-    folder = os.path.dirname(warehouse_path)
-    versions = versions_folder(warehouse_path)
-    os.makedirs(versions, exist_ok=True)
-    version = os.path.join(versions, f"{time.time_ns() // 1000:017d}-{uuid.uuid4().hex[:8]}.duckdb")
-    _fsync(temp_path)
-    os.replace(temp_path, version)
-    link = os.path.join(folder, f".{os.path.basename(warehouse_path)}.{uuid.uuid4().hex}.link")
-    os.symlink(os.path.relpath(version, folder), link)
-    os.replace(link, warehouse_path)
-    _fsync(versions)
-    _fsync(folder)
-    _prune(versions, grace_seconds)
-    return version
-
-
-def _prune(versions: str, grace_seconds: float) -> None:
-    """Delete the versions that were replaced (by the next one) more than grace_seconds ago."""
-    names = sorted(name for name in os.listdir(versions) if name.endswith(".duckdb"))
-    now_us = time.time_ns() // 1000
-    for replaced, successor in zip(names, names[1:], strict=False):
-        published_us = int(successor.split("-", 1)[0])  # when `replaced` stopped being current
-        if now_us - published_us >= grace_seconds * 1_000_000:
-            os.remove(os.path.join(versions, replaced))
-
-
-def connect(path: str, zones: Zones | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection to a warehouse file, in UTC (and with the zones' filesystem when given)."""
-    connection = zones.duckdb_connect(path, read_only=read_only) if zones else duckdb.connect(path, read_only=read_only)
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
 
 
 def last_watermark(connection: duckdb.DuckDBPyConnection) -> datetime | None:
@@ -219,7 +140,7 @@ def _application_files(zones: Zones | None) -> list[str]:
 
 
 def _load(connection: duckdb.DuckDBPyConnection, application_files: list[str]) -> None:
-    connection.execute("DELETE FROM dim_member; INSERT INTO dim_member SELECT * FROM stage_members")
+    connection.execute("DELETE FROM dim_member; INSERT INTO dim_member BY NAME SELECT * FROM stage_members")
     connection.execute("DELETE FROM dim_item; INSERT INTO dim_item SELECT * FROM stage_items")
     connection.execute(read_sql("warehouse/load_facts.sql"))
     connection.execute(read_sql("warehouse/dim_date.sql"))
@@ -231,14 +152,12 @@ def _load(connection: duckdb.DuckDBPyConnection, application_files: list[str]) -
             "FROM read_parquet($files, union_by_name = true)",
             {"files": application_files},
         )
-    connection.execute(read_sql("warehouse/bi_views.sql"))
 
 
 def _build(
     connection: duckdb.DuckDBPyConnection, pg_dsn: str, zones: Zones | None, incremental: bool, folder: str
 ) -> tuple[datetime | None, datetime, int, int]:
     """Bring an open warehouse file up to date. Returns (changed_since, watermark, transactions, lines)."""
-    connection.execute(read_sql("warehouse/schema.sql"))
     since = last_watermark(connection) if incremental else None
     watermark, paths = extract(pg_dsn, since, folder)
     _stage(connection, paths)
@@ -265,36 +184,27 @@ def _build(
 def refresh_warehouse(
     pg_dsn: str, warehouse_path: str, zones: Zones | None = None, full: bool = False
 ) -> RefreshResult:
-    """Bring the warehouse up to date with PostgreSQL (and the membership outputs in `zones`).
+    """Bring the warehouse up to date with PostgreSQL (and the membership outputs and image metadata in
+    `zones`) by publishing a new version of it.
 
-    Incremental unless `full` is set or there is no warehouse yet. Returns what was done.
+    Incremental unless `full` is set or there is no warehouse yet (or none this release can copy).
+    Returns what was done.
     """
     started = time.monotonic()
-    warehouse_path = os.path.abspath(warehouse_path)
-    folder, name = os.path.split(warehouse_path)
-    os.makedirs(folder, exist_ok=True)
-    temp_path = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
-    with refresh_lock(warehouse_path), tempfile.TemporaryDirectory(prefix="memberflow-wh-") as extracts:
-        try:
-            incremental = not full and os.path.exists(warehouse_path)
-            if incremental:
-                shutil.copyfile(warehouse_path, temp_path)
-            with connect(temp_path, zones) as connection:
-                since, watermark, transactions, lines = _build(connection, pg_dsn, zones, incremental, extracts)
-                counts = connection.execute(
-                    "SELECT (SELECT count(*) FROM fact_sales), (SELECT count(*) FROM fact_transactions), "
-                    "(SELECT count(*) FROM dim_member), "
-                    "(SELECT count(*) FROM dim_item), (SELECT count(*) FROM dim_date), "
-                    "(SELECT count(*) FROM application_outcomes)"
-                ).fetchall()[0]
-                connection.execute("CHECKPOINT")
-            publish(temp_path, warehouse_path)
-        finally:
-            for leftover in (temp_path, f"{temp_path}.wal"):
-                if os.path.exists(leftover):
-                    os.remove(leftover)
+    with (
+        tempfile.TemporaryDirectory(prefix="memberflow-wh-") as extracts,
+        versions.draft_version(warehouse_path, zones, fresh=full) as draft,
+    ):
+        connection = draft.connection
+        since, watermark, transactions, lines = _build(connection, pg_dsn, zones, draft.based_on is not None, extracts)
+        counts = connection.execute(
+            "SELECT (SELECT count(*) FROM fact_sales), (SELECT count(*) FROM fact_transactions), "
+            "(SELECT count(*) FROM dim_member), "
+            "(SELECT count(*) FROM dim_item), (SELECT count(*) FROM dim_date), "
+            "(SELECT count(*) FROM application_outcomes)"
+        ).fetchall()[0]
     return RefreshResult(
-        warehouse_path,
+        draft.published,
         "incremental" if since else "full",
         since,
         watermark,

@@ -1,8 +1,9 @@
 -- Image BI: views in the warehouse's `bi` schema over images/metadata/<hour>.parquet (never copies),
 -- so an hour purged by retention disappears from every view with its file.
--- `{metadata_glob}` is replaced by memberflow_assets/images/bi.py with a quoted path or s3:// URL.
--- The typed empty row keeps the views' columns when no metadata file exists (a new deployment, or
--- everything purged), and `allow_empty` stops DuckDB from failing on an empty glob.
+-- `{union_metadata_files}` is replaced by memberflow_assets/images/bi.py: `UNION ALL BY NAME` the
+-- metadata files (a quoted path or s3:// glob) when there are any, else nothing. The typed empty row
+-- keeps the views' columns when no metadata file exists (a new deployment, or everything purged).
+-- (Not `read_parquet(..., allow_empty = true)`: the DuckDB 1.5 shell analysts use cannot bind it.)
 -- Not exposed: the API client name, error details and thumbnail paths.
 CREATE SCHEMA IF NOT EXISTS bi;
 
@@ -36,8 +37,7 @@ FROM (
         NULL::varchar AS sha256, NULL::varchar AS phash, NULL::boolean AS gps_removed,
         NULL::integer AS thumbnail_bytes
     WHERE false
-    UNION ALL BY NAME
-    SELECT * FROM read_parquet({metadata_glob}, allow_empty = true)
+    {union_metadata_files}
 );
 
 -- Images, bytes and rejections per hour and source.

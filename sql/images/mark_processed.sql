@@ -4,7 +4,7 @@
 -- later run of the hour records them).
 WITH outcome (image_id, status, processed_at, error) AS (VALUES %s),
 changed AS (
-    UPDATE images.registry AS registry
+    UPDATE images.registry_status AS registry
     SET status = outcome.status,
         processed_at = outcome.processed_at::timestamptz,
         error = outcome.error
@@ -17,5 +17,5 @@ changed AS (
 )
 SELECT (SELECT count(*) FROM changed),
        array(SELECT outcome.image_id FROM outcome
-             LEFT JOIN images.registry AS registry USING (image_id)
+             LEFT JOIN images.registry_status AS registry USING (image_id)
              WHERE registry.image_id IS NULL)

@@ -3,25 +3,25 @@
 -- Per-transaction questions read fact_transactions (one row per transaction) rather than regrouping
 -- the lines of fact_sales.
 
--- The 10 members who spent most (all transactions, pending or completed); ties by membership_id.
+-- The 10 members who spent most (all transactions, pending or completed); ties by member_key.
 CREATE OR REPLACE VIEW bi.top_members_by_spending AS
 WITH spending AS (
-    SELECT membership_id, count(*) AS transactions, sum(total_price) AS total_spent
+    SELECT member_key, count(*) AS transactions, sum(total_price) AS total_spent
     FROM fact_transactions
-    GROUP BY membership_id
+    GROUP BY member_key
 ),
 top AS (  -- the 10 first, then rank and names for those 10 only
-    SELECT * FROM spending ORDER BY total_spent DESC, membership_id LIMIT 10
+    SELECT * FROM spending ORDER BY total_spent DESC, member_key LIMIT 10
 )
 SELECT
-    row_number() OVER (ORDER BY t.total_spent DESC, t.membership_id) AS rank,
-    t.membership_id,
+    row_number() OVER (ORDER BY t.total_spent DESC, t.member_key) AS rank,
+    t.member_key,
     m.first_name,
     m.last_name,
     t.transactions,
     t.total_spent
 FROM top t
-LEFT JOIN dim_member m USING (membership_id)
+LEFT JOIN dim_member m USING (member_key)
 ORDER BY rank;
 
 -- The 3 items bought most often: in the most transactions; ties by units sold, then item_id.
@@ -62,7 +62,7 @@ ORDER BY d.date;
 
 -- For logistics: the total weight to ship per transaction.
 CREATE OR REPLACE VIEW bi.transaction_weights AS
-SELECT transaction_id, membership_id, status, created_at, completed_at, lines, units, total_weight_kg
+SELECT transaction_id, member_key, status, created_at, completed_at, lines, units, total_weight_kg
 FROM fact_transactions;
 
 -- Membership applications by outcome and rejection reason. An application that broke several rules

@@ -5,7 +5,7 @@ WITH line_totals AS (
     GROUP BY transaction_id
 )
 SELECT
-    (SELECT count(*) FROM fact_sales f WHERE NOT EXISTS (SELECT 1 FROM dim_member m WHERE m.membership_id = f.membership_id))
+    (SELECT count(*) FROM fact_sales f WHERE NOT EXISTS (SELECT 1 FROM dim_member m WHERE m.member_key = f.member_key))
         AS facts_without_member,
     (SELECT count(*) FROM fact_sales f WHERE NOT EXISTS (SELECT 1 FROM dim_item i WHERE i.item_id = f.item_id))
         AS facts_without_item,

@@ -8,11 +8,11 @@ CREATE OR REPLACE TEMP TABLE stage_dated AS
 SELECT *, year(sale_date) * 10000 + month(sale_date) * 100 + day(sale_date) AS date_key
 FROM stage_transactions;
 
-INSERT INTO fact_sales
+INSERT INTO fact_sales BY NAME
 SELECT
     l.transaction_id,
     l.line_number,
-    t.membership_id,
+    t.member_key,
     l.item_id,
     t.date_key,
     t.created_at,
@@ -28,10 +28,10 @@ SELECT
 FROM stage_lines l
 JOIN stage_dated t USING (transaction_id);
 
-INSERT INTO fact_transactions
+INSERT INTO fact_transactions BY NAME
 SELECT
     t.transaction_id,
-    t.membership_id,
+    t.member_key,
     t.date_key,
     t.created_at,
     t.status,

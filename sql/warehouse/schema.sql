@@ -1,12 +1,13 @@
 -- DuckDB: the sales star schema (schema main), the refresh log (schema meta) and the BI schema.
--- Keys are the durable source keys (membership_id, item_id, yyyymmdd date_key): they never change
--- in the operational database, the dimensions keep current values (type 1), and the facts carry the
--- price and weight at the time of sale, so surrogate keys would add a lookup and nothing else.
+-- Keys are durable keys of the operational database: member_key (the random surrogate analysts see
+-- members by: membership_id would reveal the birthday), item_id, and the yyyymmdd date_key. They never
+-- change, the dimensions keep current values (type 1), and the facts carry the price and weight at
+-- the time of sale, so warehouse-made surrogate keys would add a lookup and nothing else.
 CREATE SCHEMA IF NOT EXISTS meta;
 CREATE SCHEMA IF NOT EXISTS bi;
 
 CREATE TABLE IF NOT EXISTS dim_member (
-    membership_id  VARCHAR NOT NULL,
+    member_key     UUID NOT NULL,
     first_name     VARCHAR NOT NULL,
     last_name      VARCHAR NOT NULL,
     birth_year     INTEGER NOT NULL,
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS dim_date (
 CREATE TABLE IF NOT EXISTS fact_sales (
     transaction_id       BIGINT NOT NULL,
     line_number          SMALLINT NOT NULL,
-    membership_id        VARCHAR NOT NULL,
+    member_key           UUID NOT NULL,
     item_id              INTEGER NOT NULL,
     date_key             INTEGER NOT NULL,  -- the day (UTC) the transaction was created
     created_at           TIMESTAMPTZ NOT NULL,
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS fact_sales (
 -- per-transaction, per-member and per-day views aggregate, without regrouping millions of lines.
 CREATE TABLE IF NOT EXISTS fact_transactions (
     transaction_id     BIGINT NOT NULL,
-    membership_id      VARCHAR NOT NULL,
+    member_key         UUID NOT NULL,
     date_key           INTEGER NOT NULL,
     created_at         TIMESTAMPTZ NOT NULL,
     status             VARCHAR NOT NULL,
@@ -94,3 +95,14 @@ CREATE TABLE IF NOT EXISTS meta.refreshes (
     transactions_loaded   BIGINT NOT NULL,
     lines_loaded          BIGINT NOT NULL
 );
+
+-- A warehouse written before member_key identified members by membership_id: forget its watermark,
+-- so this refresh extracts every transaction again, and swap the column (rows are loaded by name).
+DELETE FROM meta.refreshes
+WHERE EXISTS (SELECT 1 FROM duckdb_columns() WHERE table_name = 'fact_sales' AND column_name = 'membership_id');
+ALTER TABLE dim_member DROP COLUMN IF EXISTS membership_id;
+ALTER TABLE dim_member ADD COLUMN IF NOT EXISTS member_key UUID;
+ALTER TABLE fact_sales DROP COLUMN IF EXISTS membership_id;
+ALTER TABLE fact_sales ADD COLUMN IF NOT EXISTS member_key UUID;
+ALTER TABLE fact_transactions DROP COLUMN IF EXISTS membership_id;
+ALTER TABLE fact_transactions ADD COLUMN IF NOT EXISTS member_key UUID;

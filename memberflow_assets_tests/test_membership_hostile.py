@@ -298,6 +298,26 @@ def test_the_latest_landed_file_wins_whatever_order_batches_run_in(instance, zon
     assert (members_rows(pg_dsn), collisions(pg_dsn)) == before
 
 
+def test_member_key_stays_with_the_member_through_updates_reruns_and_rebuild(instance, zones, pg_dsn):
+    def keys() -> dict[str, str]:
+        return dict(fetch_all(pg_dsn, "SELECT membership_id, member_key::text FROM sales.members"))
+
+    land(zones, "first.csv", f"{HEADER}\n{GOOD_ROWS}")
+    assert run_file(instance, "first.csv").success
+    first = keys()
+    second = f"{HEADER}\nAnn Lee,ann.new@mail.net,1985-02-03,81234567\nCat Ng{TAIL}\n"
+    land_after(zones, "second.csv", second, "first.csv")
+    assert run_file(instance, "second.csv").success and run_file(instance, "first.csv").success
+    assert cli.main(["members-rebuild"]) == 0
+
+    after = keys()
+    ann = member_id("Lee", "19850203")
+    email = fetch_all(pg_dsn, f"SELECT email FROM sales.members WHERE membership_id = '{ann}'")
+    assert email == [("ann.new@mail.net",)]
+    assert {membership_id: after[membership_id] for membership_id in first} == first  # existing members keep theirs
+    assert len(after) == 3 and len(set(after.values())) == 3 and all(after.values())  # the new member got its own
+
+
 def clear_members(dsn: str) -> None:
     with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
         cursor.execute("DELETE FROM sales.membership_id_collisions; DELETE FROM sales.members")

@@ -5,6 +5,7 @@
     memberflow migrate    apply the sales database migrations in sql/migrations/
     memberflow stop-postgres   stop the embedded PostgreSQL (it outlives `start` on purpose)
     memberflow samples    write sample application files into the landing zone
+    memberflow members-rebuild   replay every successful file into sales.members (disaster recovery)
 
 Each domain adds its own subcommands through `COMMAND_MODULES` (a `register(subparsers)` function);
 a module may also define `start_beside_dagster(environment)`, which `memberflow start` calls to start

@@ -184,6 +184,14 @@ class Zones:
         # the landing zone must still count as new.
         return max(float(entry["mtime"]), float(entry.get("created") or 0))
 
+    def file_info(self, relpath: str) -> FileInfo | None:
+        """The file at `relpath`, or None when there is none."""
+        try:
+            entry = self.fs.info(self.path(relpath))
+        except FileNotFoundError:
+            return None
+        return FileInfo(relpath, int(entry["size"]), self._changed_at(entry)) if entry.get("type") == "file" else None
+
     def exists(self, relpath: str) -> bool:
         return self.fs.exists(self.path(relpath))
 
@@ -201,9 +209,9 @@ class Zones:
             self.fs.get_file(self.path(relpath), local)
             yield local
 
-    def read_parquet(self, relpath: str) -> pa.Table:
+    def read_parquet(self, relpath: str, columns: Sequence[str] | None = None) -> pa.Table:
         with self.fs.open(self.path(relpath), "rb") as handle:
-            return pq.read_table(handle)
+            return pq.read_table(handle, columns=columns)
 
     def parquet_num_rows(self, relpath: str) -> int:
         """Row count from the Parquet footer, without reading the data."""

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psycopg2
 
 from memberflow_assets.definitions import defs
+from memberflow_assets.membership.batches import SOURCE_FILE_TAG, batch_key
 from memberflow_assets.zones import Zones
 
 HEADER = "name,email,date_of_birth,mobile_no"
@@ -44,8 +46,22 @@ def run_batch(instance: dg.DagsterInstance, key: str, tags: dict | None = None) 
     return run_partition(instance, "membership_batch", key, tags=tags)
 
 
+def run_file(instance: dg.DagsterInstance, name: str) -> dg.ExecuteInProcessResult:
+    """The batch of one landed file, tagged with its name as the landing sensor tags it."""
+    return run_batch(instance, batch_key(name), tags={SOURCE_FILE_TAG: name})
+
+
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+
+
+def checks_failing_with_error(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The checks that failed with severity ERROR (a WARN check, such as membership ID collisions, warns)."""
+    return [
+        evaluation.check_name
+        for evaluation in result.get_asset_check_evaluations()
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    ]
 
 
 def materialized_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -54,6 +70,22 @@ def materialized_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict
         if materialization.asset_key == dg.AssetKey(asset):
             return {key: value.value for key, value in materialization.metadata.items()}
     raise AssertionError(f"{asset} was not materialised")
+
+
+def fetch_all(dsn: str, query: str) -> list[tuple]:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        rows = cursor.fetchall()
+    connection.close()
+    return rows
+
+
+def members_rows(dsn: str) -> list[tuple]:
+    return fetch_all(
+        dsn,
+        "SELECT membership_id, first_name, last_name, email, date_of_birth::text, mobile_no, source_batch "
+        "FROM sales.members ORDER BY membership_id",
+    )
 
 
 def read_output(zones: Zones, kind: str, batch: str) -> pd.DataFrame:

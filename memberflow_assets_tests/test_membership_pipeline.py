@@ -6,20 +6,21 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from memberflow_assets.membership.assets import members_match_successful_files
-from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.membership.batches import batch_key
+from memberflow_assets.membership.members_load import landed_at, read_successful, stage_batch, verify_batch
+from memberflow_assets.resources import SalesDatabase
 
-from .helpers import HEADER, check_results, land, materialized_metadata, read_output, read_reason, run_batch
-
-
-def members_rows(dsn: str) -> list[tuple]:
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT membership_id, first_name, last_name, email, date_of_birth::text, mobile_no, source_batch "
-            "FROM sales.members ORDER BY membership_id"
-        )
-        return cursor.fetchall()
-
+from .helpers import (
+    HEADER,
+    check_results,
+    land,
+    materialized_metadata,
+    members_rows,
+    read_output,
+    read_reason,
+    run_batch,
+    run_file,
+)
 
 TRICKY_CSV = (
     "\ufeffName , EMAIL,date_of_birth,mobile_no,referrer\r\n"
@@ -43,7 +44,8 @@ def test_a_file_is_read_classified_stored_and_loaded(instance, zones, memberflow
         "rows_conserved": True,
         "membership_id_valid": True,
         "successful_rows_satisfy_rules": True,
-        "members_match_successful_files": True,
+        "members_match_batch": True,
+        "membership_id_collisions": True,
     }
     successful = read_output(zones, "successful", "batch_one")
     unsuccessful = read_output(zones, "unsuccessful", "batch_one")
@@ -59,8 +61,9 @@ def test_a_file_is_read_classified_stored_and_loaded(instance, zones, memberflow
         4: "missing_name",
         5: "invalid_date_of_birth;invalid_mobile_no",
         6: "under_18;invalid_mobile_no",
-        7: "invalid_date_of_birth;invalid_mobile_no",
+        7: "invalid_date_of_birth;invalid_mobile_no;malformed_record",  # too few fields
     }
+    assert list(unsuccessful["line_number"]) == [4, 5, 6, 7, 8]  # the header is line 1
     assert len(successful) + len(unsuccessful) == 7
 
     classified = materialized_metadata(result, "classified_applications")
@@ -133,27 +136,30 @@ def test_the_same_person_in_two_files_is_one_member(instance, zones, pg_dsn):
         ("json.csv", '{"name": "Ann", "email": "a@b.com"}', "missing_columns"),
     ],
 )
-def test_an_unreadable_file_is_quarantined_with_its_reason(instance, zones, memberflow_env, name, content, problem):
-    from memberflow_assets.membership.batches import batch_key
-
+def test_an_unreadable_file_is_quarantined_with_its_reason(
+    instance, zones, memberflow_env, pg_dsn, name, content, problem
+):
     land(zones, name, content)
     land(zones, "good_neighbour.csv", f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n")
 
-    bad = run_batch(instance, batch_key(name))
-    good = run_batch(instance, "good_neighbour")
+    bad = run_file(instance, name)
+    good = run_file(instance, "good_neighbour.csv")
 
     assert not bad.success
     failure = next(event for event in bad.all_events if event.event_type == dg.DagsterEventType.STEP_FAILURE)
     message = failure.step_failure_data.error.message
     assert name in message and problem in message
+    assert str(memberflow_env) not in message  # no local path
     quarantined = memberflow_env / "quarantine" / "applications" / name
     assert quarantined.read_bytes() == (content.encode() if isinstance(content, str) else content)
     reason = read_reason(memberflow_env, name)
     assert reason["problem"] == problem and reason["file"] == name and reason["detail"]
+    assert str(memberflow_env) not in reason["detail"]
     assert not zones.exists(f"members/successful/{batch_key(name)}.parquet")
     # the landing zone is never modified, and other files are unaffected
     assert zones.exists(f"landing/applications/{name}")
     assert good.success and len(read_output(zones, "successful", "good_neighbour")) == 1
+    assert len(members_rows(pg_dsn)) == 1  # the neighbour's members step ran too
 
 
 def test_a_header_only_file_is_an_empty_batch_not_an_error(instance, zones, pg_dsn):
@@ -170,23 +176,10 @@ def test_members_check_catches_a_table_that_drifted_from_the_files(instance, zon
     with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
         cursor.execute("UPDATE sales.members SET email = 'tampered@example.com'")
 
-    evaluation = members_match_successful_files(zones=ZonesResource(), sales_db=SalesDatabase())
+    successful = read_successful(zones, "drift")
+    with SalesDatabase().connect() as connection:
+        stage_batch(connection, successful)
+        verification = verify_batch(connection, "drift", landed_at(successful))
 
-    assert not evaluation.passed
-    assert evaluation.metadata["different_in_table"].value == 1
-    assert evaluation.metadata["missing_in_table"].value == 0
-
-
-def test_two_different_people_sharing_an_id_is_a_warning_not_a_failure(instance, zones, pg_dsn):
-    land(
-        zones,
-        "twins.csv",
-        f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\nBea Lee,bea@mail.net,1985-02-03,91234567\n",
-    )
-    result = run_batch(instance, "twins")
-    assert result.success
-    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "membership_id_valid")
-    assert not evaluation.passed
-    assert evaluation.severity == dg.AssetCheckSeverity.WARN
-    assert evaluation.metadata["ids_shared_by_different_applicants"].value == 1
-    assert len(members_rows(pg_dsn)) == 1  # one id, one member: the later row of the batch wins
+    assert not verification.passed
+    assert (verification.missing, verification.different, verification.unrecorded_collisions) == (0, 1, 0)

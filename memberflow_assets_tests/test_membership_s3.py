@@ -24,7 +24,7 @@ def test_sensor_pipeline_and_quarantine_on_s3(instance, s3_env, moto_endpoint, p
     zones = Zones.from_settings()
     assert zones.is_s3
     land(zones, "s3_batch.csv", f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\nX,bad,bad,bad\n")
-    land(zones, "broken.csv", b"\xff\xfe\x00garbage")
+    land(zones, "broken.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR garbage")
 
     tick = landing_applications_sensor(dg.build_sensor_context(instance=instance, resources={"zones": ZonesResource()}))
     assert sorted(request.partition_key for request in tick.run_requests) == ["broken", "s3_batch"]
@@ -47,3 +47,41 @@ def test_sensor_pipeline_and_quarantine_on_s3(instance, s3_env, moto_endpoint, p
     with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT last_name, source_batch FROM sales.members")
         assert cursor.fetchall() == [("Lee", "s3_batch")]
+
+
+def test_poisoned_rows_and_colliding_ids_on_s3(instance, s3_env, pg_dsn):
+    """The hostile cases on the S3 path: each bad row stays in its own file's unsuccessful output, the
+    good neighbour and the poisoned file both load their members, a collision is recorded, and names
+    differing only in the extension's case are separate partitions that read their own object."""
+    zones = Zones.from_settings()
+    poisoned = (
+        f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
+        "Nul Byte\x00,nul@example.com,1980-01-01,81234567\n"
+        '"Unclosed Quote,quote@example.com,1980-01-01,81234567\n'
+        "Long " + "Y" * 3000 + ",long@example.com,1980-01-01,81234567\n"
+        "Bea Lee,bea@mail.net,1985-02-03,91234567\n"
+    )
+    land(zones, "poisoned.CSV", poisoned)
+    land(zones, "poisoned.csv", f"{HEADER}\nCat Ng,cat@example.com,1990-01-01,81234567\n")
+
+    tick = landing_applications_sensor(dg.build_sensor_context(instance=instance, resources={"zones": ZonesResource()}))
+    requests = {request.tags["memberflow/source_file"]: request for request in tick.run_requests}
+    assert len({request.partition_key for request in requests.values()}) == 2
+    instance.add_dynamic_partitions("application_files", [request.partition_key for request in requests.values()])
+    results = {name: run_batch(instance, r.partition_key, tags=r.tags) for name, r in requests.items()}
+
+    assert all(result.success for result in results.values())
+    bad_key = requests["poisoned.CSV"].partition_key
+    unsuccessful = read_output(zones, "unsuccessful", bad_key)
+    assert dict(zip(unsuccessful["line_number"], unsuccessful["rejection_reasons"], strict=True)) == {
+        3: "control_characters",
+        4: "malformed_record",
+        5: "field_too_long",
+    }
+    assert list(read_output(zones, "successful", "poisoned")["last_name"]) == ["Ng"]
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT first_name, source_batch FROM sales.members ORDER BY first_name")
+        assert cursor.fetchall() == [("Ann", bad_key), ("Cat", "poisoned")]
+        cursor.execute("SELECT first_name, row_number FROM sales.membership_id_collisions")
+        assert cursor.fetchall() == [("Bea", 5)]
+    connection.close()

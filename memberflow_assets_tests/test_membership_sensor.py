@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from memberflow_assets.membership import sensors
+from memberflow_assets.membership.batches import batch_key
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.membership.sensors import SHA256_TAG, landing_applications_sensor
 from memberflow_assets.resources import ZonesResource
@@ -55,7 +56,7 @@ def test_new_files_get_a_partition_and_a_run_once(instance, zones, settled):
 
     assert len(keys(first)) == 2 and "week_1" in keys(first)
     odd_key = next(key for key in keys(first) if key != "week_1")
-    assert odd_key.startswith("week_2_final-") and len(odd_key) == len("week_2_final-") + 8
+    assert odd_key.startswith("week_2_final_.csv~") and len(odd_key) == len("week_2_final_.csv~") + 16
     added = first.dynamic_partitions_requests[0].partition_keys
     assert sorted(added) == keys(first)
     request = next(r for r in first.run_requests if r.partition_key == "week_1")
@@ -140,4 +141,5 @@ def test_thousands_of_files_in_bounded_ticks_without_rereading_old_ones(instance
 
 def test_a_wrongly_named_file_is_picked_up_to_be_quarantined_not_ignored(instance, zones, settled):
     land(zones, "applications.xlsx", b"PK\x03\x04 not really a spreadsheet")
-    assert keys(Ticker(instance).tick()) == ["applications.xlsx"]
+    assert keys(Ticker(instance).tick()) == [batch_key("applications.xlsx")]
+    assert batch_key("applications.xlsx").startswith("applications.xlsx~")

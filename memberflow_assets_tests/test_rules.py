@@ -4,9 +4,10 @@ import hashlib
 from datetime import date
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from memberflow_assets.membership.rules import OUTPUT_COLUMNS, adult_cutoff, classify_applications
+from memberflow_assets.membership.rules import OUTPUT_COLUMNS, adult_cutoff, classify_applications, classify_records
 
 GOOD = {"name": "John Smith", "email": "john@example.com", "date_of_birth": "1990-05-17", "mobile_no": "91234567"}
 
@@ -234,3 +235,70 @@ def test_empty_frame():
     out = classify_applications(pd.DataFrame(columns=["name", "email", "date_of_birth", "mobile_no"], dtype="str"))
     assert len(out) == 0
     assert list(out.columns) == list(OUTPUT_COLUMNS)
+
+
+# -- values that could not be stored as they are ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "first", "last"),
+    [
+        ("John\u3000Smith", "John", "Smith"),  # ideographic space
+        ("John\u00a0Smith\u2003", "John", "Smith"),  # no-break space, em space
+        ("John Smi\vth", "John Smi", "th"),  # vertical tab: whitespace, so it splits the word
+        ("\u2028Mary\u2029Ann\x85Evans\f", "Mary Ann", "Evans"),  # line/paragraph separators, NEL
+        ("Mr.\u3000John\tSmith", "John", "Smith"),
+    ],
+)
+def test_every_unicode_whitespace_is_whitespace(name, first, last):
+    out = classify_one(name=name, mobile_no="9123\u30004567")
+    assert (out["first_name"], out["last_name"], out["mobile_no"]) == (first, last, "91234567")
+    assert out["is_successful"] and " " not in out["membership_id"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("name", "Ann\x00 Lee"),
+        ("name", "Ann Le\x1be"),
+        ("name", "Ann L\u200bee"),  # zero-width space
+        ("name", "Ann \u202eeeL"),  # right-to-left override
+        ("name", "\ufeffAnn Lee"),  # byte-order mark
+        ("name", "Ann Lee\x9b"),  # a C1 control
+        ("mobile_no", "9123\x004567"),
+        ("date_of_birth", "1990-05-17\x07"),
+    ],
+)
+def test_control_characters_make_a_row_unsuccessful(field, value):
+    assert "control_characters" in reasons(**{field: value})
+
+
+def test_over_long_fields_are_refused_at_the_documented_limits():
+    assert classify_one(name="A " + "b" * 198)["is_successful"]  # 200 characters
+    assert reasons(name="A " + "b" * 199) == ["field_too_long"]
+    assert reasons(name="A " + "\u00e9" * 199) == ["field_too_long"]  # characters, not bytes
+    assert classify_one(name="A " + "\u00e9" * 198)["is_successful"]
+    assert classify_one(email="a" * 248 + "@b.com")["is_successful"]  # 254 characters
+    assert reasons(email="a" * 249 + "@b.com") == ["field_too_long"]
+    assert reasons(name="  A  " + "b" * 198 + "   ") == []  # measured after whitespace is cleaned
+    assert reasons(mobile_no="1" * 65) == ["invalid_mobile_no", "field_too_long"]
+
+
+def test_new_reasons_follow_the_business_rules_in_order():
+    applications = pa.table(
+        {
+            "name": ["Dr.", "Ann Lee"],
+            "email": ["x" * 300, "ann@mail.net"],
+            "date_of_birth": ["bad", "1985-02-03"],
+            "mobile_no": ["1\x01", "81234567"],
+            "malformed_record": [True, True],
+            "line_number": [2, 3],
+        }
+    )
+    out = classify_records(applications)
+    assert out["rejection_reasons"].to_pylist() == [
+        "missing_last_name;invalid_date_of_birth;invalid_mobile_no;invalid_email;field_too_long;"
+        "control_characters;malformed_record",
+        "malformed_record",
+    ]
+    assert out.column_names[: len(OUTPUT_COLUMNS)] == list(OUTPUT_COLUMNS)
+    assert out["line_number"].to_pylist() == [2, 3]  # other columns pass through
+    assert out["membership_id"].to_pylist() == [None, None]

@@ -1,31 +1,45 @@
-"""Membership applications: landed file -> raw rows -> classified rows -> output files -> members table.
+"""Membership applications: landed file -> raw records -> classified rows -> output files -> members table.
 
 The assets are thin: reading is `reader`, the rules are `rules`, the checks' second opinion is
-`validation`; this module moves data between zones and reports what happened to Dagster.
+`validation`, loading members is `members_load`; this module moves data between zones and reports
+what happened to Dagster. Nothing personal (e-mail, mobile number, birthday) goes into Dagster's
+metadata or logs: they stay in the zones and the database.
 """
 
 import hashlib
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import dagster as dg
-import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from memberflow_assets.membership import batches
-from memberflow_assets.membership.members_sync import stage_members, sync_members
+from memberflow_assets.membership.members_load import (
+    COUNT_CAP,
+    collision_summary,
+    landed_at,
+    load_batch,
+    read_successful,
+    verify_batch,
+)
 from memberflow_assets.membership.partitions import application_files
-from memberflow_assets.membership.reader import ApplicationFileError, read_applications
-from memberflow_assets.membership.rules import DEFAULT_AS_OF, REJECTION_REASONS, classify_applications
-from memberflow_assets.membership.validation import membership_id_problems, successful_rule_violations
+from memberflow_assets.membership.reader import ApplicationFileError, ApplicationRecords, read_records
+from memberflow_assets.membership.rules import DEFAULT_AS_OF, OUTPUT_COLUMNS, REJECTION_REASONS, classify_records
+from memberflow_assets.membership.validation import malformed_membership_ids, successful_rule_violations
 from memberflow_assets.resources import SalesDatabase, ZonesResource
-from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import FileInfo, Zones
 
 GROUP = "membership"
 PREVIEW_ROWS = 5
+# What a preview shows: no e-mail, mobile number or birthday, and every value cut short.
+PREVIEW_COLUMNS = ("row_number", "line_number", "first_name", "last_name", "membership_id", "rejection_reasons")
+PREVIEW_CHARACTERS = 40
+HEADER_COLUMNS_SHOWN = 20
+COLLISION_IDS_SHOWN = 50
 
 
 class ClassificationConfig(dg.Config):
@@ -36,24 +50,43 @@ class ClassificationConfig(dg.Config):
         return date.fromisoformat(self.reference_date)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#<>|!~])")
+
+
+def _shorten(value: object) -> str:
+    """A value as one short line of printable text (applicants control what is in their fields)."""
+    words = " ".join(str(value)[: PREVIEW_CHARACTERS * 2].split())
+    text = "".join(character if character.isprintable() else "\ufffd" for character in words)
+    return text if len(text) <= PREVIEW_CHARACTERS else text[: PREVIEW_CHARACTERS - 1] + "…"
+
+
 def _markdown_row(values) -> str:
-    return "| " + " | ".join(str(value).replace("|", "\\|") for value in values) + " |"
+    """A Markdown table row whose cells are plain text: no links, markup or HTML from the data."""
+    return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\1", _shorten(value)) for value in values) + " |"
 
 
-def _preview(frame: pd.DataFrame) -> dg.MetadataValue:
-    """The first rows as a Markdown table for the Dagster UI."""
-    head = frame.head(PREVIEW_ROWS).astype("str")
-    lines = [_markdown_row(head.columns), _markdown_row("---" for _ in head.columns)]
-    lines += [_markdown_row(row) for row in head.itertuples(index=False)]
+def _preview(table: pa.Table) -> dg.MetadataValue:
+    """The first rows as a Markdown table for the Dagster UI, without personal data."""
+    head = table.slice(0, PREVIEW_ROWS).select(list(PREVIEW_COLUMNS)).to_pylist()
+    lines = [_markdown_row(PREVIEW_COLUMNS), _markdown_row("---" for _ in PREVIEW_COLUMNS)]
+    lines += [_markdown_row("" if row[column] is None else row[column] for column in PREVIEW_COLUMNS) for row in head]
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def find_landed_file(zones: Zones, batch: str) -> FileInfo:
-    for info in zones.list_files(batches.LANDING_PREFIX):
-        if batches.is_batch_file(info.name) and batches.batch_key(info.name) == batch:
-            return info
+def find_landed_file(zones: Zones, batch: str, source_file: str | None) -> FileInfo:
+    """The one landed file whose partition key is `batch`: the file the run was requested for."""
+    names = [name for name in (source_file, batches.plain_file_name(batch)) if name]
+    for name in names:
+        if "/" not in name and batches.batch_key(name) == batch:
+            info = zones.file_info(f"{batches.LANDING_PREFIX}/{name}")
+            if info is not None:
+                return info
+    if batches.plain_file_name(batch) is None:  # a hashed key launched without the sensor's tag
+        for info in zones.list_files(batches.LANDING_PREFIX):
+            if batches.is_batch_file(info.name) and batches.batch_key(info.name) == batch:
+                return info
     raise dg.Failure(
-        description=f"batch {batch!r}: no file for it in {zones.url(batches.LANDING_PREFIX)} any more",
+        description=f"batch {batch!r}: no file for it in {batches.LANDING_PREFIX}/ any more",
         allow_retries=False,
     )
 
@@ -75,16 +108,16 @@ def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha2
     return target
 
 
-def read_landed_file(context: dg.AssetExecutionContext, zone: Zones) -> tuple[FileInfo, str, pd.DataFrame]:
-    """The landed file of this partition, its SHA-256 and its rows; quarantines an unreadable file."""
-    landed = find_landed_file(zone, context.partition_key)
-    with zone.local_file(landed.relpath) as local_path:
-        with open(local_path, "rb") as handle:
-            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+def read_landed_file(context: dg.AssetExecutionContext, zone: Zones) -> tuple[FileInfo, str, ApplicationRecords]:
+    """The landed file of this partition, its SHA-256 and its records; quarantines an unreadable file."""
+    landed = find_landed_file(zone, context.partition_key, context.run.tags.get(batches.SOURCE_FILE_TAG))
+    data = zone.read_bytes(landed.relpath)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it runs beside the parsing
+        digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
         try:
-            return landed, sha256, read_applications(local_path, landed.name)
+            records = read_records(data, landed.name)
         except ApplicationFileError as error:
-            target = quarantine(zone, landed, error, sha256, context.run.run_id)
+            target = quarantine(zone, landed, error, digest.result(), context.run.run_id)
             context.log.error(f"{error} -> quarantined to {zone.url(target)}")
             raise dg.Failure(
                 description=str(error),
@@ -95,9 +128,28 @@ def read_landed_file(context: dg.AssetExecutionContext, zone: Zones) -> tuple[Fi
                 },
                 allow_retries=False,
             ) from error
+    return landed, digest.result(), records
 
 
-def rejection_counts(rejection_reasons: pa.Array) -> dict[str, int]:
+def batch_rows(batch: str, landed: FileInfo, classified: pa.Table) -> pa.Table:
+    """The rows both output files hold: the batch, the rules' columns, then where each row came from."""
+    rows = classified.num_rows
+    return pa.table(
+        {
+            "batch": pa.repeat(pa.scalar(batch, pa.large_string()), rows),
+            **{name: classified[name] for name in OUTPUT_COLUMNS},
+            "source_file": pa.repeat(pa.scalar(landed.name, pa.large_string()), rows),
+            "row_number": pa.array(np.arange(1, rows + 1, dtype=np.int64)),
+            "line_number": classified["line_number"],
+            "landed_at": pa.repeat(
+                pa.scalar(datetime.fromtimestamp(landed.changed_at, UTC), pa.timestamp("us", "UTC")), rows
+            ),
+            "raw_record": classified["raw_record"],
+        }
+    )
+
+
+def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
     reasons = pc.list_flatten(pc.split_pattern(rejection_reasons, ";"))
     counted = {row["values"]: row["counts"] for row in pc.value_counts(reasons).to_pylist()}
     return {reason: counted.get(reason, 0) for reason in REJECTION_REASONS}
@@ -110,9 +162,9 @@ def rejection_counts(rejection_reasons: pa.Array) -> dict[str, int]:
         dg.AssetSpec(
             "raw_applications",
             kinds={"csv"},
-            description="The landed file's applications exactly as read: every field as text, plus source_file "
-            "and row_number. Its stored form is the landed file itself (never modified; its SHA-256 is recorded). "
-            "An unreadable file is quarantined and fails its partition.",
+            description="The landed file's records exactly as read (one per non-blank line after the header): "
+            "every field as text. Its stored form is the landed file itself (never modified; its SHA-256 is "
+            "recorded). An unreadable file is quarantined and fails its partition.",
         ),
         dg.AssetSpec(
             "classified_applications",
@@ -139,14 +191,15 @@ def rejection_counts(rejection_reasons: pa.Array) -> dict[str, int]:
             "rows_conserved",
             asset="classified_applications",
             blocking=True,
-            description="Rows read = rows in the successful file + rows in the unsuccessful file.",
+            description="Lines after the header, counted in the file's bytes = rows in the successful file + rows "
+            "in the unsuccessful file + blank lines: no record dropped or merged into another.",
         ),
         dg.AssetCheckSpec(
             "membership_id_valid",
             asset="successful_applications",
             blocking=True,
-            description="Every membership_id has the format <last_name>_<5 hex>; an id shared by two "
-            "different applicants is a warning.",
+            description="Every membership_id has the format <last_name>_<5 hex> (IDs shared by different "
+            "people, across batches, are the members check membership_id_collisions).",
         ),
         dg.AssetCheckSpec(
             "successful_rows_satisfy_rules",
@@ -161,29 +214,31 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
     copy of its own (raw = the landed file, classified = the two output files)."""
     zone = zones.get_zones()
     batch = context.partition_key
-    landed, sha256, raw = read_landed_file(context, zone)
-    context.log.info(f"read {len(raw)} applications from {zone.url(landed.relpath)}")
+    landed, sha256, read = read_landed_file(context, zone)
+    records, read_lines, blank_lines = read.records, read.lines_after_header, read.blank_lines
+    malformed = int(pc.sum(records["malformed_record"]).as_py() or 0)
+    context.log.info(f"read {records.num_rows} records ({malformed} malformed) from {zone.url(landed.relpath)}")
     yield dg.MaterializeResult(
         asset_key="raw_applications",
         metadata={
             "source": dg.MetadataValue.path(zone.url(landed.relpath)),
             "sha256": sha256,
             "size_bytes": landed.size,
-            "rows": len(raw),
-            "columns": ", ".join(map(str, raw.columns)),
+            "rows": records.num_rows,
+            "header_line": read.header_line,
+            "blank_lines": read.blank_lines,
+            "malformed_records": malformed,
+            "columns": ", ".join(_shorten(column) for column in read.columns[:HEADER_COLUMNS_SHOWN])
+            + (
+                f" (+{len(read.columns) - HEADER_COLUMNS_SHOWN} more)"
+                if len(read.columns) > HEADER_COLUMNS_SHOWN
+                else ""
+            ),
         },
     )
 
-    classified = pa.Table.from_pandas(classify_applications(raw, as_of=config.as_of), preserve_index=False)
-    classified = pa.table(
-        {
-            "batch": pa.repeat(pa.scalar(batch, pa.large_string()), classified.num_rows),
-            **{name: classified[name] for name in classified.column_names},
-            "source_file": pa.array(raw["source_file"]),
-            "row_number": pa.array(raw["row_number"], pa.int64()),
-        }
-    )
-    del raw
+    classified = batch_rows(batch, landed, classify_records(records, as_of=config.as_of))
+    del records, read
     is_successful = classified["is_successful"]
     selections = {
         "successful_applications": (f"{batches.SUCCESSFUL_PREFIX}/{batch}.parquet", is_successful),
@@ -219,30 +274,26 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
             metadata={
                 "path": dg.MetadataValue.path(zone.url(relpath)),
                 "rows": stored_rows[asset_name],
-                "preview": _preview(table.slice(0, PREVIEW_ROWS).to_pandas()),
+                "preview": _preview(table),
             },
         )
 
+    # Lines are counted in the file's bytes, not by the parser: a parser that merged records would fail.
     stored = sum(stored_rows.values())
     yield dg.AssetCheckResult(
         check_name="rows_conserved",
         asset_key="classified_applications",
-        passed=rows == stored,
-        metadata={"rows_read": rows, "rows_stored": stored, **stored_rows},
+        passed=read_lines == stored + blank_lines,
+        metadata={"lines_after_header": read_lines, "blank_lines": blank_lines, "rows_stored": stored, **stored_rows},
     )
 
     successful_rows = outputs["successful_applications"][1]
-    malformed, shared = membership_id_problems(successful_rows)
+    malformed_ids = malformed_membership_ids(successful_rows)
     yield dg.AssetCheckResult(
         check_name="membership_id_valid",
         asset_key="successful_applications",
-        passed=malformed == 0 and not shared,
-        severity=dg.AssetCheckSeverity.ERROR if malformed else dg.AssetCheckSeverity.WARN,
-        metadata={
-            "malformed_ids": malformed,
-            "ids_shared_by_different_applicants": len(shared),
-            "shared_ids_sample": ", ".join(shared[:20]),
-        },
+        passed=malformed_ids == 0,
+        metadata={"malformed_ids": malformed_ids},
     )
 
     violations = successful_rule_violations(successful_rows, config.as_of)
@@ -255,47 +306,68 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
 
 
 @dg.asset(
+    partitions_def=application_files,
     deps=["successful_applications"],
     group_name=GROUP,
     kinds={"postgres"},
-    description="sales.members: every successful applicant of every batch, one row per membership_id.",
+    description="sales.members: the batch's successful applicants loaded (only this batch's rows are read). "
+    "One row per membership_id; the values of the latest-landed file win; an applicant whose ID another "
+    "person holds goes to sales.membership_id_collisions instead.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "members_match_batch",
+            asset="members",
+            blocking=True,
+            description="Every successful applicant of the batch is a member with their values (unless a file "
+            "that landed later updated them), or is recorded as a membership ID collision.",
+        ),
+        dg.AssetCheckSpec(
+            "membership_id_collisions",
+            asset="members",
+            description="Warns while any membership ID is wanted by two different people (across all batches): "
+            "the later applicants are in sales.membership_id_collisions, not in sales.members.",
+        ),
+    ],
 )
-def members(context: dg.AssetExecutionContext, zones: ZonesResource, sales_db: SalesDatabase) -> dg.MaterializeResult:
-    zone = zones.get_zones()
+def members(context: dg.AssetExecutionContext, zones: ZonesResource, sales_db: SalesDatabase):
+    batch = context.partition_key
+    successful = read_successful(zones.get_zones(), batch)
+    landed = landed_at(successful)
     with sales_db.connect() as connection:
-        result = sync_members(zone, connection)
+        loaded = load_batch(connection, batch, successful, landed)
+        verification = verify_batch(connection, batch, landed)
+        colliding_applicants, colliding_ids, sample = collision_summary(connection, COLLISION_IDS_SHOWN)
     context.log.info(
-        f"members: {result.inserted} inserted, {result.updated} updated, {result.total} in total "
-        f"from {result.batches} batch file(s)"
+        f"members: {loaded.inserted} inserted, {loaded.updated} updated, {loaded.collisions} membership ID "
+        f"collision(s) recorded, from {loaded.applicants} successful applicant(s)"
     )
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
-            "members_total": result.total,
-            "inserted": result.inserted,
-            "updated": result.updated,
-            "batch_files": result.batches,
+            "applicants": loaded.applicants,
+            "inserted": loaded.inserted,
+            "updated": loaded.updated,
+            "collisions": loaded.collisions,
         }
     )
-
-
-@dg.asset_check(
-    asset=members,
-    blocking=True,
-    description="Every member in the successful files is in sales.members with the same values.",
-)
-def members_match_successful_files(zones: ZonesResource, sales_db: SalesDatabase) -> dg.AssetCheckResult:
-    zone = zones.get_zones()
-    with sales_db.connect() as connection:
-        files, staged = stage_members(zone, connection)
-        with connection.cursor() as cursor:
-            cursor.execute(read_sql("membership/members_mismatches.sql"))
-            missing, different = cursor.fetchone()
-    return dg.AssetCheckResult(
-        passed=missing == 0 and different == 0,
+    yield dg.AssetCheckResult(
+        check_name="members_match_batch",
+        passed=verification.passed,
         metadata={
-            "batch_files": files,
-            "members_in_files": staged,
-            "missing_in_table": missing,
-            "different_in_table": different,
+            "missing_in_table": verification.missing,
+            "different_in_table": verification.different,
+            "collisions_not_recorded": verification.unrecorded_collisions,
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="membership_id_collisions",
+        passed=colliding_applicants == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "colliding_ids": colliding_ids,
+            "applicants_not_loaded": colliding_applicants,
+            "this_batch": loaded.collisions,
+            "counted_up_to": COUNT_CAP,
+            "ids": ", ".join(sample) + (" ..." if colliding_ids > len(sample) else ""),
+            "table": "sales.membership_id_collisions",
         },
     )

@@ -10,9 +10,13 @@ QUARANTINE_PREFIX = "quarantine/applications"
 SUCCESSFUL_PREFIX = "members/successful"
 UNSUCCESSFUL_PREFIX = "members/unsuccessful"
 
+# Run tag naming the landed file a run is for (set by the landing sensor).
+SOURCE_FILE_TAG = "memberflow/source_file"
+
 # Names upstream tools use while a file is still being written; such files are never picked up.
 _IN_PROGRESS = re.compile(r"(^[.~])|(\.(tmp|part|partial|crdownload|swp|filepart|inprogress)$)", re.I)
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,150}$")
+_PLAIN_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,150}$")
+_HASH_SEPARATOR = "~"  # never part of a plain key
 
 
 def is_batch_file(name: str) -> bool:
@@ -22,10 +26,21 @@ def is_batch_file(name: str) -> bool:
 
 
 def batch_key(name: str) -> str:
-    """The partition key of a landed file: its name without `.csv` when that is a safe key;
-    otherwise a sanitised name plus a short hash of the real name, so keys stay unique."""
-    stem = name[:-4] if name.lower().endswith(".csv") else name
-    if _SAFE_KEY.match(stem) and ".." not in stem:
+    """The partition key of a landed file; distinct names always get distinct keys.
+
+    A file named `<stem>.csv` (the extension in lower case) whose stem is plain (letters, digits and
+    `_.-`, at most 151 characters, no `..`) has the key `<stem>`. Any other name gets a readable part
+    and 16 hex digits of the SHA-256 of the whole name, joined by `~`, a character no plain key has:
+    `dup_a.CSV~1f0c...`, `week_2_final.csv~9b2e...`. So a plain key names one file, and two other
+    names share a key only if 64 bits of SHA-256 collide.
+    """
+    stem = name.removesuffix(".csv")
+    if stem != name and _PLAIN_STEM.match(stem) and ".." not in stem:
         return stem
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).replace("..", "_").strip("._-")[:100] or "file"
-    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).replace("..", "_").strip("._-")[:100] or "file"
+    return f"{readable}{_HASH_SEPARATOR}{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def plain_file_name(key: str) -> str | None:
+    """The one file name a plain key stands for (`<key>.csv`); None for a hashed key."""
+    return None if _HASH_SEPARATOR in key else f"{key}.csv"

@@ -1,8 +1,10 @@
-"""`memberflow samples`: sample application files for the landing zone."""
+"""`memberflow samples`: sample application files for the landing zone; `memberflow members-rebuild`:
+sales.members replayed from every successful file (disaster recovery)."""
 
 import argparse
 
 from memberflow_assets.membership.batches import LANDING_PREFIX
+from memberflow_assets.membership.members_load import rebuild_members
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.zones import Zones
 
@@ -27,9 +29,23 @@ def _samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _members_rebuild(args: argparse.Namespace) -> int:
+    from memberflow_assets.resources import SalesDatabase
+
+    batches = rebuild_members(Zones.from_settings(), SalesDatabase().connect)
+    print(f"replayed {batches} batch file(s) into sales.members")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("samples", help="write sample application files into the landing zone")
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--prefix", default="applications_sample")
     parser.set_defaults(handler=_samples)
+
+    rebuild = subparsers.add_parser(
+        "members-rebuild",
+        help="disaster recovery: replay every successful file into sales.members, in landing order (O(history))",
+    )
+    rebuild.set_defaults(handler=_members_rebuild)

@@ -1,20 +1,38 @@
-"""Reading a landed applications file into text columns, with clear errors for files that are not one.
+"""Reading a landed applications file into records: strictly, one record per line. No Dagster.
 
-Plain code, no Dagster. A file-level problem raises `ApplicationFileError` (the whole file is
-quarantined); a row-level problem (too few fields, garbage values) never does — the row is read with
-empty fields and the rules reject it with reasons.
+The dialect (docs/membership.md "Reading a file"): UTF-8 with an optional BOM; lines end with LF or
+CRLF and every line is one record, so a quoted field cannot span lines and a broken quote can only
+break its own record; blank lines (spaces and tabs only) are skipped anywhere, and the first non-blank
+line is the header. Fields are split by `sql/membership/csv_fields.sql`.
+
+A record that cannot be read as one application (broken quoting, more or fewer fields than the header)
+is *malformed*: it is still a record of its own, with its text kept, and the rules make it
+unsuccessful. Only a file that cannot be read at all raises `ApplicationFileError` and is quarantined:
+nothing but blank lines, not UTF-8, binary, or a header that is broken or lacks a required column.
+Every file-level reason names the line it is about and never a local path.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import duckdb
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from memberflow_assets.frames import arrow_to_pandas
+from memberflow_assets.membership import duck
 from memberflow_assets.membership.rules import INPUT_COLUMNS
+from memberflow_assets.settings import read_sql
 
-PROVENANCE_COLUMNS = ("source_file", "row_number")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_OR_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_NON_BLANK = re.compile(rb"[^ \t\r\n]")
+_BINARY_SNIFF_BYTES = 65536
+_OTHER_SEPARATORS = re.compile(r"[;\t|]")
+_CSV_FIELDS = read_sql("membership/csv_fields.sql")
+_PARSE_RECORDS = read_sql("membership/parse_records.sql")
 
 
 class ApplicationFileError(ValueError):
@@ -22,76 +40,141 @@ class ApplicationFileError(ValueError):
 
     def __init__(self, source_file: str, problem: str, detail: str):
         self.source_file = source_file
-        self.problem = problem  # a short code: empty_file, not_utf8, not_csv, missing_columns
+        # a short code: empty_file, not_utf8, not_csv, missing_columns, duplicate_columns
+        self.problem = problem
         self.detail = detail
         super().__init__(f"{source_file}: {problem}: {detail}")
 
 
-def check_content(source_file: str, head: bytes, size: int) -> None:
-    """Refuse, before parsing, what is evidently not a text CSV (empty, binary)."""
-    if size == 0 or not head.strip():
-        raise ApplicationFileError(source_file, "empty_file", "the file has no content")
-    if b"\x00" in head:
-        raise ApplicationFileError(source_file, "not_csv", "the file contains NUL bytes: it is binary, not CSV")
+@dataclass(frozen=True)
+class ApplicationRecords:
+    """What a file holds. `records`: one row per record (non-blank line after the header), in file
+    order, with columns line_number, malformed_record, raw_record (the line's text when malformed,
+    else null) and the required fields as text (never null)."""
+
+    records: pa.Table
+    header_line: int
+    columns: tuple[str, ...]
+    lines_after_header: int  # counted in the raw bytes, independently of the parser
+    blank_lines: int
 
 
-def read_applications(local_path: str, source_file: str) -> pd.DataFrame:
-    """The applications in a CSV file, every field as text (never null), in file order.
+def read_records(data: bytes, source_file: str) -> ApplicationRecords:
+    """The records of a landed file's bytes; raises ApplicationFileError for a file that is not one."""
+    if data.startswith(_UTF16_OR_32_BOMS):
+        raise ApplicationFileError(source_file, "not_utf8", "the file is UTF-16 or UTF-32 text (byte-order mark)")
+    start = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
+    lines, terminators = _split_lines(data, start)
+    _require_utf8(source_file, data, lines)
 
-    Columns: the required `INPUT_COLUMNS` (header names matched case- and space-insensitively),
-    any extra columns as they were named, then `source_file` and `row_number` (1-based, header
-    excluded). Handles a UTF-8 BOM, CRLF line ends, quoted fields with commas and short rows.
-    """
-    with open(local_path, "rb") as handle:
-        head = handle.read(65536)
-        size = handle.seek(0, 2)
-    check_content(source_file, head, size)
-
-    with duckdb.connect() as connection:
-        connection.execute("SET enable_progress_bar = false")
-        try:
-            relation = connection.read_csv(
-                local_path,
-                header=True,
-                all_varchar=True,
-                delimiter=",",
-                quotechar='"',
-                escapechar='"',
-                null_padding=True,  # a short row is read with empty fields and rejected by the rules
-                strict_mode=False,
-                encoding="utf-8",
-            )
-            canonical = {str(column).strip().lower(): column for column in relation.columns}
-            missing = [column for column in INPUT_COLUMNS if column not in canonical]
-            if missing:
-                found = ", ".join(str(column) for column in relation.columns[:10])
-                raise ApplicationFileError(
-                    source_file,
-                    "missing_columns",
-                    f"required column(s) {', '.join(missing)} not in the header (found: {found})",
-                )
-            required = {canonical[column] for column in INPUT_COLUMNS}
-            extra = [column for column in relation.columns if column not in required]
-            # Every field as text, never null; extra columns keep their names unless they would clash.
-            projection = [f"coalesce({_quote(canonical[column])}, '') AS {column}" for column in INPUT_COLUMNS] + [
-                f"coalesce({_quote(column)}, '') AS {_quote(_extra_name(column))}" for column in extra
-            ]
-            table = relation.select(", ".join(projection)).to_arrow_table()
-        except duckdb.Error as error:
-            message = str(error)
-            problem = "not_utf8" if "not utf-8 encoded" in message else "not_csv"
-            first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-            raise ApplicationFileError(source_file, problem, first_line) from error
-
-    frame = arrow_to_pandas(table)
-    frame["source_file"] = source_file
-    frame["row_number"] = np.arange(1, len(frame) + 1)
-    return frame
+    first_text = _NON_BLANK.search(data, start)
+    if first_text is None:
+        raise ApplicationFileError(source_file, "empty_file", "the file has no content (only blank lines, if any)")
+    header_index = data.count(b"\n", start, first_text.start())
+    header_line = header_index + 1
+    total_lines = len(lines)
+    body = pa.table(
+        {
+            "line_number": pa.array(np.arange(header_line + 1, total_lines + 1, dtype=np.int64)),
+            "line": lines.slice(header_index + 1),
+            "terminator": pa.array(terminators[header_index + 1 :]),
+        }
+    )
+    with duck.connect() as connection:
+        connection.execute(_CSV_FIELDS)
+        connection.register("lines", body)
+        header = _read_header(source_file, connection, lines[header_index].as_py(), header_line)
+        positions = _required_positions(source_file, header, header_line)
+        parsed = connection.sql(
+            _PARSE_RECORDS,
+            params={"field_count": len(header), **{f"{column}_field": positions[column] for column in INPUT_COLUMNS}},
+        ).to_arrow_table()
+    blank = parsed["blank"]
+    records = parsed.filter(pc.invert(blank)).drop_columns(["blank"])
+    return ApplicationRecords(
+        records=records,
+        header_line=header_line,
+        columns=tuple(header),
+        lines_after_header=_count_lines(data, start) - header_line,
+        blank_lines=parsed.num_rows - records.num_rows,
+    )
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+def _split_lines(data: bytes, start: int) -> tuple[pa.LargeStringArray, np.ndarray]:
+    """Every line of `data[start:]` with its terminator, as strings over the file's own bytes (no copy),
+    and the length of each terminator (1 for LF, 2 for CRLF, 0 for a last line without one)."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buffer[start:] == ord("\n")) + start
+    starts = np.concatenate(([start], newlines + 1))
+    if starts[-1] == len(data):  # nothing after the last newline
+        starts = starts[:-1]
+    ends = np.append(starts[1:], len(data))[: len(starts)]
+    line_feed = buffer[ends - 1] == ord("\n")
+    carriage_return = line_feed & (ends - 2 >= starts) & (buffer[np.maximum(ends - 2, 0)] == ord("\r"))
+    terminators = line_feed.astype(np.int8) + carriage_return
+    offsets = np.append(starts, len(data)).astype(np.int64)
+    lines = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(data))
+    return lines, terminators
 
 
-def _extra_name(column: str) -> str:
-    return f"extra_{column}" if column.strip().lower() in (*INPUT_COLUMNS, *PROVENANCE_COLUMNS) else column
+def _count_lines(data: bytes, start: int) -> int:
+    """Lines in the file, counted with nothing but the bytes: newlines, plus an unterminated last line."""
+    return data.count(b"\n", start) + (len(data) > start and not data.endswith(b"\n"))
+
+
+def _require_utf8(source_file: str, data: bytes, lines: pa.LargeStringArray) -> None:
+    try:
+        lines.validate(full=True)  # checks that every line is valid UTF-8
+        return
+    except pa.ArrowInvalid:
+        pass
+    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+        raise ApplicationFileError(source_file, "not_csv", "the file contains NUL bytes and is not text: it is binary")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ApplicationFileError(
+            source_file, "not_utf8", f"line {line}: byte {column} is not UTF-8 (the file must be UTF-8 text)"
+        ) from None
+
+
+def _read_header(source_file: str, connection: duckdb.DuckDBPyConnection, line: str, header_line: int) -> list[str]:
+    text = line.rstrip("\n").removesuffix("\r")
+    if "\x00" in text:
+        raise ApplicationFileError(source_file, "not_csv", f"line {header_line} (the header) contains NUL bytes")
+    if "\r" in text:
+        raise ApplicationFileError(
+            source_file,
+            "not_csv",
+            f"line {header_line} (the header) holds a carriage return: lines must end with LF or CRLF",
+        )
+    [(fields,)] = connection.execute("SELECT csv_fields($line)", {"line": text}).fetchall()
+    if fields is None:
+        raise ApplicationFileError(
+            source_file, "not_csv", f"line {header_line} (the header): a quoted column name is not closed properly"
+        )
+    return [field.strip() for field in fields]
+
+
+def _required_positions(source_file: str, header: list[str], header_line: int) -> dict[str, int]:
+    """The 1-based position of each required column (names match in any case, spaces around ignored)."""
+    canonical = [name.lower() for name in header]
+    missing = [column for column in INPUT_COLUMNS if column not in canonical]
+    if missing:
+        raise ApplicationFileError(
+            source_file,
+            "missing_columns",
+            f"line {header_line} (the header, {len(header)} column(s)) lacks the required column(s) "
+            f"{', '.join(missing)}; required: {', '.join(INPUT_COLUMNS)}"
+            + ("; the separator must be a comma" if len(header) == 1 and _OTHER_SEPARATORS.search(header[0]) else ""),
+        )
+    repeated = [column for column in INPUT_COLUMNS if canonical.count(column) > 1]
+    if repeated:
+        raise ApplicationFileError(
+            source_file,
+            "duplicate_columns",
+            f"line {header_line} (the header) names the column(s) {', '.join(repeated)} more than once",
+        )
+    return {column: canonical.index(column) + 1 for column in INPUT_COLUMNS}

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from datetime import date
 
-import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from memberflow_assets.frames import arrow_to_pandas
+from memberflow_assets.membership import duck
 from memberflow_assets.settings import read_sql
 
 INPUT_COLUMNS = ("name", "email", "date_of_birth", "mobile_no")
@@ -28,7 +30,8 @@ OUTPUT_COLUMNS = (
     "membership_id",
     "rejection_reasons",
 )
-# In the order `rejection_reasons` lists them.
+# In the order `rejection_reasons` lists them: the business rules, then a value that is not storable
+# as given (too long, control characters), then a record the reader could not split into its fields.
 REJECTION_REASONS = (
     "missing_name",
     "missing_last_name",
@@ -36,11 +39,25 @@ REJECTION_REASONS = (
     "under_18",
     "invalid_mobile_no",
     "invalid_email",
+    "field_too_long",
+    "control_characters",
+    "malformed_record",
 )
+# The longest value a field may have, in characters, after its whitespace is cleaned.
+MAX_FIELD_LENGTHS = {"name": 200, "email": 254, "date_of_birth": 64, "mobile_no": 64}
 DEFAULT_AS_OF = date(2022, 1, 1)
 MEMBERSHIP_ID_PATTERN = r"^\S+_[0-9a-f]{5}$"
 
 _CLASSIFY_SQL = read_sql("membership/classify_applications.sql")
+_CLASSIFY_BIRTHDAYS_SQL = read_sql("membership/classify_birthdays.sql")
+# classify_birthdays.sql's columns, as the row-level rules receive them
+_BIRTHDAY_VERDICTS = {
+    "shown": "_dob_shown",
+    "valid": "_dob_valid",
+    "above_18": "_above_18",
+    "id_suffix": "_id_suffix",
+    "has_control": "_dob_control",
+}
 
 
 def adult_cutoff(as_of: date) -> date:
@@ -49,6 +66,27 @@ def adult_cutoff(as_of: date) -> date:
         return as_of.replace(year=as_of.year - 18)
     except ValueError:
         return as_of.replace(year=as_of.year - 18, day=28)
+
+
+def classify_records(applications: pa.Table, as_of: date = DEFAULT_AS_OF) -> pa.Table:
+    """The rules over an Arrow table: the text columns `INPUT_COLUMNS`, a boolean `malformed_record`
+    (the reader could not split the record into its fields) and any other columns. Returns
+    `OUTPUT_COLUMNS` followed by the other columns (malformed_record among them), row for row."""
+    birthdays = pc.dictionary_encode(
+        pc.fill_null(applications["date_of_birth"].cast(pa.large_string()), "").combine_chunks()
+    )
+    with duck.connect() as connection:
+        # Each distinct birthday is judged once; the verdicts go back to the rows by position.
+        connection.register("birthdays", pa.table({"date_of_birth": birthdays.dictionary}))
+        verdicts = connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params={"cutoff": adult_cutoff(as_of)}).to_arrow_table()
+        verdict_of_row = pc.take(
+            pc.index_in(birthdays.dictionary, value_set=verdicts["date_of_birth"]), birthdays.indices
+        )
+        for column, name in _BIRTHDAY_VERDICTS.items():
+            applications = applications.append_column(name, pc.take(verdicts[column], verdict_of_row))
+        connection.register("applications", applications)
+        lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items()}
+        return connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()
 
 
 def classify_applications(df: pd.DataFrame, as_of: date = DEFAULT_AS_OF) -> pd.DataFrame:
@@ -61,12 +99,9 @@ def classify_applications(df: pd.DataFrame, as_of: date = DEFAULT_AS_OF) -> pd.D
     missing = [column for column in INPUT_COLUMNS if column not in df.columns]
     if missing:
         raise ValueError(f"applications are missing required column(s): {', '.join(missing)}")
-    applications = df[list(INPUT_COLUMNS)].astype("str")  # no copy when already text
-    with duckdb.connect() as connection:
-        connection.execute("SET enable_progress_bar = false")
-        connection.register("applications", applications)
-        result = connection.sql(_CLASSIFY_SQL, params={"cutoff": adult_cutoff(as_of)}).to_arrow_table()
-    classified = arrow_to_pandas(result)
+    applications = pa.Table.from_pandas(df[list(INPUT_COLUMNS)].astype("str"), preserve_index=False)
+    applications = applications.append_column("malformed_record", pa.repeat(False, applications.num_rows))
+    classified = arrow_to_pandas(classify_records(applications, as_of).select(list(OUTPUT_COLUMNS)))
     classified["is_successful"] = classified["is_successful"].astype(bool)
     classified.index = df.index
     return classified

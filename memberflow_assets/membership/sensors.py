@@ -22,7 +22,7 @@ from memberflow_assets.resources import ZonesResource
 from memberflow_assets.zones import FileInfo, Zones
 
 SHA256_TAG = "memberflow/sha256"
-SOURCE_FILE_TAG = "memberflow/source_file"
+SOURCE_FILE_TAG = batches.SOURCE_FILE_TAG
 OVERLAP_SECONDS = 5.0
 SETTLE_SECONDS = float(os.environ.get("MEMBERFLOW_LANDING_SETTLE_SECONDS", "10"))
 MAX_FILES_PER_TICK = 200

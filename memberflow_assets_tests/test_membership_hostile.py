@@ -1,0 +1,409 @@
+"""Hostile input through the public membership_batch job (issue 9): no bad row or file can hurt another,
+no record is merged away, no member is overwritten by someone else, and nothing personal reaches
+Dagster. Every bad file is run beside a good one, which must still succeed end to end, members included."""
+
+import hashlib
+import threading
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+import psycopg2
+import pyarrow as pa
+
+from memberflow_assets import cli
+from memberflow_assets.membership import assets as membership_assets
+from memberflow_assets.membership import sensors
+from memberflow_assets.membership.batches import batch_key
+from memberflow_assets.membership.members_load import load_batch, stage_batch, verify_batch
+from memberflow_assets.membership.reader import ApplicationRecords
+from memberflow_assets.membership.samples import generate_applications
+from memberflow_assets.membership.sensors import landing_applications_sensor
+from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.zones import Zones
+
+from .helpers import (
+    HEADER,
+    check_results,
+    checks_failing_with_error,
+    fetch_all,
+    land,
+    materialized_metadata,
+    members_rows,
+    read_output,
+    read_reason,
+    run_batch,
+    run_file,
+)
+from .sales_data import migrated
+
+GOOD_ROWS = "Ann Lee,ann@mail.net,1985-02-03,81234567\nBob Tan,bob@example.com,1970-01-01,91234567\n"
+
+
+def member_id(last_name: str, birthday: str) -> str:
+    return f"{last_name}_{hashlib.sha256(birthday.encode()).hexdigest()[:5]}"
+
+
+def run_with_good_neighbour(instance, zones, name: str, content: bytes | str) -> dg.ExecuteInProcessResult:
+    """Run `name` and a good file beside it; the good one must succeed end to end, members included."""
+    land(zones, name, content)
+    land(zones, "good_neighbour.csv", f"{HEADER}\n{GOOD_ROWS}")
+    result = run_file(instance, name)
+    neighbour = run_file(instance, "good_neighbour.csv")
+    assert neighbour.success and not checks_failing_with_error(neighbour)
+    assert materialized_metadata(neighbour, "members")["applicants"] == 2
+    return result
+
+
+def outcome(zones: Zones, name: str, line_number: int) -> dict:
+    """The one output row of a file's line (successful or not)."""
+    rows = []
+    for kind in ("successful", "unsuccessful"):
+        frame = read_output(zones, kind, batch_key(name))
+        rows += frame[frame["line_number"] == line_number].to_dict("records")
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def collisions(dsn: str) -> list[tuple]:
+    return fetch_all(
+        dsn,
+        "SELECT membership_id, batch, row_number, first_name, held_by_batch FROM sales.membership_id_collisions "
+        "ORDER BY batch, row_number",
+    )
+
+
+def land_after(zones: Zones, name: str, content: str, earlier: str) -> None:
+    """Land a file whose landing time is strictly later than the file `earlier` (coarse file clocks)."""
+    before = zones.file_info(f"landing/applications/{earlier}").changed_at
+    land(zones, name, content)
+    while zones.file_info(f"landing/applications/{name}").changed_at <= before:
+        land(zones, name, content)
+
+
+# -- 1. a row PostgreSQL would refuse can never be successful; a load problem fails only its batch --
+PAD_ROWS = 2000
+PADDING = "".join(f"Pad Person{n},pad{n}@example.com,1980-01-01,8{n:07d}\n" for n in range(PAD_ROWS))  # > 64 KB
+
+
+TAIL = ",x@example.com,1980-01-01,81234567"
+
+
+POISON = [  # (row, successful, the rejection reasons or, for a successful row, the last name)
+    # a NUL byte beyond the first 64 KB of the file
+    ("Ann\x00 Nul" + TAIL, False, "control_characters"),
+    # every Unicode whitespace is whitespace: inside the last word it splits the word
+    ("John Smi\vth" + TAIL, True, "th"),
+    ("Jane Smi\u3000ty" + TAIL, True, "ty"),
+    ("John\u00a0Smith\u2003,n@example.com,1980-01-01,8123\u20074567", True, "Smith"),
+    # a last name too long for PostgreSQL's index (and for the rules)
+    ("John " + "X" * 3000 + TAIL, False, "field_too_long"),
+    ("Eve Sm\u202eith" + TAIL, False, "control_characters"),
+    ("Zed Zero\u200bWidth" + TAIL, False, "control_characters"),
+    ("Esc Ape,e\x1b@x.com,1980-01-01,81234567", False, "invalid_email;control_characters"),
+]
+
+
+def test_a_row_postgresql_would_refuse_is_unsuccessful_and_the_file_succeeds(instance, zones, pg_dsn):
+    rows = "".join(f"{row}\n" for row, _, _ in POISON)
+    content = f"{HEADER}\n{PADDING}{rows}Last Good,last@example.com,1980-01-01,81234567\n"
+    result = run_with_good_neighbour(instance, zones, "poisoned.csv", content)
+
+    assert result.success and not checks_failing_with_error(result)
+    for line_number, (row, successful, detail) in enumerate(POISON, start=PAD_ROWS + 2):
+        bad = outcome(zones, "poisoned.csv", line_number)
+        assert bad["is_successful"] == successful, row
+        assert (bad["last_name"] if successful else bad["rejection_reasons"]) == detail, row
+    stored = len(read_output(zones, "successful", "poisoned"))
+    assert stored == PAD_ROWS + 1 + sum(successful for _, successful, _ in POISON)
+    assert materialized_metadata(result, "members")["applicants"] == stored
+    assert len(members_rows(pg_dsn)) == stored + 2  # the neighbour's two as well
+
+
+def test_a_load_problem_of_one_batch_fails_only_that_batch(instance, zones, pg_dsn):
+    with psycopg2.connect(migrated(pg_dsn)) as connection, connection.cursor() as cursor:
+        # a value the rules accept but the database refuses (a stand-in for anything PostgreSQL may refuse)
+        cursor.execute("ALTER TABLE sales.members ADD CONSTRAINT refuses CHECK (email <> 'refused@example.com')")
+    connection.close()
+
+    poisoned = run_with_good_neighbour(
+        instance, zones, "poisoned.csv", f"{HEADER}\n{GOOD_ROWS}Rae Fused,refused@example.com,1980-01-01,81234567\n"
+    )
+
+    assert not poisoned.success  # its own members step fails, and only that
+    assert materialized_metadata(poisoned, "successful_applications")["rows"] == 3
+    land(zones, "later.csv", f"{HEADER}\nCat Ng,cat@example.com,1990-01-01,81234567\n")
+    assert run_file(instance, "later.csv").success  # later files are unaffected too
+    assert run_file(instance, "good_neighbour.csv").success
+
+
+# -- 2. records are never merged: one record per line, counted in the bytes --------------------------
+def test_an_unclosed_quote_breaks_only_its_own_record_early_or_late(instance, zones, pg_dsn):
+    lines = generate_applications(31_000 - 1, seed=3).to_csv(index=False).splitlines()
+    broken = {n: f'"Unclosed Quote{n},quote@example.com,1980-01-01,81234567' for n in (3, 30_001)}
+    for record_number, line in sorted(broken.items()):
+        lines.insert(record_number, line)  # lines[0] is the header: record n is line n + 1
+    result = run_with_good_neighbour(instance, zones, "quote.csv", "\n".join(lines) + "\n")
+
+    assert result.success and not checks_failing_with_error(result)
+    assert materialized_metadata(result, "classified_applications")["rows"] == 31_001
+    for record_number, line in broken.items():
+        row = outcome(zones, "quote.csv", line_number=record_number + 1)
+        assert row["rejection_reasons"] == "malformed_record" and row["raw_record"] == line
+        assert row["row_number"] == record_number
+    last = outcome(zones, "quote.csv", line_number=31_002)  # the file's last record is its own row
+    assert last["row_number"] == 31_001 and pd.isna(last["raw_record"])
+
+
+def test_rows_conserved_fails_when_the_parser_merges_records(instance, zones, pg_dsn, monkeypatch):
+    real_read_records = membership_assets.read_records
+
+    def merging_parser(data: bytes, source_file: str) -> ApplicationRecords:
+        read = real_read_records(data, source_file)
+        merged = read.records.slice(0, read.records.num_rows - 1)  # the last record swallowed by another
+        return ApplicationRecords(merged, read.header_line, read.columns, read.lines_after_header, read.blank_lines)
+
+    monkeypatch.setattr(membership_assets, "read_records", merging_parser)
+    land(zones, "merged.csv", f"{HEADER}\n{GOOD_ROWS}")
+
+    result = run_file(instance, "merged.csv")
+
+    assert not result.success
+    assert check_results(result)["rows_conserved"] is False
+    assert members_rows(migrated(pg_dsn)) == []  # the blocking check stopped the load
+
+
+def test_a_3_mb_line_is_one_unsuccessful_row(instance, zones, pg_dsn):
+    huge = "Huge " + "Y" * 3_000_000 + ",huge@example.com,1980-01-01,81234567"
+    result = run_with_good_neighbour(instance, zones, "huge.csv", f"{HEADER}\n{GOOD_ROWS}{huge}\n{GOOD_ROWS}")
+
+    assert result.success
+    assert outcome(zones, "huge.csv", line_number=4)["rejection_reasons"] == "field_too_long"
+    assert len(read_output(zones, "successful", "huge")) == 4
+    preview = materialized_metadata(result, "unsuccessful_applications")["preview"]
+    assert len(preview) < 2000  # previews cut values short
+
+
+def test_leading_blank_lines_are_skipped_and_line_numbers_stay_right(instance, zones, pg_dsn):
+    content = "\n" * 100_000 + " \t\r\n" + f"{HEADER}\r\n\r\n{GOOD_ROWS}"
+    result = run_with_good_neighbour(instance, zones, "blank_lines.csv", content)
+
+    assert result.success and not checks_failing_with_error(result)
+    assert materialized_metadata(result, "raw_applications")["header_line"] == 100_002
+    assert list(read_output(zones, "successful", "blank_lines")["line_number"]) == [100_004, 100_005]
+    assert list(read_output(zones, "successful", "blank_lines")["row_number"]) == [1, 2]
+
+
+def test_file_level_reasons_name_the_right_line_and_no_local_path(instance, zones, memberflow_env, pg_dsn):
+    unreadable = {  # file: (content, problem, what the detail says)
+        "latin1.csv": (f"{HEADER}\n{GOOD_ROWS}Jos\xe9 Lee{TAIL}\n".encode("latin-1"), "not_utf8", "line 4"),
+        "quote.csv": (b"\n\n" + f'"name,email,date_of_birth,mobile_no\n{GOOD_ROWS}'.encode(), "not_csv", "line 3"),
+        "headerless.csv": (b"\n \n" + GOOD_ROWS.encode(), "missing_columns", "line 3"),
+        "blank.csv": ("\n" * 100_000, "empty_file", "no content"),
+    }
+    for name, (content, _, _) in unreadable.items():
+        land(zones, name, content)
+    results = {name: run_file(instance, name) for name in unreadable}
+    land(zones, "good_neighbour.csv", f"{HEADER}\n{GOOD_ROWS}")
+    assert run_file(instance, "good_neighbour.csv").success
+
+    for name, (_, problem, detail) in unreadable.items():
+        assert not results[name].success
+        reason = read_reason(memberflow_env, name)
+        assert reason["problem"] == problem and detail in reason["detail"], reason
+        failure = next(e for e in results[name].all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+        for text in (reason["detail"], failure.step_failure_data.error.message):
+            assert str(memberflow_env) not in text and "/tmp" not in text
+
+
+# -- 3. membership ID collisions are kept visible and lose nobody ------------------------------------
+WILLIAMSON = member_id("Williamson", "19540310")
+
+
+def test_two_people_with_one_membership_id_are_both_kept(instance, zones, pg_dsn):
+    """The public data's case: Kenneth (applications_dataset_1) and Bethany (applications_dataset_2)
+    Williamson, both born 1954-03-10, both get Williamson_2b72a."""
+    land(zones, "dataset_1.csv", f"{HEADER}\n{GOOD_ROWS}Kenneth Williamson,ken@example.com,1954-03-10,81110000\n")
+    land_after(
+        zones, "dataset_2.csv", f"{HEADER}\nBethany Williamson,beth@example.com,03/10/1954,82220000\n", "dataset_1.csv"
+    )
+
+    first = run_file(instance, "dataset_1.csv")
+    second = run_file(instance, "dataset_2.csv")
+    again = run_file(instance, "dataset_2.csv")
+
+    assert first.success and check_results(first)["membership_id_collisions"] is True
+    assert second.success and again.success  # a collision warns, it does not fail the batch
+    williamson = [row for row in members_rows(pg_dsn) if row[0] == WILLIAMSON]
+    assert [(row[1], row[3]) for row in williamson] == [("Kenneth", "ken@example.com")]  # nobody overwritten
+    assert collisions(pg_dsn) == [(WILLIAMSON, "dataset_2", 1, "Bethany", "dataset_1")]  # recorded once
+    evaluation = next(e for e in again.get_asset_check_evaluations() if e.check_name == "membership_id_collisions")
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["colliding_ids"].value == 1
+    assert WILLIAMSON in evaluation.metadata["ids"].value
+    assert check_results(again)["members_match_batch"] is True
+
+    # the same person again (same ID, same first name in any case) updates their member as before
+    again_kenneth = "KENNETH Williamson,ken.new@example.com,1954-03-10,81110000"
+    land_after(zones, "dataset_3.csv", f"{HEADER}\n{again_kenneth}\n", "dataset_2.csv")
+    assert run_file(instance, "dataset_3.csv").success
+    williamson = [row for row in members_rows(pg_dsn) if row[0] == WILLIAMSON]
+    assert [(row[1], row[3], row[6]) for row in williamson] == [("KENNETH", "ken.new@example.com", "dataset_3")]
+    assert len(collisions(pg_dsn)) == 1
+
+
+def test_a_collision_inside_one_file_keeps_the_first_applicant(instance, zones, pg_dsn):
+    rows = "Ann Lee,ann@mail.net,1985-02-03,81234567\nBea Lee,bea@mail.net,1985-02-03,91234567\n"
+    land(zones, "twins.csv", f"{HEADER}\n{rows}Ann Lee,ann.new@mail.net,1985-02-03,81234567\n")
+
+    result = run_file(instance, "twins.csv")
+
+    assert result.success and check_results(result)["membership_id_collisions"] is False
+    assert [(row[1], row[3]) for row in members_rows(pg_dsn)] == [("Ann", "ann.new@mail.net")]  # her latest row
+    assert collisions(pg_dsn) == [(member_id("Lee", "19850203"), "twins", 2, "Bea", "twins")]
+
+
+# -- 4. members costs O(the batch), with an order-independent winner and a full rebuild ---------------
+def test_members_reads_only_its_own_batch(instance, zones, pg_dsn):
+    land(zones, "old.csv", f"{HEADER}\n{GOOD_ROWS}")
+    assert run_file(instance, "old.csv").success
+    zones.write_bytes("members/successful/old.parquet", b"not parquet any more")  # history unreadable
+
+    result = run_with_good_neighbour(instance, zones, "new.csv", f"{HEADER}\nCat Ng{TAIL}\n")
+
+    assert result.success and materialized_metadata(result, "members")["applicants"] == 1
+
+
+def test_the_latest_landed_file_wins_whatever_order_batches_run_in(instance, zones, pg_dsn):
+    land(zones, "early.csv", f"{HEADER}\nAnn Lee,ann.early@mail.net,1985-02-03,81234567\nBob Tan{TAIL}\n")
+    land_after(zones, "late.csv", f"{HEADER}\nMs. Ann Lee,ann.late@mail.net,02/03/1985,8123 4567\n", "early.csv")
+
+    assert run_file(instance, "early.csv").success and run_file(instance, "late.csv").success
+    in_order = members_rows(pg_dsn)
+    clear_members(pg_dsn)
+    assert run_file(instance, "late.csv").success and run_file(instance, "early.csv").success
+    out_of_order = members_rows(pg_dsn)
+
+    assert in_order == out_of_order
+    ann = next(row for row in in_order if row[2] == "Lee")
+    assert (ann[3], ann[6]) == ("ann.late@mail.net", "late")
+    assert run_file(instance, "early.csv").success and members_rows(pg_dsn) == in_order  # rerun: no change
+
+    # disaster recovery: the members table rebuilt from the files alone
+    land(zones, "twins.csv", f"{HEADER}\nBea Lee,bea@mail.net,1985-02-03,91234567\n")
+    assert run_file(instance, "twins.csv").success
+    before = (members_rows(pg_dsn), collisions(pg_dsn))
+    clear_members(pg_dsn)
+    assert cli.main(["members-rebuild"]) == 0
+    assert (members_rows(pg_dsn), collisions(pg_dsn)) == before
+
+
+def test_member_key_stays_with_the_member_through_updates_reruns_and_rebuild(instance, zones, pg_dsn):
+    def keys() -> dict[str, str]:
+        return dict(fetch_all(pg_dsn, "SELECT membership_id, member_key::text FROM sales.members"))
+
+    land(zones, "first.csv", f"{HEADER}\n{GOOD_ROWS}")
+    assert run_file(instance, "first.csv").success
+    first = keys()
+    second = f"{HEADER}\nAnn Lee,ann.new@mail.net,1985-02-03,81234567\nCat Ng{TAIL}\n"
+    land_after(zones, "second.csv", second, "first.csv")
+    assert run_file(instance, "second.csv").success and run_file(instance, "first.csv").success
+    assert cli.main(["members-rebuild"]) == 0
+
+    after = keys()
+    ann = member_id("Lee", "19850203")
+    email = fetch_all(pg_dsn, f"SELECT email FROM sales.members WHERE membership_id = '{ann}'")
+    assert email == [("ann.new@mail.net",)]
+    assert {membership_id: after[membership_id] for membership_id in first} == first  # existing members keep theirs
+    assert len(after) == 3 and len(set(after.values())) == 3 and all(after.values())  # the new member got its own
+
+
+def clear_members(dsn: str) -> None:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("DELETE FROM sales.membership_id_collisions; DELETE FROM sales.members")
+    connection.close()
+
+
+def test_concurrent_batches_with_the_same_new_ids_neither_block_nor_lose_anyone(memberflow_env, pg_dsn):
+    def batch(first_names: list[str]) -> pa.Table:
+        return pa.table(
+            {
+                "membership_id": [member_id(f"Person{n}", "19800101") for n in range(300)],
+                "first_name": first_names,
+                "last_name": [f"Person{n}" for n in range(300)],
+                "email": [f"p{n}@example.com" for n in range(300)],
+                "date_of_birth": ["19800101"] * 300,
+                "mobile_no": ["81234567"] * 300,
+                "above_18": [True] * 300,
+                "row_number": list(range(1, 301)),
+            }
+        )
+
+    # the same person in half of the IDs, a different person in the other half
+    tables = {"left": batch(["Ann"] * 300), "right": batch(["Ann"] * 150 + ["Bea"] * 150)}
+    landed = {"left": datetime(2026, 1, 1, tzinfo=UTC), "right": datetime(2026, 1, 2, tzinfo=UTC)}
+    migrated(pg_dsn)
+    database = SalesDatabase()
+    start = threading.Barrier(2)
+    results, errors = {}, []
+
+    def load(name: str) -> None:
+        try:
+            with database.connect() as connection:
+                start.wait()
+                results[name] = load_batch(connection, name, tables[name], landed[name])
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=load, args=(name,)) for name in tables]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not errors and not any(thread.is_alive() for thread in threads)
+    assert results["left"].inserted + results["right"].inserted == 300
+    assert len(members_rows(pg_dsn)) == 300
+    for name, table in tables.items():
+        with database.connect() as connection:
+            stage_batch(connection, table)
+            assert verify_batch(connection, name, landed[name]).passed
+    held_by_bea = sum(row[1] == "Bea" for row in members_rows(pg_dsn))
+    assert len(collisions(pg_dsn)) == 150 and held_by_bea in (0, 150)  # whoever came first keeps each ID
+
+
+# -- 5. one file, one partition ----------------------------------------------------------------------
+def test_names_that_differ_only_in_extension_or_case_are_separate_partitions(instance, zones, monkeypatch):
+    monkeypatch.setattr(sensors, "SETTLE_SECONDS", 0.0)
+    names = ["dup_a.csv", "dup_a.CSV", "dup_b", "dup_b.csv", "Dup_A.csv"]
+    for number, name in enumerate(names):
+        land(zones, name, f"{HEADER}\nPerson Number{number},p{number}@example.com,1980-01-01,81234567\n")
+    context = dg.build_sensor_context(instance=instance, resources={"zones": ZonesResource()})
+
+    tick = landing_applications_sensor(context)
+
+    requests = {request.tags["memberflow/source_file"]: request for request in tick.run_requests}
+    assert set(requests) == set(names)
+    assert len({request.partition_key for request in requests.values()}) == len(names)
+    instance.add_dynamic_partitions("application_files", [r.partition_key for r in requests.values()])
+    for number, name in enumerate(names):  # each run reads exactly its own file
+        request = requests[name]
+        assert run_batch(instance, request.partition_key, tags=request.tags).success
+        output = read_output(zones, "successful", request.partition_key)
+        assert list(output["source_file"]) == [name] and list(output["last_name"]) == [f"Number{number}"]
+
+
+# -- 6. nothing personal in Dagster's event log -------------------------------------------------------
+def test_no_email_mobile_or_birthday_reaches_dagster(instance, zones, pg_dsn):
+    people = "Pia Secret,pia.secret@example.com,1977-07-19,87654321\nQuo Private,quo@private.net,31-12-1966,86543210\n"
+    land(zones, "personal.csv", f"{HEADER}\n{people}Bad Row,not-an-email,1999-99-99,12 34\n")
+    land(zones, "headerless.csv", people)  # the first line, taken for a header, is personal data
+
+    ran = [run_file(instance, "personal.csv"), run_file(instance, "headerless.csv")]
+
+    assert ran[0].success and not ran[1].success
+    logged = "\n".join(repr(entry) for result in ran for entry in instance.all_logs(result.run_id))
+    assert "Secret" in logged or "Pia" in logged  # names are not what this hides: the log is really read
+    for secret in ("pia.secret", "quo@private", "87654321", "86543210", "1977-07-19", "19770719", "31-12-1966",
+                   "19661231", "not-an-email", "1999-99-99", "12 34"):  # fmt: skip
+        assert secret not in logged, secret

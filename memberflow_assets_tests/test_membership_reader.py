@@ -1,0 +1,98 @@
+"""The reader's dialect (docs/membership.md "Reading a file"), through read_records on bytes."""
+
+import pytest
+
+from memberflow_assets.membership.reader import ApplicationFileError, read_records
+
+HEADER = b"name,email,date_of_birth,mobile_no"
+
+
+def records(data: bytes) -> list[dict]:
+    return read_records(data, "f.csv").records.to_pylist()
+
+
+def fields(data: bytes) -> list[tuple]:
+    return [(r["name"], r["email"], r["date_of_birth"], r["mobile_no"], r["malformed_record"]) for r in records(data)]
+
+
+def problem(data: bytes) -> tuple[str, str]:
+    with pytest.raises(ApplicationFileError) as raised:
+        read_records(data, "f.csv")
+    return raised.value.problem, raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"a,b,c,d", ("a", "b", "c", "d", False)),
+        (b'"a, Jr.","b""q",c,d', ("a, Jr.", 'b"q', "c", "d", False)),
+        (b'"",,"",', ("", "", "", "", False)),
+        (b'O"Neil,b,c,d', ('O"Neil', "b", "c", "d", False)),  # a quote inside an unquoted field is a character
+        (b'"unclosed,b,c,d', ('"unclosed', "b", "c", "d", True)),
+        (b'"a"x,b,c,d', ('"a"x', "b", "c", "d", True)),  # text after a closing quote
+        (b"a,b,c", ("a", "b", "c", "", True)),  # too few fields
+        (b"a,b,c,d,e", ("a", "b", "c", "d", True)),  # too many
+        (b"a,b\x00,c,d", ("a", "b\x00", "c", "d", False)),  # a NUL is a value's problem (the rules'), not the file's
+        ("é,ü,ß,中".encode(), ("é", "ü", "ß", "中", False)),
+    ],
+)
+def test_one_record_per_line(line, expected):
+    assert fields(HEADER + b"\n" + line + b"\nz,z,z,z\n") == [expected, ("z", "z", "z", "z", False)]
+
+
+def test_a_malformed_record_keeps_its_exact_text_and_its_line():
+    data = HEADER + b'\r\nok,b,c,d\r\n"broken, "x",c,d\r\nok2,b,c,d'
+    rows = records(data)
+    assert [(row["line_number"], row["raw_record"]) for row in rows] == [
+        (2, None),
+        (3, '"broken, "x",c,d'),
+        (4, None),
+    ]
+
+
+def test_bom_blank_lines_and_line_ends():
+    data = (
+        b"\xef\xbb\xbf\r\n \t\n\n"
+        + b"Name , EMAIL ,date_of_birth,Mobile_No,extra\r\n\n"
+        + b"a,b,c,d,e\n   \n"
+        + b"f,g,h,i,j"
+    )
+    read = read_records(data, "f.csv")
+    assert read.header_line == 4
+    assert read.columns == ("Name", "EMAIL", "date_of_birth", "Mobile_No", "extra")
+    assert [row["line_number"] for row in read.records.to_pylist()] == [6, 8]
+    assert read.records["mobile_no"].to_pylist() == ["d", "i"]  # no terminator left on the last field
+    assert (read.lines_after_header, read.blank_lines) == (4, 2)
+
+
+def test_columns_in_any_order_and_extra_columns():
+    data = b"mobile_no,x,EMAIL,date_of_birth,name\n1,2,3,4,5\n"
+    assert fields(data) == [("5", "3", "4", "1", False)]
+
+
+def test_a_header_only_file_has_no_records():
+    for data in (HEADER, HEADER + b"\n", HEADER + b"\r\n\r\n"):
+        read = read_records(data, "f.csv")
+        assert read.records.num_rows == 0 and read.lines_after_header == read.blank_lines
+
+
+@pytest.mark.parametrize(
+    ("data", "expected_problem", "detail"),
+    [
+        (b"", "empty_file", "no content"),
+        (b"\n \r\n\t\n", "empty_file", "no content"),
+        (b"\xff\xfen\x00a\x00", "not_utf8", "UTF-16"),
+        (HEADER + b"\nok,b,c,d\nJos\xe9,b,c,d\n", "not_utf8", "line 3: byte 4"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not_csv", "binary"),
+        (b'\n"name,email,date_of_birth,mobile_no\n', "not_csv", "line 2"),
+        (b"name,email,date_of_birth,mobile_no\x00\n", "not_csv", "NUL"),
+        (b"name,email,date_of_birth,mobile_no\ra,b,c,d\r", "not_csv", "carriage return"),
+        (b"name;email;date_of_birth;mobile_no\n1;2;3;4\n", "missing_columns", "separator must be a comma"),
+        (b"\n\nAnn Lee,ann@example.com,1990-01-01,81234567\n", "missing_columns", "line 3"),
+        (b"name,NAME,email,date_of_birth,mobile_no\n", "duplicate_columns", "name"),
+    ],
+)
+def test_files_that_cannot_be_read(data, expected_problem, detail):
+    found, text = problem(data)
+    assert found == expected_problem and detail in text
+    assert "ann@example.com" not in text and "Ann" not in text  # a reason never quotes the data

@@ -1,0 +1,14 @@
+-- DuckDB macro: the fields of one CSV record (a line without its terminator), or NULL when its quoting
+-- is broken. The dialect is docs/membership.md "Reading a file": comma-separated; a field that starts
+-- with a double quote is quoted, runs to the quote that closes it ("" inside is one quote) and must be
+-- followed by a comma or the end of the line; a quote inside an unquoted field is an ordinary character.
+-- Records are lines, so a broken quote can only ever break its own record.
+CREATE OR REPLACE TEMP MACRO csv_fields(line) AS
+    CASE
+        WHEN NOT contains(line, '"') THEN string_split(line, ',')
+        WHEN regexp_full_match(line, '(?:"(?:[^"]|"")*"|[^,"][^,]*|)(?:,(?:"(?:[^"]|"")*"|[^,"][^,]*|))*')
+            -- every match starts at a comma (one is put in front), so empty fields are never skipped
+            THEN list_transform(
+                regexp_extract_all(',' || line, ',("(?:[^"]|"")*"|[^,"][^,]*|)', 1),
+                lambda field: CASE WHEN starts_with(field, '"') THEN replace(field[2:-2], '""', '"') ELSE field END)
+    END;

@@ -1,0 +1,32 @@
+-- DuckDB: the records of an applications file, one row per line after the header, in file order.
+-- Input: relation `lines` (line_number, line = the line's text with its terminator, terminator = how
+-- many characters of LF or CRLF end it) and the macro csv_fields (csv_fields.sql).
+-- Parameters: $field_count (fields in the header) and the 1-based positions of the required columns.
+-- A line whose quoting is broken or whose field count differs from the header's is malformed: its
+-- fields are shown as a plain split on commas and its exact text is kept in raw_record.
+WITH text AS (
+    SELECT line_number, left(line, length(line) - terminator) AS line FROM lines
+),
+parsed AS (
+    SELECT line_number, line, csv_fields(line) AS fields FROM text
+),
+judged AS (
+    SELECT
+        line_number,
+        line,
+        coalesce(len(fields) <> $field_count, true) AS malformed_record,
+        coalesce(fields, string_split(line, ',')) AS shown,
+        -- only spaces, tabs and CRs: not a record (checked only where a record has a single field)
+        CASE WHEN len(fields) > 1 THEN false ELSE regexp_full_match(line, '[ \t\r]*') END AS blank
+    FROM parsed
+)
+SELECT
+    line_number,
+    blank,
+    malformed_record,
+    CASE WHEN malformed_record THEN line END AS raw_record,
+    coalesce(shown[$name_field], '') AS name,
+    coalesce(shown[$email_field], '') AS email,
+    coalesce(shown[$date_of_birth_field], '') AS date_of_birth,
+    coalesce(shown[$mobile_no_field], '') AS mobile_no
+FROM judged

@@ -32,14 +32,14 @@ class ImageProcessingConfig(dg.Config):
         dg.AssetSpec(
             "image_thumbnails",
             kinds={"jpeg"},
-            description="images/processed/<hour>/<image_id>.jpg: upright thumbnails (256 px long side) "
+            description="`images/processed/<hour>/<image_id>.jpg`: upright thumbnails (256 px long side) "
             "without EXIF or XMP, one per processed image of the hour.",
         ),
         dg.AssetSpec(
             "image_metadata",
             deps=["image_thumbnails"],
             kinds={"parquet"},
-            description="images/metadata/<hour>.parquet: one row per landed image of the hour (processed "
+            description="`images/metadata/<hour>.parquet`: one row per landed image of the hour (processed "
             "or rejected with its error); also updates images.registry.",
         ),
     ],
@@ -55,7 +55,7 @@ class ImageProcessingConfig(dg.Config):
             "no_location_in_outputs",
             asset="image_thumbnails",
             blocking=True,
-            description="No file under images/processed/<hour>/ carries GPS (EXIF or XMP) or any EXIF at all.",
+            description="No file under `images/processed/<hour>/` carries GPS (EXIF or XMP) or any EXIF at all.",
         ),
         dg.AssetCheckSpec(
             "thumbnails_decode",

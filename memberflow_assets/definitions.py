@@ -10,8 +10,12 @@ from memberflow_assets.images.ingest_sensors import kafka_images_sensor
 from memberflow_assets.images.jobs import (
     image_bi_views_job,
     image_processing_job,
+    image_retention_audit,
+    image_retention_compliance_job,
+    image_retention_compliance_schedule,
     image_retention_job,
     image_retention_schedule,
+    images_purged_within_7_days,
 )
 from memberflow_assets.images.sensors import landing_images_sensor
 from memberflow_assets.membership import assets as membership_assets
@@ -27,16 +31,19 @@ from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.warehouse.sensors import sales_warehouse_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(
-        [membership_assets, ingest_assets, image_assets, sales_assets, warehouse_assets]
-    ),
-    asset_checks=dg.load_asset_checks_from_modules([membership_assets, image_assets, warehouse_assets]),
+    assets=dg.load_assets_from_modules([membership_assets, ingest_assets, image_assets, sales_assets, warehouse_assets])
+    + [image_retention_audit],
+    asset_checks=[
+        *dg.load_asset_checks_from_modules([membership_assets, image_assets, warehouse_assets]),
+        images_purged_within_7_days,
+    ],
     jobs=[
         membership_batch_job,
         kafka_image_ingest_job,
         image_processing_job,
         image_bi_views_job,
         image_retention_job,
+        image_retention_compliance_job,
         sales_demo_job,
         sales_warehouse_job,
     ],
@@ -48,7 +55,7 @@ defs = dg.Definitions(
         team_password_audit_sensor,
         sales_warehouse_sensor,
     ],
-    schedules=[image_retention_schedule, sales_warehouse_schedule],
+    schedules=[image_retention_schedule, image_retention_compliance_schedule, sales_warehouse_schedule],
     resources={
         "zones": ZonesResource(),
         "sales_db": SalesDatabase(),

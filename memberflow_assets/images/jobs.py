@@ -3,7 +3,7 @@ audit asset and the hourly compliance check that nothing outlived it."""
 
 import contextlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -100,6 +100,8 @@ image_retention_audit = dg.AssetSpec(
     description="images.retention_runs (one row per image_retention run, also when nothing was due) and "
     "images.retention_purges (one row per purged hour): counts only. Each run of image_retention records "
     "a materialisation with its totals.",
+    # hourly runs: two hours without one means the purge has stopped (the UI shows it overdue)
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2)),
 )
 
 

@@ -9,6 +9,7 @@ which is deleted with the run.
 
 import dagster as dg
 
+from memberflow_assets import column_schemas
 from memberflow_assets.images import bi, hours, registry
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.partitions import image_hours
@@ -41,6 +42,7 @@ class ImageProcessingConfig(dg.Config):
             kinds={"parquet"},
             description="`images/metadata/<hour>.parquet`: one row per landed image of the hour (processed "
             "or rejected with its error); also updates images.registry.",
+            metadata={column_schemas.COLUMN_SCHEMA: column_schemas.from_arrow(hours.METADATA_SCHEMA)},
         ),
     ],
     check_specs=[

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from memberflow_assets import postgres
+from memberflow_assets import column_schemas, postgres
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.warehouse import checks
 from memberflow_assets.warehouse.refresh import refresh_warehouse
@@ -32,6 +32,16 @@ sales_database = dg.AssetSpec(
 WAREHOUSE_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=30))
 
 
+TABLE_SCHEMAS = column_schemas.warehouse_tables()
+
+
+def published_together(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """A spec of the warehouse's multi-asset with its freshness policy and, for a table, its columns."""
+    spec = spec.replace_attributes(freshness_policy=WAREHOUSE_FRESHNESS)
+    schema = TABLE_SCHEMAS.get(spec.key.to_user_string())
+    return column_schemas.with_column_schema(spec, schema) if schema else spec
+
+
 class WarehouseRefreshConfig(dg.Config):
     full_refresh: bool = False  # rebuild everything instead of loading the changed transactions only
 
@@ -40,7 +50,7 @@ class WarehouseRefreshConfig(dg.Config):
     group_name=GROUP,
     can_subset=False,
     specs=[
-        spec.replace_attributes(freshness_policy=WAREHOUSE_FRESHNESS)
+        published_together(spec)
         for spec in (
             dg.AssetSpec(
                 "dim_member",

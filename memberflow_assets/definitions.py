@@ -23,16 +23,17 @@ from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.sales import assets as sales_assets
+from memberflow_assets.sales.assets import sales_demo_data
 from memberflow_assets.sales.jobs import sales_demo_job
 from memberflow_assets.sales.sensors import sales_demo_sensor, team_password_audit_sensor
 from memberflow_assets.warehouse import assets as warehouse_assets
+from memberflow_assets.warehouse.assets import sales_database
 from memberflow_assets.warehouse.jobs import sales_warehouse_job, sales_warehouse_schedule
 from memberflow_assets.warehouse.resources import Warehouse
-from memberflow_assets.warehouse.sensors import sales_warehouse_sensor
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([membership_assets, ingest_assets, image_assets, sales_assets, warehouse_assets])
-    + [image_retention_audit],
+    + [image_retention_audit, sales_database],
     asset_checks=[
         *dg.load_asset_checks_from_modules([membership_assets, image_assets, warehouse_assets]),
         images_purged_within_7_days,
@@ -53,7 +54,15 @@ defs = dg.Definitions(
         landing_images_sensor,
         sales_demo_sensor,
         team_password_audit_sensor,
-        sales_warehouse_sensor,
+        # Dagster's default automation sensor, running: every asset's automation condition but the demo's
+        dg.AutomationConditionSensorDefinition(
+            "default_automation_condition_sensor",
+            target=dg.AssetSelection.all() - dg.AssetSelection.assets(sales_demo_data),
+            minimum_interval_seconds=30,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description="Materialises assets whose automation condition asks for it: the sales warehouse after "
+            "members or the demo data, the image BI views after a change of their SQL.",
+        ),
     ],
     schedules=[image_retention_schedule, image_retention_compliance_schedule, sales_warehouse_schedule],
     resources={

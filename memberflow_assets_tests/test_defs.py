@@ -2,6 +2,7 @@
 assets shown as overdue when they are (evaluated by Dagster's own freshness daemon), and the column
 schemas of the table-like assets, compared with what the assets write."""
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -183,3 +184,32 @@ def test_image_metadata_column_schema_is_the_written_parquet(zones):
     hours.update_hour(zones, key, workers=1)
     written = zones.read_parquet(layout.metadata_relpath(key)).schema
     assert columns(column_schema("image_metadata")) == [(field.name, str(field.type)) for field in written]
+
+
+# -- automation: Dagster's automation condition sensors instead of hand-written chaining ------------
+def test_the_default_automation_sensor_runs_every_condition_but_the_demos():
+    repository = defs.get_repository_def()
+    graph = repository.asset_graph
+    automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
+    assert automated == {*WAREHOUSE_TABLES, "bi_views", "sales_demo_data"}
+    default = repository.get_sensor_def("default_automation_condition_sensor")
+    demo = repository.get_sensor_def("sales_demo_sensor")
+    assert default.default_status == dg.DefaultSensorStatus.RUNNING
+    assert {key.to_user_string() for key in default.asset_selection.resolve(graph)} & automated == automated - {
+        "sales_demo_data"
+    }
+    assert demo.asset_selection.resolve(graph) == {dg.AssetKey("sales_demo_data")}
+    assert "sales_warehouse_sensor" not in {sensor.name for sensor in repository.sensor_defs}
+
+
+def test_the_warehouse_shows_every_upstream_in_the_graph():
+    graph = defs.get_repository_def().asset_graph
+    assert graph.get(dg.AssetKey("sales_database")).group_name == "sales"  # defined, not an implicit stub
+    parents = {parent.to_user_string() for parent in graph.get(dg.AssetKey("fact_sales")).parent_keys}
+    assert {"sales_database", "sales_demo_data", "dim_member", "dim_item", "dim_date"} <= parents
+
+
+def test_image_bi_views_code_version_is_its_sql():
+    sql = (REPO_ROOT / "sql" / "images" / "bi_views.sql").read_bytes()
+    code_version = defs.get_repository_def().asset_graph.get(dg.AssetKey("image_bi_views")).code_version
+    assert code_version == hashlib.sha256(sql).hexdigest()[:16]

@@ -157,6 +157,7 @@ def _log_sample(context: dg.AssetExecutionContext, problem: str, items: list[str
     deps=["image_metadata"],
     group_name=GROUP,
     kinds={"duckdb"},
+    code_version=bi.views_code_version(),
     description="Views in the warehouse's bi schema over images/metadata/*.parquet (not copies): "
     + ", ".join(f"bi.{view}" for view in bi.IMAGE_VIEWS)
     + ". Purged hours disappear with their files. Every published warehouse version has them; this asset "

@@ -10,6 +10,7 @@ from datetime import timedelta
 import dagster as dg
 
 from memberflow_assets import column_schemas, postgres
+from memberflow_assets.automation import AFTER_UPSTREAM_UPDATES
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.warehouse import checks
 from memberflow_assets.warehouse.refresh import refresh_warehouse
@@ -36,8 +37,9 @@ TABLE_SCHEMAS = column_schemas.warehouse_tables()
 
 
 def published_together(spec: dg.AssetSpec) -> dg.AssetSpec:
-    """A spec of the warehouse's multi-asset with its freshness policy and, for a table, its columns."""
-    spec = spec.replace_attributes(freshness_policy=WAREHOUSE_FRESHNESS)
+    """A spec of the warehouse's multi-asset with its freshness policy, its automation (after members or the
+    demo data; the 15-minute schedule picks up what the shop writes) and, for a table, its columns."""
+    spec = spec.replace_attributes(freshness_policy=WAREHOUSE_FRESHNESS, automation_condition=AFTER_UPSTREAM_UPDATES)
     schema = TABLE_SCHEMAS.get(spec.key.to_user_string())
     return column_schemas.with_column_schema(spec, schema) if schema else spec
 
@@ -60,14 +62,14 @@ class WarehouseRefreshConfig(dg.Config):
             ),
             dg.AssetSpec(
                 "dim_item",
-                deps=[sales_database],
+                deps=[sales_database, "sales_demo_data"],
                 kinds={"duckdb"},
                 description="Every item ever in the catalogue with its manufacturer, current cost and weight.",
             ),
             dg.AssetSpec("dim_date", kinds={"duckdb"}, description="Calendar days covering every sale (UTC)."),
             dg.AssetSpec(
                 "fact_sales",
-                deps=[sales_database, "dim_member", "dim_item", "dim_date"],
+                deps=[sales_database, "sales_demo_data", "dim_member", "dim_item", "dim_date"],
                 kinds={"duckdb"},
                 description="One row per transaction line, with the price and weight at the time of sale. "
                 "Refreshed incrementally: transactions written since the last refresh replace their rows.",

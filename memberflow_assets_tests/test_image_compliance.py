@@ -16,6 +16,7 @@ from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.warehouse import versions
+from memberflow_assets.zones import Zones
 
 from .image_helpers import CLIENT, jpeg, land_image
 
@@ -136,3 +137,19 @@ def test_the_registry_is_asked_through_its_indexes(platform):
     connection.close()
     assert "Index Cond: (received_at <" in plan and "Index Cond: (hour_key <" in plan, plan
     assert "Seq Scan on registry_status" not in plan, plan
+
+
+def test_zones_in_s3_are_checked_the_same_way(s3_env, pg_dsn, instance):
+    apply_migrations(pg_dsn)
+    zones = Zones.from_settings()
+    assert zones.url("").startswith("s3://")
+    oldest_allowed = hour_key(compliance.overdue_before(datetime.now(UTC)))
+    everywhere(zones, pg_dsn, instance, oldest_allowed)
+    assert run_check(instance).passed
+
+    overdue = hour_key(hour_start(oldest_allowed) - timedelta(hours=1))
+    for store in ("landing", "processed", "metadata", "quarantine"):
+        leave_behind(store, zones, pg_dsn, instance, overdue)
+    found = metadata(run_check(instance))
+    assert found["stores_with_overdue_data"] == ["landing", "processed", "quarantine", "metadata"]
+    assert all(found[f"oldest_overdue_{store}"] == [overdue] for store in found["stores_with_overdue_data"])

@@ -60,8 +60,8 @@ defs = dg.Definitions(
             target=dg.AssetSelection.all() - dg.AssetSelection.assets(sales_demo_data),
             minimum_interval_seconds=30,
             default_status=dg.DefaultSensorStatus.RUNNING,
-            description="Materialises assets whose automation condition asks for it: the sales warehouse after "
-            "members or the demo data, the image BI views after a change of their SQL.",
+            description="Materialises the assets whose automation condition asks for it (today the sales "
+            "warehouse, after members or the demo data); the demo data has its own sensor, sales_demo_sensor.",
         ),
     ],
     schedules=[image_retention_schedule, image_retention_compliance_schedule, sales_warehouse_schedule],

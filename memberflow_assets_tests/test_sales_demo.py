@@ -9,8 +9,6 @@ from memberflow_assets import cli
 from memberflow_assets.definitions import defs
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
-from memberflow_assets.sales.sensors import sales_demo_sensor
-from memberflow_assets.warehouse.sensors import sales_warehouse_sensor
 from memberflow_assets.warehouse.versions import open_published
 
 from .helpers import land, run_batch
@@ -131,26 +129,44 @@ def test_the_demo_sensor_runs_only_in_the_demo(monkeypatch, demo_env):
         importlib.reload(sensors)
 
 
+WAREHOUSE = {
+    "dim_member",
+    "dim_item",
+    "dim_date",
+    "fact_sales",
+    "fact_transactions",
+    "application_outcomes",
+    "bi_views",
+}
+
+
+def requested(instance: dg.DagsterInstance, cursor=None) -> tuple[set[str], object]:
+    """One tick of the automation condition sensors: the assets whose conditions ask for a run."""
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    keys = defs.get_repository_def().asset_graph.get_all_asset_keys()
+    return {key.to_user_string() for key in keys if result.get_num_requested(key)}, result.cursor
+
+
 def test_sample_applications_become_members_then_demo_transactions_then_the_warehouse(instance, zones, pg_dsn):
-    """The demo flow of `memberflow start`, sensor by sensor: no step can start before its input exists."""
+    """The demo flow of `memberflow start`, tick by tick of the automation conditions: no step can start
+    before its input exists."""
     land(zones, "sample_1.csv", generate_applications(60, seed=1).to_csv(index=False))
-    with dg.build_sensor_context(instance=instance) as context:
-        assert sales_demo_sensor.evaluate_tick(context).run_requests == []  # no members yet: nothing to do
+    wanted, cursor = requested(instance)
+    assert wanted == set()  # no members yet: nothing to do
     assert run_batch(instance, "sample_1").success
 
-    with dg.build_sensor_context(instance=instance) as context:
-        [request] = sales_demo_sensor.evaluate_tick(context).run_requests
-    demo = defs.resolve_job_def("sales_demo").execute_in_process(instance=instance, tags=request.tags)
+    wanted, cursor = requested(instance, cursor)
+    assert (
+        wanted == {"sales_demo_data"} | WAREHOUSE
+    )  # members changed: both follow (the demo's sensor, the default one)
+    demo = defs.resolve_job_def("sales_demo").execute_in_process(instance=instance)
     assert demo.success
-    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT count(DISTINCT membership_id), count(*) FROM sales.transactions")
-        members_with_transactions, transactions = cursor.fetchone()
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor_pg:
+        cursor_pg.execute("SELECT count(DISTINCT membership_id), count(*) FROM sales.transactions")
+        members_with_transactions, transactions = cursor_pg.fetchone()
     connection.close()
     assert members_with_transactions > 10 and transactions > 30
 
-    with dg.build_sensor_context(instance=instance) as context:
-        tick = sales_warehouse_sensor.evaluate_tick(context)
-    assert len(tick.run_requests) == 1
     refresh = defs.resolve_job_def("sales_warehouse_refresh").execute_in_process(instance=instance)
     assert refresh.success
     assert {e.check_name: e.passed for e in refresh.get_asset_check_evaluations()} == {
@@ -163,5 +179,9 @@ def test_sample_applications_become_members_then_demo_transactions_then_the_ware
             "SELECT DISTINCT outcome, applications_in_outcome FROM bi.membership_applications_by_outcome"
         ).fetchall()
         assert sum(count for _, count in outcomes) == 60
-    with dg.build_sensor_context(instance=instance, cursor=tick.cursor) as context:
-        assert sales_warehouse_sensor.evaluate_tick(context).run_requests == []  # nothing new since
+    wanted, cursor = requested(instance, cursor)
+    assert wanted == set()  # nothing new since
+
+    assert defs.resolve_job_def("sales_demo").execute_in_process(instance=instance).success
+    wanted, _ = requested(instance, cursor)
+    assert wanted == WAREHOUSE  # the demo data changed: the warehouse follows

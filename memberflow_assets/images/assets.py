@@ -9,6 +9,7 @@ which is deleted with the run.
 
 import dagster as dg
 
+from memberflow_assets import column_schemas
 from memberflow_assets.images import bi, hours, registry
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.partitions import image_hours
@@ -32,15 +33,16 @@ class ImageProcessingConfig(dg.Config):
         dg.AssetSpec(
             "image_thumbnails",
             kinds={"jpeg"},
-            description="images/processed/<hour>/<image_id>.jpg: upright thumbnails (256 px long side) "
+            description="`images/processed/<hour>/<image_id>.jpg`: upright thumbnails (256 px long side) "
             "without EXIF or XMP, one per processed image of the hour.",
         ),
         dg.AssetSpec(
             "image_metadata",
             deps=["image_thumbnails"],
             kinds={"parquet"},
-            description="images/metadata/<hour>.parquet: one row per landed image of the hour (processed "
+            description="`images/metadata/<hour>.parquet`: one row per landed image of the hour (processed "
             "or rejected with its error); also updates images.registry.",
+            metadata={column_schemas.COLUMN_SCHEMA: column_schemas.from_arrow(hours.METADATA_SCHEMA)},
         ),
     ],
     check_specs=[
@@ -55,7 +57,7 @@ class ImageProcessingConfig(dg.Config):
             "no_location_in_outputs",
             asset="image_thumbnails",
             blocking=True,
-            description="No file under images/processed/<hour>/ carries GPS (EXIF or XMP) or any EXIF at all.",
+            description="No file under `images/processed/<hour>/` carries GPS (EXIF or XMP) or any EXIF at all.",
         ),
         dg.AssetCheckSpec(
             "thumbnails_decode",
@@ -155,6 +157,7 @@ def _log_sample(context: dg.AssetExecutionContext, problem: str, items: list[str
     deps=["image_metadata"],
     group_name=GROUP,
     kinds={"duckdb"},
+    code_version=bi.views_code_version(),
     description="Views in the warehouse's bi schema over images/metadata/*.parquet (not copies): "
     + ", ".join(f"bi.{view}" for view in bi.IMAGE_VIEWS)
     + ". Purged hours disappear with their files. Every published warehouse version has them; this asset "

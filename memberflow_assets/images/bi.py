@@ -15,12 +15,19 @@ plain DuckDB reads the same views with its own S3 credentials.
 
 from __future__ import annotations
 
+import hashlib
+
 from memberflow_assets.images.layout import METADATA_PREFIX
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones
 
 VIEWS_SQL = "images/bi_views.sql"
 IMAGE_VIEWS = ("image_metadata", "images_per_hour", "image_rejections", "image_formats", "image_sizes")
+
+
+def views_code_version() -> str:
+    """The views' code version (shown in the UI): a digest of their SQL file, so it changes with it."""
+    return hashlib.sha256(read_sql(VIEWS_SQL).encode()).hexdigest()[:16]
 
 
 def metadata_glob(zones: Zones) -> str:

@@ -1,15 +1,17 @@
-"""Images jobs: hourly processing, the BI views, and the retention purge with its hourly schedule."""
+"""Images jobs: hourly processing, the BI views, and the retention purge with its hourly schedule, its
+audit asset and the hourly compliance check that nothing outlived it."""
 
 import contextlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from memberflow_assets import postgres
-from memberflow_assets.images import retention
+from memberflow_assets.images import compliance, retention
 from memberflow_assets.images.partitions import image_hours
 from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.warehouse.resources import Warehouse
 
 IMAGE_ASSET_KEYS = (dg.AssetKey("image_thumbnails"), dg.AssetKey("image_metadata"))
 PARTITION_TAG = "dagster/partition"
@@ -89,6 +91,20 @@ class DagsterPartitionRecords:
         return {record.dagster_run.run_id for record in self.instance.get_run_records(dg.RunsFilter(run_ids=run_ids))}
 
 
+# Written by the image_retention job (outside Dagster's asset graph: an op job with its config and
+# schedule), which reports each run as a materialisation of it.
+image_retention_audit = dg.AssetSpec(
+    "image_retention_audit",
+    group_name="images",
+    kinds={"postgres"},
+    description="images.retention_runs (one row per image_retention run, also when nothing was due) and "
+    "images.retention_purges (one row per purged hour): counts only. Each run of image_retention records "
+    "a materialisation with its totals.",
+    # hourly runs: two hours without one means the purge has stopped (the UI shows it overdue)
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2)),
+)
+
+
 class RetentionConfig(dg.Config):
     as_of: str | None = None  # ISO 8601 with a time zone; unset = now. The schedule passes its tick time.
 
@@ -114,10 +130,8 @@ def purge_expired_images(
         log=context.log.info,
     )
     context.log.info(f"as_of {result.as_of.isoformat()}: kept {result.first_kept_key} and later; {result.totals}")
-    return dg.Output(
-        None,
-        metadata=result.summary(),
-    )
+    context.log_event(dg.AssetMaterialization(image_retention_audit.key, metadata=result.summary()))
+    return dg.Output(None, metadata=result.summary())
 
 
 @dg.job(
@@ -139,3 +153,50 @@ def image_retention_job():
 def image_retention_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     as_of = context.scheduled_execution_time.astimezone(UTC).isoformat()
     return dg.RunRequest(run_config={"ops": {"purge_expired_images": {"config": {"as_of": as_of}}}})
+
+
+@dg.asset_check(
+    asset=image_retention_audit.key,
+    description="The 7-day promise: no store holds image data of an hour that ended more than 7 days plus "
+    "one purge interval (1 hour) ago - landing, processed, metadata and quarantine zones, the images "
+    "registry, Dagster's image_hours partitions, tables of the published warehouse. Fails naming each "
+    "store with its overdue hours (counts and the oldest hour keys; no image data).",
+)
+def images_purged_within_7_days(
+    context: dg.AssetCheckExecutionContext, zones: ZonesResource, sales_db: SalesDatabase, warehouse: Warehouse
+) -> dg.AssetCheckResult:
+    with sales_db.connect() as connection:
+        report = compliance.audit_stores(
+            zones.get_zones(),
+            connection,
+            warehouse.get_path(),
+            datetime.now(UTC),
+            records=DagsterPartitionRecords(context.instance),
+        )
+    if not report.passed:
+        context.log.error(f"image data older than {report.overdue_before} in: {', '.join(report.failing_stores())}")
+    return dg.AssetCheckResult(
+        passed=report.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=report.summary(),
+        description=None
+        if report.passed
+        else "Overdue image data in: "
+        + ", ".join(f"{store} ({len(report.overdue[store])} hours)" for store in report.failing_stores()),
+    )
+
+
+image_retention_compliance_job = dg.define_asset_job(
+    "image_retention_compliance",
+    selection=dg.AssetSelection.checks(images_purged_within_7_days),
+    tags={"memberflow/domain": "images"},
+    description="Checks every store for image data that outlived the 7-day retention.",
+)
+
+image_retention_compliance_schedule = dg.ScheduleDefinition(
+    job=image_retention_compliance_job,
+    cron_schedule="31 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly, half-way between two purges: the 7-day compliance check over every image store.",
+)

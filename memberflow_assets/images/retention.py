@@ -156,20 +156,33 @@ def _registry_hours(connection: PgConnection, first_kept: datetime) -> set[str]:
         return {key for (key,) in cursor.fetchall()}
 
 
+def hours_before_by_store(
+    zones: Zones, connection: PgConnection, first_kept: datetime, records: PartitionRecords | None = None
+) -> dict[str, set[str]]:
+    """Per store, the hours before `first_kept` it still holds something of. Each store is asked through
+    its own index: one folder listing per zone (landing: only the days before `first_kept`), the
+    registry's partial indexes and PostgreSQL's catalogue, Dagster's partition keys."""
+    first_kept_key = hour_key(first_kept)
+    found = {
+        "landing": landing_hours(zones, before=first_kept),
+        "processed": {name.rsplit("/", 1)[-1] for name in zones.list_dirs(PROCESSED_PREFIX)},
+        "quarantine": {name.rsplit("/", 1)[-1] for name in zones.list_dirs(QUARANTINE_PREFIX)},
+        "metadata": {info.name.removesuffix(".parquet") for info in zones.list_files(METADATA_PREFIX)},
+        "registry": _registry_hours(connection, first_kept),
+    }
+    if records is not None:
+        found["dagster"] = records.expired_keys(first_kept_key)
+    return {
+        store: {key for key in keys if parse_hour_key(key) is not None and key < first_kept_key}
+        for store, keys in found.items()
+    }
+
+
 def find_expired_hours(
     zones: Zones, connection: PgConnection, as_of: datetime, records: PartitionRecords | None = None
 ) -> list[str]:
     """Every hour before the first kept one that still has data anywhere, oldest first."""
-    first_kept = first_kept_hour(as_of)
-    first_kept_key = hour_key(first_kept)
-    keys = landing_hours(zones, before=first_kept)
-    keys |= {name.rsplit("/", 1)[-1] for name in zones.list_dirs(PROCESSED_PREFIX)}
-    keys |= {name.rsplit("/", 1)[-1] for name in zones.list_dirs(QUARANTINE_PREFIX)}
-    keys |= {info.name.removesuffix(".parquet") for info in zones.list_files(METADATA_PREFIX)}
-    keys |= _registry_hours(connection, first_kept)
-    if records is not None:
-        keys |= records.expired_keys(first_kept_key)
-    return sorted(key for key in keys if parse_hour_key(key) is not None and key < first_kept_key)
+    return sorted(set().union(*hours_before_by_store(zones, connection, first_kept_hour(as_of), records).values()))
 
 
 # -- purging ----------------------------------------------------------------------------------------

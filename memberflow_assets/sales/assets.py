@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from memberflow_assets.automation import AFTER_UPSTREAM_UPDATES
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 
@@ -17,8 +18,10 @@ class SalesDemoConfig(dg.Config):
     deps=["members"],
     group_name=GROUP,
     kinds={"postgres"},
+    automation_condition=AFTER_UPSTREAM_UPDATES,
     description="Demo only: a deterministic catalogue (once) and transactions for every member without any. "
-    "Materialised by sales_demo_sensor after members when MEMBERFLOW_SALES_DEMO=1 (memberflow start).",
+    "Materialised after members by sales_demo_sensor, an automation condition sensor running when "
+    "MEMBERFLOW_SALES_DEMO=1 (memberflow start).",
 )
 def sales_demo_data(
     context: dg.AssetExecutionContext, config: SalesDemoConfig, sales_db: SalesDatabase

@@ -4,22 +4,22 @@ import dagster as dg
 
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
-from memberflow_assets.sales.jobs import sales_demo_job
+from memberflow_assets.sales.assets import sales_demo_data
 
 DEMO_ENV = "MEMBERFLOW_SALES_DEMO"  # "1" (set by `memberflow start`): demo transactions follow new members
 
 
-@dg.asset_sensor(
-    asset_key=dg.AssetKey("members"),
-    job=sales_demo_job,
+# The demo's own automation condition sensor, so that only the demo materialises sales_demo_data
+# (after members, by the asset's automation condition); everything else is the default sensor's.
+sales_demo_sensor = dg.AutomationConditionSensorDefinition(
+    "sales_demo_sensor",
+    target=dg.AssetSelection.assets(sales_demo_data),
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING
     if os.environ.get(DEMO_ENV) == "1"
     else dg.DefaultSensorStatus.STOPPED,
     description=f"Demo only (running when {DEMO_ENV}=1): demo transactions for new members after each members load.",
 )
-def sales_demo_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"after-members-run-{asset_event.run_id}")
 
 
 @dg.sensor(

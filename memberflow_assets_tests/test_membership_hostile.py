@@ -5,6 +5,7 @@ Dagster. Every bad file is run beside a good one, which must still succeed end t
 import hashlib
 import threading
 from datetime import UTC, datetime
+from uuid import RFC_4122, UUID
 
 import dagster as dg
 import pandas as pd
@@ -20,6 +21,7 @@ from memberflow_assets.membership.reader import ApplicationRecords
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones
 
 from .helpers import (
@@ -325,22 +327,8 @@ def clear_members(dsn: str) -> None:
 
 
 def test_concurrent_batches_with_the_same_new_ids_neither_block_nor_lose_anyone(memberflow_env, pg_dsn):
-    def batch(first_names: list[str]) -> pa.Table:
-        return pa.table(
-            {
-                "membership_id": [member_id(f"Person{n}", "19800101") for n in range(300)],
-                "first_name": first_names,
-                "last_name": [f"Person{n}" for n in range(300)],
-                "email": [f"p{n}@example.com" for n in range(300)],
-                "date_of_birth": ["19800101"] * 300,
-                "mobile_no": ["81234567"] * 300,
-                "above_18": [True] * 300,
-                "row_number": list(range(1, 301)),
-            }
-        )
-
     # the same person in half of the IDs, a different person in the other half
-    tables = {"left": batch(["Ann"] * 300), "right": batch(["Ann"] * 150 + ["Bea"] * 150)}
+    tables = {"left": applicants(["Ann"] * 300), "right": applicants(["Ann"] * 150 + ["Bea"] * 150)}
     landed = {"left": datetime(2026, 1, 1, tzinfo=UTC), "right": datetime(2026, 1, 2, tzinfo=UTC)}
     migrated(pg_dsn)
     database = SalesDatabase()
@@ -370,6 +358,72 @@ def test_concurrent_batches_with_the_same_new_ids_neither_block_nor_lose_anyone(
             assert verify_batch(connection, name, landed[name]).passed
     held_by_bea = sum(row[1] == "Bea" for row in members_rows(pg_dsn))
     assert len(collisions(pg_dsn)) == 150 and held_by_bea in (0, 150)  # whoever came first keeps each ID
+
+
+def applicants(first_names: list[str], start: int = 0) -> pa.Table:
+    """Successful rows, as members_load stages them, of Person<start>, Person<start + 1>, ... born
+    1980-01-01, with these first names."""
+    numbers = range(start, start + len(first_names))
+    return pa.table(
+        {
+            "membership_id": [member_id(f"Person{n}", "19800101") for n in numbers],
+            "first_name": first_names,
+            "last_name": [f"Person{n}" for n in numbers],
+            "email": [f"p{n}@example.com" for n in numbers],
+            "date_of_birth": ["19800101"] * len(numbers),
+            "mobile_no": ["81234567"] * len(numbers),
+            "above_18": [True] * len(numbers),
+            "row_number": list(range(1, len(numbers) + 1)),
+        }
+    )
+
+
+def rows_visited(plan: dict) -> int:
+    """Rows an EXPLAIN ANALYZE plan's nodes produced or filtered away, over all their loops."""
+    loops = plan.get("Actual Loops", 1)
+    counted = ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Join Filter")
+    own = sum(plan.get(count, 0) for count in counted)
+    return round(own * loops) + sum(rows_visited(child) for child in plan.get("Plans", []))
+
+
+def test_verifying_a_batch_of_collisions_costs_o_the_batch(memberflow_env, pg_dsn):
+    """Once the members table is 10x a batch, its statements look members up by key; the check's look-up
+    of the batch's just-recorded collisions must then not scan them all for every row of the batch."""
+    migrated(pg_dsn)
+    holders, batch = applicants(["Ann"] * 6000), applicants(["Bea"] * 400)  # all 400 collide
+    landed = datetime(2026, 1, 1, tzinfo=UTC)
+    with SalesDatabase().connect() as connection:
+        load_batch(connection, "holders", holders, landed)
+    with SalesDatabase().connect() as connection:
+        assert load_batch(connection, "b", batch, landed).collisions == 400
+        assert verify_batch(connection, "b", landed).passed
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + read_sql("membership/verify_batch.sql"),
+                {"batch": "b", "landed_at": landed},
+            )
+            [[plan]] = cursor.fetchall()[0]
+    assert rows_visited(plan["Plan"]) < 20 * batch.num_rows  # the batch times its collisions: 160,000
+
+
+def test_new_member_keys_hold_their_creation_time_and_nothing_of_the_batch_order(memberflow_env, pg_dsn):
+    """member_key is time-ordered (new keys go to one end of its index): UUIDv7's layout with the
+    member's creation time (member_since), and random bits that do not follow membership_id order."""
+    migrated(pg_dsn)
+    for name, start in (("first", 0), ("second", 200)):
+        with SalesDatabase().connect() as connection:
+            load_batch(connection, name, applicants(["Ann"] * 200, start), datetime(2026, 1, 1, tzinfo=UTC))
+    rows = fetch_all(
+        pg_dsn,
+        "SELECT source_batch, member_key::text, floor(extract(epoch FROM created_at) * 1000)::bigint "
+        "FROM sales.members ORDER BY membership_id",
+    )
+    keys = {batch: [UUID(key) for source, key, _ in rows if source == batch] for batch in ("first", "second")}
+    assert all(key.version == 7 and key.variant == RFC_4122 for key in keys["first"] + keys["second"])
+    assert all(UUID(key).int >> 80 == created_ms for _, key, created_ms in rows)  # the time: member_since's
+    assert len({key for _, key, _ in rows}) == 400
+    assert max(keys["first"]) < min(keys["second"])  # a later batch's keys come after
+    assert keys["first"] != sorted(keys["first"])  # within a batch, they are in no particular order
 
 
 # -- 5. one file, one partition ----------------------------------------------------------------------

@@ -245,18 +245,29 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
         "unsuccessful_applications": (f"{batches.UNSUCCESSFUL_PREFIX}/{batch}.parquet", pc.invert(is_successful)),
     }
 
-    def store(relpath: str, selection: pa.ChunkedArray) -> tuple[pa.Table, int]:
-        table = classified.filter(selection)
+    def store(relpath: str, table: pa.Table) -> int:
         zone.write_parquet(relpath, table)
-        return table, zone.parquet_num_rows(relpath)  # what is really on storage
+        return zone.parquet_num_rows(relpath)  # what is really on storage
 
-    # Arrow and Parquet release the GIL: the two files are filtered and written on both cores at once.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(store, *selection) for name, selection in selections.items()}
-    outputs = {name: (selections[name][0], future.result()[0]) for name, future in futures.items()}
-    stored_rows = {name: future.result()[1] for name, future in futures.items()}
+    def check_successful(table: pa.Table) -> tuple[int, dict[str, int]]:
+        return malformed_membership_ids(table), successful_rule_violations(table, config.as_of)
 
-    rows, successful = classified.num_rows, stored_rows["successful_applications"]
+    # Arrow and Parquet release the GIL: the two files are filtered and written on both cores at once,
+    # and the successful rows are re-checked while the files are written (a third thread: the writes
+    # leave a core idle at times, the checks are single-threaded).
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        filtering = {name: pool.submit(classified.filter, selection) for name, (_, selection) in selections.items()}
+        tables = {name: future.result() for name, future in filtering.items()}
+        rows = classified.num_rows
+        del classified  # the two tables hold every row now: one copy of the data is enough
+        writes = {name: pool.submit(store, selections[name][0], table) for name, table in tables.items()}
+        successful_checks = pool.submit(check_successful, tables["successful_applications"])
+    outputs = {name: (selections[name][0], table) for name, table in tables.items()}
+    stored_rows = {name: future.result() for name, future in writes.items()}
+
+    successful = stored_rows["successful_applications"]
+    # successful rows have no reasons
+    rejections = rejection_counts(outputs["unsuccessful_applications"][1]["rejection_reasons"])
     yield dg.MaterializeResult(
         asset_key="classified_applications",
         metadata={
@@ -264,7 +275,7 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
             "successful": successful,
             "unsuccessful": rows - successful,
             "success_rate": round(successful / rows, 4) if rows else 0.0,
-            "rejections_by_reason": dg.MetadataValue.json(rejection_counts(classified["rejection_reasons"])),
+            "rejections_by_reason": dg.MetadataValue.json(rejections),
             "reference_date": config.reference_date,
         },
     )
@@ -288,7 +299,7 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
     )
 
     successful_rows = outputs["successful_applications"][1]
-    malformed_ids = malformed_membership_ids(successful_rows)
+    malformed_ids, violations = successful_checks.result()
     yield dg.AssetCheckResult(
         check_name="membership_id_valid",
         asset_key="successful_applications",
@@ -296,7 +307,6 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
         metadata={"malformed_ids": malformed_ids},
     )
 
-    violations = successful_rule_violations(successful_rows, config.as_of)
     yield dg.AssetCheckResult(
         check_name="successful_rows_satisfy_rules",
         asset_key="successful_applications",

@@ -3,7 +3,10 @@
 -- different: the member is them (same first name), this is their latest row in the batch and no file
 --   that landed later holds the member, yet the member's values are not this row's.
 -- unrecorded: someone else holds the ID and the row is not in sales.membership_id_collisions.
--- Joins by key only (no per-row subquery), so it costs O(the batch) whatever the tables' sizes.
+-- Members are joined by key, and only a colliding row looks itself up in the collisions table (by its
+-- primary key), so it costs O(the batch) whatever the tables' sizes. (A join there too would be planned
+-- on the collisions table's statistics, from before this batch's rows: as a few rows, scanned whole
+-- for every row of the batch.)
 WITH staged AS (
     SELECT
         s.*,
@@ -21,8 +24,11 @@ SELECT
           AND (m.first_name, m.last_name, m.email, m.date_of_birth, m.mobile_no)
               IS DISTINCT FROM (s.first_name, s.last_name, s.email, s.date_of_birth, s.mobile_no)
     ) AS different,
-    count(*) FILTER (WHERE lower(m.first_name) <> s.person AND c.row_number IS NULL) AS unrecorded
+    count(*) FILTER (
+        WHERE lower(m.first_name) <> s.person
+          AND NOT EXISTS (SELECT FROM sales.membership_id_collisions AS c
+                          WHERE c.batch = %(batch)s AND c.row_number = s.row_number
+                            AND c.membership_id = s.membership_id)
+    ) AS unrecorded
 FROM staged AS s
 LEFT JOIN sales.members AS m ON m.membership_id = s.membership_id
-LEFT JOIN sales.membership_id_collisions AS c
-       ON c.batch = %(batch)s AND c.row_number = s.row_number AND c.membership_id = s.membership_id

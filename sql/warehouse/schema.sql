@@ -1,5 +1,5 @@
 -- DuckDB: the sales star schema (schema main), the refresh log (schema meta) and the BI schema.
--- Keys are durable keys of the operational database: member_key (the random surrogate analysts see
+-- Keys are durable keys of the operational database: member_key (the surrogate analysts see
 -- members by: membership_id would reveal the birthday), item_id, and the yyyymmdd date_key. They never
 -- change, the dimensions keep current values (type 1), and the facts carry the price and weight at
 -- the time of sale, so warehouse-made surrogate keys would add a lookup and nothing else.

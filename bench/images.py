@@ -246,8 +246,8 @@ def bench_retention(per_hour: int) -> dict:
     import psycopg2
 
     from memberflow_assets import postgres
-    from memberflow_assets.images.jobs import DagsterPartitionRecords
     from memberflow_assets.images.partitions import image_hours
+    from memberflow_assets.images.retention_jobs import DagsterPartitionRecords
 
     as_of = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
     first_kept = retention.first_kept_hour(as_of)

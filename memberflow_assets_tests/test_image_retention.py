@@ -15,9 +15,10 @@ import pytest
 from memberflow_assets import cli
 from memberflow_assets.definitions import defs
 from memberflow_assets.images import hours, lifecycle, retention
-from memberflow_assets.images.jobs import IMAGE_ASSET_KEYS, image_retention_schedule
+from memberflow_assets.images.jobs import IMAGE_ASSET_KEYS
 from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, hour_start
 from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.retention_jobs import image_retention_schedule
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import versions
@@ -228,7 +229,7 @@ def test_retention_over_ten_days_at_the_7_day_boundary(memberflow_env, pg_dsn):
 
 
 def test_a_run_still_going_for_an_expired_hour_is_left_for_the_next_purge(memberflow_env, pg_dsn):
-    from memberflow_assets.images.jobs import DagsterPartitionRecords
+    from memberflow_assets.images.retention_jobs import DagsterPartitionRecords
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(image_hours.name, ["2026-01-01-00"])

@@ -31,7 +31,7 @@ def parse_as_of(text: str) -> datetime:
 def _retention(args: argparse.Namespace) -> int:
     import dagster as dg  # only here: the other subcommands do not need Dagster loaded
 
-    from memberflow_assets.images.jobs import DagsterPartitionRecords
+    from memberflow_assets.images.retention_jobs import DagsterPartitionRecords
 
     records = None
     if os.environ.get("DAGSTER_HOME"):

@@ -67,13 +67,3 @@ def kafka_image_uploads(
         raise dg.Failure(description="the batch stopped before the end of its ranges", metadata=metadata)
     context.log.info(json.dumps({k: v for k, v in metadata.items() if isinstance(v, int | bool)}))
     return dg.MaterializeResult(metadata=metadata)
-
-
-# In-process: one step, and most of a run's cost would otherwise be starting a second process.
-kafka_image_ingest_job = dg.define_asset_job(
-    "kafka_image_ingest",
-    selection=[kafka_image_uploads],
-    executor_def=dg.in_process_executor,
-    tags={"memberflow/domain": "images"},
-    description="Lands one batch of the Kafka image topic (explicit offset ranges in the run config).",
-)

@@ -10,7 +10,8 @@ from dataclasses import asdict
 
 import dagster as dg
 
-from memberflow_assets.images.ingest_assets import kafka_image_ingest_job, kafka_image_uploads
+from memberflow_assets.images.ingest_assets import kafka_image_uploads
+from memberflow_assets.images.ingest_jobs import kafka_image_ingest_job
 from memberflow_assets.images.ingest_resources import KafkaImagesResource
 
 IN_FLIGHT = [

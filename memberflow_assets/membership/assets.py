@@ -177,13 +177,13 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
             "successful_applications",
             deps=["classified_applications"],
             kinds={"parquet"},
-            description="members/successful/<batch>.parquet: applicants that passed every rule.",
+            description="`members/successful/<batch>.parquet`: applicants that passed every rule.",
         ),
         dg.AssetSpec(
             "unsuccessful_applications",
             deps=["classified_applications"],
             kinds={"parquet"},
-            description="members/unsuccessful/<batch>.parquet: the others, with rejection_reasons.",
+            description="`members/unsuccessful/<batch>.parquet`: the others, with rejection_reasons.",
         ),
     ],
     check_specs=[
@@ -198,7 +198,7 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
             "membership_id_valid",
             asset="successful_applications",
             blocking=True,
-            description="Every membership_id has the format <last_name>_<5 hex> (IDs shared by different "
+            description="Every membership_id has the format `<last_name>_<5 hex>` (IDs shared by different "
             "people, across batches, are the members check membership_id_collisions).",
         ),
         dg.AssetCheckSpec(

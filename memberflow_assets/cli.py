@@ -27,7 +27,7 @@ from memberflow_assets.settings import REPO_ROOT, Settings
 
 COMMAND_MODULES = [
     "memberflow_assets.membership.commands",
-    "memberflow_assets.images.ingest_commands",
+    "memberflow_assets.images.ingestion.commands",
     "memberflow_assets.sales.commands",
     "memberflow_assets.warehouse.commands",
     "memberflow_assets.images.commands",

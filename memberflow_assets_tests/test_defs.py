@@ -18,8 +18,9 @@ from dagster._daemon.freshness import FreshnessDaemon
 from memberflow_assets import definitions
 from memberflow_assets.column_schemas import COLUMN_SCHEMA
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import hours, layout
+from memberflow_assets.images import layout
 from memberflow_assets.images.layout import hour_key, hour_start
+from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.settings import REPO_ROOT
 from memberflow_assets.warehouse import versions
 
@@ -171,7 +172,7 @@ def test_warehouse_column_schemas_are_the_published_tables(tmp_path):
 def test_image_metadata_column_schema_is_the_written_parquet(zones):
     key = hour_key(datetime.now(UTC))
     land_image(zones, None, jpeg(32, 24), hour_start(key))
-    hours.update_hour(zones, key, workers=1)
+    hour_partition.update_hour(zones, key, workers=1)
     written = zones.read_parquet(layout.metadata_relpath(key)).schema
     assert columns(column_schema("image_metadata")) == [(field.name, str(field.type)) for field in written]
 

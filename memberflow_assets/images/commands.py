@@ -14,7 +14,8 @@ import uuid
 from datetime import UTC, datetime
 
 from memberflow_assets import postgres
-from memberflow_assets.images import bi, lifecycle, retention
+from memberflow_assets.images.processing import bi
+from memberflow_assets.images.retention import expiry, lifecycle
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import commands as warehouse_commands
 from memberflow_assets.warehouse import versions
@@ -31,7 +32,7 @@ def parse_as_of(text: str) -> datetime:
 def _retention(args: argparse.Namespace) -> int:
     import dagster as dg  # only here: the other subcommands do not need Dagster loaded
 
-    from memberflow_assets.images.retention_jobs import DagsterPartitionRecords
+    from memberflow_assets.images.retention.jobs import DagsterPartitionRecords
 
     records = None
     if os.environ.get("DAGSTER_HOME"):
@@ -46,9 +47,7 @@ def _retention(args: argparse.Namespace) -> int:
     as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
     dsn = postgres.sales_dsn()
     postgres.apply_migrations(dsn)
-    result = retention.run_retention(
-        Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
-    )
+    result = expiry.run_retention(Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print)
     print(json.dumps(result.summary()))
     return 0
 

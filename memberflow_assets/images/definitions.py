@@ -3,12 +3,14 @@ with its compliance check, and the Kafka resource only images use."""
 
 import dagster as dg
 
-from memberflow_assets.images import assets, ingest_assets
-from memberflow_assets.images.ingest_jobs import kafka_image_ingest_job
-from memberflow_assets.images.ingest_resources import KafkaImagesResource
-from memberflow_assets.images.ingest_sensors import kafka_images_sensor
-from memberflow_assets.images.jobs import image_bi_views_job, image_processing_job
-from memberflow_assets.images.retention_jobs import (
+from memberflow_assets.images.ingestion import assets as ingestion_assets
+from memberflow_assets.images.ingestion.jobs import kafka_image_ingest_job
+from memberflow_assets.images.ingestion.resources import KafkaImagesResource
+from memberflow_assets.images.ingestion.sensors import kafka_images_sensor
+from memberflow_assets.images.processing import assets as processing_assets
+from memberflow_assets.images.processing.jobs import image_bi_views_job, image_processing_job
+from memberflow_assets.images.processing.sensors import landing_images_sensor
+from memberflow_assets.images.retention.jobs import (
     image_retention_audit,
     image_retention_compliance_job,
     image_retention_compliance_schedule,
@@ -16,11 +18,10 @@ from memberflow_assets.images.retention_jobs import (
     image_retention_schedule,
     images_purged_within_7_days,
 )
-from memberflow_assets.images.sensors import landing_images_sensor
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([ingest_assets, assets]), image_retention_audit],
-    asset_checks=[*dg.load_asset_checks_from_modules([assets]), images_purged_within_7_days],
+    assets=[*dg.load_assets_from_modules([ingestion_assets, processing_assets]), image_retention_audit],
+    asset_checks=[*dg.load_asset_checks_from_modules([processing_assets]), images_purged_within_7_days],
     jobs=[
         kafka_image_ingest_job,
         image_processing_job,

@@ -2,7 +2,7 @@
 
 Each run materialises `kafka_image_uploads` with what it did (messages, landed, duplicates,
 quarantined by reason, bytes, the offset ranges, the committed offsets), so the asset's history in
-the UI is the ingestion's progress. The sensor (ingest_sensors.py) decides the ranges; the work is
+the UI is the ingestion's progress. The sensor (sensors.py) decides the ranges; the work is
 `kafka_ingest.KafkaIngestor`. Why this design: docs/images_ingestion.md, "Kafka in Dagster".
 """
 
@@ -10,8 +10,8 @@ import json
 
 import dagster as dg
 
-from memberflow_assets.images.ingest_resources import KafkaImagesResource
-from memberflow_assets.images.kafka_ingest import IngestStats, OffsetRange
+from memberflow_assets.images.ingestion.kafka_ingest import IngestStats, OffsetRange
+from memberflow_assets.images.ingestion.resources import KafkaImagesResource
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 
 GROUP = "image_ingestion"

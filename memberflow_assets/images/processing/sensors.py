@@ -26,11 +26,11 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from memberflow_assets.images import bi
-from memberflow_assets.images.hours import SIDECAR_SUFFIX, landing_hours, parse_hour_key
-from memberflow_assets.images.jobs import image_bi_views_job, image_processing_job
 from memberflow_assets.images.layout import hour_key, landing_dir_for_hour, metadata_relpath
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing import bi
+from memberflow_assets.images.processing.hour_partition import SIDECAR_SUFFIX, landing_hours, parse_hour_key
+from memberflow_assets.images.processing.jobs import image_bi_views_job, image_processing_job
+from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse

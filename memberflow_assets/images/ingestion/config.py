@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memberflow_assets.images.validation import DEFAULT_MAX_PIXELS
+from memberflow_assets.images.ingestion.content import DEFAULT_MAX_PIXELS
 from memberflow_assets.settings import Settings
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024

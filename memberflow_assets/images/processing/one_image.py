@@ -1,5 +1,5 @@
 """The company's image processing code, hosted by the platform: one landed image in, a thumbnail and one
-metadata row out. No Dagster, no database: `hours.py` runs it over an hour's images.
+metadata row out. No Dagster, no database: `hour_partition.py` runs it over an hour's images.
 
 Per image: verify the bytes against the landing sidecar's SHA-256; decode it fully (a truncated or
 corrupt file, a decompression bomb, an unsupported format all become a `rejected` row with an error

@@ -1,8 +1,8 @@
-"""The Kafka ingestion job: one run lands one batch of offset ranges (see ingest_assets.py)."""
+"""The Kafka ingestion job: one run lands one batch of offset ranges (see assets.py)."""
 
 import dagster as dg
 
-from memberflow_assets.images.ingest_assets import kafka_image_uploads
+from memberflow_assets.images.ingestion.assets import kafka_image_uploads
 
 # In-process: one step, and most of a run's cost would otherwise be starting a second process.
 kafka_image_ingest_job = dg.define_asset_job(

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from memberflow_assets import postgres
-from memberflow_assets.images import compliance, retention
-from memberflow_assets.images.jobs import IMAGE_ASSET_KEYS, image_processing_job
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing.jobs import IMAGE_ASSET_KEYS, image_processing_job
+from memberflow_assets.images.processing.partitions import image_hours
+from memberflow_assets.images.retention import compliance, expiry
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.warehouse.resources import Warehouse
 
@@ -104,7 +104,7 @@ def purge_expired_images(
     trigger = "schedule" if context.run.tags.get("dagster/schedule_name") else "dagster"
     dsn = sales_db.get_dsn()
     postgres.apply_migrations(dsn)
-    result = retention.run_retention(
+    result = expiry.run_retention(
         zones.get_zones(),
         dsn,
         as_of,

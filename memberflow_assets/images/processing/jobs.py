@@ -13,7 +13,7 @@ image_processing_job = dg.define_asset_job(
     description="Processes the new images of one hour (a partition of image_hours) and rewrites its metadata.",
 )
 
-image_bi_views_job = dg.define_asset_job(
+refresh_image_bi_views_job = dg.define_asset_job(
     "refresh_image_bi_views",
     selection=dg.AssetSelection.assets("image_bi_views"),
     tags={"memberflow/domain": "images"},

@@ -28,14 +28,11 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from memberflow_assets.images.layout import Sidecar
+from memberflow_assets.images.layout import ACCEPTED_FORMATS, MAX_PIXELS, Sidecar
 
-# Same limit as the ingestion API's header check (width x height): ~400 MB decoded as RGBA.
-MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow raises DecompressionBombError above twice this
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF")
 THUMBNAIL_SIZE = 256
 THUMBNAIL_FORMAT = "JPEG"
 THUMBNAIL_EXT = "jpg"
@@ -205,7 +202,7 @@ def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> Proc
         return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
     with image:
         row["format"], row["mode"] = image.format, image.mode
-        if image.format not in SUPPORTED_FORMATS:
+        if image.format not in ACCEPTED_FORMATS:
             return rejected(row, UNSUPPORTED_FORMAT, f"format {image.format}")
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)

@@ -16,7 +16,7 @@ from memberflow_assets_tests.helpers import children_of, start_beside_dagster, w
 from memberflow_assets_tests.image_bytes import small_image
 from memberflow_assets_tests.test_kafka_ingest import sidecars
 
-BESIDE = "memberflow_assets.images.ingestion.commands"
+BESIDE = "memberflow_assets.cli.image_ingestion"
 
 
 def healthy(url: str) -> bool:

@@ -14,10 +14,10 @@ import uuid
 from datetime import UTC, datetime
 
 from memberflow_assets import postgres
+from memberflow_assets.cli.warehouse import query as warehouse_query
 from memberflow_assets.images.processing import bi
 from memberflow_assets.images.retention import expiry, lifecycle
 from memberflow_assets.settings import Settings
-from memberflow_assets.warehouse import commands as warehouse_commands
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.query_output import add_format_arguments
 from memberflow_assets.zones import Zones
@@ -61,7 +61,7 @@ def _s3_lifecycle(args: argparse.Namespace) -> int:
 
 def _images_bi(args: argparse.Namespace) -> int:
     if args.sql is not None:
-        return warehouse_commands.query(args)
+        return warehouse_query(args)
     zones = Zones.from_settings()
     warehouse = Settings.from_env().warehouse
     published = versions.republish_views(warehouse, zones)

@@ -1,13 +1,13 @@
 """Images benchmark (issue 5). Prints, from one run on this machine:
 
   1. processing: 2,000 JPEGs of ~2 MP (1600x1200, a quarter with GPS EXIF and a rotation) landed in one
-     hour, processed by `hours.update_hour` on 2 worker processes (reading, verifying, decoding,
+     hour, processed by `hour_partition.update_hour` on 2 worker processes (reading, verifying, decoding,
      thumbnails written, dHash, metadata Parquet) — images/s, against the ceiling: the same decode +
-     thumbnail (`processing.decode_thumbnail`: libjpeg-turbo at DCT scale + reducing resize) from
+     thumbnail (`one_image.decode_thumbnail`: libjpeg-turbo at DCT scale + reducing resize) from
      memory in a tight loop on both cores. Target: processing >= 70% of the ceiling.
   2. retention: 7 days x 24 hours x 1,000 images (image + sidecar + thumbnail each, one metadata file
      per hour, 168,000 registry rows, 168 Dagster partitions) plus a younger day that must survive,
-     purged by `retention.run_retention`; then the same purge again (must delete nothing). Target <= 30 s.
+     purged by `expiry.run_retention`; then the same purge again (must delete nothing). Target <= 30 s.
   3. BI: each image view over 1,000,000 metadata rows (168 hourly Parquet files), fully read. Target <= 1 s.
 
     .venv/bin/python bench/images.py [--images 2000] [--retention-images 1000] [--bi-rows 1000000]
@@ -37,8 +37,9 @@ from PIL import ExifTags, Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from memberflow_assets.images import bi, hours, processing, retention  # noqa: E402
 from memberflow_assets.images.layout import Sidecar, hour_key, hour_start  # noqa: E402
+from memberflow_assets.images.processing import bi, hour_partition, one_image  # noqa: E402
+from memberflow_assets.images.retention import expiry  # noqa: E402
 from memberflow_assets.warehouse import versions  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
 
@@ -101,7 +102,7 @@ def land(zones: Zones, data: bytes, received_at: datetime, image_id: str | None 
         source="api",
         client="bench",
         received_at=received_at.isoformat(),
-        sha256=processing.sha256_hex(data),
+        sha256=one_image.sha256_hex(data),
         size_bytes=len(data),
         content_type="image/jpeg",
         format="JPEG",
@@ -120,7 +121,7 @@ def _ceiling_worker(args) -> tuple[float, float, int]:
     start = time.perf_counter()
     for data in blobs:
         with Image.open(io.BytesIO(data)) as image:
-            processing.decode_thumbnail(data, image)
+            one_image.decode_thumbnail(data, image)
     return start, time.perf_counter(), len(blobs)
 
 
@@ -152,7 +153,7 @@ def bench_processing(count: int, workers: int) -> dict:
         for attempt in range(ROUNDS):
             ceiling_rates.append(ceiling(image_paths, workers))
             start = time.perf_counter()
-            update = hours.update_hour(zones, key, workers=workers, reprocess=attempt > 0)
+            update = hour_partition.update_hour(zones, key, workers=workers, reprocess=attempt > 0)
             processing_seconds.append(time.perf_counter() - start)
             summary = update.summary()
             assert summary["processed"] == count and summary["rejected"] == 0, summary
@@ -198,10 +199,17 @@ def build_retention_data(zones: Zones, connection, expired_hours: list[str], you
             status.write(f"{image_id}\tprocessed\tapi\t2048\timage/jpeg\t{start.isoformat()}\t{key}\n")
             details.write(f"{key}\t{image_id}\tbench\t{image_id}\tlanding/images/{image_id}.jpg\n")
         rows = [
-            {**dict.fromkeys(hours.METADATA_SCHEMA.names), "image_id": image_id, "hour_key": key, "status": "processed"}
+            {
+                **dict.fromkeys(hour_partition.METADATA_SCHEMA.names),
+                "image_id": image_id,
+                "hour_key": key,
+                "status": "processed",
+            }
             for image_id in ids
         ]
-        zones.write_parquet(f"images/metadata/{key}.parquet", pa.Table.from_pylist(rows, schema=hours.METADATA_SCHEMA))
+        zones.write_parquet(
+            f"images/metadata/{key}.parquet", pa.Table.from_pylist(rows, schema=hour_partition.METADATA_SCHEMA)
+        )
     status.seek(0)
     details.seek(0)
     with connection.cursor() as cursor:
@@ -246,11 +254,11 @@ def bench_retention(per_hour: int) -> dict:
     import psycopg2
 
     from memberflow_assets import postgres
-    from memberflow_assets.images.jobs import DagsterPartitionRecords
-    from memberflow_assets.images.partitions import image_hours
+    from memberflow_assets.images.processing.partitions import image_hours
+    from memberflow_assets.images.retention.jobs import DagsterPartitionRecords
 
     as_of = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
-    first_kept = retention.first_kept_hour(as_of)
+    first_kept = expiry.first_kept_hour(as_of)
     expired = [hour_key(first_kept - timedelta(hours=n)) for n in range(1, 7 * 24 + 1)]
     young = [hour_key(first_kept + timedelta(hours=n)) for n in range(24)]
     with tempfile.TemporaryDirectory(prefix="mfr", dir="/tmp") as folder:  # short: socket paths are limited
@@ -271,10 +279,10 @@ def bench_retention(per_hour: int) -> dict:
                 instance.add_dynamic_partitions(image_hours.name, expired + young)
                 records = DagsterPartitionRecords(instance)
                 start = time.perf_counter()
-                first = retention.run_retention(zones, dsn, as_of, "bench-1", "cli", records)
+                first = expiry.run_retention(zones, dsn, as_of, "bench-1", "cli", records)
                 first_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                second = retention.run_retention(zones, dsn, as_of, "bench-2", "cli", records)
+                second = expiry.run_retention(zones, dsn, as_of, "bench-2", "cli", records)
                 second_seconds = time.perf_counter() - start
                 partitions_left = instance.get_dynamic_partitions(image_hours.name)
             files_after = count_files(Path(zones.root))

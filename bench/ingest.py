@@ -225,7 +225,7 @@ def start_api(port: int, workers: int, environment: dict) -> subprocess.Popen:
 
 
 def bench_api(images: int, workers: int, new_database, work: Path) -> None:
-    from memberflow_assets.images.api_keys import mint_key
+    from memberflow_assets.images.ingestion.api_keys import mint_key
 
     key, line = mint_key("bench")
     base = jpeg_of_about(IMAGE_BYTES)
@@ -290,8 +290,8 @@ def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_
     fsync (a landing worker)."""
     import dataclasses
 
-    from memberflow_assets.images.ingest_config import IngestSettings
-    from memberflow_assets.images.landing import Upload, open_lander
+    from memberflow_assets.images.ingestion.config import IngestSettings
+    from memberflow_assets.images.ingestion.landing import Upload, open_lander
     from memberflow_assets.zones import Zones
 
     settings = dataclasses.replace(IngestSettings.from_env(), durable=True)
@@ -383,7 +383,7 @@ def stall(port: int, key: str, declared: int, sent: int) -> socket.socket | None
 
 
 def bench_abuse(new_database, work: Path) -> None:
-    from memberflow_assets.images.api_keys import mint_key
+    from memberflow_assets.images.ingestion.api_keys import mint_key
     from memberflow_assets_tests.image_bytes import jpeg_with_empty_segments
 
     keys = {name: mint_key(name) for name in ["normal", "abuser", *(f"staller{n}" for n in range(30))]}
@@ -467,7 +467,7 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     """Seconds to receive every message (touching each value) with the ingestion's consumer settings."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    from memberflow_assets.images.kafka_ingest import FETCH_BATCH, consumer_config
+    from memberflow_assets.images.ingestion.kafka_ingest import FETCH_BATCH, consumer_config
 
     consumer = Consumer(consumer_config(bootstrap, "bench-raw"))
     consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
@@ -496,7 +496,7 @@ def durable_consume(bootstrap: str, topic: str, expected: int, folder: Path) -> 
 
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    from memberflow_assets.images.kafka_ingest import FETCH_BATCH, consumer_config
+    from memberflow_assets.images.ingestion.kafka_ingest import FETCH_BATCH, consumer_config
     from memberflow_assets.zones import _fsync_paths, fsync_path
 
     def write(batch: list) -> None:
@@ -566,10 +566,10 @@ def bench_kafka(count: int, new_database, work: Path, rounds: int = 3) -> None:
     import dataclasses
 
     from memberflow_assets import zones as zones_module
-    from memberflow_assets.images import kafka_ingest, landing
-    from memberflow_assets.images.dev_broker import tansu_broker
-    from memberflow_assets.images.ingest_config import IngestSettings
-    from memberflow_assets.images.kafka_ingest import OffsetRange, open_ingestor
+    from memberflow_assets.images.ingestion import kafka_ingest, landing
+    from memberflow_assets.images.ingestion.config import IngestSettings
+    from memberflow_assets.images.ingestion.dev_broker import tansu_broker
+    from memberflow_assets.images.ingestion.kafka_ingest import OffsetRange, open_ingestor
     from memberflow_assets.zones import Zones
 
     def ingest(bootstrap: str, topic: str, durable: bool, name: str, phases: PhaseTimer | None) -> float:

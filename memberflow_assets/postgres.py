@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import time
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2 import sql
+from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets.settings import SQL_DIR, Settings, read_sql
 
@@ -301,3 +304,47 @@ def _lock_timeout_error(dsn: str, what: str, waited_seconds: float) -> Migration
         f"{sessions or 'none any more'}. End them (SELECT pg_terminate_backend(pid)) or let them finish, "
         "then run `memberflow migrate` again."
     )
+
+
+class ConnectionPool:
+    """A small blocking pool of autocommit psycopg2 connections (psycopg2's own pools raise when empty).
+
+    `synchronous_commit=False` lets a commit return before the database flushed it: faster, but a
+    database or OS crash may lose the last fraction of a second of commits.
+    """
+
+    def __init__(self, dsn: str, size: int, synchronous_commit: bool = True, application_name: str = "memberflow"):
+        self.dsn = dsn
+        self.application_name = application_name
+        self._options = "" if synchronous_commit else "-c synchronous_commit=off"
+        self._idle: queue.LifoQueue[PgConnection] = queue.LifoQueue()
+        self._tokens: queue.Queue[None] = queue.Queue()
+        for _ in range(size):
+            self._tokens.put(None)
+
+    @contextmanager
+    def connection(self) -> Iterator[PgConnection]:
+        self._tokens.get()
+        broken = False
+        try:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                connection = psycopg2.connect(self.dsn, application_name=self.application_name, options=self._options)
+                connection.autocommit = True
+            try:
+                yield connection
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                broken = True  # a broken connection is not handed out again
+                raise
+            finally:
+                if broken or connection.closed:
+                    connection.close()
+                else:
+                    self._idle.put(connection)
+        finally:
+            self._tokens.put(None)
+
+    def close(self) -> None:
+        while not self._idle.empty():
+            self._idle.get_nowait().close()

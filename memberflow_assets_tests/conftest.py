@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from memberflow_assets.images.ingest_config import IngestSettings
+from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
 
@@ -166,7 +166,7 @@ def kafka_bootstrap():
     Shared by the session: tests use their own topic names. The first consumer-group *join* can take
     ~20 s on Tansu; assign() partitions explicitly to stay fast.
     """
-    from memberflow_assets.images.dev_broker import tansu_broker
+    from memberflow_assets.images.ingestion.dev_broker import tansu_broker
 
     with contextlib.ExitStack() as stack:
         for attempt in range(3):  # the free port may be taken before the broker binds it: it exits, try another

@@ -15,7 +15,7 @@ import pandas as pd
 import psycopg2
 
 from memberflow_assets.definitions import defs
-from memberflow_assets.membership.batches import SOURCE_FILE_TAG, batch_key
+from memberflow_assets.membership.layout import SOURCE_FILE_TAG, batch_key
 from memberflow_assets.zones import Zones
 
 HEADER = "name,email,date_of_birth,mobile_no"

@@ -1,7 +1,7 @@
 """Test helpers for images: pictures with and without EXIF, and landing them as the ingestion contract says.
 
 `land_image` writes the image bytes, then its `Sidecar` (layout.py), then the images.registry row — what
-the ingestion helper's landing function (images/landing.py, issue 4) does. Once that is on main, this
+the ingestion helper's landing function (images/ingestion/landing.py, issue 4) does. Once that is on main, this
 should call it instead.
 """
 
@@ -14,7 +14,7 @@ import psycopg2
 from PIL import ExifTags, Image
 
 from memberflow_assets.images.layout import Sidecar, hour_key
-from memberflow_assets.images.processing import sha256_hex
+from memberflow_assets.images.processing.one_image import sha256_hex
 from memberflow_assets.zones import Zones
 
 FORMAT_INFO = {  # Pillow format -> (content type, extension), as the ingestion API records them

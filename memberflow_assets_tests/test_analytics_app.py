@@ -160,7 +160,7 @@ def test_browsers_keep_the_page_assets_and_ask_for_the_page_itself_each_time(app
     assert missing.status_code == 404 and "immutable" not in missing.headers.get("cache-control", "")
 
 
-BESIDE = "memberflow_assets.warehouse.commands"
+BESIDE = "memberflow_assets.cli.warehouse"
 
 
 def test_start_serves_the_app_beside_dagster_and_it_stops_with_it(memberflow_env, monkeypatch):

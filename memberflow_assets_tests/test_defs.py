@@ -18,8 +18,9 @@ from dagster._daemon.freshness import FreshnessDaemon
 from memberflow_assets import definitions
 from memberflow_assets.column_schemas import COLUMN_SCHEMA
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import hours, layout
+from memberflow_assets.images import layout
 from memberflow_assets.images.layout import hour_key, hour_start
+from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.settings import REPO_ROOT
 from memberflow_assets.warehouse import versions
 
@@ -29,12 +30,6 @@ from .image_helpers import jpeg, land_image
 # Inside a code span it is shown literally.
 TAG_LIKE = re.compile(r"</?[A-Za-z][\w-]*[^<>]*>")
 CODE_SPAN = re.compile(r"`[^`]*`")
-# membership/ is being rewritten in parallel (issue 9); its descriptions get their code spans there.
-MEMBERSHIP_PENDING = {
-    "asset successful_applications",
-    "asset unsuccessful_applications",
-    "check membership_id_valid",
-}
 
 
 def shown_descriptions() -> dict[str, str]:
@@ -58,11 +53,7 @@ def test_the_walk_sees_every_kind_of_definition():
 
 
 def test_no_description_has_a_placeholder_the_ui_would_eat_as_html():
-    eaten = {
-        name: TAG_LIKE.findall(CODE_SPAN.sub("", text))
-        for name, text in shown_descriptions().items()
-        if name not in MEMBERSHIP_PENDING
-    }
+    eaten = {name: TAG_LIKE.findall(CODE_SPAN.sub("", text)) for name, text in shown_descriptions().items()}
     assert {name: tags for name, tags in eaten.items() if tags} == {}
 
 
@@ -181,7 +172,7 @@ def test_warehouse_column_schemas_are_the_published_tables(tmp_path):
 def test_image_metadata_column_schema_is_the_written_parquet(zones):
     key = hour_key(datetime.now(UTC))
     land_image(zones, None, jpeg(32, 24), hour_start(key))
-    hours.update_hour(zones, key, workers=1)
+    hour_partition.update_hour(zones, key, workers=1)
     written = zones.read_parquet(layout.metadata_relpath(key)).schema
     assert columns(column_schema("image_metadata")) == [(field.name, str(field.type)) for field in written]
 

@@ -385,7 +385,7 @@ def test_upload_api_serves_the_api_module_with_a_health_probe():
 
 def test_analytics_app_serves_the_notebook_read_only_behind_the_dagster_uis_sign_in():
     from memberflow_assets.cli import build_parser
-    from memberflow_assets.warehouse.commands import NOTEBOOK
+    from memberflow_assets.cli.warehouse import NOTEBOOK
 
     manifests = {d["kind"]: d for d in kubernetes_manifests()["analytics-app.yaml"]}
     pod = pod_spec(manifests["Deployment"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memberflow_assets.cli import prepare_environment
+from memberflow_assets.cli.platform import prepare_environment
 from memberflow_assets.settings import REPO_ROOT, Settings
 
 from .conftest import free_port

@@ -20,10 +20,10 @@ import pytest
 import uvicorn
 
 from memberflow_assets.images import layout
-from memberflow_assets.images.api import create_app
-from memberflow_assets.images.api_keys import append_key_line, mint_key
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import GroupLander, Upload
+from memberflow_assets.images.ingestion.api import create_app
+from memberflow_assets.images.ingestion.api_keys import append_key_line, mint_key
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.image_bytes import (

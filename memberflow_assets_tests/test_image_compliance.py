@@ -10,9 +10,11 @@ import psycopg2
 import pytest
 
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import compliance, hours, layout
+from memberflow_assets.images import layout
 from memberflow_assets.images.layout import hour_key, hour_start
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing import hour_partition
+from memberflow_assets.images.processing.partitions import image_hours
+from memberflow_assets.images.retention import compliance
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.warehouse import versions
@@ -41,7 +43,7 @@ def everywhere(zones, dsn: str, instance: dg.DagsterInstance, key: str) -> None:
     """An hour with data in every store, as the platform leaves it after processing."""
     land_image(zones, dsn, jpeg(32, 24), hour_start(key) + timedelta(minutes=5))
     zones.write_bytes(f"{layout.QUARANTINE_PREFIX}/{key}/q1.bin", b"not an image")
-    hours.update_hour(zones, key, workers=1)
+    hour_partition.update_hour(zones, key, workers=1)
     instance.add_dynamic_partitions(image_hours.name, [key])
 
 
@@ -76,7 +78,7 @@ def leave_behind(store: str, zones, dsn: str, instance: dg.DagsterInstance, key:
     elif store == "processed":
         zones.write_bytes(f"{layout.PROCESSED_PREFIX}/{key}/thumbnail.jpg", jpeg(16, 16))
     elif store == "metadata":
-        zones.write_parquet(layout.metadata_relpath(key), hours.METADATA_SCHEMA.empty_table())
+        zones.write_parquet(layout.metadata_relpath(key), hour_partition.METADATA_SCHEMA.empty_table())
     elif store == "quarantine":
         zones.write_bytes(f"{layout.QUARANTINE_PREFIX}/{key}/q2.reason.json", b'{"reason": "not_an_image"}')
     elif store == "registry":

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import duckdb
 import pytest
 
-from memberflow_assets.images.hours import POOL_THRESHOLD
 from memberflow_assets.images.layout import hour_key
+from memberflow_assets.images.processing.hour_partition import POOL_THRESHOLD
 from memberflow_assets.zones import Zones
 
 from .helpers import wait_until

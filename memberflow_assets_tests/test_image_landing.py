@@ -14,8 +14,9 @@ import pytest
 
 from memberflow_assets import postgres
 from memberflow_assets.images import layout
-from memberflow_assets.images.landing import ConnectionPool, Lander, Upload, image_id_for
-from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.images.ingestion.content import ImageRejected
+from memberflow_assets.images.ingestion.landing import Lander, Upload, image_id_for
+from memberflow_assets.postgres import ConnectionPool
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, unique_jpeg
 
@@ -129,7 +130,8 @@ def test_failed_write_releases_the_claim_so_a_retry_lands(lander, memberflow_env
 CRASH_AFTER_CLAIM = """
 import os, signal, sys
 from pathlib import Path
-from memberflow_assets.images.landing import ConnectionPool, Lander
+from memberflow_assets.images.ingestion.landing import Lander
+from memberflow_assets.postgres import ConnectionPool
 from memberflow_assets.zones import Zones
 
 def crash(self, files, fsync=False):

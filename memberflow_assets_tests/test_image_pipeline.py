@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import bi, hours, sensors
 from memberflow_assets.images.layout import hour_key, metadata_relpath, processed_dir
+from memberflow_assets.images.processing import bi, hour_partition, sensors
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.settings import Settings, read_sql
@@ -158,7 +158,8 @@ def test_later_runs_process_only_new_images_and_rewrite_the_whole_partition(inst
 
 
 def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_dsn):
-    from memberflow_assets.images.landing import ConnectionPool, Lander
+    from memberflow_assets.images.ingestion.landing import Lander
+    from memberflow_assets.postgres import ConnectionPool
 
     pool = ConnectionPool(pg_dsn, size=2)
     try:
@@ -180,7 +181,8 @@ def test_images_landed_by_the_ingestion_code_are_processed(instance, zones, pg_d
 
 
 def test_a_jpeg_with_garbage_image_data_passes_ingestion_and_is_rejected_by_processing(instance, zones, pg_dsn):
-    from memberflow_assets.images.landing import ConnectionPool, Lander
+    from memberflow_assets.images.ingestion.landing import Lander
+    from memberflow_assets.postgres import ConnectionPool
 
     pool = ConnectionPool(pg_dsn, size=2)
     try:
@@ -247,31 +249,31 @@ def test_checks_fail_when_an_output_carries_gps_or_does_not_decode(instance, zon
 
 def test_the_row_check_catches_a_missing_or_duplicated_row(instance, zones, pg_dsn):
     images = [land_image(zones, pg_dsn, jpeg(seed=seed), HOUR_START) for seed in range(3)]
-    update = hours.update_hour(zones, KEY, workers=1)
+    update = hour_partition.update_hour(zones, KEY, workers=1)
     table = zones.read_parquet(metadata_relpath(KEY))
     zones.write_parquet(metadata_relpath(KEY), table.take([0, 0, 1]))
 
-    coverage = hours.row_coverage(zones, KEY, update.landed_at_start)
+    coverage = hour_partition.row_coverage(zones, KEY, update.landed_at_start)
 
     assert not coverage.passed
     assert coverage.duplicates == [table.column("image_id")[0].as_py()]
     assert coverage.missing == [table.column("image_id")[2].as_py()]
     late = land_image(zones, pg_dsn, jpeg(seed=9), HOUR_START)  # landed after the run listed the hour
-    assert hours.row_coverage(zones, KEY, {image.image_id for image in images}).arrived_during_run == 1
-    assert late.image_id not in hours.row_coverage(zones, KEY, {i.image_id for i in images}).missing
+    assert hour_partition.row_coverage(zones, KEY, {image.image_id for image in images}).arrived_during_run == 1
+    assert late.image_id not in hour_partition.row_coverage(zones, KEY, {i.image_id for i in images}).missing
 
 
 def test_the_worker_pool_gives_the_same_rows_as_in_process(zones):
-    for seed in range(hours.POOL_THRESHOLD + 4):
+    for seed in range(hour_partition.POOL_THRESHOLD + 4):
         land_image(zones, None, jpeg(200, 150, seed=seed), HOUR_START + timedelta(seconds=seed))
     data = jpeg(seed=99)
     land_image(zones, None, data[:300], HOUR_START)  # a bad one in the pool too
     now = HOUR_START + timedelta(hours=1)
 
-    pooled = hours.update_hour(zones, KEY, workers=2, now=now).table
-    serial = hours.update_hour(zones, KEY, workers=1, reprocess=True, now=now).table
+    pooled = hour_partition.update_hour(zones, KEY, workers=2, now=now).table
+    serial = hour_partition.update_hour(zones, KEY, workers=1, reprocess=True, now=now).table
 
-    assert pooled.num_rows == hours.POOL_THRESHOLD + 5
+    assert pooled.num_rows == hour_partition.POOL_THRESHOLD + 5
     assert pooled.equals(serial)
     assert pooled.column("status").to_pylist().count("rejected") == 1
 
@@ -281,7 +283,7 @@ def test_sensor_waits_between_runs_of_an_open_hour_and_skips_hours_already_proce
     land_image(zones, None, jpeg(seed=1), HOUR_START)
     old_key = hour_key(HOUR_START - timedelta(days=2))
     land_image(zones, None, jpeg(seed=2), HOUR_START - timedelta(days=2))
-    hours.update_hour(zones, old_key, workers=1)  # processed before the sensor had a cursor
+    hour_partition.update_hour(zones, old_key, workers=1)  # processed before the sensor had a cursor
 
     requests, cursor = sensors.plan_tick(zones, sensors.ImageCursor(), now)
     assert [(r.key, r.sidecars) for r in requests] == [(KEY, 1)]  # not the already processed old hour
@@ -372,7 +374,7 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
     # The views read the files: a new hour shows up without recreating them.
     later = next_hour + timedelta(hours=1)
     land_image(zones, pg_dsn, jpeg(seed=3), later)
-    hours.update_hour(zones, hour_key(later), workers=1)
+    hour_partition.update_hour(zones, hour_key(later), workers=1)
     with duckdb.connect(warehouse, read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM bi.image_metadata").fetchone()[0] == 5
 
@@ -415,7 +417,7 @@ def test_sensor_asks_for_the_views_when_the_published_ones_are_not_current(insta
     assert image_view_counts(warehouse, zones) == dict.fromkeys(bi.IMAGE_VIEWS, 0)
     assert tick(instance, first.cursor).run_requests == []
     land_image(zones, None, jpeg(seed=9), HOUR_START)
-    hours.update_hour(zones, KEY, workers=1)
+    hour_partition.update_hour(zones, KEY, workers=1)
     [request] = [r for r in tick(instance, first.cursor).run_requests if r.job_name == "refresh_image_bi_views"]
     assert request.run_key.startswith(f"image_bi_views:{versions.views_version(zones, 'images')}:")
 

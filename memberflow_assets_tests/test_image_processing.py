@@ -1,4 +1,4 @@
-"""The image processing code (memberflow_assets.images.processing) on good and bad images, no Dagster."""
+"""The image processing code (memberflow_assets.images.processing.one_image) on good and bad images, no Dagster."""
 
 import io
 import struct
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from PIL import ExifTags, Image
 
-from memberflow_assets.images import processing
 from memberflow_assets.images.layout import Sidecar
+from memberflow_assets.images.processing import one_image
 
 from .image_bytes import jpeg_with_cut_scan, jpeg_with_garbage_scan
 from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, picture
@@ -23,7 +23,7 @@ def sidecar_for(data: bytes, fmt: str = "JPEG", **changes) -> Sidecar:
         "source": "kafka",
         "client": CLIENT,
         "received_at": "2026-11-20T09:15:00+00:00",
-        "sha256": processing.sha256_hex(data),
+        "sha256": one_image.sha256_hex(data),
         "size_bytes": len(data),
         "content_type": "image/jpeg",
         "format": fmt,
@@ -32,8 +32,8 @@ def sidecar_for(data: bytes, fmt: str = "JPEG", **changes) -> Sidecar:
     return Sidecar(**{**fields, **changes})
 
 
-def process(data: bytes, **changes) -> processing.ProcessedImage:
-    return processing.process_image(data, sidecar_for(data, **changes), NOW)
+def process(data: bytes, **changes) -> one_image.ProcessedImage:
+    return one_image.process_image(data, sidecar_for(data, **changes), NOW)
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -55,7 +55,7 @@ def test_a_rotated_photo_with_gps_gives_an_upright_thumbnail_without_any_exif():
     row = result.row
     assert row["status"] == "processed" and row["error"] is None
     assert (row["format"], row["mode"], row["width"], row["height"], row["orientation"]) == ("JPEG", "RGB", 480, 640, 6)
-    assert row["bytes"] == len(data) and row["sha256"] == processing.sha256_hex(data)
+    assert row["bytes"] == len(data) and row["sha256"] == one_image.sha256_hex(data)
     assert row["gps_removed"] is True
     assert len(row["phash"]) == 16 and int(row["phash"], 16) >= 0
     assert (row["source"], row["client"], row["received_at"]) == (
@@ -72,14 +72,14 @@ def test_a_rotated_photo_with_gps_gives_an_upright_thumbnail_without_any_exif():
         assert top_right[0] > 200 and top_right[1] < 60 and top_left[0] < 200
     assert row["thumbnail_bytes"] == len(result.thumbnail)
     assert b"SN-123456" not in result.thumbnail and b"PhoneMaker" not in result.thumbnail
-    assert processing.inspect_thumbnail(result.thumbnail).has_location is False
+    assert one_image.inspect_thumbnail(result.thumbnail).has_location is False
 
 
 def test_gps_in_xmp_is_detected_and_not_carried_over():
     xmp = b'<x:xmpmeta><rdf:Description exif:GPSLatitude="1,17.5N" exif:GPSLongitude="103,51E"/></x:xmpmeta>'
     data = encode(picture(), "JPEG", xmp=xmp)
     with Image.open(io.BytesIO(data)) as original:
-        assert processing.has_location(original)
+        assert one_image.has_location(original)
 
     result = process(data)
 
@@ -109,7 +109,7 @@ def test_every_supported_format_and_mode_is_processed(fmt, image, params):
     assert (row["format"], row["mode"], row["width"], row["height"]) == (fmt, image.mode, *image.size)
     with Image.open(io.BytesIO(result.thumbnail)) as thumbnail:
         thumbnail.load()
-        expected_long_side = min(max(image.size), processing.THUMBNAIL_SIZE)
+        expected_long_side = min(max(image.size), one_image.THUMBNAIL_SIZE)
         assert max(thumbnail.size) == expected_long_side
         assert thumbnail.mode in ("RGB", "L")
 
@@ -179,7 +179,7 @@ def test_bad_images_become_rejected_rows_never_exceptions(data, error):
 
 def test_bytes_that_differ_from_the_sidecar_are_rejected():
     data = jpeg()
-    result = processing.process_image(data, sidecar_for(jpeg(seed=5)), NOW)
+    result = one_image.process_image(data, sidecar_for(jpeg(seed=5)), NOW)
     assert (result.row["status"], result.row["error"]) == ("rejected", "checksum_mismatch")
     assert result.thumbnail is None
 
@@ -190,18 +190,18 @@ def test_the_perceptual_hash_matches_near_copies_and_separates_different_picture
     resized = process(encode(picture(800, 600, seed=1).resize((400, 300)), "PNG"), fmt="PNG").row["phash"]
     different = process(encode(picture(800, 600, seed=1).transpose(Image.Transpose.ROTATE_180), "JPEG")).row["phash"]
 
-    assert processing.hamming_distance(original, recompressed) <= 4
-    assert processing.hamming_distance(original, resized) <= 4
-    assert processing.hamming_distance(original, different) >= 20
+    assert one_image.hamming_distance(original, recompressed) <= 4
+    assert one_image.hamming_distance(original, resized) <= 4
+    assert one_image.hamming_distance(original, different) >= 20
 
 
 def test_a_thumbnail_with_gps_or_that_does_not_decode_is_noticed():
     with_gps = encode(picture(), "JPEG", exif=exif_with_gps().tobytes())
-    assert processing.inspect_thumbnail(with_gps).has_location
-    assert processing.inspect_thumbnail(with_gps).has_exif
-    broken = processing.inspect_thumbnail(with_gps[: len(with_gps) // 2])
+    assert one_image.inspect_thumbnail(with_gps).has_location
+    assert one_image.inspect_thumbnail(with_gps).has_exif
+    broken = one_image.inspect_thumbnail(with_gps[: len(with_gps) // 2])
     assert broken.undecodable and "truncated" in broken.undecodable
-    clean = processing.inspect_thumbnail(process(jpeg()).thumbnail)
+    clean = one_image.inspect_thumbnail(process(jpeg()).thumbnail)
     assert (clean.undecodable, clean.has_location, clean.has_exif) == (None, False, False)
 
 

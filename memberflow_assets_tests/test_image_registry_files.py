@@ -9,8 +9,10 @@ from pathlib import Path
 import psycopg2
 
 from memberflow_assets import postgres
-from memberflow_assets.images import registry, retention
-from memberflow_assets.images.landing import ConnectionPool, Lander
+from memberflow_assets.images import registry
+from memberflow_assets.images.ingestion.landing import Lander
+from memberflow_assets.images.retention import expiry
+from memberflow_assets.postgres import ConnectionPool
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.image_bytes import small_image
 from memberflow_assets_tests.image_helpers import jpeg, land_image
@@ -65,7 +67,7 @@ def test_an_expired_hour_leaves_no_personal_field_in_the_database_files(memberfl
     before = database_files(pg_dsn)
     assert all(files_holding(before, value) for value in personal_values(expired[0], keys[0]))  # they were there
 
-    result = retention.run_retention(zones, pg_dsn, now, f"test-{uuid.uuid4()}", "test")
+    result = expiry.run_retention(zones, pg_dsn, now, f"test-{uuid.uuid4()}", "test")
     assert result.totals["registry_rows_purged"] == 30
 
     files = database_files(pg_dsn)

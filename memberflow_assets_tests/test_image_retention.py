@@ -14,10 +14,12 @@ import pytest
 
 from memberflow_assets import cli
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import hours, lifecycle, retention
-from memberflow_assets.images.jobs import IMAGE_ASSET_KEYS, image_retention_schedule
 from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, hour_start
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing import hour_partition
+from memberflow_assets.images.processing.jobs import IMAGE_ASSET_KEYS
+from memberflow_assets.images.processing.partitions import image_hours
+from memberflow_assets.images.retention import expiry, lifecycle
+from memberflow_assets.images.retention.jobs import image_retention_schedule
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import versions
@@ -42,16 +44,16 @@ SECOND = timedelta(seconds=1)
 )
 def test_an_hour_expires_only_when_it_ended_more_than_7_days_ago(as_of, first_kept):
     moment = datetime.fromisoformat(as_of)
-    assert hour_key(retention.first_kept_hour(moment)) == first_kept
-    previous = hour_key(retention.first_kept_hour(moment) - HOUR)
-    assert retention.is_expired(previous, moment) and not retention.is_expired(first_kept, moment)
+    assert hour_key(expiry.first_kept_hour(moment)) == first_kept
+    previous = hour_key(expiry.first_kept_hour(moment) - HOUR)
+    assert expiry.is_expired(previous, moment) and not expiry.is_expired(first_kept, moment)
 
 
 def test_as_of_must_have_a_zone_and_not_be_in_the_future():
     with pytest.raises(ValueError, match="time zone"):
-        retention.check_as_of(datetime(2026, 1, 1, 12))
+        expiry.check_as_of(datetime(2026, 1, 1, 12))
     with pytest.raises(ValueError, match="future"):
-        retention.check_as_of(datetime.now(UTC) + timedelta(hours=1))
+        expiry.check_as_of(datetime.now(UTC) + timedelta(hours=1))
     assert cli.build_parser().parse_args(["retention", "--as-of", "2026-01-01T12:00"]).as_of == "2026-01-01T12:00"
 
 
@@ -141,7 +143,7 @@ def test_retention_over_ten_days_at_the_7_day_boundary(memberflow_env, pg_dsn):
         if number % 6 == 0:  # quarantined uploads now and then
             zones.write_bytes(f"{QUARANTINE_PREFIX}/{key}/q{number}.bin", b"not an image")
             zones.write_bytes(f"{QUARANTINE_PREFIX}/{key}/q{number}.reason.json", b'{"reason": "not_an_image"}')
-        hours.update_hour(zones, key, workers=1)
+        hour_partition.update_hour(zones, key, workers=1)
     versions.republish_views(warehouse, zones)
     with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:  # as Kafka landings have
         cursor.execute("UPDATE images.registry SET source_key = 'producer-' || image_id")
@@ -228,7 +230,7 @@ def test_retention_over_ten_days_at_the_7_day_boundary(memberflow_env, pg_dsn):
 
 
 def test_a_run_still_going_for_an_expired_hour_is_left_for_the_next_purge(memberflow_env, pg_dsn):
-    from memberflow_assets.images.jobs import DagsterPartitionRecords
+    from memberflow_assets.images.retention.jobs import DagsterPartitionRecords
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(image_hours.name, ["2026-01-01-00"])
@@ -264,7 +266,7 @@ def test_retention_command_on_s3(s3_env, pg_dsn, moto_endpoint, monkeypatch, cap
     old, young = now - WEEK - 3 * HOUR, now - WEEK + HOUR
     for moment in (old, young):
         land_image(zones, pg_dsn, jpeg(seed=moment.hour), moment + timedelta(minutes=5))
-        hours.update_hour(zones, hour_key(moment), workers=1)
+        hour_partition.update_hour(zones, hour_key(moment), workers=1)
     before = {info.relpath for info in zones.list_files("", recursive=True)}
 
     assert cli.main(["retention", "--as-of", now.isoformat()]) == 0

@@ -16,9 +16,9 @@ import pytest
 
 from memberflow_assets import cli, postgres
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import retention
 from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, landing_dir_for_hour, processed_dir
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing.partitions import image_hours
+from memberflow_assets.images.retention import expiry
 from memberflow_assets.zones import Zones
 
 HOURS, PER_HOUR, HOURS_WITH_RUNS = 6, 150, 4  # small: Dagster's SQLite runs cost ~1 s each on a busy disk
@@ -148,11 +148,11 @@ def test_a_second_retention_run_waits_for_the_first_and_then_says_so(memberflow_
     try:
         with holder.cursor() as cursor:
             cursor.execute("LOCK TABLE images.retention_lock IN EXCLUSIVE MODE")
-        monkeypatch.setattr(retention, "LOCK_WAIT", "200ms")
+        monkeypatch.setattr(expiry, "LOCK_WAIT", "200ms")
         with pytest.raises(RuntimeError, match="another retention run"):
-            retention.run_retention(Zones.from_settings(), pg_dsn, datetime.now(UTC), "second", "test")
+            expiry.run_retention(Zones.from_settings(), pg_dsn, datetime.now(UTC), "second", "test")
     finally:
         holder.close()
     assert query(pg_dsn, "SELECT count(*) FROM images.retention_runs") == [(0,)]  # it recorded nothing
-    result = retention.run_retention(Zones.from_settings(), pg_dsn, datetime.now(UTC), "third", "test")
+    result = expiry.run_retention(Zones.from_settings(), pg_dsn, datetime.now(UTC), "third", "test")
     assert result.purges == []

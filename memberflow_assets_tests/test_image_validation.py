@@ -7,8 +7,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from memberflow_assets.images import validation
-from memberflow_assets.images.validation import ImageRejected, inspect_image, sniff_format
+from memberflow_assets.images.ingestion import content
+from memberflow_assets.images.ingestion.content import ImageRejected, inspect_image, sniff_format
 from memberflow_assets_tests.image_bytes import (
     encode,
     jpeg_of_about,
@@ -172,4 +172,4 @@ def test_real_images_with_much_structure_are_accepted():
     animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], comment=b"x" * 20_000)
     texts = png_with_chunks(png_chunk(b"tEXt", b"Comment\x00" + b"v" * 100), 200)
     for data in (progressive, big_icc, animated, texts, tiff_with_strips(5_000), jpeg_with_exif_thumbnail()):
-        assert inspect_image(data).format in validation.ACCEPTED_FORMATS
+        assert inspect_image(data).format in content.ACCEPTED_FORMATS

@@ -16,10 +16,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from memberflow_assets.definitions import defs
 from memberflow_assets.images import layout
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.ingest_resources import KafkaImagesResource
-from memberflow_assets.images.ingest_sensors import kafka_images_sensor
-from memberflow_assets.images.kafka_ingest import (
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.kafka_ingest import (
     HEADER_CONTENT_TYPE,
     HEADER_EVENT_TIME,
     HEADER_REASON,
@@ -28,6 +26,8 @@ from memberflow_assets.images.kafka_ingest import (
     open_ingestor,
     plan_ranges,
 )
+from memberflow_assets.images.ingestion.resources import KafkaImagesResource
+from memberflow_assets.images.ingestion.sensors import kafka_images_sensor
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.helpers import wait_until
@@ -165,8 +165,8 @@ def test_a_resent_image_behind_a_key_conflict_in_one_fetch_is_a_duplicate(
 
 CRASH_BEFORE_COMMIT = """
 import os, signal, sys
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.kafka_ingest import KafkaIngestor, open_ingestor, plan_ranges
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.kafka_ingest import KafkaIngestor, open_ingestor, plan_ranges
 from memberflow_assets.postgres import sales_dsn
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic

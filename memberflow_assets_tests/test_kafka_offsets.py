@@ -12,8 +12,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from memberflow_assets.cli import main
 from memberflow_assets.definitions import defs
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.kafka_ingest import HEADER_SOURCE
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.kafka_ingest import HEADER_SOURCE
 from memberflow_assets_tests.helpers import wait_until
 from memberflow_assets_tests.image_bytes import small_image
 from memberflow_assets_tests.test_kafka_ingest import committed_offsets, evaluate_sensor, sidecars

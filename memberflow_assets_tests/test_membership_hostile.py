@@ -15,7 +15,7 @@ import pyarrow as pa
 from memberflow_assets import cli
 from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership import sensors
-from memberflow_assets.membership.batches import batch_key
+from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.members_load import load_batch, stage_batch, verify_batch
 from memberflow_assets.membership.reader import ApplicationRecords
 from memberflow_assets.membership.samples import generate_applications

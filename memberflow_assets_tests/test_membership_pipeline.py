@@ -6,7 +6,7 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from memberflow_assets.membership.batches import batch_key
+from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.members_load import landed_at, read_successful, stage_batch, verify_batch
 from memberflow_assets.resources import SalesDatabase
 

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from memberflow_assets.membership import sensors
-from memberflow_assets.membership.batches import batch_key
+from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.membership.sensors import SHA256_TAG, landing_applications_sensor
 from memberflow_assets.resources import ZonesResource

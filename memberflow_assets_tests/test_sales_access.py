@@ -12,6 +12,7 @@ import pytest
 
 from memberflow_assets import cli
 from memberflow_assets.sales import access
+from memberflow_assets.settings import REPO_ROOT
 
 from .sales_data import PASSWORD, login
 
@@ -330,7 +331,7 @@ def test_the_access_commands(memberflow_env, monkeypatch, capsys):
 def test_without_a_password_in_the_environment_the_command_needs_a_terminal(memberflow_env):
     result = subprocess.run(
         [sys.executable, "-m", "memberflow_assets.cli", "access", "create-user", "carol_abc", "--team", "sales"],
-        cwd=cli.REPO_ROOT,
+        cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

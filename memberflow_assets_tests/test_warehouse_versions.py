@@ -13,7 +13,7 @@ import pytest
 
 from memberflow_assets import cli
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import bi
+from memberflow_assets.images.processing import bi
 from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.refresh import refresh_warehouse

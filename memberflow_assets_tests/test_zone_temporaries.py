@@ -15,9 +15,9 @@ import psycopg2
 from confluent_kafka import Producer
 
 from memberflow_assets import cli, postgres
-from memberflow_assets.images import retention
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import open_lander
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.landing import open_lander
+from memberflow_assets.images.retention import expiry
 from memberflow_assets.zones import TEMPORARY_DIR, TEMPORARY_SAFE_AGE, Zones
 from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, unique_jpeg
 
@@ -25,7 +25,8 @@ KILLED_BEFORE_RENAME = """
 import os, signal, sys
 from pathlib import Path
 from memberflow_assets import zones
-from memberflow_assets.images.landing import ConnectionPool, Lander, Upload
+from memberflow_assets.images.ingestion.landing import Lander, Upload
+from memberflow_assets.postgres import ConnectionPool
 
 def crash(paths):
     os.kill(os.getpid(), signal.SIGKILL)  # the files are written, none renamed into place yet
@@ -86,7 +87,7 @@ def test_retention_removes_old_temporaries_anywhere_in_the_zones_and_counts_them
     assert len(left) == 3 and {p.parent.parent.name for p in left} == {"landing", "images", memberflow_env.name}
     age(left[:2], TEMPORARY_SAFE_AGE + 60)
 
-    result = retention.run_retention(zones, pg_dsn, datetime.now(UTC), "r1", "test")
+    result = expiry.run_retention(zones, pg_dsn, datetime.now(UTC), "r1", "test")
 
     assert result.summary()["temporary_files_removed"] == 2
     assert temporaries(memberflow_env) == left[2:]  # too young to be sure its write is not in progress

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pyarrow as pa
 
-from memberflow_assets.images import hours
 from memberflow_assets.images.layout import hour_key
+from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
@@ -102,7 +102,7 @@ def add_images(zones: Zones) -> None:
     land_image(zones, None, jpeg(800, 600, seed=4), second + timedelta(minutes=1), source="kafka")
     land_image(zones, None, jpeg(800, 600, seed=5), second + timedelta(minutes=2), source="kafka")
     for key in KNOWN["image_hours"]:
-        hours.update_hour(zones, key, workers=1)
+        hour_partition.update_hour(zones, key, workers=1)
 
 
 def build_known_warehouse(pg_dsn: str, zones: Zones, warehouse: str) -> str:

@@ -20,13 +20,24 @@ import re
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
+# What may land, checked by ingestion from the header and by processing on the full decode:
+# at most MAX_PIXELS (width x height; ~400 MB decoded as RGBA) in one of these formats.
+MAX_PIXELS = 100_000_000
+# Pillow format name -> (MIME type, landing file extension)
+ACCEPTED_FORMATS = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+    "TIFF": ("image/tiff", "tif"),
+}
+
 LANDING_PREFIX = "landing/images"
 QUARANTINE_PREFIX = "quarantine/images"
 PROCESSED_PREFIX = "images/processed"
 METADATA_PREFIX = "images/metadata"
 
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H"  # also the hourly partition key format of the images assets
-STATUSES = ("landed", "processed", "rejected", "purged")
 _LANDING_HOUR = re.compile(r"^landing/images/(\d{4})/(\d{2})/(\d{2})/(\d{2})/")
 
 

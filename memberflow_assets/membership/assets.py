@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memberflow_assets.membership import batches
+from memberflow_assets.membership import layout
 from memberflow_assets.membership.members_load import (
     COUNT_CAP,
     collision_summary,
@@ -75,25 +75,25 @@ def _preview(table: pa.Table) -> dg.MetadataValue:
 
 def find_landed_file(zones: Zones, batch: str, source_file: str | None) -> FileInfo:
     """The one landed file whose partition key is `batch`: the file the run was requested for."""
-    names = [name for name in (source_file, batches.plain_file_name(batch)) if name]
+    names = [name for name in (source_file, layout.plain_file_name(batch)) if name]
     for name in names:
-        if "/" not in name and batches.batch_key(name) == batch:
-            info = zones.file_info(f"{batches.LANDING_PREFIX}/{name}")
+        if "/" not in name and layout.batch_key(name) == batch:
+            info = zones.file_info(f"{layout.LANDING_PREFIX}/{name}")
             if info is not None:
                 return info
-    if batches.plain_file_name(batch) is None:  # a hashed key launched without the sensor's tag
-        for info in zones.list_files(batches.LANDING_PREFIX):
-            if batches.is_batch_file(info.name) and batches.batch_key(info.name) == batch:
+    if layout.plain_file_name(batch) is None:  # a hashed key launched without the sensor's tag
+        for info in zones.list_files(layout.LANDING_PREFIX):
+            if layout.is_batch_file(info.name) and layout.batch_key(info.name) == batch:
                 return info
     raise dg.Failure(
-        description=f"batch {batch!r}: no file for it in {batches.LANDING_PREFIX}/ any more",
+        description=f"batch {batch!r}: no file for it in {layout.LANDING_PREFIX}/ any more",
         allow_retries=False,
     )
 
 
 def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha256: str, run_id: str) -> str:
     """Copy a file that cannot be read to the quarantine zone, with a reason file beside it."""
-    target = f"{batches.QUARANTINE_PREFIX}/{landed.name}"
+    target = f"{layout.QUARANTINE_PREFIX}/{landed.name}"
     zones.copy(landed.relpath, target)
     reason = {
         "file": landed.name,
@@ -110,7 +110,7 @@ def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha2
 
 def read_landed_file(context: dg.AssetExecutionContext, zone: Zones) -> tuple[FileInfo, str, ApplicationRecords]:
     """The landed file of this partition, its SHA-256 and its records; quarantines an unreadable file."""
-    landed = find_landed_file(zone, context.partition_key, context.run.tags.get(batches.SOURCE_FILE_TAG))
+    landed = find_landed_file(zone, context.partition_key, context.run.tags.get(layout.SOURCE_FILE_TAG))
     data = zone.read_bytes(landed.relpath)
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it runs beside the parsing
         digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
@@ -177,13 +177,13 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
             "successful_applications",
             deps=["classified_applications"],
             kinds={"parquet"},
-            description="members/successful/<batch>.parquet: applicants that passed every rule.",
+            description="`members/successful/<batch>.parquet`: applicants that passed every rule.",
         ),
         dg.AssetSpec(
             "unsuccessful_applications",
             deps=["classified_applications"],
             kinds={"parquet"},
-            description="members/unsuccessful/<batch>.parquet: the others, with rejection_reasons.",
+            description="`members/unsuccessful/<batch>.parquet`: the others, with rejection_reasons.",
         ),
     ],
     check_specs=[
@@ -198,7 +198,7 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
             "membership_id_valid",
             asset="successful_applications",
             blocking=True,
-            description="Every membership_id has the format <last_name>_<5 hex> (IDs shared by different "
+            description="Every membership_id has the format `<last_name>_<5 hex>` (IDs shared by different "
             "people, across batches, are the members check membership_id_collisions).",
         ),
         dg.AssetCheckSpec(
@@ -241,8 +241,8 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
     del records, read
     is_successful = classified["is_successful"]
     selections = {
-        "successful_applications": (f"{batches.SUCCESSFUL_PREFIX}/{batch}.parquet", is_successful),
-        "unsuccessful_applications": (f"{batches.UNSUCCESSFUL_PREFIX}/{batch}.parquet", pc.invert(is_successful)),
+        "successful_applications": (f"{layout.SUCCESSFUL_PREFIX}/{batch}.parquet", is_successful),
+        "unsuccessful_applications": (f"{layout.UNSUCCESSFUL_PREFIX}/{batch}.parquet", pc.invert(is_successful)),
     }
 
     def store(relpath: str, table: pa.Table) -> int:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg2.extensions import connection as PgConnection
 
-from memberflow_assets.membership.batches import SUCCESSFUL_PREFIX
+from memberflow_assets.membership.layout import SUCCESSFUL_PREFIX
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones
 

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from memberflow_assets.membership import batches
+from memberflow_assets.membership import layout
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.zones import FileInfo, Zones
 
 SHA256_TAG = "memberflow/sha256"
-SOURCE_FILE_TAG = batches.SOURCE_FILE_TAG
 OVERLAP_SECONDS = 5.0
 SETTLE_SECONDS = float(os.environ.get("MEMBERFLOW_LANDING_SETTLE_SECONDS", "10"))
 MAX_FILES_PER_TICK = 200
@@ -55,8 +54,8 @@ def plan_tick(zones: Zones, cursor: LandingCursor, now: float) -> TickPlan:
     candidates = sorted(
         (
             info
-            for info in zones.list_files(batches.LANDING_PREFIX)
-            if batches.is_batch_file(info.name)
+            for info in zones.list_files(layout.LANDING_PREFIX)
+            if layout.is_batch_file(info.name)
             and (info.changed_at >= cursor.hwm - OVERLAP_SECONDS or info.relpath in cursor.pending)
             and cursor.seen.get(info.relpath) != info.changed_at
         ),
@@ -110,7 +109,7 @@ def landing_applications_sensor(context: dg.SensorEvaluationContext, zones: Zone
     existing_keys = set(context.instance.get_dynamic_partitions(application_files.name)) if plan.ready else set()
     for info in plan.ready:
         sha256 = _sha256(zone, info.relpath)
-        key = batches.batch_key(info.name)
+        key = layout.batch_key(info.name)
         duplicate_of = hashed_now.get(sha256) or _batch_with_content(context.instance, sha256)
         if duplicate_of is not None:
             context.log.info(f"{info.name}: same content as batch {duplicate_of!r} already processed; skipped")
@@ -123,7 +122,7 @@ def landing_applications_sensor(context: dg.SensorEvaluationContext, zones: Zone
             dg.RunRequest(
                 run_key=f"{key}:{sha256[:16]}",
                 partition_key=key,
-                tags={SHA256_TAG: sha256, SOURCE_FILE_TAG: info.name},
+                tags={SHA256_TAG: sha256, layout.SOURCE_FILE_TAG: info.name},
             )
         )
     if plan.waiting:

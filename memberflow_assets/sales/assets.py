@@ -1,4 +1,5 @@
-"""Demo transactions for the members the membership pipeline created (never needed in production)."""
+"""The sales database as Dagster sees it: the operational tables, written outside Dagster, and the demo
+transactions for the members the membership pipeline created (never needed in production)."""
 
 import dagster as dg
 
@@ -7,6 +8,16 @@ from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 
 GROUP = "sales"
+
+# The operational tables, written outside Dagster: the shop's transactions, the sales team's
+# catalogue, logistics' status changes (and, in the demo, sales_demo_data).
+sales_database = dg.AssetSpec(
+    "sales_database",
+    group_name=GROUP,
+    kinds={"postgres"},
+    description="PostgreSQL schema sales: manufacturers, items, transactions, transaction_lines - written by "
+    "the shop and the teams, not by Dagster.",
+)
 
 
 class SalesDemoConfig(dg.Config):

@@ -12,22 +12,12 @@ import dagster as dg
 from memberflow_assets import column_schemas, postgres
 from memberflow_assets.automation import AFTER_UPSTREAM_UPDATES
 from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.sales.assets import sales_database
 from memberflow_assets.warehouse import checks
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.resources import Warehouse
 
-GROUP = "sales"
-
-# The operational tables, written outside Dagster: the shop's transactions, the sales team's
-# catalogue, logistics' status changes (and, in the demo, sales_demo_data).
-sales_database = dg.AssetSpec(
-    "sales_database",
-    group_name=GROUP,
-    kinds={"postgres"},
-    description="PostgreSQL schema sales: manufacturers, items, transactions, transaction_lines - written by "
-    "the shop and the teams, not by Dagster.",
-)
-
+GROUP = "warehouse"
 
 # Analysts rely on it: refreshed every 15 minutes, so one missed refresh shows as overdue in the UI.
 WAREHOUSE_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=30))

@@ -21,7 +21,6 @@ from typing import IO, Any
 
 import duckdb
 
-FORMATS = ("table", "csv", "json")
 BATCH_ROWS = 10_000
 
 

@@ -22,7 +22,7 @@ import duckdb
 import psycopg2
 import psycopg2.extensions
 
-from memberflow_assets.membership.batches import SUCCESSFUL_PREFIX, UNSUCCESSFUL_PREFIX
+from memberflow_assets.membership.layout import SUCCESSFUL_PREFIX, UNSUCCESSFUL_PREFIX
 from memberflow_assets.settings import read_sql
 from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones

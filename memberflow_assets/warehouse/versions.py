@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from memberflow_assets.images import bi as image_bi
+from memberflow_assets.images.processing import bi as image_bi
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones, fsync_path
 

@@ -1,21 +1,17 @@
-"""`memberflow`: the platform's command line.
+"""The platform's own commands:
 
     memberflow start      prepare PostgreSQL, DAGSTER_HOME and sample data, then run `dagster dev`
     memberflow env        print the environment `dagster` commands need (eval "$(memberflow env)")
     memberflow migrate    apply the sales database migrations in sql/migrations/
     memberflow stop-postgres   stop the embedded PostgreSQL (it outlives `start` on purpose)
-    memberflow samples    write sample application files into the landing zone
-    memberflow members-rebuild   replay every successful file into sales.members (disaster recovery)
 
-Each domain adds its own subcommands through `COMMAND_MODULES` (a `register(subparsers)` function);
-a module may also define `start_beside_dagster(environment)`, which `memberflow start` calls to start
-a server of its own (e.g. the upload API) before it becomes `dagster dev`.
+`memberflow start` also starts the servers that run beside `dagster dev`: the upload API
+(cli/image_ingestion.py) and the analysts' notebook app (cli/warehouse.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import shlex
@@ -23,15 +19,8 @@ import shutil
 import sys
 
 from memberflow_assets import postgres
+from memberflow_assets.cli import image_ingestion, membership, warehouse
 from memberflow_assets.settings import REPO_ROOT, Settings
-
-COMMAND_MODULES = [
-    "memberflow_assets.membership.commands",
-    "memberflow_assets.images.ingest_commands",
-    "memberflow_assets.sales.commands",
-    "memberflow_assets.warehouse.commands",
-    "memberflow_assets.images.commands",
-]
 
 log = logging.getLogger("memberflow")
 
@@ -61,14 +50,10 @@ def _start(args: argparse.Namespace) -> int:
     environment = prepare_environment(settings)
     os.environ.update(environment)
     if not args.no_samples:
-        from memberflow_assets.membership.commands import write_samples
-
-        write_samples(files=3, rows=200)
+        membership.write_samples(files=3, rows=200)
         os.environ.setdefault("MEMBERFLOW_SALES_DEMO", "1")  # demo transactions follow the sample members
-    for module_name in COMMAND_MODULES:
-        start_beside = getattr(importlib.import_module(module_name), "start_beside_dagster", None)
-        if start_beside is not None:
-            start_beside(environment)
+    image_ingestion.start_beside_dagster(environment)
+    warehouse.start_beside_dagster(environment)
     log.info(
         "starting dagster dev on http://%s:%s (DAGSTER_HOME=%s)", args.host, args.port, environment["DAGSTER_HOME"]
     )
@@ -100,10 +85,7 @@ def _stop_postgres(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memberflow", description=__doc__.split("\n\n")[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
-
+def register(subparsers) -> None:
     start = subparsers.add_parser("start", help="run the platform locally (dagster dev on embedded defaults)")
     start.add_argument("--host", default="127.0.0.1")
     start.add_argument("--port", type=int, default=3000)
@@ -113,17 +95,3 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.add_parser("env", help="print the environment for dagster commands").set_defaults(handler=_env)
     subparsers.add_parser("migrate", help="apply sales database migrations").set_defaults(handler=_migrate)
     subparsers.add_parser("stop-postgres", help="stop the embedded PostgreSQL").set_defaults(handler=_stop_postgres)
-
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -52,7 +52,6 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.extensions import connection as PgConnection
 
-from memberflow_assets.images.hours import landing_hours, parse_hour_key
 from memberflow_assets.images.layout import (
     LANDING_PREFIX,
     METADATA_PREFIX,
@@ -64,6 +63,7 @@ from memberflow_assets.images.layout import (
     metadata_relpath,
     processed_dir,
 )
+from memberflow_assets.images.processing.hour_partition import landing_hours, parse_hour_key
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones
 

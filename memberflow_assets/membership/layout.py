@@ -1,4 +1,5 @@
-"""Which landed files are application batches, and the batch (partition) key of each. No Dagster."""
+"""The membership storage layout: where application files land, are quarantined and written, which landed
+files are application batches, and the batch (partition) key of each. No Dagster."""
 
 from __future__ import annotations
 

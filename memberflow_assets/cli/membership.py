@@ -3,7 +3,7 @@ sales.members replayed from every successful file (disaster recovery)."""
 
 import argparse
 
-from memberflow_assets.membership.batches import LANDING_PREFIX
+from memberflow_assets.membership.layout import LANDING_PREFIX
 from memberflow_assets.membership.members_load import rebuild_members
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.zones import Zones

@@ -90,7 +90,7 @@ def analytics_app() -> ASGIApp:
 def _analytics(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from memberflow_assets.images.ingest_commands import exit_with_parent
+    from memberflow_assets.cli.image_ingestion import exit_with_parent
     from memberflow_assets.warehouse.analyst import check_every_seconds, keep_charts_drawn
 
     if args.exit_with_parent:

@@ -38,9 +38,9 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import Lander, Upload, open_lander
-from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.content import ImageRejected
+from memberflow_assets.images.ingestion.landing import Lander, Upload, open_lander
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)

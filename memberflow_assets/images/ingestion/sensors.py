@@ -10,8 +10,9 @@ from dataclasses import asdict
 
 import dagster as dg
 
-from memberflow_assets.images.ingest_assets import kafka_image_ingest_job, kafka_image_uploads
-from memberflow_assets.images.ingest_resources import KafkaImagesResource
+from memberflow_assets.images.ingestion.assets import kafka_image_uploads
+from memberflow_assets.images.ingestion.jobs import kafka_image_ingest_job
+from memberflow_assets.images.ingestion.resources import KafkaImagesResource
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.NOT_STARTED,

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from memberflow_assets import postgres
-from memberflow_assets.images.api_keys import KeyFileError, append_key_line, mint_key
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.kafka_ingest import (
+from memberflow_assets.images.ingestion.api_keys import KeyFileError, append_key_line, mint_key
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.kafka_ingest import (
     HEADER_CONTENT_TYPE,
     HEADER_EVENT_TIME,
     HEADER_SOURCE,
@@ -56,7 +56,7 @@ def _api(args: argparse.Namespace) -> int:
     if args.exit_with_parent:
         exit_with_parent()
     uvicorn.run(
-        "memberflow_assets.images.api:create_app",
+        "memberflow_assets.images.ingestion.api:create_app",
         factory=True,
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
@@ -151,7 +151,7 @@ def _kafka_send(args: argparse.Namespace) -> int:
 
 
 def _kafka_broker(args: argparse.Namespace) -> int:
-    from memberflow_assets.images.dev_broker import broker_command
+    from memberflow_assets.images.ingestion.dev_broker import broker_command
 
     command = broker_command(args.port)
     print(

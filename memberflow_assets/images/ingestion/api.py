@@ -31,11 +31,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from memberflow_assets import postgres
-from memberflow_assets.images.admission import Admission
-from memberflow_assets.images.api_keys import ApiKeys
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.landing import GroupLander, open_lander
-from memberflow_assets.images.upload_endpoint import (
+from memberflow_assets.images.ingestion.admission import Admission
+from memberflow_assets.images.ingestion.api_keys import ApiKeys
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.content import ImageRejected
+from memberflow_assets.images.ingestion.landing import GroupLander, open_lander
+from memberflow_assets.images.ingestion.upload_endpoint import (
     INTERNAL_ERROR,
     REGISTRY_UNAVAILABLE,
     UPLOAD_PATH,
@@ -48,7 +49,6 @@ from memberflow_assets.images.upload_endpoint import (
     authorised_client,
     error_answer,
 )
-from memberflow_assets.images.validation import ImageRejected
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)
@@ -310,5 +310,5 @@ def create_app(
     return ImageApi(app)
 
 
-# `uvicorn memberflow_assets.images.api:app`: configured from the environment when it starts, not on import.
+# `uvicorn memberflow_assets.images.ingestion.api:app`: configured from the environment when it starts, not on import.
 app = create_app()

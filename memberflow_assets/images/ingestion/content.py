@@ -26,14 +26,8 @@ from dataclasses import dataclass
 
 from PIL import Image, TiffImagePlugin
 
-# Pillow format name -> (MIME type, landing file extension)
-ACCEPTED_FORMATS = {
-    "JPEG": ("image/jpeg", "jpg"),
-    "PNG": ("image/png", "png"),
-    "WEBP": ("image/webp", "webp"),
-    "GIF": ("image/gif", "gif"),
-    "TIFF": ("image/tiff", "tif"),
-}
+from memberflow_assets.images.layout import ACCEPTED_FORMATS, MAX_PIXELS
+
 _MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -45,7 +39,6 @@ _MAGIC = (
     (b"MM\x00+", "TIFF"),
 )
 _OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # a memory address says nothing to a client
-DEFAULT_MAX_PIXELS = 100_000_000  # width x height from the header; ~400 MB decoded as RGBA
 
 # Structure limits, far beyond real images (a camera JPEG has ~10 segments, a progressive one ~10 scans).
 MAX_JPEG_SEGMENTS = 1_000  # marker segments (and fill bytes) before the first scan
@@ -99,7 +92,7 @@ def sniff_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
 
 
-def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFacts:
+def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageFacts:
     """Format and size of an acceptable image; raises ImageRejected (415, 422) for anything else."""
     if not data:
         raise ImageRejected(400, "empty", "the body is empty")

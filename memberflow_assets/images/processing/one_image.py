@@ -1,5 +1,5 @@
 """The company's image processing code, hosted by the platform: one landed image in, a thumbnail and one
-metadata row out. No Dagster, no database: `hours.py` runs it over an hour's images.
+metadata row out. No Dagster, no database: `hour_partition.py` runs it over an hour's images.
 
 Per image: verify the bytes against the landing sidecar's SHA-256; decode it fully (a truncated or
 corrupt file, a decompression bomb, an unsupported format all become a `rejected` row with an error
@@ -28,14 +28,11 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from memberflow_assets.images.layout import Sidecar
+from memberflow_assets.images.layout import ACCEPTED_FORMATS, MAX_PIXELS, Sidecar
 
-# Same limit as the ingestion API's header check (width x height): ~400 MB decoded as RGBA.
-MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow raises DecompressionBombError above twice this
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey picture
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF")
 THUMBNAIL_SIZE = 256
 THUMBNAIL_FORMAT = "JPEG"
 THUMBNAIL_EXT = "jpg"
@@ -205,7 +202,7 @@ def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> Proc
         return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
     with image:
         row["format"], row["mode"] = image.format, image.mode
-        if image.format not in SUPPORTED_FORMATS:
+        if image.format not in ACCEPTED_FORMATS:
             return rejected(row, UNSUPPORTED_FORMAT, f"format {image.format}")
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)

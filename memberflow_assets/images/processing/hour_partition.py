@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memberflow_assets.images import processing
 from memberflow_assets.images.layout import (
     LANDING_PREFIX,
     Sidecar,
@@ -36,6 +35,7 @@ from memberflow_assets.images.layout import (
     metadata_relpath,
     processed_dir,
 )
+from memberflow_assets.images.processing import one_image
 from memberflow_assets.zones import Zones
 
 SIDECAR_SUFFIX = ".json"
@@ -68,7 +68,7 @@ METADATA_SCHEMA = pa.schema(
 
 
 def thumbnail_relpath(key: str, image_id: str) -> str:
-    return f"{processed_dir(key)}/{image_id}.{processing.THUMBNAIL_EXT}"
+    return f"{processed_dir(key)}/{image_id}.{one_image.THUMBNAIL_EXT}"
 
 
 def parse_hour_key(key: str) -> datetime | None:
@@ -125,8 +125,8 @@ def _unreadable_sidecar_row(image_id: str, key: str, processed_at: datetime, det
         "image_id": image_id,
         "hour_key": key,
         "processed_at": processed_at,
-        "status": processing.REJECTED,
-        "error": processing.INVALID_SIDECAR,
+        "status": one_image.REJECTED,
+        "error": one_image.INVALID_SIDECAR,
         "error_detail": detail[:500],
         "gps_removed": False,
     }
@@ -147,11 +147,9 @@ def process_landed(zones: Zones, key: str, sidecar_relpath: str, processed_at: d
     try:
         data = zones.read_bytes(image_relpath)
     except FileNotFoundError:
-        result = processing.rejected(
-            processing.base_row(sidecar, processed_at), processing.MISSING_IMAGE, image_relpath
-        )
+        result = one_image.rejected(one_image.base_row(sidecar, processed_at), one_image.MISSING_IMAGE, image_relpath)
     else:
-        result = processing.process_image(data, sidecar, processed_at)
+        result = one_image.process_image(data, sidecar, processed_at)
     row = {**result.row, "hour_key": key, "thumbnail_path": None}
     if result.thumbnail is not None:
         row["thumbnail_path"] = thumbnail_relpath(key, image_id)
@@ -207,11 +205,11 @@ class HourUpdate:
         thumbnail_bytes = self.table.column("thumbnail_bytes").to_pylist()
         return {
             "images": self.table.num_rows,
-            "processed": statuses[processing.PROCESSED],
-            "rejected": statuses[processing.REJECTED],
+            "processed": statuses[one_image.PROCESSED],
+            "rejected": statuses[one_image.REJECTED],
             "new_images": len(self.new_rows),
-            "new_processed": new_statuses[processing.PROCESSED],
-            "new_rejected": new_statuses[processing.REJECTED],
+            "new_processed": new_statuses[one_image.PROCESSED],
+            "new_rejected": new_statuses[one_image.REJECTED],
             "bytes": sum(value or 0 for value in bytes_column),
             "new_bytes": sum(row["bytes"] or 0 for row in self.new_rows),
             "thumbnail_bytes": sum(value or 0 for value in thumbnail_bytes),
@@ -301,15 +299,15 @@ def audit_thumbnails(zones: Zones, key: str, table: pa.Table) -> ThumbnailAudit:
     for info in zones.list_files(processed_dir(key), recursive=True):
         audit.files += 1
         present.add(info.relpath)
-        problems = processing.inspect_thumbnail(zones.read_bytes(info.relpath))
+        problems = one_image.inspect_thumbnail(zones.read_bytes(info.relpath))
         if problems.has_location:
             audit.with_location.append(info.relpath)
         if problems.has_exif:
             audit.with_exif.append(info.relpath)
         if problems.undecodable:
             audit.undecodable.append(info.relpath)
-        elif max(problems.size) > processing.THUMBNAIL_SIZE:
+        elif max(problems.size) > one_image.THUMBNAIL_SIZE:
             audit.oversized.append(info.relpath)
-    processed = table.filter(pc.equal(table.column("status"), processing.PROCESSED))
+    processed = table.filter(pc.equal(table.column("status"), one_image.PROCESSED))
     audit.missing = sorted(path for path in processed.column("thumbnail_path").to_pylist() if path not in present)
     return audit

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memberflow_assets.images.validation import DEFAULT_MAX_PIXELS
+from memberflow_assets.images.layout import MAX_PIXELS
 from memberflow_assets.settings import Settings
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -63,7 +63,7 @@ class IngestSettings:
             api_keys=_env("MEMBERFLOW_API_KEYS", ""),
             api_keys_file=Path(_env("MEMBERFLOW_API_KEYS_FILE") or settings.data_dir / "api_keys.txt"),
             max_upload_bytes=int(_env("MEMBERFLOW_MAX_UPLOAD_BYTES", str(DEFAULT_MAX_UPLOAD_BYTES))),
-            max_pixels=int(_env("MEMBERFLOW_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))),
+            max_pixels=int(_env("MEMBERFLOW_MAX_IMAGE_PIXELS", str(MAX_PIXELS))),
             durable=_flag("MEMBERFLOW_INGEST_DURABLE", True),
             api_host=_env("MEMBERFLOW_API_HOST", "127.0.0.1"),
             api_port=int(_env("MEMBERFLOW_API_PORT", "8000")),

@@ -2,7 +2,7 @@
 
 Each run materialises `kafka_image_uploads` with what it did (messages, landed, duplicates,
 quarantined by reason, bytes, the offset ranges, the committed offsets), so the asset's history in
-the UI is the ingestion's progress. The sensor (ingest_sensors.py) decides the ranges; the work is
+the UI is the ingestion's progress. The sensor (sensors.py) decides the ranges; the work is
 `kafka_ingest.KafkaIngestor`. Why this design: docs/images_ingestion.md, "Kafka in Dagster".
 """
 
@@ -10,8 +10,8 @@ import json
 
 import dagster as dg
 
-from memberflow_assets.images.ingest_resources import KafkaImagesResource
-from memberflow_assets.images.kafka_ingest import IngestStats, OffsetRange
+from memberflow_assets.images.ingestion.kafka_ingest import IngestStats, OffsetRange
+from memberflow_assets.images.ingestion.resources import KafkaImagesResource
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 
 GROUP = "image_ingestion"
@@ -67,13 +67,3 @@ def kafka_image_uploads(
         raise dg.Failure(description="the batch stopped before the end of its ranges", metadata=metadata)
     context.log.info(json.dumps({k: v for k, v in metadata.items() if isinstance(v, int | bool)}))
     return dg.MaterializeResult(metadata=metadata)
-
-
-# In-process: one step, and most of a run's cost would otherwise be starting a second process.
-kafka_image_ingest_job = dg.define_asset_job(
-    "kafka_image_ingest",
-    selection=[kafka_image_uploads],
-    executor_def=dg.in_process_executor,
-    tags={"memberflow/domain": "images"},
-    description="Lands one batch of the Kafka image topic (explicit offset ranges in the run config).",
-)

@@ -10,9 +10,10 @@ which is deleted with the run.
 import dagster as dg
 
 from memberflow_assets import column_schemas
-from memberflow_assets.images import bi, hours, registry
+from memberflow_assets.images import registry
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing import bi, hour_partition
+from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
@@ -42,7 +43,7 @@ class ImageProcessingConfig(dg.Config):
             kinds={"parquet"},
             description="`images/metadata/<hour>.parquet`: one row per landed image of the hour (processed "
             "or rejected with its error); also updates images.registry.",
-            metadata={column_schemas.COLUMN_SCHEMA: column_schemas.from_arrow(hours.METADATA_SCHEMA)},
+            metadata={column_schemas.COLUMN_SCHEMA: column_schemas.from_arrow(hour_partition.METADATA_SCHEMA)},
         ),
     ],
     check_specs=[
@@ -75,7 +76,7 @@ def hourly_images(
     key = context.partition_key
     with sales_db.connect() as connection:
         registry.lock_hour(connection, key)  # one run per hour at a time; released at commit
-        update = hours.update_hour(zone, key, workers=config.workers or None, reprocess=config.reprocess)
+        update = hour_partition.update_hour(zone, key, workers=config.workers or None, reprocess=config.reprocess)
         registry_updated, registry_missing = registry.mark_processed(connection, update.table.to_pylist())
     summary = update.summary()
     if registry_missing:
@@ -105,7 +106,7 @@ def hourly_images(
         },
     )
 
-    coverage = hours.row_coverage(zone, key, update.landed_at_start)
+    coverage = hour_partition.row_coverage(zone, key, update.landed_at_start)
     _log_sample(
         context, "without a row, duplicated or orphaned", coverage.missing + coverage.duplicates + coverage.orphans
     )
@@ -122,7 +123,7 @@ def hourly_images(
             "arrived_during_run": coverage.arrived_during_run,
         },
     )
-    audit = hours.audit_thumbnails(zone, key, update.table)
+    audit = hour_partition.audit_thumbnails(zone, key, update.table)
     _log_sample(context, "carrying GPS or EXIF", audit.with_location + audit.with_exif)
     yield dg.AssetCheckResult(
         check_name="no_location_in_outputs",

@@ -5,8 +5,14 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.kafka_ingest import KafkaIngestor, OffsetRange, open_consumer, open_ingestor, plan_ranges
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.kafka_ingest import (
+    KafkaIngestor,
+    OffsetRange,
+    open_consumer,
+    open_ingestor,
+    plan_ranges,
+)
 from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 

@@ -26,11 +26,11 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from memberflow_assets.images import bi
-from memberflow_assets.images.hours import SIDECAR_SUFFIX, landing_hours, parse_hour_key
-from memberflow_assets.images.jobs import image_bi_views_job, image_processing_job
 from memberflow_assets.images.layout import hour_key, landing_dir_for_hour, metadata_relpath
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing import bi
+from memberflow_assets.images.processing.hour_partition import SIDECAR_SUFFIX, landing_hours, parse_hour_key
+from memberflow_assets.images.processing.jobs import image_processing_job, refresh_image_bi_views_job
+from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
@@ -116,7 +116,7 @@ def bi_views_request(zones: Zones, warehouse_path: str) -> dg.RunRequest | None:
     if published == wanted or (published is None and not bi.metadata_files_exist(zones)):
         return None
     current = os.path.basename(versions.current_version(warehouse_path) or "none")
-    return dg.RunRequest(job_name=image_bi_views_job.name, run_key=f"image_bi_views:{wanted}:{current}")
+    return dg.RunRequest(job_name=refresh_image_bi_views_job.name, run_key=f"image_bi_views:{wanted}:{current}")
 
 
 def evaluate_landing_images(
@@ -148,7 +148,7 @@ def evaluate_landing_images(
 
 
 @dg.sensor(
-    jobs=[image_processing_job, image_bi_views_job],
+    jobs=[image_processing_job, refresh_image_bi_views_job],
     minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds an image_hours partition and requests an image_processing run for each hour with "

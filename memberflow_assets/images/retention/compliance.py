@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets.images.layout import HOUR_KEY_FORMAT, hour_key
-from memberflow_assets.images.retention import PartitionRecords, first_kept_hour, hours_before_by_store
+from memberflow_assets.images.retention.expiry import PartitionRecords, first_kept_hour, hours_before_by_store
 from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
 

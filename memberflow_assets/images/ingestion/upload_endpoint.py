@@ -30,10 +30,10 @@ from typing import Any
 import psycopg2
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from memberflow_assets.images.admission import Admission, Hold, Overloaded
-from memberflow_assets.images.api_keys import ApiKeys
-from memberflow_assets.images.landing import GroupLander, Landed, Lander, Upload, image_id_for
-from memberflow_assets.images.validation import ImageRejected
+from memberflow_assets.images.ingestion.admission import Admission, Hold, Overloaded
+from memberflow_assets.images.ingestion.api_keys import ApiKeys
+from memberflow_assets.images.ingestion.content import ImageRejected
+from memberflow_assets.images.ingestion.landing import GroupLander, Landed, Lander, Upload, image_id_for
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Images jobs: hourly processing, the BI views, and the retention purge with its hourly schedule, its
-audit asset and the hourly compliance check that nothing outlived it."""
+"""Images retention in Dagster: the purge op, job and hourly schedule, its audit asset, Dagster's records of
+image hours, and the hourly compliance check that nothing outlived the purge."""
 
 import contextlib
 import uuid
@@ -8,29 +8,13 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from memberflow_assets import postgres
-from memberflow_assets.images import compliance, retention
-from memberflow_assets.images.partitions import image_hours
+from memberflow_assets.images.processing.jobs import IMAGE_ASSET_KEYS, image_processing_job
+from memberflow_assets.images.processing.partitions import image_hours
+from memberflow_assets.images.retention import compliance, expiry
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.warehouse.resources import Warehouse
 
-IMAGE_ASSET_KEYS = (dg.AssetKey("image_thumbnails"), dg.AssetKey("image_metadata"))
 PARTITION_TAG = "dagster/partition"
-
-# One run per hour with new images. In-process: the asset runs its own pool of worker processes.
-image_processing_job = dg.define_asset_job(
-    "image_processing",
-    selection=dg.AssetSelection.assets(*IMAGE_ASSET_KEYS),
-    executor_def=dg.in_process_executor,
-    tags={"memberflow/domain": "images"},
-    description="Processes the new images of one hour (a partition of image_hours) and rewrites its metadata.",
-)
-
-image_bi_views_job = dg.define_asset_job(
-    "refresh_image_bi_views",
-    selection=dg.AssetSelection.assets("image_bi_views"),
-    tags={"memberflow/domain": "images"},
-    description="Creates or replaces the image views in the warehouse's bi schema.",
-)
 
 
 class DagsterPartitionRecords:
@@ -120,7 +104,7 @@ def purge_expired_images(
     trigger = "schedule" if context.run.tags.get("dagster/schedule_name") else "dagster"
     dsn = sales_db.get_dsn()
     postgres.apply_migrations(dsn)
-    result = retention.run_retention(
+    result = expiry.run_retention(
         zones.get_zones(),
         dsn,
         as_of,

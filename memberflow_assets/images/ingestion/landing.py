@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import queue
 import threading
 import uuid
 from collections import deque
@@ -40,12 +39,11 @@ from datetime import UTC, datetime
 
 import psycopg2
 import psycopg2.errors
-from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets import postgres
 from memberflow_assets.images import layout
-from memberflow_assets.images.ingest_config import IngestSettings
-from memberflow_assets.images.validation import ImageFacts, ImageRejected, inspect_image
+from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.content import ImageFacts, ImageRejected, inspect_image
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Staged, Zones
 
@@ -110,49 +108,6 @@ class RegistryRow:
     purged_at: datetime | None
 
 
-class ConnectionPool:
-    """A small blocking pool of autocommit psycopg2 connections (psycopg2's own pools raise when empty).
-
-    `synchronous_commit=False` lets a commit return before the database flushed it: faster, but a
-    database or OS crash may lose the last fraction of a second of commits.
-    """
-
-    def __init__(self, dsn: str, size: int, synchronous_commit: bool = True):
-        self.dsn = dsn
-        self._options = "" if synchronous_commit else "-c synchronous_commit=off"
-        self._idle: queue.LifoQueue[PgConnection] = queue.LifoQueue()
-        self._tokens: queue.Queue[None] = queue.Queue()
-        for _ in range(size):
-            self._tokens.put(None)
-
-    @contextmanager
-    def connection(self) -> Iterator[PgConnection]:
-        self._tokens.get()
-        broken = False
-        try:
-            try:
-                connection = self._idle.get_nowait()
-            except queue.Empty:
-                connection = psycopg2.connect(self.dsn, application_name="memberflow-ingest", options=self._options)
-                connection.autocommit = True
-            try:
-                yield connection
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                broken = True  # a broken connection is not handed out again
-                raise
-            finally:
-                if broken or connection.closed:
-                    connection.close()
-                else:
-                    self._idle.put(connection)
-        finally:
-            self._tokens.put(None)
-
-    def close(self) -> None:
-        while not self._idle.empty():
-            self._idle.get_nowait().close()
-
-
 @dataclass(frozen=True)
 class Upload:
     """One image to land, as received."""
@@ -197,7 +152,7 @@ def _key_conflict(upload: Upload) -> ImageRejected:
 class Lander:
     """Lands images into the zones and the registry; thread-safe (the pool hands one connection per call)."""
 
-    def __init__(self, zones: Zones, pool: ConnectionPool, max_pixels: int, durable: bool = True):
+    def __init__(self, zones: Zones, pool: postgres.ConnectionPool, max_pixels: int, durable: bool = True):
         self.zones = zones
         self.pool = pool
         self.max_pixels = max_pixels
@@ -541,7 +496,9 @@ def open_lander(zones: Zones, dsn: str, settings: IngestSettings, pool_size: int
     removed, size = zones.sweep_temporaries()
     if removed:
         log.warning("removed %d temporary file(s), %d bytes, left by writes that never finished", removed, size)
-    pool = ConnectionPool(dsn, pool_size, synchronous_commit=settings.durable)
+    pool = postgres.ConnectionPool(
+        dsn, pool_size, synchronous_commit=settings.durable, application_name="memberflow-ingest"
+    )
     try:
         lander = Lander(zones, pool, settings.max_pixels, settings.durable)
         lander.temporaries_removed = removed

@@ -14,9 +14,10 @@ import uuid
 from datetime import UTC, datetime
 
 from memberflow_assets import postgres
-from memberflow_assets.images import bi, lifecycle, retention
+from memberflow_assets.cli.warehouse import query as warehouse_query
+from memberflow_assets.images.processing import bi
+from memberflow_assets.images.retention import expiry, lifecycle
 from memberflow_assets.settings import Settings
-from memberflow_assets.warehouse import commands as warehouse_commands
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.query_output import add_format_arguments
 from memberflow_assets.zones import Zones
@@ -31,7 +32,7 @@ def parse_as_of(text: str) -> datetime:
 def _retention(args: argparse.Namespace) -> int:
     import dagster as dg  # only here: the other subcommands do not need Dagster loaded
 
-    from memberflow_assets.images.jobs import DagsterPartitionRecords
+    from memberflow_assets.images.retention.jobs import DagsterPartitionRecords
 
     records = None
     if os.environ.get("DAGSTER_HOME"):
@@ -46,9 +47,7 @@ def _retention(args: argparse.Namespace) -> int:
     as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
     dsn = postgres.sales_dsn()
     postgres.apply_migrations(dsn)
-    result = retention.run_retention(
-        Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print
-    )
+    result = expiry.run_retention(Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print)
     print(json.dumps(result.summary()))
     return 0
 
@@ -62,7 +61,7 @@ def _s3_lifecycle(args: argparse.Namespace) -> int:
 
 def _images_bi(args: argparse.Namespace) -> int:
     if args.sql is not None:
-        return warehouse_commands.query(args)
+        return warehouse_query(args)
     zones = Zones.from_settings()
     warehouse = Settings.from_env().warehouse
     published = versions.republish_views(warehouse, zones)

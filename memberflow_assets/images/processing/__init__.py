@@ -1,0 +1,1 @@
+"""Images processed by the hour: thumbnails, metadata, the BI views."""

@@ -1,0 +1,21 @@
+"""Images processing jobs: the hourly processing of new images and the BI views."""
+
+import dagster as dg
+
+IMAGE_ASSET_KEYS = (dg.AssetKey("image_thumbnails"), dg.AssetKey("image_metadata"))
+
+# One run per hour with new images. In-process: the asset runs its own pool of worker processes.
+image_processing_job = dg.define_asset_job(
+    "image_processing",
+    selection=dg.AssetSelection.assets(*IMAGE_ASSET_KEYS),
+    executor_def=dg.in_process_executor,
+    tags={"memberflow/domain": "images"},
+    description="Processes the new images of one hour (a partition of image_hours) and rewrites its metadata.",
+)
+
+refresh_image_bi_views_job = dg.define_asset_job(
+    "refresh_image_bi_views",
+    selection=dg.AssetSelection.assets("image_bi_views"),
+    tags={"memberflow/domain": "images"},
+    description="Creates or replaces the image views in the warehouse's bi schema.",
+)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import psycopg2
 import pytest
+import time_machine
 
 from memberflow_assets.definitions import defs
 from memberflow_assets.images import layout
@@ -48,10 +49,18 @@ def everywhere(zones, dsn: str, instance: dg.DagsterInstance, key: str) -> None:
 
 
 @pytest.fixture
-def platform(memberflow_env, pg_dsn, zones, instance):
+def now():
+    """The clock, pinned (ticking) half-way through the last hour: the hours a test computes and the check's
+    `now` stay in one hour whenever the suite runs (from hh:59:59 on, the check would move the window)."""
+    moment = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
+    with time_machine.travel(moment, tick=True):
+        yield moment
+
+
+@pytest.fixture
+def platform(now, memberflow_env, pg_dsn, zones, instance):
     """A platform holding the current hour and the oldest hour retention may still keep, everywhere."""
     apply_migrations(pg_dsn)
-    now = datetime.now(UTC)
     oldest_allowed = hour_key(compliance.overdue_before(now))
     for key in (hour_key(now), oldest_allowed):
         everywhere(zones, pg_dsn, instance, key)
@@ -141,11 +150,11 @@ def test_the_registry_is_asked_through_its_indexes(platform):
     assert "Seq Scan on registry_status" not in plan, plan
 
 
-def test_zones_in_s3_are_checked_the_same_way(s3_env, pg_dsn, instance):
+def test_zones_in_s3_are_checked_the_same_way(now, s3_env, pg_dsn, instance):
     apply_migrations(pg_dsn)
     zones = Zones.from_settings()
     assert zones.url("").startswith("s3://")
-    oldest_allowed = hour_key(compliance.overdue_before(datetime.now(UTC)))
+    oldest_allowed = hour_key(compliance.overdue_before(now))
     everywhere(zones, pg_dsn, instance, oldest_allowed)
     assert run_check(instance).passed
 

@@ -302,9 +302,10 @@ def test_sensor_waits_between_runs_of_an_open_hour_and_skips_hours_already_proce
     assert set(json.loads(cursor.dump())["hours"]) == {KEY}
 
 
-def test_consecutive_ticks_across_hour_boundaries_miss_no_image(instance, zones):
+# the sensor's current hour, and the last hour of a year: the ticks cross midnight and New Year
+@pytest.mark.parametrize("hour", [SENSOR_NOW.replace(minute=0), datetime(2025, 12, 31, 23, tzinfo=UTC)])
+def test_consecutive_ticks_across_hour_boundaries_miss_no_image(instance, zones, hour):
     """The cursor moves on with the clock; an image landed in an hour's last moment is still requested."""
-    hour = SENSOR_NOW.replace(minute=0)
     land_image(zones, None, jpeg(seed=1), hour + timedelta(minutes=10))
     cursor = None
     for moment, landed_just_before, wanted in (

@@ -40,6 +40,8 @@ SECOND = timedelta(seconds=1)
         ("2026-11-27T09:59:59+00:00", "2026-11-20-09"),
         ("2026-11-27T10:30:00+00:00", "2026-11-20-10"),
         ("2026-11-27T18:00:00+08:00", "2026-11-20-09"),  # any zone: 10:00 UTC
+        ("2027-01-01T00:30:00+00:00", "2026-12-25-00"),  # across New Year
+        ("2028-03-07T00:00:00+00:00", "2028-02-28-23"),  # across a leap day
     ],
 )
 def test_an_hour_expires_only_when_it_ended_more_than_7_days_ago(as_of, first_kept):

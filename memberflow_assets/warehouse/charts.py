@@ -138,11 +138,6 @@ def image_sizes(frame: pd.DataFrame) -> alt.TopLevelMixin:
     )
 
 
-def draw(name: str, frame: pd.DataFrame) -> alt.TopLevelMixin:
-    """The chart `name` over its query's result (titled TITLES[name])."""
-    return CHARTS[name](frame)
-
-
 # A mark Vega drew with an accessible description: <path aria-label="..." .../>, the label first.
 _DESCRIBED_MARK = re.compile(r'<(path|rect|circle|line)\s+aria-label="([^"]*)"([^>]*?)\s*/>')
 
@@ -160,7 +155,7 @@ def _hover_titles(svg: str) -> str:
 
 def svg(name: str, frame: pd.DataFrame) -> str:
     """The chart `name` over its query's result, drawn: an <svg> element (the data is only in its marks)."""
-    drawn = vl_convert.vegalite_to_svg(draw(name, frame).to_dict(), vl_version=VL_VERSION, allowed_base_urls=[])
+    drawn = vl_convert.vegalite_to_svg(CHARTS[name](frame).to_dict(), vl_version=VL_VERSION, allowed_base_urls=[])
     return _hover_titles(drawn)
 
 

@@ -9,10 +9,9 @@ import pytest
 from memberflow_assets.images.layout import hour_key
 from memberflow_assets.images.processing.hour_partition import POOL_THRESHOLD
 from memberflow_assets.zones import Zones
-
-from .helpers import wait_until
-from .image_helpers import jpeg, land_image, registry_rows
-from .test_e2e_dagster_dev import PARTITION_STATS, dagster_dev, graphql  # noqa: F401 - fixture
+from memberflow_assets_tests.e2e.test_dagster_dev import PARTITION_STATS, dagster_dev, graphql  # noqa: F401 - fixture
+from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.image_helpers import jpeg, land_image, registry_rows
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,7 @@ import pytest
 from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.members_load import landed_at, read_successful, stage_batch, verify_batch
 from memberflow_assets.resources import SalesDatabase
-
-from .helpers import (
+from memberflow_assets_tests.helpers import (
     HEADER,
     check_results,
     land,

@@ -19,8 +19,7 @@ from memberflow_assets import cli, postgres
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
 from memberflow_assets.sales.sensors import team_password_audit_sensor
-
-from .sales_data import (
+from memberflow_assets_tests.sales_data import (
     MEMBER,
     PASSWORD,
     add_item,

@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
-from memberflow_assets_tests import test_e2e_dagster_dev as e2e
+from memberflow_assets_tests.e2e import test_dagster_dev as e2e
 from memberflow_assets_tests.helpers import wait_until
 from memberflow_assets_tests.image_bytes import small_image
-from memberflow_assets_tests.test_kafka_ingest import Sent, create_topic, produce, sidecars
+from memberflow_assets_tests.images.ingestion.test_kafka_ingest import Sent, create_topic, produce, sidecars
 
 pytestmark = pytest.mark.e2e
 dagster_dev = e2e.dagster_dev  # the same `dagster dev` fixture as the membership end-to-end test

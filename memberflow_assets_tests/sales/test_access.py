@@ -13,8 +13,7 @@ import pytest
 from memberflow_assets import cli
 from memberflow_assets.sales import access
 from memberflow_assets.settings import REPO_ROOT
-
-from .sales_data import PASSWORD, login
+from memberflow_assets_tests.sales_data import PASSWORD, login
 
 DENIED = "42501"
 

@@ -22,10 +22,17 @@ from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
-
-from .helpers import check_results, materialized_metadata, run_partition
-from .image_bytes import jpeg_with_garbage_scan
-from .image_helpers import CLIENT, encode, exif_with_gps, jpeg, land_image, picture, registry_rows
+from memberflow_assets_tests.helpers import check_results, materialized_metadata, run_partition
+from memberflow_assets_tests.image_bytes import jpeg_with_garbage_scan
+from memberflow_assets_tests.image_helpers import (
+    CLIENT,
+    encode,
+    exif_with_gps,
+    jpeg,
+    land_image,
+    picture,
+    registry_rows,
+)
 
 # The hour the tests land images in, and the sensor's clock at every tick (`tick` pins it): two and a half
 # hours later, so HOUR_START has ended and is inside the sensor's scan window whenever the suite runs (with

@@ -11,9 +11,8 @@ import pytest
 
 from memberflow_assets.cli.platform import prepare_environment
 from memberflow_assets.settings import REPO_ROOT, Settings
-
-from .conftest import free_port
-from .helpers import HEADER, wait_until
+from memberflow_assets_tests.conftest import free_port
+from memberflow_assets_tests.helpers import HEADER, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,8 @@ from memberflow_assets.definitions import defs
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.warehouse.versions import open_published
-
-from .helpers import land, run_batch
-from .sales_data import add_item, add_members, migrated
+from memberflow_assets_tests.helpers import land, run_batch
+from memberflow_assets_tests.sales_data import add_item, add_members, migrated
 
 MEMBERS = [f"member{number}_{number:05x}" for number in range(40)]
 SMALL = DemoSpec(manufacturers=4, items=30)

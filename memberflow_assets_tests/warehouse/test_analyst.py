@@ -15,10 +15,9 @@ from memberflow_assets.warehouse import charts, versions
 from memberflow_assets.warehouse.analyst import AnalystWarehouse, check_every_seconds, keep_charts_drawn, sample_queries
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
-
-from .helpers import wait_until
-from .sales_data import add_transaction
-from .warehouse_data import KNOWN, build_known_warehouse
+from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.sales_data import add_transaction
+from memberflow_assets_tests.warehouse_data import KNOWN, build_known_warehouse
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import psycopg2
 from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.zones import Zones
-
-from .helpers import HEADER, check_results, land, read_output, run_batch
+from memberflow_assets_tests.helpers import HEADER, check_results, land, read_output, run_batch
 
 
 def bucket_keys(endpoint: str, storage_url: str) -> list[str]:

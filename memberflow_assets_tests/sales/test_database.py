@@ -7,8 +7,7 @@ import psycopg2.errors
 import pytest
 
 from memberflow_assets.postgres import apply_migrations
-
-from .sales_data import add_item, add_members, add_transaction, migrated
+from memberflow_assets_tests.sales_data import add_item, add_members, add_transaction, migrated
 
 MEMBER = "lee_1a2b3"
 

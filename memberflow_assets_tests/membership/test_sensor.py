@@ -12,8 +12,7 @@ from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.membership.sensors import SHA256_TAG, landing_applications_sensor
 from memberflow_assets.resources import ZonesResource
-
-from .helpers import HEADER, land, run_batch
+from memberflow_assets_tests.helpers import HEADER, land, run_batch
 
 GOOD = f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
 

@@ -23,8 +23,7 @@ from memberflow_assets.membership.sensors import landing_applications_sensor
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Zones
-
-from .helpers import (
+from memberflow_assets_tests.helpers import (
     HEADER,
     check_results,
     checks_failing_with_error,
@@ -37,7 +36,7 @@ from .helpers import (
     run_batch,
     run_file,
 )
-from .sales_data import migrated
+from memberflow_assets_tests.sales_data import migrated
 
 GOOD_ROWS = "Ann Lee,ann@mail.net,1985-02-03,81234567\nBob Tan,bob@example.com,1970-01-01,91234567\n"
 

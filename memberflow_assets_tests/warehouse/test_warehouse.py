@@ -22,8 +22,7 @@ from memberflow_assets.warehouse import checks
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.versions import open_published, publish, versions_folder
 from memberflow_assets.zones import Zones
-
-from .sales_data import add_item, add_members, add_transaction, migrated
+from memberflow_assets_tests.sales_data import add_item, add_members, add_transaction, migrated
 
 MEMBERS = ["lee_1a2b3", "tan_00f0f", "ng_abcde"]
 

@@ -17,9 +17,8 @@ from memberflow_assets.images.processing import bi
 from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.refresh import refresh_warehouse
-
-from .warehouse_data import KNOWN, build_known_warehouse
-from .warehouse_readers import DUCKDB_SHELL, holding_reader, holding_shell, opening_readers
+from memberflow_assets_tests.warehouse.readers import DUCKDB_SHELL, holding_reader, holding_shell, opening_readers
+from memberflow_assets_tests.warehouse_data import KNOWN, build_known_warehouse
 
 SALES_VIEWS = {
     "top_members_by_spending", "top_items_by_purchases", "sales_per_day", "transaction_weights",

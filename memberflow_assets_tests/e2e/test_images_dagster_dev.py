@@ -9,7 +9,7 @@ import pytest
 from memberflow_assets.images.layout import hour_key
 from memberflow_assets.images.processing.hour_partition import POOL_THRESHOLD
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.e2e.test_dagster_dev import PARTITION_STATS, dagster_dev, graphql  # noqa: F401 - fixture
+from memberflow_assets_tests.e2e.graphql import PARTITION_STATS, graphql
 from memberflow_assets_tests.helpers import wait_until
 from memberflow_assets_tests.image_helpers import jpeg, land_image, registry_rows
 
@@ -27,7 +27,7 @@ def no_wait_between_runs(monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_IMAGES_RUN_INTERVAL_SECONDS", "0")
 
 
-def test_landed_images_are_processed_by_the_sensor_and_daemon(dagster_dev, pg_dsn):  # noqa: F811 - fixture
+def test_landed_images_are_processed_by_the_sensor_and_daemon(dagster_dev, pg_dsn):
     port, data_dir = dagster_dev
     zones = Zones(str(data_dir))
     now = datetime.now(UTC)

@@ -5,13 +5,12 @@ from collections import Counter
 
 import pytest
 
-from memberflow_assets_tests.e2e import test_dagster_dev as e2e
+from memberflow_assets_tests.e2e.graphql import graphql
 from memberflow_assets_tests.helpers import wait_until
 from memberflow_assets_tests.image_bytes import small_image
 from memberflow_assets_tests.images.ingestion.test_kafka_ingest import Sent, create_topic, produce, sidecars
 
 pytestmark = pytest.mark.e2e
-dagster_dev = e2e.dagster_dev  # the same `dagster dev` fixture as the membership end-to-end test
 
 MATERIALIZATIONS = """
 { assetOrError(assetKey: {path: ["kafka_image_uploads"]}) {
@@ -45,7 +44,7 @@ def test_kafka_messages_are_landed_by_sensor_launched_runs(kafka_topic_for_dagst
         """The counts of every batch's materialisation added up, once they account for every message (a tick
         may have seen only some of the messages yet: then more than one batch took them)."""
         totals = Counter()
-        for materialization in e2e.graphql(port, MATERIALIZATIONS)["assetOrError"].get("assetMaterializations", []):
+        for materialization in graphql(port, MATERIALIZATIONS)["assetOrError"].get("assetMaterializations", []):
             for entry in materialization["metadataEntries"]:
                 totals[entry["label"]] += entry.get("intValue") or 0
         return totals if totals["landed"] + totals["quarantined"] >= len(messages) else None

@@ -15,7 +15,6 @@ from PIL import Image
 from memberflow_assets.definitions import defs
 from memberflow_assets.images.layout import hour_key, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition, sensors
-from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.resources import ZonesResource
 from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.warehouse import versions
@@ -42,17 +41,8 @@ SENSOR_NOW = HOUR_START + timedelta(hours=2, minutes=30)
 KEY = hour_key(HOUR_START)
 NEXT_KEY = hour_key(HOUR_START + timedelta(hours=1))
 
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-@pytest.fixture
-def zones(memberflow_env, pg_dsn):
-    apply_migrations(pg_dsn)
-    return Zones.from_settings()
+# The tests land images in images.registry, so each runs on a migrated database.
+pytestmark = pytest.mark.usefixtures("migrated_database")
 
 
 def run_hour(instance: dg.DagsterInstance, key: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -431,7 +421,6 @@ def test_sensor_asks_for_the_views_when_the_published_ones_are_not_current(insta
 
 
 def test_processing_and_views_on_s3(instance, s3_env, pg_dsn):
-    apply_migrations(pg_dsn)
     zones = Zones.from_settings()
     image = land_image(zones, pg_dsn, jpeg(seed=1, exif=exif_with_gps().tobytes()), HOUR_START)
     land_image(zones, pg_dsn, b"not an image", HOUR_START)

@@ -42,8 +42,8 @@ from memberflow_assets.warehouse.analyst import CHART_QUERIES, AnalystWarehouse 
 from memberflow_assets.warehouse.charts import CHARTS, TITLES  # noqa: E402
 from memberflow_assets.warehouse.refresh import refresh_warehouse  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
-from memberflow_assets_tests.browser import chromium, wait_for_charts  # noqa: E402
-from memberflow_assets_tests.conftest import free_port  # noqa: E402
+from memberflow_testkit.browser import chromium, wait_for_charts  # noqa: E402
+from memberflow_testkit.network import free_port  # noqa: E402
 
 OUT = BENCH / "out" / "analytics"
 TARGET_SECONDS = 3.0

@@ -44,7 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from memberflow_assets_tests.image_bytes import jpeg_of_about, unique_jpeg  # noqa: E402
+from memberflow_testkit.images import jpeg_of_about, unique_jpeg  # noqa: E402
+from memberflow_testkit.network import free_port  # noqa: E402
 
 IMAGE_BYTES = 200_000
 
@@ -123,12 +124,6 @@ def serve_ceiling(kind: str, port: int, workers: int) -> None:
 
 
 # -- a small, cheap HTTP client ----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -384,7 +379,7 @@ def stall(port: int, key: str, declared: int, sent: int) -> socket.socket | None
 
 def bench_abuse(new_database, work: Path) -> None:
     from memberflow_assets.images.ingestion.api_keys import mint_key
-    from memberflow_assets_tests.image_bytes import jpeg_with_empty_segments
+    from memberflow_testkit.images import jpeg_with_empty_segments
 
     keys = {name: mint_key(name) for name in ["normal", "abuser", *(f"staller{n}" for n in range(30))]}
     port = free_port()

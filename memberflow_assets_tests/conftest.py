@@ -3,7 +3,6 @@ moto's S3 server, and a clean environment pointing every zone at a temporary fol
 
 import contextlib
 import os
-import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.postgres import apply_migrations, ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
+from memberflow_testkit.network import free_port
 
 from .helpers import restore_stop_signals
 
@@ -131,12 +131,6 @@ def instance():
 def zones(memberflow_env) -> Zones:
     """The zones of the test's local deployment."""
     return Zones.from_settings()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.images.helpers import encode, jpeg, land_image, picture
 
-from .image_helpers import encode, jpeg, land_image, picture
 from .sales_data import add_item, add_transaction
 
 MEMBERS = [  # (membership_id, first name, last name)

@@ -7,8 +7,8 @@ import pytest
 
 from memberflow_assets_tests.e2e.graphql import graphql
 from memberflow_assets_tests.helpers import wait_until
-from memberflow_assets_tests.image_bytes import small_image
 from memberflow_assets_tests.images.ingestion.test_kafka_ingest import Sent, create_topic, produce, sidecars
+from memberflow_testkit.images import small_image
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.landing import open_lander
 from memberflow_assets.images.retention import expiry
 from memberflow_assets.zones import TEMPORARY_DIR, TEMPORARY_SAFE_AGE, Zones
-from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, unique_jpeg
+from memberflow_testkit.images import jpeg_of_about, small_image, unique_jpeg
 
 KILLED_BEFORE_RENAME = """
 import os, signal, sys

@@ -26,7 +26,7 @@ from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.image_bytes import (
+from memberflow_testkit.images import (
     jpeg_of_about,
     jpeg_with_empty_segments,
     png_claiming,

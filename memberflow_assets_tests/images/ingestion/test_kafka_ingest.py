@@ -31,7 +31,7 @@ from memberflow_assets.images.ingestion.sensors import kafka_images_sensor
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.helpers import wait_until
-from memberflow_assets_tests.image_bytes import jpeg_of_about, png_claiming, small_image, unique_jpeg
+from memberflow_testkit.images import jpeg_of_about, png_claiming, small_image, unique_jpeg
 
 
 @dataclasses.dataclass

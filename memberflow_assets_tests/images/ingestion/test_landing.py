@@ -18,7 +18,7 @@ from memberflow_assets.images.ingestion.content import ImageRejected
 from memberflow_assets.images.ingestion.landing import Lander, Upload, image_id_for
 from memberflow_assets.postgres import ConnectionPool
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.image_bytes import jpeg_of_about, small_image, unique_jpeg
+from memberflow_testkit.images import jpeg_of_about, small_image, unique_jpeg
 
 
 @pytest.fixture

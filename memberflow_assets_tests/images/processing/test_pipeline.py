@@ -22,8 +22,7 @@ from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import check_results, materialized_metadata, run_partition
-from memberflow_assets_tests.image_bytes import jpeg_with_garbage_scan
-from memberflow_assets_tests.image_helpers import (
+from memberflow_assets_tests.images.helpers import (
     CLIENT,
     encode,
     exif_with_gps,
@@ -32,6 +31,7 @@ from memberflow_assets_tests.image_helpers import (
     picture,
     registry_rows,
 )
+from memberflow_testkit.images import jpeg_with_garbage_scan
 
 # The hour the tests land images in, and the sensor's clock at every tick (`tick` pins it): two and a half
 # hours later, so HOUR_START has ended and is inside the sensor's scan window whenever the suite runs (with

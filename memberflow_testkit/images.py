@@ -1,4 +1,4 @@
-"""Image bytes for tests and bench/ingest.py: real encodings made with Pillow, and broken ones."""
+"""Image bytes for tests and benchmarks: real encodings made with Pillow, and broken ones."""
 
 import io
 import struct

@@ -16,7 +16,8 @@ from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.images.helpers import encode, jpeg, land_image, picture
+from memberflow_assets_tests.images.helpers import land_image
+from memberflow_testkit.images import encode, jpeg, picture
 
 from .sales_data import add_item, add_transaction
 

@@ -6,13 +6,43 @@ import zlib
 from functools import cache
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
+def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def picture(width: int = 320, height: int = 240, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A photo-like picture: a gradient with noise, and a red block in the top-left corner (to tell which
+    way up an output is)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // max(width, 1), y * 255 // max(height, 1), (x + y + seed * 40) % 256], axis=-1)
+    noisy = (base + rng.integers(0, 24, base.shape)).clip(0, 255).astype(np.uint8)
+    noisy[: height // 4, : width // 4] = (255, 0, 0)
+    image = Image.fromarray(noisy, "RGB")
+    return image if mode == "RGB" else image.convert(mode)
+
+
+def jpeg(width: int = 320, height: int = 240, seed: int = 0, **params) -> bytes:
+    return encode(picture(width, height, seed), "JPEG", quality=85, **params)
+
+
+def exif_with_gps(orientation: int = 1) -> Image.Exif:
+    """EXIF a phone would write: orientation, make, serial number and a GPS position."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    exif[ExifTags.Base.Make] = "PhoneMaker"
+    exif[ExifTags.Base.BodySerialNumber] = "SN-123456"
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitudeRef] = "N"
+    gps[ExifTags.GPS.GPSLatitude] = (1.0, 17.0, 30.0)
+    gps[ExifTags.GPS.GPSLongitudeRef] = "E"
+    gps[ExifTags.GPS.GPSLongitude] = (103.0, 51.0, 0.0)
+    return exif
 
 
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:

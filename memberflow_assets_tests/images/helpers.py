@@ -1,17 +1,14 @@
-"""Test helpers for images: pictures with and without EXIF, and landing them as the ingestion contract says.
+"""Test helpers for images: landing them as the ingestion contract says, and reading the registry.
 
 `land_image` writes the image bytes, then its `Sidecar` (layout.py), then the images.registry row — what
 the ingestion helper's landing function (images/ingestion/landing.py, issue 4) does. Once that is on main, this
 should call it instead.
 """
 
-import io
 import uuid
 from datetime import datetime
 
-import numpy as np
 import psycopg2
-from PIL import ExifTags, Image
 
 from memberflow_assets.images.layout import Sidecar, hour_key
 from memberflow_assets.images.processing.one_image import sha256_hex
@@ -26,40 +23,6 @@ FORMAT_INFO = {  # Pillow format -> (content type, extension), as the ingestion 
     "BMP": ("image/bmp", "bmp"),
 }
 CLIENT = "shop-frontend-7f3a"  # must never show up in Dagster metadata, BI views or the audit
-
-
-def picture(width: int = 320, height: int = 240, seed: int = 0, mode: str = "RGB") -> Image.Image:
-    """A photo-like picture: a gradient with noise, and a red block in the top-left corner."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 // max(width, 1), y * 255 // max(height, 1), (x + y + seed * 40) % 256], axis=-1)
-    noisy = (base + rng.integers(0, 24, base.shape)).clip(0, 255).astype(np.uint8)
-    noisy[: height // 4, : width // 4] = (255, 0, 0)
-    image = Image.fromarray(noisy, "RGB")
-    return image if mode == "RGB" else image.convert(mode)
-
-
-def exif_with_gps(orientation: int = 1) -> Image.Exif:
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = orientation
-    exif[ExifTags.Base.Make] = "PhoneMaker"
-    exif[ExifTags.Base.BodySerialNumber] = "SN-123456"
-    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
-    gps[ExifTags.GPS.GPSLatitudeRef] = "N"
-    gps[ExifTags.GPS.GPSLatitude] = (1.0, 17.0, 30.0)
-    gps[ExifTags.GPS.GPSLongitudeRef] = "E"
-    gps[ExifTags.GPS.GPSLongitude] = (103.0, 51.0, 0.0)
-    return exif
-
-
-def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
-def jpeg(width: int = 320, height: int = 240, seed: int = 0, **params) -> bytes:
-    return encode(picture(width, height, seed), "JPEG", quality=85, **params)
 
 
 def land_image(

@@ -22,16 +22,8 @@ from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import check_results, materialized_metadata, run_partition
-from memberflow_assets_tests.images.helpers import (
-    CLIENT,
-    encode,
-    exif_with_gps,
-    jpeg,
-    land_image,
-    picture,
-    registry_rows,
-)
-from memberflow_testkit.images import jpeg_with_garbage_scan
+from memberflow_assets_tests.images.helpers import CLIENT, land_image, registry_rows
+from memberflow_testkit.images import encode, exif_with_gps, jpeg, jpeg_with_garbage_scan, picture
 
 # The hour the tests land images in, and the sensor's clock at every tick (`tick` pins it): two and a half
 # hours later, so HOUR_START has ended and is inside the sensor's scan window whenever the suite runs (with

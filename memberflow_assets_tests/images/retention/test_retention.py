@@ -24,7 +24,8 @@ from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.images.helpers import CLIENT, jpeg, land_image
+from memberflow_assets_tests.images.helpers import CLIENT, land_image
+from memberflow_testkit.images import jpeg
 
 HOUR = timedelta(hours=1)
 WEEK = timedelta(days=7)

@@ -1,6 +1,5 @@
 """Kafka ingestion against a real broker (Tansu): landing, quarantine, crash before commit, Dagster sensor and run."""
 
-import dataclasses
 import json
 import signal
 import subprocess
@@ -12,35 +11,28 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from memberflow_assets.definitions import defs
-from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.kafka_ingest import (
-    HEADER_CONTENT_TYPE,
-    HEADER_EVENT_TIME,
     HEADER_REASON,
     HEADER_SOURCE,
     consumer_config,
     open_ingestor,
     plan_ranges,
 )
-from memberflow_assets.images.ingestion.resources import KafkaImagesResource
-from memberflow_assets.images.ingestion.sensors import kafka_images_sensor
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.images.ingestion.kafka_messages import (
+    Sent,
+    committed_offsets,
+    evaluate_sensor,
+    produce,
+    sidecars,
+)
 from memberflow_testkit.images import jpeg_of_about, png_claiming, small_image, unique_jpeg
-
-
-@dataclasses.dataclass
-class Sent:
-    partition: int
-    value: bytes
-    key: str | None
-    source: str = "cameras"
-    expect: str = "landed"  # landed / duplicate / a quarantine reason
 
 
 def good_and_bad_messages() -> list[Sent]:
@@ -62,40 +54,10 @@ def good_and_bad_messages() -> list[Sent]:
     ]
 
 
-def produce(bootstrap: str, topic: str, messages: list[Sent]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    for number, message in enumerate(messages):
-        producer.produce(
-            topic,
-            partition=message.partition,
-            value=message.value,
-            key=message.key.encode() if message.key else None,
-            headers=[
-                (HEADER_CONTENT_TYPE, b"image/jpeg"),  # a claim; the content decides
-                (HEADER_SOURCE, message.source.encode()),
-                (HEADER_EVENT_TIME, f"2026-01-02T03:04:{number:02d}Z".encode()),
-            ],
-        )
-    assert producer.flush(30) == 0
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 2) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-    finally:
-        consumer.close()
-
-
 def partition_ends(messages: list[Sent]) -> dict[int, int]:
     """Where each partition ends after producing `messages` to a new topic. (Not from ListOffsets: Tansu
     answers it per record batch, see kafka_ingest.py.)"""
     return dict(Counter(m.partition for m in messages))
-
-
-def sidecars(data_dir: Path) -> list[layout.Sidecar]:
-    return [layout.Sidecar.from_json(p.read_bytes()) for p in (data_dir / "landing" / "images").rglob("*.json")]
 
 
 def quarantine_reasons(data_dir: Path) -> list[dict]:
@@ -241,13 +203,6 @@ def test_bad_messages_are_copied_to_the_dead_letter_topic(kafka_bootstrap, setti
 
 
 # -- Dagster ------------------------------------------------------------------------------------------
-def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"kafka_images": KafkaImagesResource()}
-    )
-    return kafka_images_sensor(context)
-
-
 def test_sensor_requests_a_run_per_batch_and_the_run_lands_it(kafka_env, pg_dsn, kafka_bootstrap, memberflow_env):
     messages = good_and_bad_messages()
     produce(kafka_bootstrap, kafka_env, messages)

@@ -15,7 +15,7 @@ from memberflow_assets.definitions import defs
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.kafka_ingest import HEADER_SOURCE
 from memberflow_assets_tests.helpers import wait_until
-from memberflow_assets_tests.images.ingestion.test_kafka_ingest import committed_offsets, evaluate_sensor, sidecars
+from memberflow_assets_tests.images.ingestion.kafka_messages import committed_offsets, evaluate_sensor, sidecars
 from memberflow_testkit.images import small_image
 
 MESSAGES = 10

@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Mapping
 from importlib.metadata import version as installed_version
@@ -35,7 +34,7 @@ from packaging.requirements import Requirement
 from memberflow_assets import postgres
 from memberflow_assets.settings import REPO_ROOT, SQL_DIR
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.helpers import HEADER, land
+from memberflow_assets_tests.helpers import HEADER, land, wait_until
 from memberflow_testkit.network import free_port
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -541,17 +540,16 @@ def code_server(s3_env):
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         client = DagsterGrpcClient(port=port, host="127.0.0.1")
-        deadline = time.monotonic() + 120
-        while True:
+
+        def serving() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"code server exited: {process.stderr.read()}")
             try:
-                if client.health_check_query() == "SERVING":
-                    break
+                return client.health_check_query() == "SERVING"
             except Exception:
-                pass
-            assert time.monotonic() < deadline, "code server did not start within 120 s"
-            time.sleep(0.5)
+                return False
+
+        wait_until(serving, 120, "the code server to serve", every=0.5)
         yield port
     finally:
         process.terminate()
@@ -599,11 +597,13 @@ def test_code_location_serves_and_runs_with_s3_zones_and_external_postgres(code_
             env={**os.environ, "DAGSTER_HOME": str(home)}, cwd=tmp_path, capture_output=True, text=True,
         )  # fmt: skip
         assert launch.returncode == 0, launch.stderr
-        (run,) = instance.get_runs()
-        deadline = time.monotonic() + 180
-        while not (run := instance.get_run_by_id(run.run_id)).is_finished:
-            assert time.monotonic() < deadline, f"run still {run.status} after 180 s"
-            time.sleep(1)
+        (launched,) = instance.get_runs()
+
+        def finished() -> dg.DagsterRun | None:
+            run = instance.get_run_by_id(launched.run_id)
+            return run if run.is_finished else None
+
+        run = wait_until(finished, 180, "the launched run to finish", every=1)
         assert run.status == dg.DagsterRunStatus.SUCCESS, [
             event.message for event in instance.all_logs(run.run_id) if event.is_dagster_event and event.is_error
         ]

@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+
+from memberflow_assets_tests.helpers import wait_until
 
 DUCKDB_SHELL = str(Path(sys.executable).parent / "duckdb")  # the CLI installed into the venv (duckdb-cli)
 
@@ -76,12 +77,14 @@ def holding_shell(path: str, cwd: str | None = None) -> Iterator[subprocess.Pope
     try:
         version = os.path.realpath(os.path.join(cwd or ".", path))
         shell = psutil.Process(process.pid)  # a Python launcher; the DuckDB binary is its child
-        deadline = time.monotonic() + 30
-        while not any(
-            file.path == version for each in (shell, *shell.children(recursive=True)) for file in each.open_files()
-        ):
-            assert process.poll() is None and time.monotonic() < deadline, "the shell did not open the warehouse"
-            time.sleep(0.05)
+
+        def opened() -> bool:
+            assert process.poll() is None, "the shell exited before it opened the warehouse"
+            return any(
+                file.path == version for each in (shell, *shell.children(recursive=True)) for file in each.open_files()
+            )
+
+        wait_until(opened, 30, "the shell to open the warehouse", every=0.05)
         yield process
     finally:
         process.stdin.close()

@@ -26,6 +26,7 @@ from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.helpers import wait_until
 from memberflow_testkit.images import (
     jpeg_of_about,
     jpeg_with_empty_segments,
@@ -49,11 +50,13 @@ class ApiServer:
 
     def __enter__(self) -> str:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
+
+        def started() -> bool:
+            if not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+            return self.server.started
+
+        wait_until(started, 30, "uvicorn to start", every=0.02)
         return f"http://127.0.0.1:{self.port}"
 
     def __exit__(self, *exc) -> None:
@@ -613,12 +616,13 @@ def start_upload(api: Api, who: str, declared: int | None, sent: bytes) -> socke
 
 def wait_for_uploads_in_progress(api: Api, count: int) -> dict:
     """Wait until the server holds `count` uploads (it reads a new connection's request asynchronously)."""
-    deadline = time.monotonic() + 30
     with api.client(None) as client:
-        while (health := client.get("/healthz").json())["uploads_in_progress"] != count:
-            assert time.monotonic() < deadline, health
-            time.sleep(0.01)
-    return health
+
+        def holding() -> dict | None:
+            health = client.get("/healthz").json()
+            return health if health["uploads_in_progress"] == count else None
+
+        return wait_until(holding, 30, f"{count} uploads in progress", every=0.01)
 
 
 def answer_of(sock: socket.socket) -> tuple[int, dict[str, str], dict]:

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from memberflow_assets.images.ingestion.config import IngestSettings
-from memberflow_assets.postgres import apply_migrations, ensure_database, start_embedded_server, with_database
+from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
 from memberflow_assets.zones import Zones
 from memberflow_testkit.network import free_port
 
@@ -98,14 +98,6 @@ def sales_dsn(pg_server_uri):
 def pg_dsn(make_database):
     """A new, empty database for one test."""
     return make_database()
-
-
-@pytest.fixture
-def migrated_database(pg_dsn) -> str:
-    """pg_dsn with every migration applied (the sales and images schemas), for modules whose every test needs
-    them: `pytestmark = pytest.mark.usefixtures("migrated_database")`."""
-    apply_migrations(pg_dsn)
-    return pg_dsn
 
 
 @pytest.fixture

@@ -1,19 +1,51 @@
 """The platform's configuration: environment variables, each with an embedded default.
 
-The table of variables is in README.md ("Configuration"). Values are read when `Settings.from_env()`
-is called, never at import time, so tests and the start command can set them first.
+The one place that reads MEMBERFLOW_* variables. The table of variables is in README.md
+("Configuration"). Values are read when `Settings.from_env()` is called — by the code location
+(definitions.py) and by each `memberflow` command — never at import time, so tests and the start
+command can set them first; everything else is handed the Settings (or values from it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from memberflow_assets.images.ingestion.config import (
+    DEFAULT_GROUP,
+    DEFAULT_MAX_BODY_MEMORY,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_TOPIC,
+    IngestSettings,
+)
+from memberflow_assets.images.layout import MAX_PIXELS
 
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = _env(name)
+    return default if value is None else value.lower() not in ("0", "false", "no", "off")
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name) or default)
+
+
+def _float(name: str, default: float) -> float:
+    return float(_env(name) or default)
+
+
+def _json_object(name: str) -> dict:
+    value = json.loads(_env(name) or "{}")
+    if not isinstance(value, dict):
+        raise ValueError(f'{name} must be a JSON object of librdkafka settings, e.g. {{"security.protocol": "SSL"}}')
+    return value
 
 
 @dataclass(frozen=True)
@@ -22,8 +54,15 @@ class Settings:
     storage_url: str | None
     s3_endpoint_url: str | None
     pg_dsn: str | None
+    dagster_pg_dsn: str | None
     warehouse: str
     kafka_bootstrap: str | None
+    ingest: IngestSettings
+    sensor_interval_seconds: int  # the landing sensors (applications, images)
+    kafka_sensor_interval_seconds: int
+    landing_settle_seconds: float  # a local applications file unchanged this long counts as finished
+    images_run_interval_seconds: float  # while an hour is open, at most one processing run per interval
+    sales_demo: bool  # demo transactions follow new members (set by `memberflow start`)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -33,8 +72,15 @@ class Settings:
             storage_url=_env("MEMBERFLOW_STORAGE_URL"),
             s3_endpoint_url=_env("MEMBERFLOW_S3_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL"),
             pg_dsn=_env("MEMBERFLOW_PG_DSN"),
+            dagster_pg_dsn=_env("MEMBERFLOW_DAGSTER_PG_DSN"),
             warehouse=_env("MEMBERFLOW_WAREHOUSE") or str(data_dir / "warehouse.duckdb"),
             kafka_bootstrap=_env("MEMBERFLOW_KAFKA_BOOTSTRAP"),
+            ingest=_ingest_from_env(data_dir),
+            sensor_interval_seconds=_int("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", 15),
+            kafka_sensor_interval_seconds=_int("MEMBERFLOW_KAFKA_SENSOR_INTERVAL_SECONDS", 10),
+            landing_settle_seconds=_float("MEMBERFLOW_LANDING_SETTLE_SECONDS", 10),
+            images_run_interval_seconds=_float("MEMBERFLOW_IMAGES_RUN_INTERVAL_SECONDS", 300),
+            sales_demo=_env("MEMBERFLOW_SALES_DEMO") == "1",
         )
 
     @property
@@ -45,6 +91,28 @@ class Settings:
     def zones_url(self) -> str:
         """Root of every zone: the S3 URL when configured, else the local data dir."""
         return self.storage_url or str(self.data_dir)
+
+
+def _ingest_from_env(data_dir: Path) -> IngestSettings:
+    """The upload API's and the Kafka consumer's variables (docs/images_ingestion.md, "Configuration")."""
+    return IngestSettings(
+        api_keys=_env("MEMBERFLOW_API_KEYS") or "",
+        api_keys_file=Path(_env("MEMBERFLOW_API_KEYS_FILE") or data_dir / "api_keys.txt"),
+        max_upload_bytes=_int("MEMBERFLOW_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
+        max_pixels=_int("MEMBERFLOW_MAX_IMAGE_PIXELS", MAX_PIXELS),
+        durable=_flag("MEMBERFLOW_INGEST_DURABLE", True),
+        api_host=_env("MEMBERFLOW_API_HOST") or "127.0.0.1",
+        api_port=_int("MEMBERFLOW_API_PORT", 8000),
+        api_body_timeout_seconds=_float("MEMBERFLOW_API_BODY_TIMEOUT_SECONDS", 30),
+        api_body_deadline_seconds=_float("MEMBERFLOW_API_BODY_DEADLINE_SECONDS", 300),
+        api_max_bodies=_int("MEMBERFLOW_API_MAX_BODIES", 128),
+        api_max_body_memory_bytes=_int("MEMBERFLOW_API_MAX_BODY_MEMORY_BYTES", DEFAULT_MAX_BODY_MEMORY),
+        kafka_topic=_env("MEMBERFLOW_KAFKA_TOPIC") or DEFAULT_TOPIC,
+        kafka_group=_env("MEMBERFLOW_KAFKA_GROUP") or DEFAULT_GROUP,
+        kafka_dlq_topic=_env("MEMBERFLOW_KAFKA_DLQ_TOPIC"),
+        kafka_batch_max_messages=_int("MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES", 2000),
+        kafka_config=_json_object("MEMBERFLOW_KAFKA_CONFIG"),
+    )
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

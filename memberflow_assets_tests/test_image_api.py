@@ -25,6 +25,7 @@ from memberflow_assets.images.ingestion.api_keys import append_key_line, mint_ke
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.image_bytes import (
     jpeg_of_about,
@@ -85,7 +86,7 @@ class Api:
 
 def ingest_settings(data_dir: Path, inline_keys: str) -> IngestSettings:
     return dataclasses.replace(
-        IngestSettings.from_env(),
+        Settings.from_env().ingest,
         api_keys=inline_keys,
         api_keys_file=data_dir / "api_keys.txt",
         max_upload_bytes=MAX_UPLOAD,

@@ -19,6 +19,7 @@ from memberflow_assets import cli, postgres
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
 from memberflow_assets.sales.sensors import team_password_audit_sensor
+from memberflow_assets.settings import Settings
 
 from .sales_data import (
     MEMBER,
@@ -422,7 +423,9 @@ def test_a_password_a_user_gives_themselves_is_replaced_by_the_audit(sales_dsn, 
         session.cursor().execute(f"ALTER ROLE {rule_breaker} PASSWORD 'x'")  # 1 character: the server takes it
         login(sales_dsn, rule_breaker, password="x").close()
 
-        result = team_password_audit_sensor(build_sensor_context(resources={"sales_db": SalesDatabase()}))
+        result = team_password_audit_sensor(
+            build_sensor_context(resources={"sales_db": SalesDatabase.from_settings(Settings.from_env())})
+        )
 
         assert f"password replaced: {rule_breaker}" in result.skip_message
         with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):

@@ -71,7 +71,7 @@ def _env(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     try:
-        applied = postgres.apply_migrations(postgres.sales_dsn())
+        applied = postgres.apply_migrations(postgres.sales_dsn(Settings.from_env()))
     except postgres.MigrationError as error:
         print(f"memberflow migrate: {error}", file=sys.stderr)
         return 1

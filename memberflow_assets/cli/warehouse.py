@@ -23,9 +23,9 @@ from memberflow_assets.zones import Zones
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    dsn = postgres.sales_dsn()
-    postgres.apply_migrations(dsn)
-    result = refresh_warehouse(dsn, Settings.from_env().warehouse, Zones.from_settings(), full=args.full)
+    settings = Settings.from_env()
+    dsn = postgres.require_migrated(postgres.sales_dsn(settings))
+    result = refresh_warehouse(dsn, settings.warehouse, Zones.from_settings(settings), full=args.full)
     print(
         f"{result.mode} refresh of {result.path} in {result.seconds:.1f} s: {result.transactions_loaded} "
         f"transactions ({result.lines_loaded} lines) loaded; fact_sales has {result.fact_rows} rows"
@@ -36,7 +36,8 @@ def _refresh(args: argparse.Namespace) -> int:
 def query(args: argparse.Namespace) -> int:
     """Run args.sql on the published warehouse, read-only (image views readable on S3 zones too)."""
     try:
-        with versions.open_published(Settings.from_env().warehouse, Zones.from_settings()) as connection:
+        settings = Settings.from_env()
+        with versions.open_published(settings.warehouse, Zones.from_settings(settings)) as connection:
             print_query(connection, args.sql, args.format, args.max_rows)
     except (duckdb.Error, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -34,11 +34,21 @@ def _flag(name: str, default: bool) -> bool:
 
 
 def _int(name: str, default: int) -> int:
-    return int(_env(name) or default)
+    return _number(name, default, int)
 
 
 def _float(name: str, default: float) -> float:
-    return float(_env(name) or default)
+    return _number(name, default, float)
+
+
+def _number(name: str, default: float, kind: type[int] | type[float]):
+    text = _env(name)
+    if text is None:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, not {text!r}") from None
 
 
 def _json_object(name: str) -> dict:

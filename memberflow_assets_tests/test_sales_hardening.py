@@ -162,7 +162,9 @@ def test_an_analyst_holding_a_lock_makes_a_migration_fail_soon_naming_them(pendi
 
 
 def test_migrations_up_to_date_take_no_lock_and_a_concurrent_migrator_is_waited_for_boundedly(
-    memberflow_env, pending_migration, capsys  # in this order: the deployment is migrated before 0999 exists
+    memberflow_env,
+    pending_migration,
+    capsys,  # in this order: the deployment is migrated before 0999 exists
 ):
     pg_dsn = pending_migration
     other_migrator = psycopg2.connect(pg_dsn)  # the platform's role, in the middle of a migration

@@ -34,6 +34,7 @@ from memberflow_assets_tests.image_bytes import (
     small_image,
     unique_jpeg,
 )
+from memberflow_assets_tests.sales_data import migrated
 
 MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
 
@@ -98,7 +99,7 @@ def ingest_settings(data_dir: Path, inline_keys: str) -> IngestSettings:
 def api(pg_server_uri, tmp_path_factory):
     database = f"test_api_{uuid.uuid4().hex[:8]}"
     ensure_database(pg_server_uri, database)
-    dsn = with_database(pg_server_uri, database)
+    dsn = migrated(with_database(pg_server_uri, database))  # as the deployment's migrate step leaves it
     data_dir = tmp_path_factory.mktemp("api") / "data"
     keys, lines = {}, []
     for client in ("alice", "bob"):
@@ -526,7 +527,8 @@ def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_i
     database = f"test_api_down_{uuid.uuid4().hex[:8]}"
     ensure_database(pg_server_uri, database)
     key, line = mint_key("alice")
-    app = create_app(ingest_settings(tmp_path, line), Zones(str(tmp_path)), with_database(pg_server_uri, database), 2)
+    dsn = migrated(with_database(pg_server_uri, database))
+    app = create_app(ingest_settings(tmp_path, line), Zones(str(tmp_path)), dsn, 2)
     admin = psycopg2.connect(pg_server_uri)
     admin.autocommit = True
     socket_dir = pg_server_uri.split("host=", 1)[1].split("&", 1)[0]
@@ -597,7 +599,7 @@ def strict_api(pg_server_uri, tmp_path_factory):
         api_max_bodies=8,
         api_max_body_memory_bytes=BODY_MEMORY,
     )
-    dsn = with_database(pg_server_uri, database)
+    dsn = migrated(with_database(pg_server_uri, database))  # as the deployment's migrate step leaves it
     with ApiServer(create_app(settings, Zones(str(data_dir)), dsn, pool_size=4)) as url:
         yield Api(url, data_dir, dsn, settings.api_keys_file, keys)
 

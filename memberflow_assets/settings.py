@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,14 @@ def _number(name: str, default: float, kind: type[int] | type[float]):
         raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, not {text!r}") from None
 
 
+def _interval(name: str, default: float) -> float:
+    """Seconds, in the notebook app's own form: "30s", "5m", "1h" or plain seconds; else the default."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|h)?", (_env(name) or "").lower())
+    if match is None:
+        return default
+    return max(float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2] or "s"], 0.1)
+
+
 def _json_object(name: str) -> dict:
     value = json.loads(_env(name) or "{}")
     if not isinstance(value, dict):
@@ -73,6 +82,12 @@ class Settings:
     landing_settle_seconds: float  # a local applications file unchanged this long counts as finished
     images_run_interval_seconds: float  # while an hour is open, at most one processing run per interval
     sales_demo: bool  # demo transactions follow new members (set by `memberflow start`)
+    max_concurrent_runs: int  # Dagster's run queue limit (dagster.yaml reads it from the environment)
+    start_api: bool  # `memberflow start` serves the upload API beside dagster dev
+    start_analytics: bool  # ... and the analysts' notebook app
+    analytics_host: str
+    analytics_port: int
+    analytics_check_every_seconds: float  # how often the notebook app looks for a newer warehouse version
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -91,6 +106,12 @@ class Settings:
             landing_settle_seconds=_float("MEMBERFLOW_LANDING_SETTLE_SECONDS", 10),
             images_run_interval_seconds=_float("MEMBERFLOW_IMAGES_RUN_INTERVAL_SECONDS", 300),
             sales_demo=_env("MEMBERFLOW_SALES_DEMO") == "1",
+            max_concurrent_runs=_int("MEMBERFLOW_MAX_CONCURRENT_RUNS", 4),
+            start_api=_flag("MEMBERFLOW_START_API", True),
+            start_analytics=_flag("MEMBERFLOW_START_ANALYTICS", True),
+            analytics_host=_env("MEMBERFLOW_ANALYTICS_HOST") or "127.0.0.1",
+            analytics_port=_int("MEMBERFLOW_ANALYTICS_PORT", 2718),
+            analytics_check_every_seconds=_interval("MEMBERFLOW_ANALYTICS_CHECK_EVERY", 30.0),
         )
 
     @property

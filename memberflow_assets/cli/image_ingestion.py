@@ -163,15 +163,15 @@ def _kafka_broker(args: argparse.Namespace) -> int:
 
 def start_beside_dagster(environment: dict[str, str]) -> None:
     """Called by `memberflow start` before it becomes `dagster dev`: serve the upload API beside it."""
-    if os.environ.get("MEMBERFLOW_START_API", "1").strip().lower() in ("0", "false", "no", "off"):
+    settings = Settings.from_env()
+    if not settings.start_api:
         return
-    settings = Settings.from_env().ingest
     command = [sys.executable, "-m", "memberflow_assets.cli", "api", "--exit-with-parent"]
     subprocess.Popen(command, env={**os.environ, **environment})
     log.info(
         "upload API on http://%s:%s (OpenAPI: /docs). Mint a key: .venv/bin/memberflow api-key --client me",
-        settings.api_host,
-        settings.api_port,
+        settings.ingest.api_host,
+        settings.ingest.api_port,
     )
 
 

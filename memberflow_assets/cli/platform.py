@@ -40,7 +40,7 @@ def prepare_environment(settings: Settings) -> dict[str, str]:
         "MEMBERFLOW_PG_DSN": dsn,
         "MEMBERFLOW_WAREHOUSE": settings.warehouse,
         "MEMBERFLOW_DAGSTER_PG_URL": postgres.dagster_storage_url(settings),
-        "MEMBERFLOW_MAX_CONCURRENT_RUNS": os.environ.get("MEMBERFLOW_MAX_CONCURRENT_RUNS", "4"),
+        "MEMBERFLOW_MAX_CONCURRENT_RUNS": str(settings.max_concurrent_runs),
         "DAGSTER_HOME": dagster_home,
     }
 

@@ -49,12 +49,6 @@ NOTEBOOK = REPO_ROOT / "analytics" / "warehouse.py"
 log = logging.getLogger("memberflow.analytics")
 
 
-def analytics_address() -> tuple[str, int]:
-    """Where the notebook app listens: MEMBERFLOW_ANALYTICS_HOST (127.0.0.1), MEMBERFLOW_ANALYTICS_PORT (2718)."""
-    host = os.environ.get("MEMBERFLOW_ANALYTICS_HOST", "").strip() or "127.0.0.1"
-    return host, int(os.environ.get("MEMBERFLOW_ANALYTICS_PORT", "").strip() or "2718")
-
-
 # marimo's page assets, named by their content (Vite's 8-character hash): a name never changes meaning.
 HASHED_ASSET = re.compile(r"/assets/[^/]+-[A-Za-z0-9_-]{8}\.[a-z0-9]+")
 KEEP_HASHED_ASSET = (b"cache-control", b"public, max-age=31536000, immutable")
@@ -92,27 +86,36 @@ def _analytics(args: argparse.Namespace) -> int:
     import uvicorn
 
     from memberflow_assets.cli.image_ingestion import exit_with_parent
-    from memberflow_assets.warehouse.analyst import check_every_seconds, keep_charts_drawn
+    from memberflow_assets.warehouse.analyst import keep_charts_drawn
 
     if args.exit_with_parent:
         exit_with_parent()
-    default_host, default_port = analytics_address()
+    settings = Settings.from_env()
     # The charts are drawn when the data changes, not when the first analyst after it opens the app.
     charts_drawn = threading.Thread(
-        target=keep_charts_drawn, args=(check_every_seconds(), threading.Event()), name="charts", daemon=True
+        target=keep_charts_drawn,
+        args=(settings.analytics_check_every_seconds, threading.Event()),
+        name="charts",
+        daemon=True,
     )
     charts_drawn.start()
-    uvicorn.run(analytics_app(), host=args.host or default_host, port=args.port or default_port, log_level="warning")
+    uvicorn.run(
+        analytics_app(),
+        host=args.host or settings.analytics_host,
+        port=args.port or settings.analytics_port,
+        log_level="warning",
+    )
     return 0
 
 
 def start_beside_dagster(environment: dict[str, str]) -> None:
     """Called by `memberflow start` before it becomes `dagster dev`: serve the notebook app beside it."""
-    if os.environ.get("MEMBERFLOW_START_ANALYTICS", "1").strip().lower() in ("0", "false", "no", "off"):
+    settings = Settings.from_env()
+    if not settings.start_analytics:
         return
     command = [sys.executable, "-m", "memberflow_assets.cli", "analytics", "--exit-with-parent"]
     subprocess.Popen(command, env={**os.environ, **environment})
-    log.info("analytics notebook on http://%s:%s", *analytics_address())
+    log.info("analytics notebook on http://%s:%s", settings.analytics_host, settings.analytics_port)
 
 
 def register(subparsers) -> None:

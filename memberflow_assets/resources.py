@@ -24,8 +24,9 @@ class ZonesResource(dg.ConfigurableResource):
     """The data zones' configuration; assets and sensors receive the `Zones` it creates
     (`zones: dg.ResourceParam[Zones]`), Dagster's documented way to vend a plain object."""
 
-    root_url: str = Field(description="Root of every zone: an s3:// URL or a local folder (MEMBERFLOW_STORAGE_URL, "
-                          "else MEMBERFLOW_DATA_DIR).")  # fmt: skip
+    root_url: str = Field(
+        description="Root of every zone: an s3:// URL (MEMBERFLOW_STORAGE_URL) or a local folder (MEMBERFLOW_DATA_DIR)."
+    )
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MEMBERFLOW_S3_ENDPOINT_URL); unset: AWS's own."
     )

@@ -285,11 +285,11 @@ def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_
     fsync (a landing worker)."""
     import dataclasses
 
-    from memberflow_assets.images.ingestion.config import IngestSettings
     from memberflow_assets.images.ingestion.landing import Upload, open_lander
+    from memberflow_assets.settings import Settings
     from memberflow_assets.zones import Zones
 
-    settings = dataclasses.replace(IngestSettings.from_env(), durable=True)
+    settings = dataclasses.replace(Settings.from_env().ingest, durable=True)
     validate = stage = land = 0.0
     with open_lander(Zones(str(work / "breakdown")), new_database("breakdown"), settings, 2) as lander:
         for group in range(groups):
@@ -562,13 +562,13 @@ def bench_kafka(count: int, new_database, work: Path, rounds: int = 3) -> None:
 
     from memberflow_assets import zones as zones_module
     from memberflow_assets.images.ingestion import kafka_ingest, landing
-    from memberflow_assets.images.ingestion.config import IngestSettings
     from memberflow_assets.images.ingestion.dev_broker import tansu_broker
     from memberflow_assets.images.ingestion.kafka_ingest import OffsetRange, open_ingestor
+    from memberflow_assets.settings import Settings
     from memberflow_assets.zones import Zones
 
     def ingest(bootstrap: str, topic: str, durable: bool, name: str, phases: PhaseTimer | None) -> float:
-        settings = dataclasses.replace(IngestSettings.from_env(), durable=durable)
+        settings = dataclasses.replace(Settings.from_env().ingest, durable=durable)
         with open_ingestor(bootstrap, Zones(str(work / name)), new_database(name), settings, topic, name, None) as i:
             if phases is not None:
                 phases.wrap(landing, "inspect_image", "validation (header + framing)")

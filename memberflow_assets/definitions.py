@@ -1,5 +1,6 @@
 """The memberflow code location: every domain's definitions, the shared resources and Dagster's default
-automation sensor."""
+automation sensor, built from the Settings read here — the one reading of the environment when Dagster
+loads the code location."""
 
 import dagster as dg
 
@@ -8,31 +9,40 @@ from memberflow_assets.membership import definitions as membership
 from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.sales import definitions as sales
 from memberflow_assets.sales.assets import sales_demo_data
+from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import definitions as warehouse
 from memberflow_assets.warehouse.resources import Warehouse
 
-# The one Definitions object at module scope (Dagster refuses a module with more than one).
-defs = dg.Definitions.merge(
-    membership.defs,
-    images.defs,
-    sales.defs,
-    warehouse.defs,
-    dg.Definitions(
-        sensors=[
-            # Dagster's default automation sensor, running: every asset's automation condition but the demo's
-            dg.AutomationConditionSensorDefinition(
-                "default_automation_condition_sensor",
-                target=dg.AssetSelection.all() - dg.AssetSelection.assets(sales_demo_data),
-                minimum_interval_seconds=30,
-                default_status=dg.DefaultSensorStatus.RUNNING,
-                description="Materialises the assets whose automation condition asks for it (today the sales "
-                "warehouse, after members or the demo data); the demo data has its own sensor, sales_demo_sensor.",
-            ),
-        ],
-        resources={
-            "zones": ZonesResource(),
-            "sales_db": SalesDatabase(),
-            "warehouse": Warehouse(),
-        },
-    ),
-)
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The code location configured by `settings`."""
+    return dg.Definitions.merge(
+        membership.build_defs(settings),
+        images.build_defs(settings),
+        sales.build_defs(settings),
+        warehouse.defs,
+        dg.Definitions(
+            sensors=[
+                # Dagster's default automation sensor, running: every asset's automation condition but the demo's
+                dg.AutomationConditionSensorDefinition(
+                    "default_automation_condition_sensor",
+                    target=dg.AssetSelection.all() - dg.AssetSelection.assets(sales_demo_data),
+                    minimum_interval_seconds=30,
+                    default_status=dg.DefaultSensorStatus.RUNNING,
+                    description="Materialises the assets whose automation condition asks for it (today the sales "
+                    "warehouse, after members or the demo data); the demo data has its own sensor, sales_demo_sensor.",
+                ),
+            ],
+            resources={
+                "zones": ZonesResource.from_settings(settings),
+                # the DSN as the variable it comes from: the UI must not show its password
+                "sales_db": SalesDatabase.from_settings(settings, dsn_as_env_var=True),
+                "warehouse": Warehouse(path=settings.warehouse),
+            },
+        ),
+    )
+
+
+# The one Definitions object at module scope (Dagster refuses a module with more than one), from the
+# environment of the process loading the code location.
+defs = build_defs(Settings.from_env())

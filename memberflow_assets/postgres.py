@@ -1,4 +1,5 @@
-"""PostgreSQL: the embedded default server, the two databases, and versioned migrations.
+"""PostgreSQL: the embedded default server, the two databases, versioned migrations, and `connect`,
+the one way the platform opens a connection to the sales database.
 
 `MEMBERFLOW_PG_DSN` names the sales database on any PostgreSQL (RDS in production). Without it an
 embedded PostgreSQL 16 (pgserver) is started on demand under `MEMBERFLOW_DATA_DIR/.pg`; it listens
@@ -166,26 +167,51 @@ def ensure_database(dsn: str, database: str) -> None:
         connection.close()
 
 
-def sales_dsn(settings: Settings | None = None) -> str:
+def sales_dsn(settings: Settings) -> str:
     """DSN of the sales database; starts the embedded server when no DSN is configured."""
-    settings = settings or Settings.from_env()
-    if settings.pg_dsn:
-        return settings.pg_dsn
-    server_uri = _embedded_server_uri(str(settings.embedded_pg_dir))
+    return settings.pg_dsn or embedded_sales_dsn(settings.embedded_pg_dir)
+
+
+def embedded_sales_dsn(pg_dir: Path) -> str:
+    """DSN of the sales database on the embedded server of `pg_dir`, started (and the database
+    created) if need be."""
+    server_uri = _embedded_server_uri(str(pg_dir))
     ensure_database(server_uri, SALES_DB)
     return with_database(server_uri, SALES_DB)
 
 
-def dagster_storage_url(settings: Settings | None = None) -> str:
+def dagster_storage_url(settings: Settings) -> str:
     """SQLAlchemy URL for Dagster's instance storage: MEMBERFLOW_DAGSTER_PG_DSN when set, else
     database `dagster` beside the sales database (created if missing)."""
-    url = os.environ.get("MEMBERFLOW_DAGSTER_PG_DSN", "").strip()
+    url = settings.dagster_pg_dsn
     if not url:
         dsn = sales_dsn(settings)
         ensure_database(dsn, DAGSTER_DB)
         url = with_database(dsn, DAGSTER_DB)
     # psycopg2 explicitly: SQLAlchemy 2.1 would pick psycopg 3 if present, which breaks Dagster's NOTIFY.
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg2://", url)
+
+
+# Every connection names itself (pg_stat_activity shows who holds what) and gives up on an unreachable
+# server instead of hanging a run or a command.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def connect(dsn: str, application_name: str = "memberflow", **options: str) -> PgConnection:
+    """A new connection to `dsn` (the sales database, or another database of its server) with the
+    platform's defaults; `options` are further libpq parameters (e.g. `options="-c ..."`)."""
+    return psycopg2.connect(dsn, application_name=application_name, connect_timeout=CONNECT_TIMEOUT_SECONDS, **options)
+
+
+@contextmanager
+def transaction(dsn: str, application_name: str = "memberflow") -> Iterator[PgConnection]:
+    """A connection whose transaction commits when the block succeeds and rolls back otherwise."""
+    connection = connect(dsn, application_name)
+    try:
+        with connection:
+            yield connection
+    finally:
+        connection.close()
 
 
 # -- migrations -----------------------------------------------------------------------------------
@@ -217,17 +243,42 @@ class MigrationError(RuntimeError):
     """Migrations could not run, with the reason an operator can act on."""
 
 
+class SchemaBehindError(MigrationError):
+    """The sales database lacks migrations this code needs: nobody ran them since it was deployed."""
+
+
+@cache
+def require_migrated(dsn: str) -> str:
+    """`dsn`, once its schema has every migration of this code; checked once per process (a success
+    is remembered), reading only. Migrations themselves run at process start (`memberflow start`,
+    `memberflow migrate`, the `migrate_sales_database` job), never on the way to a query."""
+    connection = connect(dsn, "memberflow-schema-check")
+    try:
+        with connection:
+            applied = _applied_versions(connection)
+    finally:
+        connection.close()
+    missing = [path.name for path in migration_files() if path.name[:4] not in (applied or set())]
+    if missing:
+        named = ", ".join(missing) if len(missing) <= 3 else f"{missing[0]} ... {missing[-1]}"
+        raise SchemaBehindError(
+            f"the sales database lacks {len(missing)} migration(s) this code needs ({named}): run "
+            "`memberflow migrate` (or the Dagster job migrate_sales_database) first; `memberflow start` does it too"
+        )
+    return dsn
+
+
 def apply_migrations(dsn: str) -> list[str]:
     """Apply every migration in `sql/migrations/` not yet applied, each in its own transaction.
 
-    Up to date (the usual case: every process checks at its first connection), it only reads
+    Up to date (the usual case: a deployment's migrate step found nothing new), it only reads
     `public.schema_migrations` and takes no lock. Otherwise concurrent callers serialise on a lock
     on that table, which only the platform's role (its owner) can take — no team can hold it.
     Returns the names of the migrations applied now; raises MigrationError when a wait runs out.
     """
     migration_lock_wait_seconds, lock_timeout_seconds = MIGRATION_LOCK_WAIT_SECONDS, LOCK_TIMEOUT_SECONDS
     applied_now: list[str] = []
-    connection = psycopg2.connect(dsn)
+    connection = connect(dsn, "memberflow-migrate")
     try:
         files = migration_files()
         if not _pending(connection, files):
@@ -258,13 +309,22 @@ def apply_migrations(dsn: str) -> list[str]:
     return applied_now
 
 
+def _applied_versions(connection) -> set[str] | None:
+    """The versions in the bookkeeping table; None when there is no such table (a new database)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute("SELECT version FROM public.schema_migrations")
+        return {row[0] for row in cursor.fetchall()}
+
+
 def _pending(connection, files: list[Path]) -> bool:
     """Whether some migration is not applied yet; creates the (empty) bookkeeping table if missing."""
-    with connection, connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
-        if cursor.fetchone()[0]:
-            cursor.execute("SELECT version FROM public.schema_migrations")
-            return bool({p.name[:4] for p in files} - {row[0] for row in cursor.fetchall()})
+    with connection:
+        applied = _applied_versions(connection)
+    if applied is not None:
+        return bool({p.name[:4] for p in files} - applied)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute(_CREATE_MIGRATIONS_TABLE)
@@ -284,7 +344,7 @@ def _take_migration_lock(cursor, dsn: str, wait_seconds: float) -> None:
 def _lock_timeout_error(dsn: str, what: str, waited_seconds: float) -> MigrationError:
     """The error for a lock wait that ran out, naming the sessions that hold locks now."""
     try:
-        connection = psycopg2.connect(dsn)
+        connection = connect(dsn, "memberflow-migrate")
         try:
             with connection.cursor() as cursor:
                 cursor.execute(read_sql("postgres/lock_holders.sql"))
@@ -330,7 +390,7 @@ class ConnectionPool:
             try:
                 connection = self._idle.get_nowait()
             except queue.Empty:
-                connection = psycopg2.connect(self.dsn, application_name=self.application_name, options=self._options)
+                connection = connect(self.dsn, self.application_name, options=self._options)
                 connection.autocommit = True
             try:
                 yield connection

@@ -1,63 +1,77 @@
 """Dagster resources shared by every domain: the zones and the sales database.
 
-Each resource's fields default to the environment (memberflow_assets.settings), so one Definitions
-object serves the laptop (local folders, embedded PostgreSQL) and production (S3, RDS) unchanged.
+The code location (definitions.py) configures them from the Settings it read, so the Dagster UI
+shows each one's real configuration; the sales database's DSN, a secret, as the variable it comes from.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import cache
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
 
 import dagster as dg
-import psycopg2
 from psycopg2.extensions import connection as PgConnection
+from pydantic import Field
 
 from memberflow_assets import postgres
 from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 
+PG_DSN_ENV = "MEMBERFLOW_PG_DSN"
+
 
 class ZonesResource(dg.ConfigurableResource):
-    """The data zones. Unset fields fall back to MEMBERFLOW_STORAGE_URL / MEMBERFLOW_DATA_DIR."""
+    """The data zones' configuration; assets and sensors receive the `Zones` it creates
+    (`zones: dg.ResourceParam[Zones]`), Dagster's documented way to vend a plain object."""
 
-    root_url: str | None = None
-    s3_endpoint_url: str | None = None
+    root_url: str = Field(
+        description="Root of every zone: an s3:// URL (MEMBERFLOW_STORAGE_URL) or a local folder (MEMBERFLOW_DATA_DIR)."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MEMBERFLOW_S3_ENDPOINT_URL); unset: AWS's own."
+    )
 
-    def get_zones(self) -> Zones:
-        settings = Settings.from_env()
-        return Zones(self.root_url or settings.zones_url, self.s3_endpoint_url or settings.s3_endpoint_url)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ZonesResource:
+        return cls(root_url=settings.zones_url, s3_endpoint_url=settings.s3_endpoint_url)
 
-
-@cache
-def _migrated(dsn: str) -> bool:
-    postgres.apply_migrations(dsn)
-    return True
+    def create_resource(self, context: dg.InitResourceContext) -> Zones:
+        return Zones(self.root_url, self.s3_endpoint_url)
 
 
 class SalesDatabase(dg.ConfigurableResource):
-    """The sales PostgreSQL database. Unset `dsn` means MEMBERFLOW_PG_DSN, else the embedded server.
+    """The sales PostgreSQL database: at `dsn`, or on the embedded server in `embedded_pg_dir`.
 
-    The schema is migrated to the latest version the first time a process connects.
+    Its schema must be current (`memberflow migrate`, `memberflow start` or the migrate_sales_database
+    job); the first use in a process checks that, and fails naming the command when it is not.
     """
 
-    dsn: str | None = None
+    dsn: str | None = Field(
+        default=None, description=f"The database's DSN (${PG_DSN_ENV}); unset: the embedded server."
+    )
+    embedded_pg_dir: str | None = Field(
+        default=None, description="Data folder of the embedded PostgreSQL ($MEMBERFLOW_DATA_DIR/.pg), when no dsn."
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dsn_as_env_var: bool = False) -> SalesDatabase:
+        """`dsn_as_env_var`: the DSN as dg.EnvVar, so that the UI shows the variable's name, not a password."""
+        if settings.pg_dsn:
+            return cls(dsn=dg.EnvVar(PG_DSN_ENV) if dsn_as_env_var else settings.pg_dsn)
+        return cls(embedded_pg_dir=str(settings.embedded_pg_dir))
 
     def get_dsn(self) -> str:
-        return self.dsn or postgres.sales_dsn()
+        """The DSN, once the schema is known to be current (postgres.require_migrated)."""
+        return postgres.require_migrated(self.unchecked_dsn())
 
-    def migrated_dsn(self) -> str:
-        """The DSN, once the schema is at the latest version."""
-        dsn = self.get_dsn()
-        _migrated(dsn)
-        return dsn
+    def unchecked_dsn(self) -> str:
+        """The DSN whatever the schema (for the migrations themselves)."""
+        if self.dsn:
+            return self.dsn
+        if not self.embedded_pg_dir:
+            raise dg.Failure("SalesDatabase needs a dsn or an embedded_pg_dir")
+        return postgres.embedded_sales_dsn(Path(self.embedded_pg_dir))
 
-    @contextmanager
-    def connect(self) -> Iterator[PgConnection]:
+    def connect(self) -> AbstractContextManager[PgConnection]:
         """A connection whose transaction commits when the block succeeds and rolls back otherwise."""
-        dsn = self.migrated_dsn()
-        connection = psycopg2.connect(dsn, application_name="memberflow")
-        try:
-            with connection:
-                yield connection
-        finally:
-            connection.close()
+        return postgres.transaction(self.get_dsn())

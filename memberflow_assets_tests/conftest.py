@@ -14,7 +14,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from memberflow_assets.images.ingestion.config import IngestSettings
-from memberflow_assets.postgres import ensure_database, start_embedded_server, with_database
+from memberflow_assets.postgres import apply_migrations, ensure_database, start_embedded_server, with_database
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 from memberflow_testkit.network import free_port
 
@@ -102,7 +103,10 @@ def pg_dsn(make_database):
 
 @pytest.fixture
 def memberflow_env(tmp_path, pg_dsn, monkeypatch):
-    """Environment of a local deployment rooted in tmp_path; returns the data dir."""
+    """Environment of a local deployment rooted in tmp_path, its database migrated as `memberflow start`
+    or a deployment's migrate step leaves it (the platform does not migrate on the way); returns the
+    data dir."""
+    apply_migrations(pg_dsn)
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     data_dir = tmp_path / "data"
@@ -188,7 +192,7 @@ KAFKA_MAX_UPLOAD = 100_000  # small, so that the Kafka tests' "too large" messag
 def settings(memberflow_env, monkeypatch) -> IngestSettings:
     """Ingestion settings of the test's deployment, with a message size limit of KAFKA_MAX_UPLOAD."""
     monkeypatch.setenv("MEMBERFLOW_MAX_UPLOAD_BYTES", str(KAFKA_MAX_UPLOAD))
-    return IngestSettings.from_env()
+    return Settings.from_env().ingest
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import dagster as dg
 import pandas as pd
 import psycopg2
 
-from memberflow_assets.definitions import defs
+from memberflow_assets.definitions import build_defs
 from memberflow_assets.membership.layout import SOURCE_FILE_TAG, batch_key
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 
 HEADER = "name,email,date_of_birth,mobile_no"
@@ -28,11 +29,16 @@ def land(zones: Zones, name: str, content: bytes | str) -> str:
     return relpath
 
 
+def deployment_defs() -> dg.Definitions:
+    """The code location as Dagster loads it in the test's environment (memberflow_env and the like)."""
+    return build_defs(Settings.from_env())
+
+
 def run_partition(
     instance: dg.DagsterInstance, job_name: str, key: str, tags: dict | None = None, run_config: dict | None = None
 ) -> dg.ExecuteInProcessResult:
     """Materialise one partition of a job (assets and their checks) the way a sensor-launched run does."""
-    job = defs.resolve_job_def(job_name)
+    job = deployment_defs().resolve_job_def(job_name)
     partitions_name = job.partitions_def.name
     if not instance.has_dynamic_partition(partitions_name, key):
         instance.add_dynamic_partitions(partitions_name, [key])

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
+from memberflow_assets import postgres
 from memberflow_assets.cli import image_ingestion, images, membership, platform, sales, warehouse
 
 
@@ -29,4 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except postgres.SchemaBehindError as error:  # says which command brings the schema up to date
+        print(f"memberflow {args.command}: {error}", file=sys.stderr)
+        return 1

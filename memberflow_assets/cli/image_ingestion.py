@@ -23,7 +23,6 @@ from pathlib import Path
 
 from memberflow_assets import postgres
 from memberflow_assets.images.ingestion.api_keys import KeyFileError, append_key_line, mint_key
-from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.kafka_ingest import (
     HEADER_CONTENT_TYPE,
     HEADER_EVENT_TIME,
@@ -52,7 +51,7 @@ def exit_with_parent() -> None:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = IngestSettings.from_env()
+    settings = Settings.from_env().ingest
     if args.exit_with_parent:
         exit_with_parent()
     uvicorn.run(
@@ -67,7 +66,7 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _api_key(args: argparse.Namespace) -> int:
-    settings = IngestSettings.from_env()
+    settings = Settings.from_env().ingest
     try:
         key, line = mint_key(args.client)
     except KeyFileError as error:
@@ -86,8 +85,8 @@ def _api_key(args: argparse.Namespace) -> int:
 
 
 def _kafka_ingest(args: argparse.Namespace) -> int:
-    settings = IngestSettings.from_env()
-    bootstrap = Settings.from_env().kafka_bootstrap
+    configured = Settings.from_env()
+    settings, bootstrap = configured.ingest, configured.kafka_bootstrap
     if not bootstrap:
         print("MEMBERFLOW_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
         return 2
@@ -95,8 +94,8 @@ def _kafka_ingest(args: argparse.Namespace) -> int:
     # Stopping at any moment is safe: a batch not committed yet is delivered again and lands nothing twice.
     with open_ingestor(
         bootstrap,
-        Zones.from_settings(),
-        postgres.sales_dsn(),
+        Zones.from_settings(configured),
+        postgres.require_migrated(postgres.sales_dsn(configured)),
         settings,
         topic,
         settings.kafka_group,
@@ -123,11 +122,11 @@ def _kafka_ingest(args: argparse.Namespace) -> int:
 def _kafka_send(args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
-    bootstrap = Settings.from_env().kafka_bootstrap
+    configured = Settings.from_env()
+    settings, bootstrap = configured.ingest, configured.kafka_bootstrap
     if not bootstrap:
         print("MEMBERFLOW_KAFKA_BOOTSTRAP is not set", file=sys.stderr)
         return 2
-    settings = IngestSettings.from_env()
     producer = Producer(
         {**settings.kafka_client_config(bootstrap), "enable.idempotence": True, "message.max.bytes": 32 << 20}
     )
@@ -164,15 +163,15 @@ def _kafka_broker(args: argparse.Namespace) -> int:
 
 def start_beside_dagster(environment: dict[str, str]) -> None:
     """Called by `memberflow start` before it becomes `dagster dev`: serve the upload API beside it."""
-    if os.environ.get("MEMBERFLOW_START_API", "1").strip().lower() in ("0", "false", "no", "off"):
+    settings = Settings.from_env()
+    if not settings.start_api:
         return
-    settings = IngestSettings.from_env()
     command = [sys.executable, "-m", "memberflow_assets.cli", "api", "--exit-with-parent"]
     subprocess.Popen(command, env={**os.environ, **environment})
     log.info(
         "upload API on http://%s:%s (OpenAPI: /docs). Mint a key: .venv/bin/memberflow api-key --client me",
-        settings.api_host,
-        settings.api_port,
+        settings.ingest.api_host,
+        settings.ingest.api_port,
     )
 
 

@@ -45,9 +45,10 @@ def _retention(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     as_of = parse_as_of(args.as_of) if args.as_of else datetime.now(UTC)
-    dsn = postgres.sales_dsn()
-    postgres.apply_migrations(dsn)
-    result = expiry.run_retention(Zones.from_settings(), dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print)
+    settings = Settings.from_env()
+    dsn = postgres.require_migrated(postgres.sales_dsn(settings))
+    zones = Zones.from_settings(settings)
+    result = expiry.run_retention(zones, dsn, as_of, f"cli-{uuid.uuid4()}", "cli", records, log=print)
     print(json.dumps(result.summary()))
     return 0
 
@@ -62,8 +63,8 @@ def _s3_lifecycle(args: argparse.Namespace) -> int:
 def _images_bi(args: argparse.Namespace) -> int:
     if args.sql is not None:
         return warehouse_query(args)
-    zones = Zones.from_settings()
-    warehouse = Settings.from_env().warehouse
+    settings = Settings.from_env()
+    zones, warehouse = Zones.from_settings(settings), settings.warehouse
     published = versions.republish_views(warehouse, zones)
     print(f"published {published}")
     with versions.open_published(warehouse, zones) as connection:

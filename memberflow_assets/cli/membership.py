@@ -6,6 +6,7 @@ import argparse
 from memberflow_assets.membership.layout import LANDING_PREFIX
 from memberflow_assets.membership.members_load import rebuild_members
 from memberflow_assets.membership.samples import generate_applications
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 
 
@@ -32,7 +33,8 @@ def _samples(args: argparse.Namespace) -> int:
 def _members_rebuild(args: argparse.Namespace) -> int:
     from memberflow_assets.resources import SalesDatabase
 
-    batches = rebuild_members(Zones.from_settings(), SalesDatabase().connect)
+    settings = Settings.from_env()
+    batches = rebuild_members(Zones.from_settings(settings), SalesDatabase.from_settings(settings).connect)
     print(f"replayed {batches} batch file(s) into sales.members")
     return 0
 

@@ -40,7 +40,7 @@ def prepare_environment(settings: Settings) -> dict[str, str]:
         "MEMBERFLOW_PG_DSN": dsn,
         "MEMBERFLOW_WAREHOUSE": settings.warehouse,
         "MEMBERFLOW_DAGSTER_PG_URL": postgres.dagster_storage_url(settings),
-        "MEMBERFLOW_MAX_CONCURRENT_RUNS": os.environ.get("MEMBERFLOW_MAX_CONCURRENT_RUNS", "4"),
+        "MEMBERFLOW_MAX_CONCURRENT_RUNS": str(settings.max_concurrent_runs),
         "DAGSTER_HOME": dagster_home,
     }
 
@@ -71,7 +71,7 @@ def _env(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     try:
-        applied = postgres.apply_migrations(postgres.sales_dsn())
+        applied = postgres.apply_migrations(postgres.sales_dsn(Settings.from_env()))
     except postgres.MigrationError as error:
         print(f"memberflow migrate: {error}", file=sys.stderr)
         return 1

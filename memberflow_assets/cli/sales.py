@@ -9,8 +9,14 @@ from datetime import date
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
+from memberflow_assets.settings import Settings
 
 PASSWORD_ENV = "MEMBERFLOW_USER_PASSWORD"
+
+
+def sales_database() -> SalesDatabase:
+    """The sales database of this command's configuration."""
+    return SalesDatabase.from_settings(Settings.from_env())
 
 
 def read_password(user: str) -> str:
@@ -28,7 +34,7 @@ def read_password(user: str) -> str:
 
 def _create_user(args: argparse.Namespace) -> int:
     password = read_password(args.user)
-    with SalesDatabase().connect() as connection:
+    with sales_database().connect() as connection:
         access.create_user(connection, args.team, args.user, password)
     print(f"created {args.user} in team {args.team}")
     return 0
@@ -36,14 +42,14 @@ def _create_user(args: argparse.Namespace) -> int:
 
 def _set_password(args: argparse.Namespace) -> int:
     password = read_password(args.user)
-    with SalesDatabase().connect() as connection:
+    with sales_database().connect() as connection:
         access.set_password(connection, args.user, password)
     print(f"password of {args.user} replaced")
     return 0
 
 
 def _remove_user(args: argparse.Namespace) -> int:
-    removal = access.remove_user(SalesDatabase().migrated_dsn(), args.user)
+    removal = access.remove_user(sales_database().get_dsn(), args.user)
     print(
         f"removed {args.user} ({removal.sessions_ended} open session(s) ended, "
         f"{removal.objects_reassigned} object(s) they owned now owned by the platform's role)"
@@ -52,14 +58,14 @@ def _remove_user(args: argparse.Namespace) -> int:
 
 
 def _list_users(args: argparse.Namespace) -> int:
-    with SalesDatabase().connect() as connection:
+    with sales_database().connect() as connection:
         for user in access.list_users(connection):
             print(f"{user.team:<10} {user.name}{'' if user.can_login else '  (cannot log in)'}")
     return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
-    with SalesDatabase().connect() as connection:
+    with sales_database().connect() as connection:
         audit = access.audit_passwords(connection)
     if audit is None:
         print("cannot read password verifiers here (the platform's role is not a superuser): nothing audited")
@@ -89,7 +95,7 @@ def _sales_demo(args: argparse.Namespace) -> int:
         first_day=date.fromisoformat(args.first_day),
         days=args.days,
     )
-    with SalesDatabase().connect() as connection:
+    with sales_database().connect() as connection:
         result = seed_demo_sales(connection, spec)
     print(
         f"catalogue: {result.manufacturers_created} manufacturers and {result.items_created} items created; "

@@ -23,9 +23,9 @@ from memberflow_assets.zones import Zones
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    dsn = postgres.sales_dsn()
-    postgres.apply_migrations(dsn)
-    result = refresh_warehouse(dsn, Settings.from_env().warehouse, Zones.from_settings(), full=args.full)
+    settings = Settings.from_env()
+    dsn = postgres.require_migrated(postgres.sales_dsn(settings))
+    result = refresh_warehouse(dsn, settings.warehouse, Zones.from_settings(settings), full=args.full)
     print(
         f"{result.mode} refresh of {result.path} in {result.seconds:.1f} s: {result.transactions_loaded} "
         f"transactions ({result.lines_loaded} lines) loaded; fact_sales has {result.fact_rows} rows"
@@ -36,7 +36,8 @@ def _refresh(args: argparse.Namespace) -> int:
 def query(args: argparse.Namespace) -> int:
     """Run args.sql on the published warehouse, read-only (image views readable on S3 zones too)."""
     try:
-        with versions.open_published(Settings.from_env().warehouse, Zones.from_settings()) as connection:
+        settings = Settings.from_env()
+        with versions.open_published(settings.warehouse, Zones.from_settings(settings)) as connection:
             print_query(connection, args.sql, args.format, args.max_rows)
     except (duckdb.Error, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -46,12 +47,6 @@ def query(args: argparse.Namespace) -> int:
 
 NOTEBOOK = REPO_ROOT / "analytics" / "warehouse.py"
 log = logging.getLogger("memberflow.analytics")
-
-
-def analytics_address() -> tuple[str, int]:
-    """Where the notebook app listens: MEMBERFLOW_ANALYTICS_HOST (127.0.0.1), MEMBERFLOW_ANALYTICS_PORT (2718)."""
-    host = os.environ.get("MEMBERFLOW_ANALYTICS_HOST", "").strip() or "127.0.0.1"
-    return host, int(os.environ.get("MEMBERFLOW_ANALYTICS_PORT", "").strip() or "2718")
 
 
 # marimo's page assets, named by their content (Vite's 8-character hash): a name never changes meaning.
@@ -91,27 +86,36 @@ def _analytics(args: argparse.Namespace) -> int:
     import uvicorn
 
     from memberflow_assets.cli.image_ingestion import exit_with_parent
-    from memberflow_assets.warehouse.analyst import check_every_seconds, keep_charts_drawn
+    from memberflow_assets.warehouse.analyst import keep_charts_drawn
 
     if args.exit_with_parent:
         exit_with_parent()
-    default_host, default_port = analytics_address()
+    settings = Settings.from_env()
     # The charts are drawn when the data changes, not when the first analyst after it opens the app.
     charts_drawn = threading.Thread(
-        target=keep_charts_drawn, args=(check_every_seconds(), threading.Event()), name="charts", daemon=True
+        target=keep_charts_drawn,
+        args=(settings.analytics_check_every_seconds, threading.Event()),
+        name="charts",
+        daemon=True,
     )
     charts_drawn.start()
-    uvicorn.run(analytics_app(), host=args.host or default_host, port=args.port or default_port, log_level="warning")
+    uvicorn.run(
+        analytics_app(),
+        host=args.host or settings.analytics_host,
+        port=args.port or settings.analytics_port,
+        log_level="warning",
+    )
     return 0
 
 
 def start_beside_dagster(environment: dict[str, str]) -> None:
     """Called by `memberflow start` before it becomes `dagster dev`: serve the notebook app beside it."""
-    if os.environ.get("MEMBERFLOW_START_ANALYTICS", "1").strip().lower() in ("0", "false", "no", "off"):
+    settings = Settings.from_env()
+    if not settings.start_analytics:
         return
     command = [sys.executable, "-m", "memberflow_assets.cli", "analytics", "--exit-with-parent"]
     subprocess.Popen(command, env={**os.environ, **environment})
-    log.info("analytics notebook on http://%s:%s", *analytics_address())
+    log.info("analytics notebook on http://%s:%s", settings.analytics_host, settings.analytics_port)
 
 
 def register(subparsers) -> None:

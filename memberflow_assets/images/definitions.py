@@ -6,10 +6,10 @@ import dagster as dg
 from memberflow_assets.images.ingestion import assets as ingestion_assets
 from memberflow_assets.images.ingestion.jobs import kafka_image_ingest_job
 from memberflow_assets.images.ingestion.resources import KafkaImagesResource
-from memberflow_assets.images.ingestion.sensors import kafka_images_sensor
+from memberflow_assets.images.ingestion.sensors import build_kafka_images_sensor
 from memberflow_assets.images.processing import assets as processing_assets
 from memberflow_assets.images.processing.jobs import image_processing_job, refresh_image_bi_views_job
-from memberflow_assets.images.processing.sensors import landing_images_sensor
+from memberflow_assets.images.processing.sensors import build_landing_images_sensor
 from memberflow_assets.images.retention.jobs import (
     image_retention_audit,
     image_retention_compliance_job,
@@ -18,18 +18,21 @@ from memberflow_assets.images.retention.jobs import (
     image_retention_schedule,
     images_purged_within_7_days,
 )
+from memberflow_assets.settings import Settings
 
-defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([ingestion_assets, processing_assets]), image_retention_audit],
-    asset_checks=[*dg.load_asset_checks_from_modules([processing_assets]), images_purged_within_7_days],
-    jobs=[
-        kafka_image_ingest_job,
-        image_processing_job,
-        refresh_image_bi_views_job,
-        image_retention_job,
-        image_retention_compliance_job,
-    ],
-    sensors=[kafka_images_sensor, landing_images_sensor],
-    schedules=[image_retention_schedule, image_retention_compliance_schedule],
-    resources={"kafka_images": KafkaImagesResource()},
-)
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*dg.load_assets_from_modules([ingestion_assets, processing_assets]), image_retention_audit],
+        asset_checks=[*dg.load_asset_checks_from_modules([processing_assets]), images_purged_within_7_days],
+        jobs=[
+            kafka_image_ingest_job,
+            image_processing_job,
+            refresh_image_bi_views_job,
+            image_retention_job,
+            image_retention_compliance_job,
+        ],
+        sensors=[build_kafka_images_sensor(settings), build_landing_images_sensor(settings)],
+        schedules=[image_retention_schedule, image_retention_compliance_schedule],
+        resources={"kafka_images": KafkaImagesResource.from_settings(settings)},
+    )

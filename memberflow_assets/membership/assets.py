@@ -30,7 +30,7 @@ from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.membership.reader import ApplicationFileError, ApplicationRecords, read_records
 from memberflow_assets.membership.rules import DEFAULT_AS_OF, OUTPUT_COLUMNS, REJECTION_REASONS, classify_records
 from memberflow_assets.membership.validation import malformed_membership_ids, successful_rule_violations
-from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.zones import FileInfo, Zones
 
 GROUP = "membership"
@@ -108,23 +108,23 @@ def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha2
     return target
 
 
-def read_landed_file(context: dg.AssetExecutionContext, zone: Zones) -> tuple[FileInfo, str, ApplicationRecords]:
+def read_landed_file(context: dg.AssetExecutionContext, zones: Zones) -> tuple[FileInfo, str, ApplicationRecords]:
     """The landed file of this partition, its SHA-256 and its records; quarantines an unreadable file."""
-    landed = find_landed_file(zone, context.partition_key, context.run.tags.get(layout.SOURCE_FILE_TAG))
-    data = zone.read_bytes(landed.relpath)
+    landed = find_landed_file(zones, context.partition_key, context.run.tags.get(layout.SOURCE_FILE_TAG))
+    data = zones.read_bytes(landed.relpath)
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it runs beside the parsing
         digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
         try:
             records = read_records(data, landed.name)
         except ApplicationFileError as error:
-            target = quarantine(zone, landed, error, digest.result(), context.run.run_id)
-            context.log.error(f"{error} -> quarantined to {zone.url(target)}")
+            target = quarantine(zones, landed, error, digest.result(), context.run.run_id)
+            context.log.error(f"{error} -> quarantined to {zones.url(target)}")
             raise dg.Failure(
                 description=str(error),
                 metadata={
                     "file": landed.name,
                     "problem": error.problem,
-                    "quarantined_to": dg.MetadataValue.path(zone.url(target)),
+                    "quarantined_to": dg.MetadataValue.path(zones.url(target)),
                 },
                 allow_retries=False,
             ) from error
@@ -209,19 +209,18 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
         ),
     ],
 )
-def application_batch(context: dg.AssetExecutionContext, config: ClassificationConfig, zones: ZonesResource):
+def application_batch(context: dg.AssetExecutionContext, config: ClassificationConfig, zones: dg.ResourceParam[Zones]):
     """One landed file, read -> classified -> stored, in one step: the intermediate data never needs a
     copy of its own (raw = the landed file, classified = the two output files)."""
-    zone = zones.get_zones()
     batch = context.partition_key
-    landed, sha256, read = read_landed_file(context, zone)
+    landed, sha256, read = read_landed_file(context, zones)
     records, read_lines, blank_lines = read.records, read.lines_after_header, read.blank_lines
     malformed = int(pc.sum(records["malformed_record"]).as_py() or 0)
-    context.log.info(f"read {records.num_rows} records ({malformed} malformed) from {zone.url(landed.relpath)}")
+    context.log.info(f"read {records.num_rows} records ({malformed} malformed) from {zones.url(landed.relpath)}")
     yield dg.MaterializeResult(
         asset_key="raw_applications",
         metadata={
-            "source": dg.MetadataValue.path(zone.url(landed.relpath)),
+            "source": dg.MetadataValue.path(zones.url(landed.relpath)),
             "sha256": sha256,
             "size_bytes": landed.size,
             "rows": records.num_rows,
@@ -246,8 +245,8 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
     }
 
     def store(relpath: str, table: pa.Table) -> int:
-        zone.write_parquet(relpath, table)
-        return zone.parquet_num_rows(relpath)  # what is really on storage
+        zones.write_parquet(relpath, table)
+        return zones.parquet_num_rows(relpath)  # what is really on storage
 
     def check_successful(table: pa.Table) -> tuple[int, dict[str, int]]:
         return malformed_membership_ids(table), successful_rule_violations(table, config.as_of)
@@ -283,7 +282,7 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
         yield dg.MaterializeResult(
             asset_key=asset_name,
             metadata={
-                "path": dg.MetadataValue.path(zone.url(relpath)),
+                "path": dg.MetadataValue.path(zones.url(relpath)),
                 "rows": stored_rows[asset_name],
                 "preview": _preview(table),
             },
@@ -339,9 +338,9 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
         ),
     ],
 )
-def members(context: dg.AssetExecutionContext, zones: ZonesResource, sales_db: SalesDatabase):
+def members(context: dg.AssetExecutionContext, zones: dg.ResourceParam[Zones], sales_db: SalesDatabase):
     batch = context.partition_key
-    successful = read_successful(zones.get_zones(), batch)
+    successful = read_successful(zones, batch)
     landed = landed_at(successful)
     with sales_db.connect() as connection:
         loaded = load_batch(connection, batch, successful, landed)

@@ -5,11 +5,14 @@ import dagster as dg
 
 from memberflow_assets.membership import assets
 from memberflow_assets.membership.jobs import membership_batch_job
-from memberflow_assets.membership.sensors import landing_applications_sensor
+from memberflow_assets.membership.sensors import build_landing_applications_sensor
+from memberflow_assets.settings import Settings
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
-    asset_checks=dg.load_asset_checks_from_modules([assets]),
-    jobs=[membership_batch_job],
-    sensors=[landing_applications_sensor],
-)
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([assets]),
+        asset_checks=dg.load_asset_checks_from_modules([assets]),
+        jobs=[membership_batch_job],
+        sensors=[build_landing_applications_sensor(settings)],
+    )

@@ -9,7 +9,6 @@ files cost one listing and nothing else. A new file is hashed once; content alre
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -18,12 +17,11 @@ import dagster as dg
 from memberflow_assets.membership import layout
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.partitions import application_files
-from memberflow_assets.resources import ZonesResource
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import FileInfo, Zones
 
 SHA256_TAG = "memberflow/sha256"
 OVERLAP_SECONDS = 5.0
-SETTLE_SECONDS = float(os.environ.get("MEMBERFLOW_LANDING_SETTLE_SECONDS", "10"))
 MAX_FILES_PER_TICK = 200
 
 
@@ -47,9 +45,9 @@ class TickPlan:
     waiting: list[FileInfo]  # still being written, or beyond this tick's cap
 
 
-def plan_tick(zones: Zones, cursor: LandingCursor, now: float) -> TickPlan:
+def plan_tick(zones: Zones, cursor: LandingCursor, now: float, settle_seconds: float) -> TickPlan:
     """Which landed files to handle now. A local file is finished when its size and change time are
-    the same as at the previous tick, or it has not changed for SETTLE_SECONDS; an S3 object is
+    the same as at the previous tick, or it has not changed for `settle_seconds`; an S3 object is
     always whole (a PUT is atomic)."""
     candidates = sorted(
         (
@@ -65,7 +63,7 @@ def plan_tick(zones: Zones, cursor: LandingCursor, now: float) -> TickPlan:
     for info in candidates:
         settled = (
             zones.is_s3
-            or now - info.changed_at >= SETTLE_SECONDS
+            or now - info.changed_at >= settle_seconds
             or cursor.pending.get(info.relpath) == [info.size, info.changed_at]
         )
         (ready if settled and len(ready) < MAX_FILES_PER_TICK else waiting).append(info)
@@ -94,21 +92,35 @@ def _batch_with_content(instance: dg.DagsterInstance, sha256: str) -> str | None
     return records[0].dagster_run.tags.get("dagster/partition") if records else None
 
 
-@dg.sensor(
-    job=membership_batch_job,
-    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers a partition and requests a run for each new, finished file in landing/applications/.",
-)
-def landing_applications_sensor(context: dg.SensorEvaluationContext, zones: ZonesResource) -> dg.SensorResult:
-    zone = zones.get_zones()
+def build_landing_applications_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The sensor, ticking every `settings.sensor_interval_seconds`."""
+
+    @dg.sensor(
+        name="landing_applications_sensor",
+        job=membership_batch_job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers a partition and requests a run for each new, finished file in landing/applications/.",
+    )
+    def landing_applications_sensor(
+        context: dg.SensorEvaluationContext, zones: dg.ResourceParam[Zones]
+    ) -> dg.SensorResult:
+        return evaluate_landing_applications(context, zones, settings.landing_settle_seconds)
+
+    return landing_applications_sensor
+
+
+def evaluate_landing_applications(
+    context: dg.SensorEvaluationContext, zones: Zones, settle_seconds: float
+) -> dg.SensorResult:
+    """One tick of landing_applications_sensor."""
     cursor = LandingCursor.parse(context.cursor)
-    plan = plan_tick(zone, cursor, now=time.time())
+    plan = plan_tick(zones, cursor, now=time.time(), settle_seconds=settle_seconds)
 
     run_requests, new_keys, hashed_now = [], [], {}
     existing_keys = set(context.instance.get_dynamic_partitions(application_files.name)) if plan.ready else set()
     for info in plan.ready:
-        sha256 = _sha256(zone, info.relpath)
+        sha256 = _sha256(zones, info.relpath)
         key = layout.batch_key(info.name)
         duplicate_of = hashed_now.get(sha256) or _batch_with_content(context.instance, sha256)
         if duplicate_of is not None:

@@ -18,7 +18,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import encrypt_password
 
-from memberflow_assets.postgres import with_database
+from memberflow_assets import postgres
 
 TEAMS = ("logistics", "analytics", "sales")
 # Settings a team's users log in with (role settings are not inherited from the group role).
@@ -169,7 +169,7 @@ def remove_user(dsn: str, user: str) -> Removal:
     platform's role (REASSIGN OWNED), their remaining privileges are dropped (DROP OWNED) and the
     role is dropped. A failure after the first step leaves a role that cannot log in, and says so.
     Opens its own connections (to every database the user owns something in)."""
-    connection = psycopg2.connect(dsn)
+    connection = postgres.connect(dsn, "memberflow-access")
     try:
         connection.autocommit = True  # the NOLOGIN must hold even if everything after it fails
         _team_user(connection, user)
@@ -208,7 +208,7 @@ def _end_sessions_and_drop(connection: PgConnection, dsn: str, user: str) -> Rem
             # REASSIGN/DROP OWNED need the privileges of the user's role (RDS: CREATEROLE, not superuser).
             cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
     for database in other_databases:
-        other = psycopg2.connect(with_database(dsn, database))
+        other = postgres.connect(postgres.with_database(dsn, database), "memberflow-access")
         try:
             with other, other.cursor() as cursor:
                 _hand_over(cursor, role)

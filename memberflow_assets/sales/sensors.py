@@ -1,25 +1,23 @@
-import os
-
 import dagster as dg
 
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
 from memberflow_assets.sales.assets import sales_demo_data
+from memberflow_assets.settings import Settings
 
-DEMO_ENV = "MEMBERFLOW_SALES_DEMO"  # "1" (set by `memberflow start`): demo transactions follow new members
 
-
-# The demo's own automation condition sensor, so that only the demo materialises sales_demo_data
-# (after members, by the asset's automation condition); everything else is the default sensor's.
-sales_demo_sensor = dg.AutomationConditionSensorDefinition(
-    "sales_demo_sensor",
-    target=dg.AssetSelection.assets(sales_demo_data),
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING
-    if os.environ.get(DEMO_ENV) == "1"
-    else dg.DefaultSensorStatus.STOPPED,
-    description=f"Demo only (running when {DEMO_ENV}=1): demo transactions for new members after each members load.",
-)
+def build_sales_demo_sensor(settings: Settings) -> dg.AutomationConditionSensorDefinition:
+    """The demo's own automation condition sensor, so that only the demo materialises sales_demo_data
+    (after members, by the asset's automation condition); everything else is the default sensor's.
+    Running when `settings.sales_demo` (MEMBERFLOW_SALES_DEMO=1, set by `memberflow start`)."""
+    return dg.AutomationConditionSensorDefinition(
+        "sales_demo_sensor",
+        target=dg.AssetSelection.assets(sales_demo_data),
+        minimum_interval_seconds=15,
+        default_status=dg.DefaultSensorStatus.RUNNING if settings.sales_demo else dg.DefaultSensorStatus.STOPPED,
+        description="Demo only (running when MEMBERFLOW_SALES_DEMO=1): demo transactions for new members after "
+        "each members load.",
+    )
 
 
 @dg.sensor(

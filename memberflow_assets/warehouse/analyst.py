@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import tempfile
 import threading
 import time
@@ -217,15 +216,6 @@ class AnalystWarehouse:
         finally:
             timer.cancel()
             cursor.close()
-
-
-def check_every_seconds(default: float = 30.0) -> float:
-    """MEMBERFLOW_ANALYTICS_CHECK_EVERY (the notebook's own form: "30s", "5m", "1h", or seconds) in seconds."""
-    text = os.environ.get("MEMBERFLOW_ANALYTICS_CHECK_EVERY", "").strip().lower()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|h)?", text)
-    if match is None:
-        return default
-    return max(float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2] or "s"], 0.1)
 
 
 def keep_charts_drawn(every: float, stop: threading.Event) -> None:

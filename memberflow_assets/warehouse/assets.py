@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import dagster as dg
 
-from memberflow_assets import column_schemas, postgres
+from memberflow_assets import column_schemas
 from memberflow_assets.automation import AFTER_UPSTREAM_UPDATES
-from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales.assets import sales_database
 from memberflow_assets.warehouse import checks
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.resources import Warehouse
+from memberflow_assets.zones import Zones
 
 GROUP = "warehouse"
 
@@ -91,13 +92,11 @@ class WarehouseRefreshConfig(dg.Config):
 def sales_warehouse(
     context: dg.AssetExecutionContext,
     config: WarehouseRefreshConfig,
-    zones: ZonesResource,
+    zones: dg.ResourceParam[Zones],
     sales_db: SalesDatabase,
     warehouse: Warehouse,
 ):
-    dsn = sales_db.get_dsn()
-    postgres.apply_migrations(dsn)
-    result = refresh_warehouse(dsn, warehouse.get_path(), zones.get_zones(), full=config.full_refresh)
+    result = refresh_warehouse(sales_db.get_dsn(), warehouse.path, zones, full=config.full_refresh)
     context.log.info(
         f"{result.mode} refresh: {result.transactions_loaded} transactions / {result.lines_loaded} lines loaded "
         f"in {result.seconds:.1f} s; published {result.path}"

@@ -10,6 +10,7 @@ import pandas as pd
 import psycopg2
 import psycopg2.extensions
 
+from memberflow_assets.postgres import connect
 from memberflow_assets.settings import read_sql
 from memberflow_assets.warehouse.refresh import last_watermark
 
@@ -57,7 +58,7 @@ def reconcile_with_postgres(connection: duckdb.DuckDBPyConnection, pg_dsn: str) 
     watermark = last_watermark(connection)
     if watermark is None:
         raise ValueError("the warehouse has never been refreshed")
-    pg = psycopg2.connect(pg_dsn, application_name="memberflow-warehouse-check")
+    pg = connect(pg_dsn, "memberflow-warehouse-check")
     try:
         pg.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
         with pg, pg.cursor() as cursor:

@@ -22,6 +22,7 @@ import duckdb
 import psycopg2
 import psycopg2.extensions
 
+from memberflow_assets import postgres
 from memberflow_assets.membership.layout import SUCCESSFUL_PREFIX, UNSUCCESSFUL_PREFIX
 from memberflow_assets.settings import read_sql
 from memberflow_assets.warehouse import versions
@@ -97,7 +98,7 @@ def last_watermark(connection: duckdb.DuckDBPyConnection) -> datetime | None:
 def extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime, dict[str, str]]:
     """CSV files of every extract (in `folder`) from one consistent snapshot, and the next watermark."""
     os.makedirs(folder, exist_ok=True)
-    connection = psycopg2.connect(pg_dsn, application_name="memberflow-warehouse")
+    connection = postgres.connect(pg_dsn, "memberflow-warehouse")
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:

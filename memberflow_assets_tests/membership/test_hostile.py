@@ -14,14 +14,13 @@ import pyarrow as pa
 
 from memberflow_assets import cli
 from memberflow_assets.membership import assets as membership_assets
-from memberflow_assets.membership import sensors
 from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.members_load import load_batch, stage_batch, verify_batch
 from memberflow_assets.membership.reader import ApplicationRecords
 from memberflow_assets.membership.samples import generate_applications
-from memberflow_assets.membership.sensors import landing_applications_sensor
-from memberflow_assets.resources import SalesDatabase, ZonesResource
-from memberflow_assets.settings import read_sql
+from memberflow_assets.membership.sensors import build_landing_applications_sensor
+from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import (
     HEADER,
@@ -330,7 +329,7 @@ def test_concurrent_batches_with_the_same_new_ids_neither_block_nor_lose_anyone(
     tables = {"left": applicants(["Ann"] * 300), "right": applicants(["Ann"] * 150 + ["Bea"] * 150)}
     landed = {"left": datetime(2026, 1, 1, tzinfo=UTC), "right": datetime(2026, 1, 2, tzinfo=UTC)}
     migrated(pg_dsn)
-    database = SalesDatabase()
+    database = SalesDatabase.from_settings(Settings.from_env())
     start = threading.Barrier(2)
     results, errors = {}, []
 
@@ -391,9 +390,9 @@ def test_verifying_a_batch_of_collisions_costs_o_the_batch(memberflow_env, pg_ds
     migrated(pg_dsn)
     holders, batch = applicants(["Ann"] * 6000), applicants(["Bea"] * 400)  # all 400 collide
     landed = datetime(2026, 1, 1, tzinfo=UTC)
-    with SalesDatabase().connect() as connection:
+    with SalesDatabase.from_settings(Settings.from_env()).connect() as connection:
         load_batch(connection, "holders", holders, landed)
-    with SalesDatabase().connect() as connection:
+    with SalesDatabase.from_settings(Settings.from_env()).connect() as connection:
         assert load_batch(connection, "b", batch, landed).collisions == 400
         assert verify_batch(connection, "b", landed).passed
         with connection.cursor() as cursor:
@@ -410,7 +409,7 @@ def test_new_member_keys_hold_their_creation_time_and_nothing_of_the_batch_order
     member's creation time (member_since), and random bits that do not follow membership_id order."""
     migrated(pg_dsn)
     for name, start in (("first", 0), ("second", 200)):
-        with SalesDatabase().connect() as connection:
+        with SalesDatabase.from_settings(Settings.from_env()).connect() as connection:
             load_batch(connection, name, applicants(["Ann"] * 200, start), datetime(2026, 1, 1, tzinfo=UTC))
     rows = fetch_all(
         pg_dsn,
@@ -427,13 +426,13 @@ def test_new_member_keys_hold_their_creation_time_and_nothing_of_the_batch_order
 
 # -- 5. one file, one partition ----------------------------------------------------------------------
 def test_names_that_differ_only_in_extension_or_case_are_separate_partitions(instance, zones, monkeypatch):
-    monkeypatch.setattr(sensors, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setenv("MEMBERFLOW_LANDING_SETTLE_SECONDS", "0")
     names = ["dup_a.csv", "dup_a.CSV", "dup_b", "dup_b.csv", "Dup_A.csv"]
     for number, name in enumerate(names):
         land(zones, name, f"{HEADER}\nPerson Number{number},p{number}@example.com,1980-01-01,81234567\n")
-    context = dg.build_sensor_context(instance=instance, resources={"zones": ZonesResource()})
+    context = dg.build_sensor_context(instance=instance, resources={"zones": Zones.from_settings()})
 
-    tick = landing_applications_sensor(context)
+    tick = build_landing_applications_sensor(Settings.from_env())(context)
 
     requests = {request.tags["memberflow/source_file"]: request for request in tick.run_requests}
     assert set(requests) == set(names)

@@ -9,6 +9,7 @@ import pytest
 from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.members_load import landed_at, read_successful, stage_batch, verify_batch
 from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.settings import Settings
 from memberflow_assets_tests.helpers import (
     HEADER,
     check_results,
@@ -176,7 +177,7 @@ def test_members_check_catches_a_table_that_drifted_from_the_files(instance, zon
         cursor.execute("UPDATE sales.members SET email = 'tampered@example.com'")
 
     successful = read_successful(zones, "drift")
-    with SalesDatabase().connect() as connection:
+    with SalesDatabase.from_settings(Settings.from_env()).connect() as connection:
         stage_batch(connection, successful)
         verification = verify_batch(connection, "drift", landed_at(successful))
 

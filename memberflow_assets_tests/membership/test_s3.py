@@ -6,8 +6,8 @@ import boto3
 import dagster as dg
 import psycopg2
 
-from memberflow_assets.membership.sensors import landing_applications_sensor
-from memberflow_assets.resources import ZonesResource
+from memberflow_assets.membership.sensors import build_landing_applications_sensor
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import HEADER, check_results, land, read_output, run_batch
 
@@ -25,7 +25,9 @@ def test_sensor_pipeline_and_quarantine_on_s3(instance, s3_env, moto_endpoint, p
     land(zones, "s3_batch.csv", f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\nX,bad,bad,bad\n")
     land(zones, "broken.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR garbage")
 
-    tick = landing_applications_sensor(dg.build_sensor_context(instance=instance, resources={"zones": ZonesResource()}))
+    tick = build_landing_applications_sensor(Settings.from_env())(
+        dg.build_sensor_context(instance=instance, resources={"zones": zones})
+    )
     assert sorted(request.partition_key for request in tick.run_requests) == ["broken", "s3_batch"]
 
     good = run_batch(instance, "s3_batch")
@@ -63,7 +65,9 @@ def test_poisoned_rows_and_colliding_ids_on_s3(instance, s3_env, pg_dsn):
     land(zones, "poisoned.CSV", poisoned)
     land(zones, "poisoned.csv", f"{HEADER}\nCat Ng,cat@example.com,1990-01-01,81234567\n")
 
-    tick = landing_applications_sensor(dg.build_sensor_context(instance=instance, resources={"zones": ZonesResource()}))
+    tick = build_landing_applications_sensor(Settings.from_env())(
+        dg.build_sensor_context(instance=instance, resources={"zones": zones})
+    )
     requests = {request.tags["memberflow/source_file"]: request for request in tick.run_requests}
     assert len({request.partition_key for request in requests.values()}) == 2
     instance.add_dynamic_partitions("application_files", [request.partition_key for request in requests.values()])

@@ -10,8 +10,9 @@ import pytest
 from memberflow_assets.membership import sensors
 from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.partitions import application_files
-from memberflow_assets.membership.sensors import SHA256_TAG, landing_applications_sensor
-from memberflow_assets.resources import ZonesResource
+from memberflow_assets.membership.sensors import SHA256_TAG, build_landing_applications_sensor
+from memberflow_assets.settings import Settings
+from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import HEADER, land, run_batch
 
 GOOD = f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
@@ -20,7 +21,7 @@ GOOD = f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
 @pytest.fixture
 def settled(monkeypatch):
     """Files count as finished as soon as they are seen (the settle rule has its own test)."""
-    monkeypatch.setattr(sensors, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setenv("MEMBERFLOW_LANDING_SETTLE_SECONDS", "0")
 
 
 class Ticker:
@@ -32,9 +33,9 @@ class Ticker:
 
     def tick(self) -> dg.SensorResult:
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources={"zones": ZonesResource()}
+            instance=self.instance, cursor=self.cursor, resources={"zones": Zones.from_settings()}
         )
-        result = landing_applications_sensor(context)
+        result = build_landing_applications_sensor(Settings.from_env())(context)
         self.cursor = result.cursor
         added = [key for request in result.dynamic_partitions_requests for key in request.partition_keys]
         if added:  # what the daemon does with the request
@@ -82,7 +83,7 @@ def test_files_still_being_written_are_left_alone(instance, zones):
 
 
 def test_a_file_unchanged_for_the_settle_time_is_taken_at_first_sight(instance, zones, monkeypatch):
-    monkeypatch.setattr(sensors, "SETTLE_SECONDS", 0.5)
+    monkeypatch.setenv("MEMBERFLOW_LANDING_SETTLE_SECONDS", "0.5")
     land(zones, "quiet.csv", GOOD)
     time.sleep(0.6)
     assert keys(Ticker(instance).tick()) == ["quiet"]

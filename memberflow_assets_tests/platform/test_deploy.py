@@ -616,7 +616,7 @@ def test_code_location_serves_and_runs_with_s3_zones_and_external_postgres(code_
         assert cursor.fetchall() == [("Lee_" + hashlib.sha256(b"19900517").hexdigest()[:5],)]
     log_objects = zones.fs.find(f"{bucket}/{compute_logs['config']['prefix']}")
     assert any(run.run_id in path for path in log_objects), log_objects
-    assert postgres.apply_migrations(pg_dsn) == []  # the run migrated the external database itself
+    assert postgres.apply_migrations(pg_dsn) == []  # the deployment's migrate step left nothing to do
 
 
 # -- the architecture document points at real code -------------------------------------------------

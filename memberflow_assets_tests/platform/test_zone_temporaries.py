@@ -15,9 +15,9 @@ import psycopg2
 from confluent_kafka import Producer
 
 from memberflow_assets import cli, postgres
-from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.landing import open_lander
 from memberflow_assets.images.retention import expiry
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import TEMPORARY_DIR, TEMPORARY_SAFE_AGE, Zones
 from memberflow_testkit.images import jpeg_of_about, small_image, unique_jpeg
 
@@ -66,7 +66,7 @@ def test_a_killed_landing_leaves_temporaries_that_the_next_start_removes(memberf
     in_progress = memberflow_env / "landing" / TEMPORARY_DIR / "photo.jpg.0123abcd.tmp"  # another writer, now
     in_progress.write_bytes(b"half")
 
-    with open_lander(Zones.from_settings(), pg_dsn, IngestSettings.from_env(), pool_size=1) as lander:
+    with open_lander(Zones.from_settings(), pg_dsn, Settings.from_env().ingest, pool_size=1) as lander:
         assert lander.temporaries_removed == 6
         retried = [lander.land(path.read_bytes(), source="api", client="alice") for path in uploads]
     assert temporaries(memberflow_env) == [in_progress]

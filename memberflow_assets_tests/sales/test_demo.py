@@ -9,8 +9,9 @@ from memberflow_assets import cli
 from memberflow_assets.definitions import defs
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
+from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse.versions import open_published
-from memberflow_assets_tests.helpers import land, run_batch
+from memberflow_assets_tests.helpers import deployment_defs, land, run_batch
 from memberflow_assets_tests.sales_data import add_item, add_members, migrated
 
 MEMBERS = [f"member{number}_{number:05x}" for number in range(40)]
@@ -112,20 +113,14 @@ def test_the_demo_command(memberflow_env, pg_dsn, capsys):
 
 @pytest.mark.parametrize("demo_env", ["1", None])
 def test_the_demo_sensor_runs_only_in_the_demo(monkeypatch, demo_env):
-    import importlib
-
-    from memberflow_assets.sales import sensors
+    from memberflow_assets.sales.sensors import build_sales_demo_sensor
 
     if demo_env:
         monkeypatch.setenv("MEMBERFLOW_SALES_DEMO", demo_env)
     else:
         monkeypatch.delenv("MEMBERFLOW_SALES_DEMO", raising=False)
     expected = dg.DefaultSensorStatus.RUNNING if demo_env else dg.DefaultSensorStatus.STOPPED
-    try:
-        assert importlib.reload(sensors).sales_demo_sensor.default_status == expected
-    finally:
-        monkeypatch.delenv("MEMBERFLOW_SALES_DEMO", raising=False)
-        importlib.reload(sensors)
+    assert build_sales_demo_sensor(Settings.from_env()).default_status == expected
 
 
 WAREHOUSE = {
@@ -158,7 +153,7 @@ def test_sample_applications_become_members_then_demo_transactions_then_the_ware
     assert (
         wanted == {"sales_demo_data"} | WAREHOUSE
     )  # members changed: both follow (the demo's sensor, the default one)
-    demo = defs.resolve_job_def("sales_demo").execute_in_process(instance=instance)
+    demo = deployment_defs().resolve_job_def("sales_demo").execute_in_process(instance=instance)
     assert demo.success
     with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor_pg:
         cursor_pg.execute("SELECT count(DISTINCT membership_id), count(*) FROM sales.transactions")
@@ -166,7 +161,7 @@ def test_sample_applications_become_members_then_demo_transactions_then_the_ware
     connection.close()
     assert members_with_transactions > 10 and transactions > 30
 
-    refresh = defs.resolve_job_def("sales_warehouse_refresh").execute_in_process(instance=instance)
+    refresh = deployment_defs().resolve_job_def("sales_warehouse_refresh").execute_in_process(instance=instance)
     assert refresh.success
     assert {e.check_name: e.passed for e in refresh.get_asset_check_evaluations()} == {
         "fact_sales_referential_integrity": True,
@@ -181,6 +176,6 @@ def test_sample_applications_become_members_then_demo_transactions_then_the_ware
     wanted, cursor = requested(instance, cursor)
     assert wanted == set()  # nothing new since
 
-    assert defs.resolve_job_def("sales_demo").execute_in_process(instance=instance).success
+    assert deployment_defs().resolve_job_def("sales_demo").execute_in_process(instance=instance).success
     wanted, _ = requested(instance, cursor)
     assert wanted == WAREHOUSE  # the demo data changed: the warehouse follows

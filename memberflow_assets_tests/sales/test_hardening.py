@@ -19,6 +19,7 @@ from memberflow_assets import cli, postgres
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
 from memberflow_assets.sales.sensors import team_password_audit_sensor
+from memberflow_assets.settings import Settings
 from memberflow_assets_tests.sales_data import (
     MEMBER,
     PASSWORD,
@@ -160,7 +161,9 @@ def test_an_analyst_holding_a_lock_makes_a_migration_fail_soon_naming_them(pendi
 
 
 def test_migrations_up_to_date_take_no_lock_and_a_concurrent_migrator_is_waited_for_boundedly(
-    pending_migration, memberflow_env, capsys
+    memberflow_env,
+    pending_migration,
+    capsys,  # in this order: the deployment is migrated before 0999 exists
 ):
     pg_dsn = pending_migration
     other_migrator = psycopg2.connect(pg_dsn)  # the platform's role, in the middle of a migration
@@ -421,7 +424,9 @@ def test_a_password_a_user_gives_themselves_is_replaced_by_the_audit(sales_dsn, 
         session.cursor().execute(f"ALTER ROLE {rule_breaker} PASSWORD 'x'")  # 1 character: the server takes it
         login(sales_dsn, rule_breaker, password="x").close()
 
-        result = team_password_audit_sensor(build_sensor_context(resources={"sales_db": SalesDatabase()}))
+        result = team_password_audit_sensor(
+            build_sensor_context(resources={"sales_db": SalesDatabase.from_settings(Settings.from_env())})
+        )
 
         assert f"password replaced: {rule_breaker}" in result.skip_message
         with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):

@@ -12,7 +12,7 @@ import pytest
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import analyst as analyst_module
 from memberflow_assets.warehouse import charts, versions
-from memberflow_assets.warehouse.analyst import AnalystWarehouse, check_every_seconds, keep_charts_drawn, sample_queries
+from memberflow_assets.warehouse.analyst import AnalystWarehouse, keep_charts_drawn, sample_queries
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import wait_until
@@ -213,4 +213,4 @@ def test_the_app_draws_the_charts_of_new_data_before_anyone_asks(analyst, pg_dsn
 )
 def test_how_often_the_app_looks_for_new_data(monkeypatch, setting, seconds):
     monkeypatch.setenv("MEMBERFLOW_ANALYTICS_CHECK_EVERY", setting)
-    assert check_every_seconds() == seconds
+    assert Settings.from_env().analytics_check_every_seconds == seconds

@@ -12,11 +12,11 @@ import psycopg2
 import pytest
 
 from memberflow_assets import cli
-from memberflow_assets.definitions import defs
 from memberflow_assets.images.processing import bi
 from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.refresh import refresh_warehouse
+from memberflow_assets_tests.helpers import deployment_defs
 from memberflow_assets_tests.warehouse.readers import DUCKDB_SHELL, holding_reader, holding_shell, opening_readers
 from memberflow_assets_tests.warehouse_data import KNOWN, build_known_warehouse
 
@@ -62,7 +62,7 @@ def test_no_refresh_of_any_kind_loses_a_view_while_readers_hold_the_warehouse_op
     the warehouse open the whole time."""
     expected = (EVERY_VIEW, KNOWN["images"], KNOWN["top_member"])
     assert published_state(warehouse, zones) == expected
-    job = defs.resolve_job_def("sales_warehouse_refresh")
+    job = deployment_defs().resolve_job_def("sales_warehouse_refresh")
     full = {"ops": {"sales_warehouse": {"config": {"full_refresh": True}}}}
     refreshes = {
         "memberflow warehouse refresh --full": lambda: cli.main(["warehouse", "refresh", "--full"]) == 0,
@@ -71,7 +71,7 @@ def test_no_refresh_of_any_kind_loses_a_view_while_readers_hold_the_warehouse_op
         "Dagster run, incremental": lambda: job.execute_in_process(instance=instance).success,
         "memberflow images-bi": lambda: cli.main(["images-bi"]) == 0,
         "Dagster image_bi_views": lambda: (
-            defs.resolve_job_def("refresh_image_bi_views").execute_in_process(instance=instance).success
+            deployment_defs().resolve_job_def("refresh_image_bi_views").execute_in_process(instance=instance).success
         ),
     }
     with holding_reader(warehouse) as reader, holding_shell(warehouse):

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pytest
 
 from memberflow_assets import cli
-from memberflow_assets.definitions import defs
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.settings import REPO_ROOT, Settings
 from memberflow_assets.warehouse import checks
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.versions import open_published, publish, versions_folder
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.helpers import deployment_defs
 from memberflow_assets_tests.sales_data import add_item, add_members, add_transaction, migrated
 
 MEMBERS = ["lee_1a2b3", "tan_00f0f", "ng_abcde"]
@@ -369,7 +369,7 @@ def test_the_query_commands_print_a_table_csv_or_json_read_only(shop, memberflow
 
 
 def test_the_dagster_refresh_job_materialises_every_table_and_runs_the_checks(shop, memberflow_env, instance):
-    job = defs.resolve_job_def("sales_warehouse_refresh")
+    job = deployment_defs().resolve_job_def("sales_warehouse_refresh")
 
     def fact_metadata(result) -> dict:
         [fact] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["fact_sales"]]

@@ -49,6 +49,7 @@ from memberflow_assets.images.ingestion.upload_endpoint import (
     authorised_client,
     error_answer,
 )
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)
@@ -224,14 +225,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ingest = settings or IngestSettings.from_env()
+        configured = Settings.from_env()  # the API process's configuration, unless the caller gave its own
+        ingest = settings or configured.ingest
         app.state.keys = ApiKeys(ingest.api_keys, ingest.api_keys_file)
         if app.state.keys.count == 0:
             log.warning("no API keys configured: every upload is refused. Mint one with `memberflow api-key`.")
         app.state.limiter = anyio.CapacityLimiter(pool_size)
         app.state.admission = Admission(ingest.api_max_bodies, ingest.api_max_body_memory_bytes)
         limits = BodyLimits(ingest.max_upload_bytes, ingest.api_body_timeout_seconds, ingest.api_body_deadline_seconds)
-        with open_lander(zones or Zones.from_settings(), dsn or postgres.sales_dsn(), ingest, pool_size) as lander:
+        with open_lander(
+            zones or Zones.from_settings(configured), dsn or postgres.sales_dsn(configured), ingest, pool_size
+        ) as lander:
             app.state.lander = lander
             landings = GroupLander(lander)
             app.state.uploads = UploadEndpoint(

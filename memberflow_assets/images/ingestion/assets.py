@@ -12,7 +12,8 @@ import dagster as dg
 
 from memberflow_assets.images.ingestion.kafka_ingest import IngestStats, OffsetRange
 from memberflow_assets.images.ingestion.resources import KafkaImagesResource
-from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.zones import Zones
 
 GROUP = "image_ingestion"
 
@@ -53,13 +54,13 @@ def kafka_image_uploads(
     context: dg.AssetExecutionContext,
     config: KafkaBatchConfig,
     kafka_images: KafkaImagesResource,
-    zones: ZonesResource,
+    zones: dg.ResourceParam[Zones],
     sales_db: SalesDatabase,
 ) -> dg.MaterializeResult:
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     ranges = ranges or kafka_images.plan()
     context.log.info(f"offset ranges (partition, start, end): {[(r.partition, r.start, r.end) for r in ranges]}")
-    with kafka_images.ingestor(zones.get_zones(), sales_db.get_dsn()) as ingestor:
+    with kafka_images.ingestor(zones, sales_db.get_dsn()) as ingestor:
         stats = ingestor.ingest(ranges)
     metadata = _metadata(ranges, stats, ingestor.lander.temporaries_removed)
     if not stats.complete:

@@ -488,11 +488,11 @@ class GroupLander:
 
 @contextmanager
 def open_lander(zones: Zones, dsn: str, settings: IngestSettings, pool_size: int) -> Iterator[Lander]:
-    """A Lander on the registry at `dsn` (migrated first), with `pool_size` connections; closed after.
+    """A Lander on the registry at `dsn` (its schema current), with `pool_size` connections; closed after.
 
     Opening it first removes what landings killed mid-write left behind (zones.sweep_temporaries).
     """
-    postgres.apply_migrations(dsn)
+    postgres.require_migrated(dsn)
     removed, size = zones.sweep_temporaries()
     if removed:
         log.warning("removed %d temporary file(s), %d bytes, left by writes that never finished", removed, size)

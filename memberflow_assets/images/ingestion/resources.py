@@ -1,11 +1,13 @@
 """The Kafka image topic as a Dagster resource: where it is, and how much one run may take."""
 
+from __future__ import annotations
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from pydantic import Field
 
-from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.kafka_ingest import (
     KafkaIngestor,
     OffsetRange,
@@ -18,48 +20,42 @@ from memberflow_assets.zones import Zones
 
 
 class KafkaImagesResource(dg.ConfigurableResource):
-    """The image topic. Unset fields fall back to MEMBERFLOW_KAFKA_* (docs/images_ingestion.md)."""
+    """The image topic, configured from MEMBERFLOW_KAFKA_* (docs/images_ingestion.md). The message limits
+    and librdkafka settings (which may hold credentials) come from the environment when a run uses it."""
 
-    bootstrap: str | None = None
-    topic: str | None = None
-    group: str | None = None
-    dead_letter_topic: str | None = None
-    max_messages_per_partition: int | None = None
+    bootstrap: str | None = Field(
+        default=None, description="MEMBERFLOW_KAFKA_BOOTSTRAP; unset: Kafka ingestion is off."
+    )
+    topic: str = Field(description="MEMBERFLOW_KAFKA_TOPIC")
+    group: str = Field(description="MEMBERFLOW_KAFKA_GROUP: the consumer group whose offsets are the progress")
+    dead_letter_topic: str | None = Field(default=None, description="MEMBERFLOW_KAFKA_DLQ_TOPIC; unset: none.")
+    max_messages_per_partition: int = Field(description="MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES: per run")
 
-    def get_bootstrap(self) -> str | None:
-        """None means Kafka ingestion is off."""
-        return self.bootstrap or Settings.from_env().kafka_bootstrap
-
-    def _settings(self) -> IngestSettings:
-        return IngestSettings.from_env()
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaImagesResource:
+        ingest = settings.ingest
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            topic=ingest.kafka_topic,
+            group=ingest.kafka_group,
+            dead_letter_topic=ingest.kafka_dlq_topic,
+            max_messages_per_partition=ingest.kafka_batch_max_messages,
+        )
 
     def _required_bootstrap(self) -> str:
-        bootstrap = self.get_bootstrap()
-        if not bootstrap:
+        if not self.bootstrap:
             raise dg.Failure("Kafka ingestion is off: set MEMBERFLOW_KAFKA_BOOTSTRAP")
-        return bootstrap
+        return self.bootstrap
 
     def plan(self) -> list[OffsetRange]:
         """The next batch: per partition with unconsumed messages, from the committed offset."""
-        settings = self._settings()
-        group = self.group or settings.kafka_group
-        with open_consumer(self._required_bootstrap(), group, settings.kafka_config) as consumer:
-            return plan_ranges(
-                consumer,
-                self.topic or settings.kafka_topic,
-                self.max_messages_per_partition or settings.kafka_batch_max_messages,
-            )
+        with open_consumer(self._required_bootstrap(), self.group, Settings.from_env().ingest.kafka_config) as consumer:
+            return plan_ranges(consumer, self.topic, self.max_messages_per_partition)
 
     @contextmanager
     def ingestor(self, zones: Zones, dsn: str) -> Iterator[KafkaIngestor]:
-        settings = self._settings()
+        ingest = Settings.from_env().ingest
         with open_ingestor(
-            self._required_bootstrap(),
-            zones,
-            dsn,
-            settings,
-            topic=self.topic or settings.kafka_topic,
-            group=self.group or settings.kafka_group,
-            dlq_topic=self.dead_letter_topic or settings.kafka_dlq_topic,
+            self._required_bootstrap(), zones, dsn, ingest, self.topic, self.group, self.dead_letter_topic
         ) as ingestor:
             yield ingestor

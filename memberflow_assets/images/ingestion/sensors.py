@@ -5,7 +5,6 @@ The consumer group's committed offsets are the state, in Kafka where operators e
 sensor's cursor only numbers the requests, so a re-evaluated tick (same cursor) cannot launch twice.
 """
 
-import os
 from dataclasses import asdict
 
 import dagster as dg
@@ -13,6 +12,7 @@ import dagster as dg
 from memberflow_assets.images.ingestion.assets import kafka_image_uploads
 from memberflow_assets.images.ingestion.jobs import kafka_image_ingest_job
 from memberflow_assets.images.ingestion.resources import KafkaImagesResource
+from memberflow_assets.settings import Settings
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.NOT_STARTED,
@@ -23,16 +23,29 @@ IN_FLIGHT = [
 ]
 
 
-@dg.sensor(
-    job=kafka_image_ingest_job,
-    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_KAFKA_SENSOR_INTERVAL_SECONDS", "10")),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a kafka_image_ingest run for the next offset ranges of the image topic.",
-)
-def kafka_images_sensor(
+def build_kafka_images_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The sensor, ticking every `settings.kafka_sensor_interval_seconds`."""
+
+    @dg.sensor(
+        name="kafka_images_sensor",
+        job=kafka_image_ingest_job,
+        minimum_interval_seconds=settings.kafka_sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a kafka_image_ingest run for the next offset ranges of the image topic.",
+    )
+    def kafka_images_sensor(
+        context: dg.SensorEvaluationContext, kafka_images: KafkaImagesResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        return evaluate_kafka_images(context, kafka_images)
+
+    return kafka_images_sensor
+
+
+def evaluate_kafka_images(
     context: dg.SensorEvaluationContext, kafka_images: KafkaImagesResource
 ) -> dg.SensorResult | dg.SkipReason:
-    if not kafka_images.get_bootstrap():
+    """One tick of kafka_images_sensor."""
+    if not kafka_images.bootstrap:
         return dg.SkipReason("Kafka ingestion is off (MEMBERFLOW_KAFKA_BOOTSTRAP is not set)")
     records = context.instance.get_run_records(dg.RunsFilter(job_name=kafka_image_ingest_job.name), limit=1)
     latest_run = records[0] if records else None

@@ -14,9 +14,10 @@ from memberflow_assets.images import registry
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition
 from memberflow_assets.images.processing.partitions import image_hours
-from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
+from memberflow_assets.zones import Zones
 
 GROUP = "images"
 SAMPLE_SIZE = 20  # offending image ids/paths logged when a check fails
@@ -70,13 +71,15 @@ class ImageProcessingConfig(dg.Config):
     ],
 )
 def hourly_images(
-    context: dg.AssetExecutionContext, config: ImageProcessingConfig, zones: ZonesResource, sales_db: SalesDatabase
+    context: dg.AssetExecutionContext,
+    config: ImageProcessingConfig,
+    zones: dg.ResourceParam[Zones],
+    sales_db: SalesDatabase,
 ):
-    zone = zones.get_zones()
     key = context.partition_key
     with sales_db.connect() as connection:
         registry.lock_hour(connection, key)  # one run per hour at a time; released at commit
-        update = hour_partition.update_hour(zone, key, workers=config.workers or None, reprocess=config.reprocess)
+        update = hour_partition.update_hour(zones, key, workers=config.workers or None, reprocess=config.reprocess)
         registry_updated, registry_missing = registry.mark_processed(connection, update.table.to_pylist())
     summary = update.summary()
     if registry_missing:
@@ -89,7 +92,7 @@ def hourly_images(
     yield dg.MaterializeResult(
         asset_key="image_thumbnails",
         metadata={
-            "path": dg.MetadataValue.path(zone.url(processed_dir(key))),
+            "path": dg.MetadataValue.path(zones.url(processed_dir(key))),
             "thumbnails": summary["processed"],
             "new_thumbnails": summary["new_processed"],
             "thumbnail_bytes": summary["thumbnail_bytes"],
@@ -98,7 +101,7 @@ def hourly_images(
     yield dg.MaterializeResult(
         asset_key="image_metadata",
         metadata={
-            "path": dg.MetadataValue.path(zone.url(metadata_relpath(key))),
+            "path": dg.MetadataValue.path(zones.url(metadata_relpath(key))),
             **{name: value for name, value in summary.items() if name != "rejections_by_error"},
             "rejections_by_error": dg.MetadataValue.json(summary["rejections_by_error"]),
             "registry_rows_updated": registry_updated,
@@ -106,7 +109,7 @@ def hourly_images(
         },
     )
 
-    coverage = hour_partition.row_coverage(zone, key, update.landed_at_start)
+    coverage = hour_partition.row_coverage(zones, key, update.landed_at_start)
     _log_sample(
         context, "without a row, duplicated or orphaned", coverage.missing + coverage.duplicates + coverage.orphans
     )
@@ -123,7 +126,7 @@ def hourly_images(
             "arrived_during_run": coverage.arrived_during_run,
         },
     )
-    audit = hour_partition.audit_thumbnails(zone, key, update.table)
+    audit = hour_partition.audit_thumbnails(zones, key, update.table)
     _log_sample(context, "carrying GPS or EXIF", audit.with_location + audit.with_exif)
     yield dg.AssetCheckResult(
         check_name="no_location_in_outputs",
@@ -165,16 +168,15 @@ def _log_sample(context: dg.AssetExecutionContext, problem: str, items: list[str
     "publishes a new version when the published one's differ from the current definitions (requested by "
     "landing_images_sensor).",
 )
-def image_bi_views(zones: ZonesResource, warehouse: Warehouse) -> dg.MaterializeResult:
-    zone = zones.get_zones()
-    published = versions.republish_views(warehouse.get_path(), zone)
-    with warehouse.open_read_only(zone) as connection:
+def image_bi_views(zones: dg.ResourceParam[Zones], warehouse: Warehouse) -> dg.MaterializeResult:
+    published = versions.republish_views(warehouse.path, zones)
+    with warehouse.open_read_only(zones) as connection:
         counts = {view: connection.execute(f"SELECT count(*) FROM bi.{view}").fetchone()[0] for view in bi.IMAGE_VIEWS}
     return dg.MaterializeResult(
         metadata={
             "warehouse_version": dg.MetadataValue.path(published),
-            "reads": dg.MetadataValue.path(zone.url(METADATA_PREFIX)),
-            "views_version": versions.views_version(zone, "images"),
+            "reads": dg.MetadataValue.path(zones.url(METADATA_PREFIX)),
+            "views_version": versions.views_version(zones, "images"),
             **{f"rows_{view}": rows for view, rows in counts.items()},
         }
     )

@@ -7,8 +7,9 @@ clock skew between machines) to the next hour — a handful of listings however 
 The first tick (no cursor) lists the whole landing tree once and compares each hour with the row count
 of its metadata file, so hours processed before the cursor existed are not requested again.
 
-While an hour is still open, a run is requested at most every RUN_INTERVAL seconds (each run processes
-everything new by then); once the hour has ended, new images are requested at the next tick.
+While an hour is still open, a run is requested at most every MEMBERFLOW_IMAGES_RUN_INTERVAL_SECONDS
+(each run processes everything new by then); once the hour has ended, new images are requested at the
+next tick.
 
 Cursor (JSON): `scanned_to`, the hour of the last tick; `hours`, per recent hour the sidecar count
 already requested and when.
@@ -31,13 +32,12 @@ from memberflow_assets.images.processing import bi
 from memberflow_assets.images.processing.hour_partition import SIDECAR_SUFFIX, landing_hours, parse_hour_key
 from memberflow_assets.images.processing.jobs import image_processing_job, refresh_image_bi_views_job
 from memberflow_assets.images.processing.partitions import image_hours
-from memberflow_assets.resources import ZonesResource
+from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 
 LOOKBACK_HOURS = 2
-RUN_INTERVAL = float(os.environ.get("MEMBERFLOW_IMAGES_RUN_INTERVAL_SECONDS", "300"))
 CLOSE_GRACE = timedelta(minutes=1)  # an hour counts as ended this long after its end (clock skew)
 HOUR = timedelta(hours=1)
 
@@ -81,7 +81,9 @@ def _hours_to_scan(zones: Zones, cursor: ImageCursor, now: datetime) -> list[str
     return keys
 
 
-def plan_tick(zones: Zones, cursor: ImageCursor, now: datetime) -> tuple[list[HourRequest], ImageCursor]:
+def plan_tick(
+    zones: Zones, cursor: ImageCursor, now: datetime, run_interval_seconds: float
+) -> tuple[list[HourRequest], ImageCursor]:
     """Which hours need a run now, and the cursor after this tick. Plain logic, tested directly."""
     requests = []
     hours = {}
@@ -94,7 +96,7 @@ def plan_tick(zones: Zones, cursor: ImageCursor, now: datetime) -> tuple[list[Ho
             relpath = metadata_relpath(key)
             requested = zones.parquet_num_rows(relpath) if zones.exists(relpath) else 0
         hour_ended = now >= parse_hour_key(key) + HOUR + CLOSE_GRACE
-        due = hour_ended or now.timestamp() - requested_at >= RUN_INTERVAL
+        due = hour_ended or now.timestamp() - requested_at >= run_interval_seconds
         if count > requested and due:
             requests.append(HourRequest(key, count))
             requested, requested_at = count, now.timestamp()
@@ -120,10 +122,10 @@ def bi_views_request(zones: Zones, warehouse_path: str) -> dg.RunRequest | None:
 
 
 def evaluate_landing_images(
-    context: dg.SensorEvaluationContext, zone: Zones, warehouse_path: str, now: datetime
+    context: dg.SensorEvaluationContext, zone: Zones, warehouse_path: str, now: datetime, run_interval_seconds: float
 ) -> dg.SensorResult:
     """One tick of `landing_images_sensor` at `now` (the sensor passes the wall clock; tests pin it)."""
-    hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), now)
+    hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), now, run_interval_seconds)
     new_keys = [
         request.key
         for request in hour_requests
@@ -147,15 +149,22 @@ def evaluate_landing_images(
     )
 
 
-@dg.sensor(
-    jobs=[image_processing_job, refresh_image_bi_views_job],
-    minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds an image_hours partition and requests an image_processing run for each hour with "
-    "new images in landing/images/; requests image_bi_views when the published warehouse's image views "
-    "are not the current ones.",
-)
-def landing_images_sensor(
-    context: dg.SensorEvaluationContext, zones: ZonesResource, warehouse: Warehouse
-) -> dg.SensorResult:
-    return evaluate_landing_images(context, zones.get_zones(), warehouse.get_path(), datetime.now(UTC))
+def build_landing_images_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The sensor, ticking every `settings.sensor_interval_seconds`."""
+
+    @dg.sensor(
+        name="landing_images_sensor",
+        jobs=[image_processing_job, refresh_image_bi_views_job],
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Adds an image_hours partition and requests an image_processing run for each hour with "
+        "new images in landing/images/; requests image_bi_views when the published warehouse's image views "
+        "are not the current ones.",
+    )
+    def landing_images_sensor(
+        context: dg.SensorEvaluationContext, zones: dg.ResourceParam[Zones], warehouse: Warehouse
+    ) -> dg.SensorResult:
+        now = datetime.now(UTC)
+        return evaluate_landing_images(context, zones, warehouse.path, now, settings.images_run_interval_seconds)
+
+    return landing_images_sensor

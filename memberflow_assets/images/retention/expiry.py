@@ -52,6 +52,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.extensions import connection as PgConnection
 
+from memberflow_assets import postgres
 from memberflow_assets.images.layout import (
     LANDING_PREFIX,
     METADATA_PREFIX,
@@ -259,7 +260,7 @@ def check_as_of(as_of: datetime, now: datetime | None = None) -> datetime:
 def exclusive_run(dsn: str) -> Iterator[None]:
     """Hold the retention lock for the block, on a connection of its own (its transaction stays open;
     a killed run's connection closes and the lock goes with it)."""
-    with closing(psycopg2.connect(dsn, application_name="memberflow-retention-lock")) as connection:
+    with closing(postgres.connect(dsn, "memberflow-retention-lock")) as connection:
         with connection.cursor() as cursor:
             cursor.execute(f"SET lock_timeout = '{LOCK_WAIT}'")
             try:
@@ -385,7 +386,7 @@ def run_retention(
     """Purge every hourly partition expired at `as_of`; idempotent. Commits as it goes."""
     as_of = check_as_of(as_of)
     first_kept_key = hour_key(first_kept_hour(as_of))
-    with exclusive_run(dsn), closing(psycopg2.connect(dsn, application_name="memberflow-retention")) as connection:
+    with exclusive_run(dsn), closing(postgres.connect(dsn, "memberflow-retention")) as connection:
         with connection.cursor() as cursor:
             cursor.execute(
                 read_sql("images/retention_run_started.sql"),

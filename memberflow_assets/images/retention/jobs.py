@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from memberflow_assets import postgres
 from memberflow_assets.images.processing.jobs import IMAGE_ASSET_KEYS, image_processing_job
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.images.retention import compliance, expiry
-from memberflow_assets.resources import SalesDatabase, ZonesResource
+from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.warehouse.resources import Warehouse
+from memberflow_assets.zones import Zones
 
 PARTITION_TAG = "dagster/partition"
 
@@ -98,15 +98,13 @@ class RetentionConfig(dg.Config):
     "registry rows (-> tombstones), Dagster runs and partition keys; audit in images.retention_runs/_purges."
 )
 def purge_expired_images(
-    context: dg.OpExecutionContext, config: RetentionConfig, zones: ZonesResource, sales_db: SalesDatabase
+    context: dg.OpExecutionContext, config: RetentionConfig, zones: dg.ResourceParam[Zones], sales_db: SalesDatabase
 ) -> dg.Output[None]:
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC)
     trigger = "schedule" if context.run.tags.get("dagster/schedule_name") else "dagster"
-    dsn = sales_db.get_dsn()
-    postgres.apply_migrations(dsn)
     result = expiry.run_retention(
-        zones.get_zones(),
-        dsn,
+        zones,
+        sales_db.get_dsn(),
         as_of,
         retention_run_id=context.run_id or f"dagster-{uuid.uuid4()}",
         trigger=trigger,
@@ -147,13 +145,16 @@ def image_retention_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReq
     "store with its overdue hours (counts and the oldest hour keys; no image data).",
 )
 def images_purged_within_7_days(
-    context: dg.AssetCheckExecutionContext, zones: ZonesResource, sales_db: SalesDatabase, warehouse: Warehouse
+    context: dg.AssetCheckExecutionContext,
+    zones: dg.ResourceParam[Zones],
+    sales_db: SalesDatabase,
+    warehouse: Warehouse,
 ) -> dg.AssetCheckResult:
     with sales_db.connect() as connection:
         report = compliance.audit_stores(
-            zones.get_zones(),
+            zones,
             connection,
-            warehouse.get_path(),
+            warehouse.path,
             datetime.now(UTC),
             records=DagsterPartitionRecords(context.instance),
         )

@@ -10,7 +10,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.kafka_ingest import HEADER_CONTENT_TYPE, HEADER_EVENT_TIME, HEADER_SOURCE
 from memberflow_assets.images.ingestion.resources import KafkaImagesResource
-from memberflow_assets.images.ingestion.sensors import kafka_images_sensor
+from memberflow_assets.images.ingestion.sensors import build_kafka_images_sensor
+from memberflow_assets.settings import Settings
 
 
 @dataclasses.dataclass
@@ -54,6 +55,8 @@ def sidecars(data_dir: Path) -> list[layout.Sidecar]:
 
 def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"kafka_images": KafkaImagesResource()}
+        instance=instance,
+        cursor=cursor,
+        resources={"kafka_images": KafkaImagesResource.from_settings(Settings.from_env())},
     )
-    return kafka_images_sensor(context)
+    return build_kafka_images_sensor(Settings.from_env())(context)

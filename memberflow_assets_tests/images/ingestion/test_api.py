@@ -25,8 +25,10 @@ from memberflow_assets.images.ingestion.api_keys import append_key_line, mint_ke
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.landing import GroupLander, Upload
 from memberflow_assets.postgres import ensure_database, with_database
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.sales_data import migrated
 from memberflow_testkit.images import (
     jpeg_of_about,
     jpeg_with_empty_segments,
@@ -88,7 +90,7 @@ class Api:
 
 def ingest_settings(data_dir: Path, inline_keys: str) -> IngestSettings:
     return dataclasses.replace(
-        IngestSettings.from_env(),
+        Settings.from_env().ingest,
         api_keys=inline_keys,
         api_keys_file=data_dir / "api_keys.txt",
         max_upload_bytes=MAX_UPLOAD,
@@ -100,7 +102,7 @@ def ingest_settings(data_dir: Path, inline_keys: str) -> IngestSettings:
 def api(pg_server_uri, tmp_path_factory):
     database = f"test_api_{uuid.uuid4().hex[:8]}"
     ensure_database(pg_server_uri, database)
-    dsn = with_database(pg_server_uri, database)
+    dsn = migrated(with_database(pg_server_uri, database))  # as the deployment's migrate step leaves it
     data_dir = tmp_path_factory.mktemp("api") / "data"
     keys, lines = {}, []
     for client in ("alice", "bob"):
@@ -528,7 +530,8 @@ def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_i
     database = f"test_api_down_{uuid.uuid4().hex[:8]}"
     ensure_database(pg_server_uri, database)
     key, line = mint_key("alice")
-    app = create_app(ingest_settings(tmp_path, line), Zones(str(tmp_path)), with_database(pg_server_uri, database), 2)
+    dsn = migrated(with_database(pg_server_uri, database))
+    app = create_app(ingest_settings(tmp_path, line), Zones(str(tmp_path)), dsn, 2)
     admin = psycopg2.connect(pg_server_uri)
     admin.autocommit = True
     socket_dir = pg_server_uri.split("host=", 1)[1].split("&", 1)[0]
@@ -599,7 +602,7 @@ def strict_api(pg_server_uri, tmp_path_factory):
         api_max_bodies=8,
         api_max_body_memory_bytes=BODY_MEMORY,
     )
-    dsn = with_database(pg_server_uri, database)
+    dsn = migrated(with_database(pg_server_uri, database))  # as the deployment's migrate step leaves it
     with ApiServer(create_app(settings, Zones(str(data_dir)), dsn, pool_size=4)) as url:
         yield Api(url, data_dir, dsn, settings.api_keys_file, keys)
 

@@ -13,7 +13,6 @@ import psycopg2
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from memberflow_assets.definitions import defs
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.kafka_ingest import (
     HEADER_REASON,
@@ -22,9 +21,10 @@ from memberflow_assets.images.ingestion.kafka_ingest import (
     open_ingestor,
     plan_ranges,
 )
+from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic
-from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.helpers import deployment_defs, wait_until
 from memberflow_assets_tests.images.ingestion.kafka_messages import (
     Sent,
     committed_offsets,
@@ -127,7 +127,7 @@ def test_a_resent_image_behind_a_key_conflict_in_one_fetch_is_a_duplicate(
 
 CRASH_BEFORE_COMMIT = """
 import os, signal, sys
-from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.settings import Settings
 from memberflow_assets.images.ingestion.kafka_ingest import KafkaIngestor, open_ingestor, plan_ranges
 from memberflow_assets.postgres import sales_dsn
 from memberflow_assets.zones import Zones
@@ -140,7 +140,9 @@ def crash(self, handled, stats):
 
 KafkaIngestor._commit = crash
 bootstrap, topic, group = sys.argv[1:4]
-with open_ingestor(bootstrap, Zones.from_settings(), sales_dsn(), IngestSettings.from_env(), topic, group, None) as i:
+settings = Settings.from_env()
+zones = Zones.from_settings(settings)
+with open_ingestor(bootstrap, zones, sales_dsn(settings), settings.ingest, topic, group, None) as i:
     i.ingest(plan_ranges(i.consumer, topic, 1000))
 """
 
@@ -211,12 +213,14 @@ def test_sensor_requests_a_run_per_batch_and_the_run_lands_it(kafka_env, pg_dsn,
     result = evaluate_sensor(instance)
     [request] = result.run_requests
     ranges = request.run_config["ops"]["kafka_image_uploads"]["config"]["ranges"]
-    limit = IngestSettings.from_env().kafka_batch_max_messages
+    limit = Settings.from_env().ingest.kafka_batch_max_messages
     assert sorted((r["partition"], r["start"], r["end"]) for r in ranges) == [(0, 0, limit), (1, 0, limit)]
     assert request.run_key == "kafka-batch-1" and result.cursor == "1"
 
-    run = defs.resolve_job_def("kafka_image_ingest").execute_in_process(
-        run_config=request.run_config, instance=instance, tags=request.tags
+    run = (
+        deployment_defs()
+        .resolve_job_def("kafka_image_ingest")
+        .execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
     )
     assert run.success
     [materialization] = run.asset_materializations_for_node("kafka_image_uploads")
@@ -233,7 +237,7 @@ def test_sensor_requests_a_run_per_batch_and_the_run_lands_it(kafka_env, pg_dsn,
 def test_sensor_waits_for_the_running_batch(kafka_env, kafka_bootstrap):
     produce(kafka_bootstrap, kafka_env, [Sent(0, small_image("PNG", 6), "k")])
     instance = dg.DagsterInstance.ephemeral()
-    job = defs.resolve_job_def("kafka_image_ingest")
+    job = deployment_defs().resolve_job_def("kafka_image_ingest")
     instance.create_run_for_job(job, run_config={}, status=dg.DagsterRunStatus.STARTED)
     skipped = evaluate_sensor(instance)
     assert isinstance(skipped, dg.SkipReason) and "still in progress" in skipped.skip_message
@@ -253,7 +257,7 @@ def test_bounded_batches_follow_each_other_until_the_topic_is_consumed(
     messages = good_and_bad_messages()
     produce(kafka_bootstrap, kafka_env, messages)
     instance = dg.DagsterInstance.ephemeral()
-    job = defs.resolve_job_def("kafka_image_ingest")
+    job = deployment_defs().resolve_job_def("kafka_image_ingest")
     cursor, caught_up = None, []
     for _ in range(8):
         result = evaluate_sensor(instance, cursor)
@@ -267,16 +271,16 @@ def test_bounded_batches_follow_each_other_until_the_topic_is_consumed(
     assert caught_up[:2] == [False, False] and caught_up[-1] is True  # 7 messages: 3 + 3 + 1
     assert "no unconsumed messages" in result.skip_message
     assert_everything_landed_once(memberflow_env, pg_dsn, messages, kafka_env)
-    group = IngestSettings.from_env().kafka_group
+    group = Settings.from_env().ingest.kafka_group
     assert committed_offsets(kafka_bootstrap, group, kafka_env) == partition_ends(messages)
 
 
 def test_cluster_settings_come_from_configuration_but_cannot_break_the_guarantees(memberflow_env, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_KAFKA_CONFIG", '{"security.protocol": "SSL", "enable.auto.commit": true}')
-    settings = IngestSettings.from_env()
+    settings = Settings.from_env().ingest
     config = consumer_config("broker:9094", "g", settings.kafka_config)
     assert config["security.protocol"] == "SSL" and config["enable.auto.commit"] is False
     assert settings.kafka_client_config("broker:9094")["security.protocol"] == "SSL"
     monkeypatch.setenv("MEMBERFLOW_KAFKA_CONFIG", '["not", "an", "object"]')
     with pytest.raises(ValueError, match="JSON object"):
-        IngestSettings.from_env()
+        Settings.from_env()

@@ -11,10 +11,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from memberflow_assets.cli import main
-from memberflow_assets.definitions import defs
-from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.kafka_ingest import HEADER_SOURCE
-from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets.settings import Settings
+from memberflow_assets_tests.helpers import deployment_defs, wait_until
 from memberflow_assets_tests.images.ingestion.kafka_messages import committed_offsets, evaluate_sensor, sidecars
 from memberflow_testkit.images import small_image
 
@@ -47,7 +46,7 @@ def stranded(request, kafka_env, kafka_bootstrap, memberflow_env):
     """A topic whose one record batch of 10 was consumed up to `request.param` by `kafka-ingest --once`."""
     produce_one_record_batch(kafka_bootstrap, kafka_env)
     assert main(["kafka-ingest", "--once", "--max-messages", str(request.param)]) == 0
-    group = IngestSettings.from_env().kafka_group
+    group = Settings.from_env().ingest.kafka_group
     assert committed_offsets(kafka_bootstrap, group, kafka_env) == {0: request.param, 1: -1001}
     # The broker's answer that strands the rest: at or behind the committed offset.
     assert list_offsets_end(kafka_bootstrap, kafka_env) <= request.param
@@ -86,8 +85,10 @@ def test_the_sensor_requests_the_rest(stranded, kafka_env, kafka_bootstrap, memb
     ranges = run_request.run_config["ops"]["kafka_image_uploads"]["config"]["ranges"]
     assert [(r["partition"], r["start"]) for r in ranges] == [(0, taken)]  # partition 1 is empty: not planned
 
-    run = defs.resolve_job_def("kafka_image_ingest").execute_in_process(
-        run_config=run_request.run_config, instance=instance, tags=run_request.tags
+    run = (
+        deployment_defs()
+        .resolve_job_def("kafka_image_ingest")
+        .execute_in_process(run_config=run_request.run_config, instance=instance, tags=run_request.tags)
     )
     assert run.success
     assert_all_landed(kafka_bootstrap, kafka_env, stranded, memberflow_env)

@@ -15,13 +15,12 @@ from PIL import Image
 from memberflow_assets.definitions import defs
 from memberflow_assets.images.layout import hour_key, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition, sensors
-from memberflow_assets.resources import ZonesResource
 from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.helpers import check_results, materialized_metadata, run_partition
+from memberflow_assets_tests.helpers import check_results, deployment_defs, materialized_metadata, run_partition
 from memberflow_assets_tests.images.helpers import CLIENT, land_image, registry_rows
 from memberflow_testkit.images import encode, exif_with_gps, jpeg, jpeg_with_garbage_scan, picture
 
@@ -48,7 +47,10 @@ def metadata_rows(zones: Zones, key: str) -> dict[str, dict]:
 def tick(instance: dg.DagsterInstance, cursor: str | None = None, now: datetime = SENSOR_NOW) -> dg.SensorResult:
     """One tick of `landing_images_sensor` as if the wall clock showed `now`."""
     context = dg.build_sensor_context(instance=instance, cursor=cursor)
-    return sensors.evaluate_landing_images(context, ZonesResource().get_zones(), Warehouse().get_path(), now)
+    settings = Settings.from_env()
+    return sensors.evaluate_landing_images(
+        context, Zones.from_settings(settings), settings.warehouse, now, settings.images_run_interval_seconds
+    )
 
 
 def test_the_code_location_loads():
@@ -274,19 +276,20 @@ def test_sensor_waits_between_runs_of_an_open_hour_and_skips_hours_already_proce
     land_image(zones, None, jpeg(seed=2), HOUR_START - timedelta(days=2))
     hour_partition.update_hour(zones, old_key, workers=1)  # processed before the sensor had a cursor
 
-    requests, cursor = sensors.plan_tick(zones, sensors.ImageCursor(), now)
+    interval = Settings.from_env().images_run_interval_seconds
+    requests, cursor = sensors.plan_tick(zones, sensors.ImageCursor(), now, interval)
     assert [(r.key, r.sidecars) for r in requests] == [(KEY, 1)]  # not the already processed old hour
 
     land_image(zones, None, jpeg(seed=3), HOUR_START + timedelta(minutes=31))
-    soon = now + timedelta(seconds=sensors.RUN_INTERVAL / 2)
-    requests, cursor = sensors.plan_tick(zones, cursor, soon)
+    soon = now + timedelta(seconds=interval / 2)
+    requests, cursor = sensors.plan_tick(zones, cursor, soon, interval)
     assert requests == []  # the hour is still open and was requested moments ago
-    requests, cursor = sensors.plan_tick(zones, cursor, now + timedelta(seconds=sensors.RUN_INTERVAL))
+    requests, cursor = sensors.plan_tick(zones, cursor, now + timedelta(seconds=interval), interval)
     assert [(r.key, r.sidecars) for r in requests] == [(KEY, 2)]
 
     land_image(zones, None, jpeg(seed=4), HOUR_START + timedelta(minutes=59, seconds=59))
     ended = HOUR_START + timedelta(hours=1, minutes=2)  # hour over: new images are requested at once
-    requests, cursor = sensors.plan_tick(zones, cursor, ended)
+    requests, cursor = sensors.plan_tick(zones, cursor, ended, interval)
     assert [(r.key, r.sidecars) for r in requests] == [(KEY, 3)]
     assert set(json.loads(cursor.dump())["hours"]) == {KEY}
 
@@ -329,7 +332,7 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
     next_hour = HOUR_START + timedelta(hours=1)
     land_image(zones, pg_dsn, jpeg(seed=2), next_hour)
     assert run_hour(instance, KEY).success and run_hour(instance, hour_key(next_hour)).success
-    views = dg.materialize([defs.resolve_assets_def("image_bi_views")], instance=instance)
+    views = dg.materialize([deployment_defs().resolve_assets_def("image_bi_views")], instance=instance)
     assert views.success
 
     with duckdb.connect(warehouse, read_only=True) as connection:
@@ -370,8 +373,10 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
 
 
 def test_sensor_asks_for_the_views_when_the_published_ones_are_not_current(instance, zones, pg_dsn):
-    resources = {"zones": ZonesResource(), "warehouse": Warehouse()}
-    idle = sensors.landing_images_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    settings = Settings.from_env()
+    resources = {"zones": Zones.from_settings(settings), "warehouse": Warehouse(path=settings.warehouse)}
+    sensor = sensors.build_landing_images_sensor(settings)
+    idle = sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert idle.run_requests == []  # no images, no warehouse: no image runs at all (the sensor on the wall clock)
     land_image(zones, None, jpeg(), HOUR_START)
     first = tick(instance)
@@ -385,7 +390,7 @@ def test_sensor_asks_for_the_views_when_the_published_ones_are_not_current(insta
         dg.RunRequest(job_name="refresh_image_bi_views", run_key=f"image_bi_views:{wanted}:none")
     ]
     assert tick(instance, first.cursor).run_requests == after_processing  # same key: one run, however many ticks
-    assert dg.materialize([defs.resolve_assets_def("image_bi_views")], instance=instance).success
+    assert dg.materialize([deployment_defs().resolve_assets_def("image_bi_views")], instance=instance).success
     assert tick(instance, first.cursor).run_requests == []
 
     # A full sales refresh keeps the views, so there is nothing to ask for.

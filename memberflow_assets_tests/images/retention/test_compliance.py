@@ -10,7 +10,6 @@ import psycopg2
 import pytest
 import time_machine
 
-from memberflow_assets.definitions import defs
 from memberflow_assets.images import layout
 from memberflow_assets.images.layout import hour_key, hour_start
 from memberflow_assets.images.processing import hour_partition
@@ -20,6 +19,7 @@ from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.helpers import deployment_defs
 from memberflow_assets_tests.images.helpers import CLIENT, land_image
 from memberflow_testkit.images import jpeg
 
@@ -27,8 +27,10 @@ STORES = ("landing", "processed", "metadata", "quarantine", "registry", "dagster
 
 
 def run_check(instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
-    result = defs.resolve_job_def("image_retention_compliance").execute_in_process(
-        instance=instance, raise_on_error=False
+    result = (
+        deployment_defs()
+        .resolve_job_def("image_retention_compliance")
+        .execute_in_process(instance=instance, raise_on_error=False)
     )
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == "images_purged_within_7_days"
@@ -126,7 +128,7 @@ def test_the_retention_run_clears_what_the_check_found(platform):
     assert set(found["stores_with_overdue_data"]) == set(STORES) - {"warehouse"}
     assert all(found[f"oldest_overdue_{store}"] == sorted(overdue) for store in found["stores_with_overdue_data"])
 
-    purge = defs.resolve_job_def("image_retention").execute_in_process(instance=instance)
+    purge = deployment_defs().resolve_job_def("image_retention").execute_in_process(instance=instance)
     assert purge.success
     [audit] = instance.fetch_materializations(dg.AssetKey("image_retention_audit"), limit=1).records
     # the two overdue hours, and the oldest one the check still allowed: now past 7 days itself

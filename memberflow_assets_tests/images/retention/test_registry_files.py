@@ -85,7 +85,7 @@ OLD_LAYOUT_PURGE = (
 )
 
 
-def test_upgrading_removes_what_purges_before_it_left_in_the_files(memberflow_env, pg_dsn, monkeypatch):
+def test_upgrading_removes_what_purges_before_it_left_in_the_files(pg_dsn, monkeypatch):
     """A database purged by the earlier registry layout (tombstones by UPDATE, old row versions left in
     its pages) is rewritten by the migration: those versions leave the files."""
     newer = {path.name for path in postgres.migration_files() if path.name >= "0060"}

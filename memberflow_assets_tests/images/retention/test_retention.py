@@ -13,7 +13,6 @@ import psycopg2
 import pytest
 
 from memberflow_assets import cli
-from memberflow_assets.definitions import defs
 from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, hour_start
 from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.images.processing.jobs import IMAGE_ASSET_KEYS
@@ -24,6 +23,7 @@ from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
+from memberflow_assets_tests.helpers import deployment_defs
 from memberflow_assets_tests.images.helpers import CLIENT, land_image
 from memberflow_testkit.images import jpeg
 
@@ -121,7 +121,7 @@ def partition_runs(instance: dg.DagsterInstance) -> set[str]:
 
 def purge(instance: dg.DagsterInstance, as_of: datetime) -> dict:
     """Run the retention job as the schedule would, with an explicit as_of."""
-    job = defs.resolve_job_def("image_retention")
+    job = deployment_defs().resolve_job_def("image_retention")
     result = job.execute_in_process(
         instance=instance, run_config={"ops": {"purge_expired_images": {"config": {"as_of": as_of.isoformat()}}}}
     )
@@ -158,7 +158,7 @@ def test_retention_over_ten_days_at_the_7_day_boundary(memberflow_env, pg_dsn):
     with dg.instance_for_test() as instance:
         materialize_keys = [keys[0], before_boundary, boundary, after_boundary, keys[-1]]
         instance.add_dynamic_partitions(image_hours.name, materialize_keys)
-        job = defs.resolve_job_def("image_processing")
+        job = deployment_defs().resolve_job_def("image_processing")
         for key in materialize_keys:
             assert job.execute_in_process(instance=instance, partition_key=key).success
         assert materialized_partitions(instance) == set(materialize_keys)
@@ -237,7 +237,7 @@ def test_a_run_still_going_for_an_expired_hour_is_left_for_the_next_purge(member
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(image_hours.name, ["2026-01-01-00"])
         run = instance.create_run_for_job(
-            defs.resolve_job_def("image_processing"), tags={"dagster/partition": "2026-01-01-00"}
+            deployment_defs().resolve_job_def("image_processing"), tags={"dagster/partition": "2026-01-01-00"}
         )
         records = DagsterPartitionRecords(instance)
 

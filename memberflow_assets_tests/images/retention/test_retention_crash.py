@@ -15,11 +15,12 @@ import psycopg2
 import pytest
 
 from memberflow_assets import cli, postgres
-from memberflow_assets.definitions import defs
 from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, landing_dir_for_hour, processed_dir
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.images.retention import expiry
 from memberflow_assets.zones import Zones
+
+from .helpers import deployment_defs
 
 HOURS, PER_HOUR, HOURS_WITH_RUNS = 6, 150, 4  # small: Dagster's SQLite runs cost ~1 s each on a busy disk
 
@@ -58,7 +59,7 @@ def seed_expired_hours(zones: Zones, dsn: str, instance: dg.DagsterInstance, key
             )
     connection.close()
     instance.add_dynamic_partitions(image_hours.name, keys)
-    job = defs.resolve_job_def("image_processing")
+    job = deployment_defs().resolve_job_def("image_processing")
     for key in keys[:HOURS_WITH_RUNS]:  # finished runs of the hour, as processing leaves them
         instance.report_run_canceled(instance.create_run_for_job(job, tags={"dagster/partition": key}))
     return {"objects": files, "bytes": size, "registry_rows": PER_HOUR * len(keys), "runs": HOURS_WITH_RUNS}

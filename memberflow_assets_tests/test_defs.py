@@ -3,8 +3,12 @@ assets shown as overdue when they are (evaluated by Dagster's own freshness daem
 schemas of the table-like assets, compared with what the assets write."""
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -204,3 +208,24 @@ def test_image_bi_views_code_version_is_its_sql():
     sql = (REPO_ROOT / "sql" / "images" / "bi_views.sql").read_bytes()
     code_version = defs.get_repository_def().asset_graph.get(dg.AssetKey("image_bi_views")).code_version
     assert code_version == hashlib.sha256(sql).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("module", "passes"), [("memberflow_assets.definitions", True), ("memberflow_assets.settings", False)]
+)
+def test_dagster_definitions_validate(tmp_path, module, passes):
+    """`dagster definitions validate` in a clean environment (the embedded defaults): the code location
+    passes, and a module without definitions does not (the command really checks)."""
+    dagster = Path(sys.executable).with_name("dagster")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-m", module, "-d", REPO_ROOT],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode == 0) is passes, result.stdout
+    assert ("All code locations passed validation" in result.stdout) is passes

@@ -10,11 +10,10 @@ import json
 
 import dagster as dg
 
+from memberflow_assets.images import GROUP
 from memberflow_assets.images.ingestion.kafka_ingest import IngestStats, OffsetRange
 from memberflow_assets.images.ingestion.resources import KafkaImagesResource
 from memberflow_assets.resources import SalesDatabase, ZonesResource
-
-GROUP = "image_ingestion"
 
 
 class OffsetRangeConfig(dg.Config):

@@ -10,7 +10,7 @@ which is deleted with the run.
 import dagster as dg
 
 from memberflow_assets import column_schemas
-from memberflow_assets.images import registry
+from memberflow_assets.images import GROUP, registry
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition
 from memberflow_assets.images.processing.partitions import image_hours
@@ -18,7 +18,6 @@ from memberflow_assets.resources import SalesDatabase, ZonesResource
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
 
-GROUP = "images"
 SAMPLE_SIZE = 20  # offending image ids/paths logged when a check fails
 
 

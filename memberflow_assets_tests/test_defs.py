@@ -186,7 +186,7 @@ def test_the_default_automation_sensor_runs_every_condition_but_the_demos():
     repository = defs.get_repository_def()
     graph = repository.asset_graph
     automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
-    assert automated == {*WAREHOUSE_TABLES, "bi_views", "sales_demo_data"}
+    assert automated == {*WAREHOUSE_TABLES, "bi_views", "sales_demo_data", "image_bi_views"}
     default = repository.get_sensor_def("default_automation_condition_sensor")
     demo = repository.get_sensor_def("sales_demo_sensor")
     assert default.default_status == dg.DefaultSensorStatus.RUNNING

@@ -1,4 +1,4 @@
-"""Images processing jobs: the hourly processing of new images and the BI views."""
+"""The images processing job: the hourly processing of new images (the BI views follow by their automation)."""
 
 import dagster as dg
 
@@ -14,11 +14,4 @@ image_processing_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     tags=domain_tags(GROUP),
     description="Processes the new images of one hour (a partition of image_hours) and rewrites its metadata.",
-)
-
-refresh_image_bi_views_job = dg.define_asset_job(
-    "refresh_image_bi_views",
-    selection=dg.AssetSelection.assets("image_bi_views"),
-    tags=domain_tags(GROUP),
-    description="Creates or replaces the image views in the warehouse's bi schema.",
 )

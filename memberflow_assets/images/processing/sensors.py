@@ -11,12 +11,7 @@ While an hour is still open, a run is requested at most every RUN_INTERVAL secon
 everything new by then); once the hour has ended, new images are requested at the next tick.
 
 Cursor (JSON): `scanned_to`, the hour of the last tick; `hours`, per recent hour the sidecar count
-already requested and when.
-
-The sensor also asks for `image_bi_views` whenever the image views of the published warehouse differ
-from the ones a version built now would get (their definition, the place they read, or whether there
-are metadata files at all changed), so the views are right without anyone clicking. A deployment
-without images and without a warehouse gets no image runs at all.
+already requested and when. (The BI views follow by their automation condition, not from here.)
 """
 
 import json
@@ -27,13 +22,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from memberflow_assets.images.layout import hour_key, landing_dir_for_hour, metadata_relpath
-from memberflow_assets.images.processing import bi
 from memberflow_assets.images.processing.hour_partition import SIDECAR_SUFFIX, landing_hours, parse_hour_key
-from memberflow_assets.images.processing.jobs import image_processing_job, refresh_image_bi_views_job
+from memberflow_assets.images.processing.jobs import image_processing_job
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.resources import ZonesResource
-from memberflow_assets.warehouse import versions
-from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 
 LOOKBACK_HOURS = 2
@@ -105,23 +97,7 @@ def plan_tick(zones: Zones, cursor: ImageCursor, now: datetime) -> tuple[list[Ho
     )
 
 
-def bi_views_request(zones: Zones, warehouse_path: str) -> dg.RunRequest | None:
-    """A run of image_bi_views when the published warehouse's image views are not the current ones.
-
-    The run key names the published version too: the same change is asked for once per version, and
-    again after any other version was published without it.
-    """
-    wanted = versions.views_version(zones, "images")
-    published = versions.published_views(warehouse_path).get("images")
-    if published == wanted or (published is None and not bi.metadata_files_exist(zones)):
-        return None
-    current = os.path.basename(versions.current_version(warehouse_path) or "none")
-    return dg.RunRequest(job_name=refresh_image_bi_views_job.name, run_key=f"image_bi_views:{wanted}:{current}")
-
-
-def evaluate_landing_images(
-    context: dg.SensorEvaluationContext, zone: Zones, warehouse_path: str, now: datetime
-) -> dg.SensorResult:
+def evaluate_landing_images(context: dg.SensorEvaluationContext, zone: Zones, now: datetime) -> dg.SensorResult:
     """One tick of `landing_images_sensor` at `now` (the sensor passes the wall clock; tests pin it)."""
     hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), now)
     new_keys = [
@@ -137,9 +113,6 @@ def evaluate_landing_images(
         )
         for request in hour_requests
     ]
-    views_request = bi_views_request(zone, warehouse_path)
-    if views_request is not None:
-        run_requests.append(views_request)
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[image_hours.build_add_request(new_keys)] if new_keys else [],
@@ -148,14 +121,11 @@ def evaluate_landing_images(
 
 
 @dg.sensor(
-    jobs=[image_processing_job, refresh_image_bi_views_job],
+    job=image_processing_job,
     minimum_interval_seconds=int(os.environ.get("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "15")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds an image_hours partition and requests an image_processing run for each hour with "
-    "new images in landing/images/; requests image_bi_views when the published warehouse's image views "
-    "are not the current ones.",
+    "new images in landing/images/.",
 )
-def landing_images_sensor(
-    context: dg.SensorEvaluationContext, zones: ZonesResource, warehouse: Warehouse
-) -> dg.SensorResult:
-    return evaluate_landing_images(context, zones.get_zones(), warehouse.get_path(), datetime.now(UTC))
+def landing_images_sensor(context: dg.SensorEvaluationContext, zones: ZonesResource) -> dg.SensorResult:
+    return evaluate_landing_images(context, zones.get_zones(), datetime.now(UTC))

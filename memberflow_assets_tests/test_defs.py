@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import psycopg2
 import pytest
 from dagster._core.definitions.freshness import FreshnessState
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
@@ -28,6 +29,7 @@ from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.settings import REPO_ROOT
 from memberflow_assets.warehouse import versions
 
+from .helpers import HEADER, land, run_batch
 from .image_helpers import jpeg, land_image
 
 # Markdown passes `<word ...>` through as an HTML tag, which the UI drops ("members/successful/.parquet").
@@ -131,14 +133,6 @@ NOT_ONE_TABLE = {  # table-like kinds, but several tables or views under one ass
     "sales_demo_data",  # rows in the catalogue and transaction tables
     "sales_database",  # the whole operational schema, written outside Dagster
 }
-# membership/ is being rewritten in parallel (issue 9); its column schemas are added there.
-MEMBERSHIP_PENDING_SCHEMA = {
-    "raw_applications",
-    "classified_applications",
-    "successful_applications",
-    "unsuccessful_applications",
-    "members",
-}
 
 
 def column_schema(asset: str) -> dg.TableSchema | None:
@@ -155,9 +149,9 @@ def test_every_table_like_asset_lists_its_columns():
     table_like = {
         key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).kinds & TABLE_KINDS
     } - NOT_ONE_TABLE
-    missing = {asset for asset in table_like - MEMBERSHIP_PENDING_SCHEMA if not column_schema(asset)}
-    assert table_like - MEMBERSHIP_PENDING_SCHEMA and missing == set()
-    assert all(columns(column_schema(asset)) for asset in table_like - MEMBERSHIP_PENDING_SCHEMA)
+    missing = {asset for asset in table_like if not column_schema(asset)}
+    assert table_like and missing == set()
+    assert all(columns(column_schema(asset)) for asset in table_like)
 
 
 def test_warehouse_column_schemas_are_the_published_tables(tmp_path):
@@ -179,6 +173,25 @@ def test_image_metadata_column_schema_is_the_written_parquet(zones):
     hour_partition.update_hour(zones, key, workers=1)
     written = zones.read_parquet(layout.metadata_relpath(key)).schema
     assert columns(column_schema("image_metadata")) == [(field.name, str(field.type)) for field in written]
+
+
+def test_membership_column_schemas_are_the_written_files_and_table(instance, zones, pg_dsn):
+    land(zones, "batch_one.csv", f"{HEADER},referrer\nJohn Smith,john@example.com,1990-05-17,91234567,web\nx,y,z,w,v\n")
+    assert run_batch(instance, "batch_one").success
+    # the landed file: its required columns, as text (a column the rules do not read is not listed)
+    assert columns(column_schema("raw_applications")) == [(name, "string") for name in HEADER.split(",")]
+    for asset, kind in (("successful_applications", "successful"), ("unsuccessful_applications", "unsuccessful")):
+        written = zones.read_parquet(f"members/{kind}/batch_one.parquet").schema
+        assert columns(column_schema(asset)) == [(field.name, str(field.type)) for field in written], asset
+    assert column_schema("classified_applications") == column_schema("successful_applications")  # their union
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
+            " WHERE table_schema = 'sales' AND table_name = 'members' ORDER BY ordinal_position"
+        )
+        real = cursor.fetchall()
+    shown = column_schema("members").columns
+    assert [(column.name, column.type, column.constraints.nullable) for column in shown] == real
 
 
 # -- automation: Dagster's automation condition sensors instead of hand-written chaining ------------

@@ -23,6 +23,7 @@ from dagster._daemon.freshness import FreshnessDaemon
 from memberflow_assets import definitions
 from memberflow_assets.column_schemas import COLUMN_SCHEMA
 from memberflow_assets.definitions import defs
+from memberflow_assets.domains import DOMAIN_TAG
 from memberflow_assets.images import layout
 from memberflow_assets.images.layout import hour_key, hour_start
 from memberflow_assets.images.processing import hour_partition
@@ -242,3 +243,17 @@ def test_dagster_definitions_validate(tmp_path, module, passes):
     )
     assert (result.returncode == 0) is passes, result.stdout
     assert ("All code locations passed validation" in result.stdout) is passes
+
+
+def test_one_asset_group_per_domain_and_every_job_tagged_with_its_domain():
+    repository = defs.get_repository_def()
+    graph = repository.asset_graph
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert set(groups.values()) == {"membership", "images", "sales", "warehouse"}
+    assert groups["kafka_image_uploads"] == groups["image_metadata"] == groups["image_retention_audit"] == "images"
+    jobs = [job for job in repository.get_all_jobs() if not job.name.startswith("__")]
+    assert len(jobs) == 7
+    for job in jobs:
+        # the purge (an op job) and the compliance check's job select no asset: both are images'
+        domains = {groups[key.to_user_string()] for key in job.asset_layer.selected_asset_keys} or {"images"}
+        assert {job.tags.get(DOMAIN_TAG)} == domains, job.name

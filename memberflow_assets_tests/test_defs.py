@@ -213,7 +213,9 @@ def test_the_default_automation_sensor_runs_every_condition_but_the_demos():
 
 def test_the_warehouse_shows_every_upstream_in_the_graph():
     graph = defs.get_repository_def().asset_graph
-    assert graph.get(dg.AssetKey("sales_database")).group_name == "sales"  # defined, not an implicit stub
+    sales_database = graph.get(dg.AssetKey("sales_database"))
+    assert sales_database.group_name == "sales"  # defined, not an implicit stub
+    assert sales_database.is_observable  # with a data version the warehouse's automation follows
     parents = {parent.to_user_string() for parent in graph.get(dg.AssetKey("fact_sales")).parent_keys}
     assert {"sales_database", "sales_demo_data", "dim_member", "dim_item", "dim_date"} <= parents
 

@@ -408,6 +408,10 @@ def test_the_views_follow_processing_purges_and_their_sql_by_automation(instance
     warehouse = Settings.from_env().warehouse
     assert not automation.requested()  # first evaluation
     assert not automation.requested()  # no images, no warehouse: no image runs at all
+    idle = sensors.landing_images_sensor(
+        dg.build_sensor_context(instance=instance, resources={"zones": ZonesResource()})
+    )
+    assert idle.run_requests == []  # (the landing sensor on the wall clock)
     assert versions.image_views_current(warehouse, zones)
     land_image(zones, None, jpeg(), HOUR_START)
     assert [r.job_name for r in tick(instance).run_requests] == ["image_processing"]

@@ -3,9 +3,11 @@ their status, the catalogue) and not otherwise, and the warehouse's automation f
 
 import dagster as dg
 import psycopg2
+from dagster._core.definitions.observe import observe as observe_source
 
 from memberflow_assets.definitions import defs
 from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.sales.assets import sales_database
 from memberflow_assets.sales.sensors import sales_database_observation_sensor
 
 from .sales_data import add_item, add_members, add_transaction, migrated
@@ -94,3 +96,16 @@ def test_the_warehouse_follows_new_data_versions_of_sales_database(instance):
     observed("transactions 2 updated 2026-01-01T00:05:00.000000 catalogue 000000000000")
     was_requested, cursor = requested(cursor)
     assert was_requested
+
+
+def test_observing_from_the_ui_records_the_same_data_version(memberflow_env, pg_dsn, instance):
+    migrated(pg_dsn)
+    result = observe_source([sales_database], instance=instance, resources={"sales_db": SalesDatabase()})
+    assert result.success
+    [record] = instance.fetch_observations(dg.AssetKey("sales_database"), limit=1).records
+    sensor_result = observe(instance, None)
+    assert (
+        record.asset_observation.data_version
+        == sensor_result.cursor
+        == "transactions 0 updated - catalogue " + (sensor_result.cursor.split()[-1])
+    )

@@ -11,3 +11,9 @@ AFTER_UPSTREAM_UPDATES = (
     .without(~dg.AutomationCondition.any_deps_missing())
     .with_label("after upstream updates")
 )
+
+# The same, also when the asset's code version changed (its SQL, for the image BI views): the asset runs
+# once its definitions change, not only after what it reads changed.
+AFTER_UPSTREAM_OR_CODE_UPDATES = AFTER_UPSTREAM_UPDATES.replace(
+    "any_deps_updated", dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.code_version_changed()
+).with_label("after upstream or code updates")

@@ -1,5 +1,6 @@
 """Column schemas (`dagster/column_schema`) for the UI, taken from what the assets really write: the
-Arrow schema of a Parquet file, the DuckDB DDL of the warehouse. Never typed out a second time."""
+Arrow schema of a Parquet file, the DuckDB DDL of the warehouse. Only sales.members is typed out (its
+DDL is PostgreSQL's, spread over migrations); a test compares it with the database's catalogue."""
 
 from __future__ import annotations
 
@@ -35,6 +36,30 @@ def warehouse_tables() -> dict[str, dg.TableSchema]:
             dg.TableColumn(column, data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
         )
     return {table: dg.TableSchema(columns=columns) for table, columns in tables.items()}
+
+
+def _postgres_column(name: str, data_type: str, description: str | None = None) -> dg.TableColumn:
+    return dg.TableColumn(
+        name, data_type, description=description, constraints=dg.TableColumnConstraints(nullable=False)
+    )
+
+
+MEMBERS_TABLE = dg.TableSchema(
+    columns=[
+        _postgres_column("membership_id", "text", "<last_name>_<5 hex digits>, the primary key"),
+        _postgres_column("first_name", "text"),
+        _postgres_column("last_name", "text"),
+        _postgres_column("email", "text"),
+        _postgres_column("date_of_birth", "date"),
+        _postgres_column("mobile_no", "text"),
+        _postgres_column("above_18", "boolean"),
+        _postgres_column("source_batch", "text", "the batch whose values the row holds"),
+        _postgres_column("created_at", "timestamp with time zone"),
+        _postgres_column("updated_at", "timestamp with time zone"),
+        _postgres_column("source_landed_at", "timestamp with time zone", "when the source batch's file landed"),
+        _postgres_column("member_key", "uuid", "the member's key outside PostgreSQL (unique)"),
+    ]
+)
 
 
 def with_column_schema(spec: dg.AssetSpec, schema: dg.TableSchema) -> dg.AssetSpec:

@@ -3,10 +3,15 @@ assets shown as overdue when they are (evaluated by Dagster's own freshness daem
 schemas of the table-like assets, compared with what the assets write."""
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
+import psycopg2
 import pytest
 from dagster._core.definitions.freshness import FreshnessState
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
@@ -18,11 +23,13 @@ from dagster._daemon.freshness import FreshnessDaemon
 from memberflow_assets import definitions
 from memberflow_assets.column_schemas import COLUMN_SCHEMA
 from memberflow_assets.definitions import defs
+from memberflow_assets.domains import DOMAIN_TAG
 from memberflow_assets.images import layout
 from memberflow_assets.images.layout import hour_key, hour_start
 from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.settings import REPO_ROOT
 from memberflow_assets.warehouse import versions
+from memberflow_assets_tests.helpers import HEADER, land, run_batch
 from memberflow_assets_tests.images.helpers import land_image
 from memberflow_testkit.images import jpeg
 
@@ -127,14 +134,6 @@ NOT_ONE_TABLE = {  # table-like kinds, but several tables or views under one ass
     "sales_demo_data",  # rows in the catalogue and transaction tables
     "sales_database",  # the whole operational schema, written outside Dagster
 }
-# membership/ is being rewritten in parallel (issue 9); its column schemas are added there.
-MEMBERSHIP_PENDING_SCHEMA = {
-    "raw_applications",
-    "classified_applications",
-    "successful_applications",
-    "unsuccessful_applications",
-    "members",
-}
 
 
 def column_schema(asset: str) -> dg.TableSchema | None:
@@ -151,9 +150,9 @@ def test_every_table_like_asset_lists_its_columns():
     table_like = {
         key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).kinds & TABLE_KINDS
     } - NOT_ONE_TABLE
-    missing = {asset for asset in table_like - MEMBERSHIP_PENDING_SCHEMA if not column_schema(asset)}
-    assert table_like - MEMBERSHIP_PENDING_SCHEMA and missing == set()
-    assert all(columns(column_schema(asset)) for asset in table_like - MEMBERSHIP_PENDING_SCHEMA)
+    missing = {asset for asset in table_like if not column_schema(asset)}
+    assert table_like and missing == set()
+    assert all(columns(column_schema(asset)) for asset in table_like)
 
 
 def test_warehouse_column_schemas_are_the_published_tables(tmp_path):
@@ -177,12 +176,31 @@ def test_image_metadata_column_schema_is_the_written_parquet(zones):
     assert columns(column_schema("image_metadata")) == [(field.name, str(field.type)) for field in written]
 
 
+def test_membership_column_schemas_are_the_written_files_and_table(instance, zones, pg_dsn):
+    land(zones, "batch_one.csv", f"{HEADER},referrer\nJohn Smith,john@example.com,1990-05-17,91234567,web\nx,y,z,w,v\n")
+    assert run_batch(instance, "batch_one").success
+    # the landed file: its required columns, as text (a column the rules do not read is not listed)
+    assert columns(column_schema("raw_applications")) == [(name, "string") for name in HEADER.split(",")]
+    for asset, kind in (("successful_applications", "successful"), ("unsuccessful_applications", "unsuccessful")):
+        written = zones.read_parquet(f"members/{kind}/batch_one.parquet").schema
+        assert columns(column_schema(asset)) == [(field.name, str(field.type)) for field in written], asset
+    assert column_schema("classified_applications") == column_schema("successful_applications")  # their union
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
+            " WHERE table_schema = 'sales' AND table_name = 'members' ORDER BY ordinal_position"
+        )
+        real = cursor.fetchall()
+    shown = column_schema("members").columns
+    assert [(column.name, column.type, column.constraints.nullable) for column in shown] == real
+
+
 # -- automation: Dagster's automation condition sensors instead of hand-written chaining ------------
 def test_the_default_automation_sensor_runs_every_condition_but_the_demos():
     repository = defs.get_repository_def()
     graph = repository.asset_graph
     automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
-    assert automated == {*WAREHOUSE_TABLES, "bi_views", "sales_demo_data"}
+    assert automated == {*WAREHOUSE_TABLES, "bi_views", "sales_demo_data", "image_bi_views"}
     default = repository.get_sensor_def("default_automation_condition_sensor")
     demo = repository.get_sensor_def("sales_demo_sensor")
     assert default.default_status == dg.DefaultSensorStatus.RUNNING
@@ -195,7 +213,9 @@ def test_the_default_automation_sensor_runs_every_condition_but_the_demos():
 
 def test_the_warehouse_shows_every_upstream_in_the_graph():
     graph = defs.get_repository_def().asset_graph
-    assert graph.get(dg.AssetKey("sales_database")).group_name == "sales"  # defined, not an implicit stub
+    sales_database = graph.get(dg.AssetKey("sales_database"))
+    assert sales_database.group_name == "sales"  # defined, not an implicit stub
+    assert sales_database.is_observable  # with a data version the warehouse's automation follows
     parents = {parent.to_user_string() for parent in graph.get(dg.AssetKey("fact_sales")).parent_keys}
     assert {"sales_database", "sales_demo_data", "dim_member", "dim_item", "dim_date"} <= parents
 
@@ -204,3 +224,38 @@ def test_image_bi_views_code_version_is_its_sql():
     sql = (REPO_ROOT / "sql" / "images" / "bi_views.sql").read_bytes()
     code_version = defs.get_repository_def().asset_graph.get(dg.AssetKey("image_bi_views")).code_version
     assert code_version == hashlib.sha256(sql).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("module", "passes"), [("memberflow_assets.definitions", True), ("memberflow_assets.settings", False)]
+)
+def test_dagster_definitions_validate(tmp_path, module, passes):
+    """`dagster definitions validate` in a clean environment (the embedded defaults): the code location
+    passes, and a module without definitions does not (the command really checks)."""
+    dagster = Path(sys.executable).with_name("dagster")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-m", module, "-d", REPO_ROOT],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode == 0) is passes, result.stdout
+    assert ("All code locations passed validation" in result.stdout) is passes
+
+
+def test_one_asset_group_per_domain_and_every_job_tagged_with_its_domain():
+    repository = defs.get_repository_def()
+    graph = repository.asset_graph
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert set(groups.values()) == {"membership", "images", "sales", "warehouse"}
+    assert groups["kafka_image_uploads"] == groups["image_metadata"] == groups["image_retention_audit"] == "images"
+    jobs = [job for job in repository.get_all_jobs() if not job.name.startswith("__")]
+    assert len(jobs) == 7
+    for job in jobs:
+        # the purge (an op job) and the compliance check's job select no asset: both are images'
+        domains = {groups[key.to_user_string()] for key in job.asset_layer.selected_asset_keys} or {"images"}
+        assert {job.tags.get(DOMAIN_TAG)} == domains, job.name

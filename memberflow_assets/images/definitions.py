@@ -8,7 +8,7 @@ from memberflow_assets.images.ingestion.jobs import kafka_image_ingest_job
 from memberflow_assets.images.ingestion.resources import KafkaImagesResource
 from memberflow_assets.images.ingestion.sensors import build_kafka_images_sensor
 from memberflow_assets.images.processing import assets as processing_assets
-from memberflow_assets.images.processing.jobs import image_processing_job, refresh_image_bi_views_job
+from memberflow_assets.images.processing.jobs import image_processing_job
 from memberflow_assets.images.processing.sensors import build_landing_images_sensor
 from memberflow_assets.images.retention.jobs import (
     image_retention_audit,
@@ -28,7 +28,6 @@ def build_defs(settings: Settings) -> dg.Definitions:
         jobs=[
             kafka_image_ingest_job,
             image_processing_job,
-            refresh_image_bi_views_job,
             image_retention_job,
             image_retention_compliance_job,
         ],

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from memberflow_assets import column_schemas
 from memberflow_assets.membership import layout
 from memberflow_assets.membership.members_load import (
     COUNT_CAP,
@@ -28,7 +29,13 @@ from memberflow_assets.membership.members_load import (
 )
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.membership.reader import ApplicationFileError, ApplicationRecords, read_records
-from memberflow_assets.membership.rules import DEFAULT_AS_OF, OUTPUT_COLUMNS, REJECTION_REASONS, classify_records
+from memberflow_assets.membership.rules import (
+    DEFAULT_AS_OF,
+    INPUT_COLUMNS,
+    OUTPUT_COLUMNS,
+    REJECTION_REASONS,
+    classify_records,
+)
 from memberflow_assets.membership.validation import malformed_membership_ids, successful_rule_violations
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.zones import FileInfo, Zones
@@ -155,6 +162,15 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
     return {reason: counted.get(reason, 0) for reason in REJECTION_REASONS}
 
 
+# The columns shown in the UI: those of a header-only file through the same reader, rules and batch_rows
+# (the landed file's required columns, as text; both output files' columns, as written).
+_HEADER_ONLY = read_records((",".join(INPUT_COLUMNS) + "\n").encode(), "columns.csv").records
+LANDED_COLUMNS = column_schemas.from_arrow(_HEADER_ONLY.select(list(INPUT_COLUMNS)).schema)
+OUTPUT_FILE_COLUMNS = column_schemas.from_arrow(
+    batch_rows("", FileInfo("", 0, 0.0), classify_records(_HEADER_ONLY)).schema
+)
+
+
 @dg.multi_asset(
     partitions_def=application_files,
     group_name=GROUP,
@@ -162,6 +178,7 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
         dg.AssetSpec(
             "raw_applications",
             kinds={"csv"},
+            metadata={column_schemas.COLUMN_SCHEMA: LANDED_COLUMNS},
             description="The landed file's records exactly as read (one per non-blank line after the header): "
             "every field as text. Its stored form is the landed file itself (never modified; its SHA-256 is "
             "recorded). An unreadable file is quarantined and fails its partition.",
@@ -170,6 +187,7 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
             "classified_applications",
             deps=["raw_applications"],
             kinds={"duckdb"},
+            metadata={column_schemas.COLUMN_SCHEMA: OUTPUT_FILE_COLUMNS},
             description="Every application with the rules applied (classify_applications) and its batch; "
             "stored as the union of the successful and unsuccessful files.",
         ),
@@ -177,12 +195,14 @@ def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
             "successful_applications",
             deps=["classified_applications"],
             kinds={"parquet"},
+            metadata={column_schemas.COLUMN_SCHEMA: OUTPUT_FILE_COLUMNS},
             description="`members/successful/<batch>.parquet`: applicants that passed every rule.",
         ),
         dg.AssetSpec(
             "unsuccessful_applications",
             deps=["classified_applications"],
             kinds={"parquet"},
+            metadata={column_schemas.COLUMN_SCHEMA: OUTPUT_FILE_COLUMNS},
             description="`members/unsuccessful/<batch>.parquet`: the others, with rejection_reasons.",
         ),
     ],
@@ -319,6 +339,7 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
     deps=["successful_applications"],
     group_name=GROUP,
     kinds={"postgres"},
+    metadata={column_schemas.COLUMN_SCHEMA: column_schemas.MEMBERS_TABLE},
     description="sales.members: the batch's successful applicants loaded (only this batch's rows are read). "
     "One row per membership_id; the values of the latest-landed file win; an applicant whose ID another "
     "person holds goes to sales.membership_id_collisions instead.",

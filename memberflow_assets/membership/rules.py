@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memberflow_assets.frames import arrow_to_pandas
+from memberflow_assets.arrow_pandas import arrow_to_pandas
 from memberflow_assets.membership import duck
 from memberflow_assets.settings import read_sql
 

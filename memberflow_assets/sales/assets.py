@@ -6,18 +6,25 @@ import dagster as dg
 from memberflow_assets.automation import AFTER_UPSTREAM_UPDATES
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
+from memberflow_assets.sales.observation import sales_data_version
 
 GROUP = "sales"
 
+
 # The operational tables, written outside Dagster: the shop's transactions, the sales team's
-# catalogue, logistics' status changes (and, in the demo, sales_demo_data).
-sales_database = dg.AssetSpec(
-    "sales_database",
+# catalogue, logistics' status changes (and, in the demo, sales_demo_data). Observed, so that the
+# warehouse's automation follows what they write (sales_database_observation_sensor records each change).
+@dg.observable_source_asset(
     group_name=GROUP,
-    kinds={"postgres"},
+    tags={"dagster/kind/postgres": ""},
     description="PostgreSQL schema sales: manufacturers, items, transactions, transaction_lines - written by "
-    "the shop and the teams, not by Dagster.",
+    "the shop and the teams, not by Dagster. Its data version changes with every transaction written or "
+    "updated and every change of the catalogue (observed every 5 minutes by "
+    "sales_database_observation_sensor).",
 )
+def sales_database(sales_db: SalesDatabase) -> dg.DataVersion:
+    with sales_db.connect() as connection:
+        return dg.DataVersion(sales_data_version(connection))
 
 
 class SalesDemoConfig(dg.Config):

@@ -1,14 +1,15 @@
 import dagster as dg
 
 from memberflow_assets import postgres
+from memberflow_assets.domains import domain_tags
 from memberflow_assets.resources import SalesDatabase
-from memberflow_assets.sales.assets import sales_demo_data
+from memberflow_assets.sales.assets import GROUP, sales_demo_data
 
 sales_demo_job = dg.define_asset_job(
     "sales_demo",
     selection=dg.AssetSelection.assets(sales_demo_data),
     executor_def=dg.in_process_executor,
-    tags={"memberflow/domain": "sales"},
+    tags=domain_tags(GROUP),
     description="Demo transactions for the members without any.",
 )
 
@@ -21,7 +22,7 @@ def apply_sales_migrations(context: dg.OpExecutionContext, sales_db: SalesDataba
 
 @dg.job(
     name="migrate_sales_database",
-    tags={"memberflow/domain": "sales"},
+    tags=domain_tags(GROUP),
     description="Brings the sales database's schema up to date. Run it after deploying code with new "
     "migrations when there is no pre-release migrate step (`memberflow migrate` does the same).",
 )

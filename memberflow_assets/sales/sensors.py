@@ -2,8 +2,13 @@ import dagster as dg
 
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales import access
-from memberflow_assets.sales.assets import sales_demo_data
+from memberflow_assets.sales.assets import sales_database, sales_demo_data
+from memberflow_assets.sales.observation import sales_data_version
 from memberflow_assets.settings import Settings
+
+# Each observation of a new version may start a warehouse refresh (a new copy of its file): at most one
+# every 5 minutes for what is written outside Dagster.
+OBSERVATION_INTERVAL_SECONDS = 300
 
 
 def build_sales_demo_sensor(settings: Settings) -> dg.AutomationConditionSensorDefinition:
@@ -43,3 +48,20 @@ def team_password_audit_sensor(context: dg.SensorEvaluationContext, sales_db: Sa
         f"{audit.checked} team user(s) checked; password replaced: {', '.join(audit.replaced) or 'none'}; "
         f"newly recorded: {', '.join(audit.adopted) or 'none'}"
     )
+
+
+@dg.sensor(
+    minimum_interval_seconds=OBSERVATION_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 5 minutes: observes sales_database (one query) and records its data version when it "
+    "changed, so the warehouse's automation condition refreshes it after writes from outside Dagster. "
+    "Launches no runs.",
+)
+def sales_database_observation_sensor(context: dg.SensorEvaluationContext, sales_db: SalesDatabase):
+    with sales_db.connect() as connection:
+        version = sales_data_version(connection)
+    if version == context.cursor:
+        return dg.SkipReason(f"unchanged: {version}")
+    # the tag `observe` gives a DataVersion; a sensor's observation carries it the same way
+    observation = dg.AssetObservation(sales_database.key, tags={"dagster/data_version": version})
+    return dg.SensorResult(asset_events=[observation], cursor=version)

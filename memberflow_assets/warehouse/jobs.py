@@ -1,12 +1,13 @@
 import dagster as dg
 
-from memberflow_assets.warehouse.assets import sales_warehouse
+from memberflow_assets.domains import domain_tags
+from memberflow_assets.warehouse.assets import GROUP, sales_warehouse
 
 sales_warehouse_refresh_job = dg.define_asset_job(
     "sales_warehouse_refresh",
     selection=dg.AssetSelection.assets(sales_warehouse),
     executor_def=dg.in_process_executor,
-    tags={"memberflow/domain": "sales"},
+    tags=domain_tags(GROUP),
     description="Incremental refresh of the sales star schema and the BI views, then their checks "
     "(run config `full_refresh: true` rebuilds everything).",
 )

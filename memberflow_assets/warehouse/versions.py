@@ -139,6 +139,15 @@ def published_views(warehouse_path: str) -> dict[str, str]:
         return dict(connection.execute("FROM meta.views").fetchall()) if recorded else {}
 
 
+def image_views_current(warehouse_path: str, zones: Zones | None) -> bool:
+    """Whether the published warehouse has the image views a version built now would get (with no metadata
+    file at all, no published views count as current: a deployment without images needs none)."""
+    published = published_views(warehouse_path).get("images")
+    return published == views_version(zones, "images") or (
+        published is None and not image_bi.metadata_files_exist(zones)
+    )
+
+
 @dataclass
 class Draft:
     """The version being built: its connection (read-write, private to the writer) and where it came from."""

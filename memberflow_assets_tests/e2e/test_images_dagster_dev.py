@@ -1,5 +1,5 @@
 """End to end: in a real `dagster dev`, the images sensor launches a processing run (whose worker pool runs
-inside Dagster's run process) and the BI views run, for images landed as the ingestion contract says."""
+inside Dagster's run process) and the automation runs the BI views, for images landed as the ingestion contract says."""
 
 from datetime import UTC, datetime
 
@@ -16,8 +16,9 @@ from memberflow_testkit.images import jpeg
 
 pytestmark = pytest.mark.e2e
 
-RUNS = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
-IMAGE_JOBS = ("image_processing", "refresh_image_bi_views")
+RUNS = "{ runsOrError { ... on Runs { results { jobName status assetSelection { path } tags { key value } } } } }"
+# the processing job, and the views by their automation condition (the default automation sensor's runs)
+IMAGE_JOBS = ("image_processing", "image_bi_views")
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
@@ -39,10 +40,15 @@ def test_landed_images_are_processed_by_the_sensor_and_daemon(dagster_dev, pg_ds
     landed = len(images) + 1
 
     def runs() -> list[tuple[str, str, str | None]]:
-        """(job, status, run key) of every run."""
+        """(job, status, run key) of every run; a run of image_bi_views (the automation sensor's, maybe with the
+        warehouse's assets) is named after it."""
         results = graphql(port, RUNS)["runsOrError"]["results"]
         return [
-            (run["jobName"], run["status"], {t["key"]: t["value"] for t in run["tags"]}.get("dagster/run_key"))
+            (
+                "image_bi_views" if {"path": ["image_bi_views"]} in (run["assetSelection"] or []) else run["jobName"],
+                run["status"],
+                {t["key"]: t["value"] for t in run["tags"]}.get("dagster/run_key"),
+            )
             for run in results
         ]
 
@@ -56,7 +62,7 @@ def test_landed_images_are_processed_by_the_sensor_and_daemon(dagster_dev, pg_ds
         image_runs = [(job, status, run_key) for job, status, run_key in seen if job in IMAGE_JOBS]
         done = (
             any(run_key == f"{key}:{landed}" for job, _, run_key in image_runs if job == "image_processing")
-            and any(job == "refresh_image_bi_views" for job, _, _ in image_runs)
+            and any(job == "image_bi_views" for job, _, _ in image_runs)
             and all(status in FINISHED for _, status, _ in image_runs)
             and zones.exists(relpath)
             and zones.parquet_num_rows(relpath) == landed

@@ -1,6 +1,6 @@
 -- Image BI: views in the warehouse's `bi` schema over images/metadata/<hour>.parquet (never copies),
 -- so an hour purged by retention disappears from every view with its file.
--- `{union_metadata_files}` is replaced by memberflow_assets/images/bi.py: `UNION ALL BY NAME` the
+-- `{union_metadata_files}` is replaced by memberflow_assets/images/processing/bi.py: `UNION ALL BY NAME` the
 -- metadata files (a quoted path or s3:// glob) when there are any, else nothing. The typed empty row
 -- keeps the views' columns when no metadata file exists (a new deployment, or everything purged).
 -- (Not `read_parquet(..., allow_empty = true)`: the DuckDB 1.5 shell analysts use cannot bind it.)

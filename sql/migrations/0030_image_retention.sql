@@ -1,4 +1,4 @@
--- The 7-day image retention purge (memberflow_assets/images/retention.py): its audit trail, and an
+-- The 7-day image retention purge (memberflow_assets/images/retention/expiry.py): its audit trail, and an
 -- index so it can find rows by age. The audit holds counts and partition keys only: no image
 -- content, ids, clients, hashes or paths.
 CREATE INDEX registry_received ON images.registry (received_at) WHERE status <> 'purged';

@@ -10,7 +10,7 @@
 -- (client, content), so that a key can be unique across hours.
 --
 -- images.registry stays what every reader and writer used: a view joining the two, writable through
--- INSTEAD OF triggers (landing.py writes the tables directly, in one statement).
+-- INSTEAD OF triggers (images/ingestion/landing.py writes the tables directly, in one statement).
 
 CREATE TABLE images.registry_details (
     hour_key     text NOT NULL,  -- yyyy-mm-dd-hh of received_at (UTC): the partition

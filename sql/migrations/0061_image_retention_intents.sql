@@ -1,5 +1,5 @@
 -- The retention audit accounts for everything deleted, also by a run that was killed half-way
--- (memberflow_assets/images/retention.py, "Accounting"). Before deleting anything of an hour, a run
+-- (memberflow_assets/images/retention/expiry.py, "Accounting"). Before deleting anything of an hour, a run
 -- records what is there (state 'deleting', `unaccounted`); as it deletes, it moves those counts into
 -- the row. A run that dies leaves its rows in 'deleting': the next run looks at what is left of the
 -- hour, credits the dead run with the difference (state 'reconciled') and fills in its totals.

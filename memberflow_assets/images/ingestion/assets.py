@@ -10,12 +10,11 @@ import json
 
 import dagster as dg
 
+from memberflow_assets.images import GROUP
 from memberflow_assets.images.ingestion.kafka_ingest import IngestStats, OffsetRange
 from memberflow_assets.images.ingestion.resources import KafkaImagesResource
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.zones import Zones
-
-GROUP = "image_ingestion"
 
 
 class OffsetRangeConfig(dg.Config):

@@ -1,16 +1,17 @@
 """Images: the hourly processing partition (thumbnails + metadata, with their checks) and the BI views.
 
-Thin: the processing code is `processing`, the incremental hour is `hours`, the registry writes are
-`registry`, the views are `bi`. Materialisation and check metadata hold counts and bytes only — no image
-ids, clients, hashes or anything else about an image or a person: check results outlive the runs that
-retention deletes (Dagster keeps them in a table of their own). Offending ids go to the run's log,
-which is deleted with the run.
+Thin: one image is `one_image`, the incremental hour is `hour_partition`, the registry writes are
+`registry`, the views are `bi` (refreshed by their automation condition). Materialisation and check
+metadata hold counts and bytes only — no image ids, clients, hashes or anything else about an image or a
+person: check results outlive the runs that retention deletes (Dagster keeps them in a table of their
+own). Offending ids go to the run's log, which is deleted with the run.
 """
 
 import dagster as dg
 
 from memberflow_assets import column_schemas
-from memberflow_assets.images import registry
+from memberflow_assets.automation import AFTER_UPSTREAM_OR_CODE_UPDATES
+from memberflow_assets.images import GROUP, registry
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition
 from memberflow_assets.images.processing.partitions import image_hours
@@ -19,7 +20,6 @@ from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 
-GROUP = "images"
 SAMPLE_SIZE = 20  # offending image ids/paths logged when a check fails
 
 
@@ -158,25 +158,42 @@ def _log_sample(context: dg.AssetExecutionContext, problem: str, items: list[str
 
 
 @dg.asset(
-    deps=["image_metadata"],
+    # what the views read: the hours' metadata files, which processing writes and the retention purge deletes
+    deps=["image_metadata", "image_retention_audit"],
     group_name=GROUP,
     kinds={"duckdb"},
     code_version=bi.views_code_version(),
+    automation_condition=AFTER_UPSTREAM_OR_CODE_UPDATES,
     description="Views in the warehouse's bi schema over images/metadata/*.parquet (not copies): "
     + ", ".join(f"bi.{view}" for view in bi.IMAGE_VIEWS)
-    + ". Purged hours disappear with their files. Every published warehouse version has them; this asset "
-    "publishes a new version when the published one's differ from the current definitions (requested by "
-    "landing_images_sensor).",
+    + ". Purged hours disappear with their files. Every published warehouse version has them; materialised "
+    "by its automation condition when its SQL (code version) changes and after each processed hour or purge, "
+    "it publishes a new version only when the published one's views are not the current ones (the first or "
+    "the last metadata file, another SQL, another place the files are read from).",
 )
-def image_bi_views(zones: dg.ResourceParam[Zones], warehouse: Warehouse) -> dg.MaterializeResult:
-    published = versions.republish_views(warehouse.path, zones)
+def image_bi_views(
+    context: dg.AssetExecutionContext, zones: dg.ResourceParam[Zones], warehouse: Warehouse
+) -> dg.MaterializeResult:
+    path = warehouse.path
+    republished = not versions.image_views_current(path, zones)
+    if republished:
+        versions.republish_views(path, zones)
+    else:
+        context.log.info("the published warehouse has the current image views: no new version")
+    metadata = {
+        "republished": republished,
+        "reads": dg.MetadataValue.path(zones.url(METADATA_PREFIX)),
+        "views_version": versions.views_version(zones, "images"),
+    }
+    published = versions.current_version(path)
+    if published is None:  # nothing to show yet: no warehouse and no image
+        return dg.MaterializeResult(metadata=metadata)
     with warehouse.open_read_only(zones) as connection:
         counts = {view: connection.execute(f"SELECT count(*) FROM bi.{view}").fetchone()[0] for view in bi.IMAGE_VIEWS}
     return dg.MaterializeResult(
         metadata={
             "warehouse_version": dg.MetadataValue.path(published),
-            "reads": dg.MetadataValue.path(zones.url(METADATA_PREFIX)),
-            "views_version": versions.views_version(zones, "images"),
+            **metadata,
             **{f"rows_{view}": rows for view, rows in counts.items()},
         }
     )

@@ -4,8 +4,8 @@ warehouse's writer (memberflow_assets/warehouse/versions.py) creates them in eve
 
 The views read the files themselves, so a new hour shows up and a purged one disappears without a
 new version. Only whether there are any files at all is fixed when a version is built (DuckDB 1.5, the
-analysts' shell, fails on a glob that matches nothing): when that changes, `landing_images_sensor`
-asks for a new version.
+analysts' shell, fails on a glob that matches nothing): when that changes, the `image_bi_views` asset,
+run by its automation condition after each processed hour and each purge, publishes a new version.
 
 DuckDB's httpfs extension cannot be installed here (no downloads at run time), so with zones in S3 the
 views name `s3://...` URLs and are readable from connections that have the zones' filesystem

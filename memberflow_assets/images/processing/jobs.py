@@ -1,6 +1,9 @@
-"""Images processing jobs: the hourly processing of new images and the BI views."""
+"""The images processing job: the hourly processing of new images (the BI views follow by their automation)."""
 
 import dagster as dg
+
+from memberflow_assets.domains import domain_tags
+from memberflow_assets.images import GROUP
 
 IMAGE_ASSET_KEYS = (dg.AssetKey("image_thumbnails"), dg.AssetKey("image_metadata"))
 
@@ -9,13 +12,6 @@ image_processing_job = dg.define_asset_job(
     "image_processing",
     selection=dg.AssetSelection.assets(*IMAGE_ASSET_KEYS),
     executor_def=dg.in_process_executor,
-    tags={"memberflow/domain": "images"},
+    tags=domain_tags(GROUP),
     description="Processes the new images of one hour (a partition of image_hours) and rewrites its metadata.",
-)
-
-refresh_image_bi_views_job = dg.define_asset_job(
-    "refresh_image_bi_views",
-    selection=dg.AssetSelection.assets("image_bi_views"),
-    tags={"memberflow/domain": "images"},
-    description="Creates or replaces the image views in the warehouse's bi schema.",
 )

@@ -12,29 +12,20 @@ While an hour is still open, a run is requested at most every MEMBERFLOW_IMAGES_
 next tick.
 
 Cursor (JSON): `scanned_to`, the hour of the last tick; `hours`, per recent hour the sidecar count
-already requested and when.
-
-The sensor also asks for `image_bi_views` whenever the image views of the published warehouse differ
-from the ones a version built now would get (their definition, the place they read, or whether there
-are metadata files at all changed), so the views are right without anyone clicking. A deployment
-without images and without a warehouse gets no image runs at all.
+already requested and when. (The BI views follow by their automation condition, not from here.)
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from memberflow_assets.images.layout import hour_key, landing_dir_for_hour, metadata_relpath
-from memberflow_assets.images.processing import bi
 from memberflow_assets.images.processing.hour_partition import SIDECAR_SUFFIX, landing_hours, parse_hour_key
-from memberflow_assets.images.processing.jobs import image_processing_job, refresh_image_bi_views_job
+from memberflow_assets.images.processing.jobs import image_processing_job
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.settings import Settings
-from memberflow_assets.warehouse import versions
-from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 
 LOOKBACK_HOURS = 2
@@ -107,25 +98,11 @@ def plan_tick(
     )
 
 
-def bi_views_request(zones: Zones, warehouse_path: str) -> dg.RunRequest | None:
-    """A run of image_bi_views when the published warehouse's image views are not the current ones.
-
-    The run key names the published version too: the same change is asked for once per version, and
-    again after any other version was published without it.
-    """
-    wanted = versions.views_version(zones, "images")
-    published = versions.published_views(warehouse_path).get("images")
-    if published == wanted or (published is None and not bi.metadata_files_exist(zones)):
-        return None
-    current = os.path.basename(versions.current_version(warehouse_path) or "none")
-    return dg.RunRequest(job_name=refresh_image_bi_views_job.name, run_key=f"image_bi_views:{wanted}:{current}")
-
-
 def evaluate_landing_images(
-    context: dg.SensorEvaluationContext, zone: Zones, warehouse_path: str, now: datetime, run_interval_seconds: float
+    context: dg.SensorEvaluationContext, zones: Zones, now: datetime, run_interval_seconds: float
 ) -> dg.SensorResult:
     """One tick of `landing_images_sensor` at `now` (the sensor passes the wall clock; tests pin it)."""
-    hour_requests, cursor = plan_tick(zone, ImageCursor.parse(context.cursor), now, run_interval_seconds)
+    hour_requests, cursor = plan_tick(zones, ImageCursor.parse(context.cursor), now, run_interval_seconds)
     new_keys = [
         request.key
         for request in hour_requests
@@ -139,9 +116,6 @@ def evaluate_landing_images(
         )
         for request in hour_requests
     ]
-    views_request = bi_views_request(zone, warehouse_path)
-    if views_request is not None:
-        run_requests.append(views_request)
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[image_hours.build_add_request(new_keys)] if new_keys else [],
@@ -154,17 +128,13 @@ def build_landing_images_sensor(settings: Settings) -> dg.SensorDefinition:
 
     @dg.sensor(
         name="landing_images_sensor",
-        jobs=[image_processing_job, refresh_image_bi_views_job],
+        job=image_processing_job,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Adds an image_hours partition and requests an image_processing run for each hour with "
-        "new images in landing/images/; requests image_bi_views when the published warehouse's image views "
-        "are not the current ones.",
+        "new images in landing/images/.",
     )
-    def landing_images_sensor(
-        context: dg.SensorEvaluationContext, zones: dg.ResourceParam[Zones], warehouse: Warehouse
-    ) -> dg.SensorResult:
-        now = datetime.now(UTC)
-        return evaluate_landing_images(context, zones, warehouse.path, now, settings.images_run_interval_seconds)
+    def landing_images_sensor(context: dg.SensorEvaluationContext, zones: dg.ResourceParam[Zones]) -> dg.SensorResult:
+        return evaluate_landing_images(context, zones, datetime.now(UTC), settings.images_run_interval_seconds)
 
     return landing_images_sensor

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from memberflow_assets.domains import domain_tags
+from memberflow_assets.images import GROUP
 from memberflow_assets.images.processing.jobs import IMAGE_ASSET_KEYS, image_processing_job
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.images.retention import compliance, expiry
@@ -79,7 +81,7 @@ class DagsterPartitionRecords:
 # schedule), which reports each run as a materialisation of it.
 image_retention_audit = dg.AssetSpec(
     "image_retention_audit",
-    group_name="images",
+    group_name=GROUP,
     kinds={"postgres"},
     description="images.retention_runs (one row per image_retention run, also when nothing was due) and "
     "images.retention_purges (one row per purged hour): counts only. Each run of image_retention records "
@@ -118,7 +120,7 @@ def purge_expired_images(
 
 @dg.job(
     name="image_retention",
-    tags={"memberflow/domain": "images"},
+    tags=domain_tags(GROUP),
     description="The 7-day image retention purge (config: as_of). Idempotent; never touches younger hours.",
 )
 def image_retention_job():
@@ -174,7 +176,7 @@ def images_purged_within_7_days(
 image_retention_compliance_job = dg.define_asset_job(
     "image_retention_compliance",
     selection=dg.AssetSelection.checks(images_purged_within_7_days),
-    tags={"memberflow/domain": "images"},
+    tags=domain_tags(GROUP),
     description="Checks every store for image data that outlived the 7-day retention.",
 )
 

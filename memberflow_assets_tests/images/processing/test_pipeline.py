@@ -3,7 +3,6 @@ the BI views — against real PostgreSQL, a local data dir and moto's S3 server.
 
 import io
 import json
-import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -18,7 +17,6 @@ from memberflow_assets.images.processing import bi, hour_partition, sensors
 from memberflow_assets.settings import Settings, read_sql
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.refresh import refresh_warehouse
-from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import check_results, deployment_defs, materialized_metadata, run_partition
 from memberflow_assets_tests.images.helpers import CLIENT, land_image, registry_rows
@@ -49,7 +47,7 @@ def tick(instance: dg.DagsterInstance, cursor: str | None = None, now: datetime 
     context = dg.build_sensor_context(instance=instance, cursor=cursor)
     settings = Settings.from_env()
     return sensors.evaluate_landing_images(
-        context, Zones.from_settings(settings), settings.warehouse, now, settings.images_run_interval_seconds
+        context, Zones.from_settings(settings), now, settings.images_run_interval_seconds
     )
 
 
@@ -372,49 +370,99 @@ def test_bi_views_show_the_metadata_and_survive_an_empty_zone(instance, zones, p
         assert connection.execute("SELECT count(*) FROM bi.image_metadata").fetchone()[0] == 5
 
 
-def test_sensor_asks_for_the_views_when_the_published_ones_are_not_current(instance, zones, pg_dsn):
-    settings = Settings.from_env()
-    resources = {"zones": Zones.from_settings(settings), "warehouse": Warehouse(path=settings.warehouse)}
-    sensor = sensors.build_landing_images_sensor(settings)
-    idle = sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    assert idle.run_requests == []  # no images, no warehouse: no image runs at all (the sensor on the wall clock)
+class ViewsAutomation:
+    """Ticks of the default automation sensor's condition for image_bi_views, one cursor across them."""
+
+    def __init__(self, instance: dg.DagsterInstance, definitions: dg.Definitions | None = None):
+        self.instance, self.definitions, self.cursor = instance, definitions or deployment_defs(), None
+
+    def requested(self, definitions: dg.Definitions | None = None) -> bool:
+        self.definitions = definitions or self.definitions
+        result = dg.evaluate_automation_conditions(
+            defs=self.definitions,
+            instance=self.instance,
+            asset_selection=dg.AssetSelection.assets("image_bi_views"),
+            cursor=self.cursor,
+        )
+        self.cursor = result.cursor
+        return result.total_requested == 1
+
+
+def refresh_views(instance: dg.DagsterInstance) -> bool:
+    """Materialise image_bi_views as the automation sensor's run would; whether it published a new version."""
+    result = dg.materialize([deployment_defs().resolve_assets_def("image_bi_views")], instance=instance)
+    assert result.success
+    return materialized_metadata(result, "image_bi_views")["republished"]
+
+
+def test_the_views_follow_processing_purges_and_their_sql_by_automation(instance, zones, pg_dsn):
+    automation = ViewsAutomation(instance)
+    warehouse = Settings.from_env().warehouse
+    assert not automation.requested()  # first evaluation
+    assert not automation.requested()  # no images, no warehouse: no image runs at all
+    sensor = sensors.build_landing_images_sensor(Settings.from_env())
+    idle = sensor(dg.build_sensor_context(instance=instance, resources={"zones": Zones.from_settings()}))
+    assert idle.run_requests == []  # (the landing sensor on the wall clock)
+    assert versions.image_views_current(warehouse, zones)
     land_image(zones, None, jpeg(), HOUR_START)
-    first = tick(instance)
-    assert [r.job_name for r in first.run_requests] == ["image_processing"]  # no metadata file yet
+    assert [r.job_name for r in tick(instance).run_requests] == ["image_processing"]
+    assert not automation.requested()  # landed, not processed: nothing for the views yet
     assert run_hour(instance, KEY).success
 
-    after_processing = tick(instance, first.cursor).run_requests
-    warehouse = Settings.from_env().warehouse
-    wanted = versions.views_version(zones, "images")
-    assert after_processing == [
-        dg.RunRequest(job_name="refresh_image_bi_views", run_key=f"image_bi_views:{wanted}:none")
-    ]
-    assert tick(instance, first.cursor).run_requests == after_processing  # same key: one run, however many ticks
-    assert dg.materialize([deployment_defs().resolve_assets_def("image_bi_views")], instance=instance).success
-    assert tick(instance, first.cursor).run_requests == []
+    assert automation.requested()  # the first metadata file: the views must read it
+    assert not automation.requested()  # requested once, however many ticks
+    assert not versions.image_views_current(warehouse, zones)
+    assert refresh_views(instance)
+    assert versions.image_views_current(warehouse, zones)
+    assert image_view_counts(warehouse, zones)["image_metadata"] == 1
+    assert not automation.requested()  # nothing changed
 
-    # A full sales refresh keeps the views, so there is nothing to ask for.
+    # A full sales refresh keeps the views: current, and nothing asks for them.
     refresh_warehouse(pg_dsn, warehouse, zones, full=True)
-    assert tick(instance, first.cursor).run_requests == []
+    assert versions.image_views_current(warehouse, zones)
+    assert not automation.requested()
 
-    # An older release's warehouse without the image views (the refresh lost them): asked for again.
+    # An older release's warehouse without the image views (the refresh lost them): the next processed
+    # hour asks for the views, and they come back.
     with versions.draft_version(warehouse, zones) as draft:
         pass
     stale = duckdb.connect(draft.published)  # simulate it: not how anything in memberflow writes
     stale.execute("DROP VIEW bi.image_sizes; DROP TABLE meta.views")
     stale.close()
-    [request] = tick(instance, first.cursor).run_requests
-    assert request.run_key == f"image_bi_views:{wanted}:{os.path.basename(draft.published)}"
+    assert not versions.image_views_current(warehouse, zones)
+    land_image(zones, None, jpeg(seed=2), HOUR_START)
+    assert run_hour(instance, KEY).success
+    assert automation.requested()
+    assert refresh_views(instance)
+    assert image_view_counts(warehouse, zones)["image_sizes"] == 1
+
+    # A processed hour while the views are current: the run publishes nothing. (A tick between: an
+    # upstream update in the same tick interval as the views' own materialisation does not count.)
+    assert not automation.requested()
+    land_image(zones, None, jpeg(seed=3), HOUR_START)
+    assert run_hour(instance, KEY).success
+    assert automation.requested()
+    published = versions.current_version(warehouse)
+    assert not refresh_views(instance)
+    assert versions.current_version(warehouse) == published
+    assert image_view_counts(warehouse, zones)["image_metadata"] == 3  # the views read the files
 
     # Everything purged: the views must stop reading files (a glob matching nothing fails in DuckDB 1.5).
+    # (the purge's files and record, as image_retention reports each run: a run cannot purge this young hour)
+    assert not automation.requested()
     zones.delete(metadata_relpath(KEY))
-    versions.republish_views(warehouse, zones)
+    instance.report_runless_asset_event(dg.AssetMaterialization("image_retention_audit"))
+    assert automation.requested()
+    assert refresh_views(instance)
     assert image_view_counts(warehouse, zones) == dict.fromkeys(bi.IMAGE_VIEWS, 0)
-    assert tick(instance, first.cursor).run_requests == []
-    land_image(zones, None, jpeg(seed=9), HOUR_START)
-    hour_partition.update_hour(zones, KEY, workers=1)
-    [request] = [r for r in tick(instance, first.cursor).run_requests if r.job_name == "refresh_image_bi_views"]
-    assert request.run_key.startswith(f"image_bi_views:{versions.views_version(zones, 'images')}:")
+    assert not automation.requested()
+
+    # Another view SQL (a new code version of the asset): asked for without any upstream change.
+    changed = defs.resolve_assets_def("image_bi_views").map_asset_specs(
+        lambda spec: spec.replace_attributes(code_version="another-sql")
+    )
+    assert automation.requested(dg.Definitions(assets=[changed]))
+    assert not automation.requested()
 
 
 def test_processing_and_views_on_s3(instance, s3_env, pg_dsn):

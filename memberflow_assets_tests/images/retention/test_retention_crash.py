@@ -19,8 +19,7 @@ from memberflow_assets.images.layout import QUARANTINE_PREFIX, hour_key, landing
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.images.retention import expiry
 from memberflow_assets.zones import Zones
-
-from .helpers import deployment_defs
+from memberflow_assets_tests.helpers import deployment_defs
 
 HOURS, PER_HOUR, HOURS_WITH_RUNS = 6, 150, 4  # small: Dagster's SQLite runs cost ~1 s each on a busy disk
 

@@ -17,7 +17,9 @@ MEMBER = "lee_1a2b3"
 
 def observe(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
     """One tick of the observation sensor; records its observation as the sensor daemon does."""
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"sales_db": SalesDatabase.from_settings(Settings.from_env())})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"sales_db": SalesDatabase.from_settings(Settings.from_env())}
+    )
     result = sales_database_observation_sensor(context)
     if isinstance(result, dg.SensorResult):
         for event in result.asset_events:
@@ -100,7 +102,9 @@ def test_the_warehouse_follows_new_data_versions_of_sales_database(instance):
 
 def test_observing_from_the_ui_records_the_same_data_version(memberflow_env, pg_dsn, instance):
     migrated(pg_dsn)
-    result = observe_source([sales_database], instance=instance, resources={"sales_db": SalesDatabase.from_settings(Settings.from_env())})
+    result = observe_source(
+        [sales_database], instance=instance, resources={"sales_db": SalesDatabase.from_settings(Settings.from_env())}
+    )
     assert result.success
     [record] = instance.fetch_observations(dg.AssetKey("sales_database"), limit=1).records
     sensor_result = observe(instance, None)

@@ -29,8 +29,10 @@ def build_defs(settings: Settings) -> dg.Definitions:
                     target=dg.AssetSelection.all() - dg.AssetSelection.assets(sales_demo_data),
                     minimum_interval_seconds=30,
                     default_status=dg.DefaultSensorStatus.RUNNING,
-                    description="Materialises the assets whose automation condition asks for it (today the sales "
-                    "warehouse, after members or the demo data); the demo data has its own sensor, sales_demo_sensor.",
+                    description="Materialises the assets whose automation condition asks for it: the sales warehouse "
+                    "(after members, the demo data or a new observation of sales_database) and image_bi_views "
+                    "(after a processed hour or a purge, or a new view SQL); the demo data has its own sensor, "
+                    "sales_demo_sensor.",
                 ),
             ],
             resources={

@@ -184,6 +184,18 @@ def test_status_of_an_image(api):
         assert client.get(f"/v1/images/{image_id}").status_code == 404  # alice's image is not bob's business
 
 
+def test_other_methods_on_the_upload_path_are_405_with_allow_post(api):
+    with api.client() as client:
+        for method in ("GET", "PUT", "DELETE"):
+            response = client.request(method, "/v1/images")
+            assert response.status_code == 405, (method, response.text)
+            assert response.headers["allow"] == "POST" and response.json()["code"] == "method_not_allowed"
+        assert client.get("/v1/images/0123456789abcdef0123456789abcdef").status_code == 404  # a status, not the path
+        assert client.get("/v1/images/").status_code == 404
+    with api.client(None) as client:
+        assert client.get("/v1/images").status_code == 405  # the path's methods are no secret
+
+
 def test_purged_image_reports_purged_and_can_be_uploaded_again(api):
     data = small_image("PNG", 5)
     with api.client() as client:

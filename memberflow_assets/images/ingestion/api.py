@@ -40,6 +40,7 @@ from memberflow_assets.images.ingestion.landing import GroupLander, open_lander
 from memberflow_assets.images.ingestion.upload_endpoint import (
     INTERNAL_ERROR,
     REGISTRY_UNAVAILABLE,
+    STORAGE_UNAVAILABLE,
     UPLOAD_PATH,
     BodyLimits,
     Receive,
@@ -308,7 +309,7 @@ def create_app(
             await in_thread(app.state.lander.check_health)
         except Exception as error:
             log.error("health check failed: %s: %s", type(error).__name__, error)
-            reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else "the image storage is unavailable"
+            reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else STORAGE_UNAVAILABLE
             raise RequestRefused(503, "unavailable", reason) from None
         held = app.state.admission.total
         return {"status": "ok", "uploads_in_progress": held.bodies, "upload_bytes_held": held.bytes}

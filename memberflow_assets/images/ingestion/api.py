@@ -1,6 +1,7 @@
 """The image upload API (FastAPI, served by uvicorn: `memberflow api`). No Dagster.
 
-    POST /v1/images          the image as the body (raw bytes, or a multipart form with one file part)
+    POST /v1/images          the image as the body (raw bytes, or a multipart form with one file part);
+                             any other method there is 405 with `Allow: POST`
     GET  /v1/images/{id}     its registry status: landed / processed / rejected / purged
     GET  /healthz            the database and the zones answer; uploads in progress and the bytes they hold
     GET  /openapi.json, /docs, /redoc (their assets served from the installed fastapi-offline: no CDN)
@@ -39,6 +40,7 @@ from memberflow_assets.images.ingestion.landing import GroupLander, open_lander
 from memberflow_assets.images.ingestion.upload_endpoint import (
     INTERNAL_ERROR,
     REGISTRY_UNAVAILABLE,
+    STORAGE_UNAVAILABLE,
     UPLOAD_PATH,
     BodyLimits,
     Receive,
@@ -46,6 +48,7 @@ from memberflow_assets.images.ingestion.upload_endpoint import (
     Scope,
     Send,
     UploadEndpoint,
+    answer,
     authorised_client,
     error_answer,
 )
@@ -206,8 +209,12 @@ class ImageApi:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and _route_path(scope) == UPLOAD_PATH:
-            await self.app.state.uploads(scope, receive, send)
+        if scope["type"] == "http" and _route_path(scope) == UPLOAD_PATH:
+            if scope["method"] == "POST":
+                await self.app.state.uploads(scope, receive, send)
+            else:  # the path exists, for uploads only
+                detail = f"{scope['method']} is not allowed on {UPLOAD_PATH}: upload with POST"
+                await answer(send, 405, {"code": "method_not_allowed", "detail": detail}, {"Allow": "POST"})
         else:
             await self.app(scope, receive, send)
 
@@ -306,7 +313,7 @@ def create_app(
             await in_thread(app.state.lander.check_health)
         except Exception as error:
             log.error("health check failed: %s: %s", type(error).__name__, error)
-            reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else "the image storage is unavailable"
+            reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else STORAGE_UNAVAILABLE
             raise RequestRefused(503, "unavailable", reason) from None
         held = app.state.admission.total
         return {"status": "ok", "uploads_in_progress": held.bodies, "upload_bytes_held": held.bytes}

@@ -230,7 +230,7 @@ class Lander:
         try:
             claimed = self._claim([prepared for _, prepared in attempts.values()])
             registered = self.lookup_many([image_id for image_id in attempts if image_id not in claimed])
-            staged: list[Staged] = []  # new landings whose files are written already: only renamed
+            staged: list[Prepared] = []  # new landings whose files are written already: only renamed
             to_write: list[Prepared] = []  # new landings to write, and interrupted ones to finish
             for image_id, (index, prepared) in attempts.items():
                 row = registered.get(image_id)
@@ -238,7 +238,7 @@ class Lander:
                     if prepared.staged is None:
                         to_write.append(prepared)
                     else:
-                        staged.append(prepared.staged)
+                        staged.append(prepared)
                     results[index] = _landed(prepared.sidecar, "landed", duplicate=False)
                     continue
                 unused.append(prepared.staged)
@@ -252,8 +252,10 @@ class Lander:
                 if to_write:
                     files = [prepared.files() for prepared in to_write]
                     self.zones.write_all([pair[0] for pair in files] + [pair[1] for pair in files], fsync=self.fsync)
-                self.zones.publish(staged, fsync=self.fsync)  # a sidecar never before its image, in both
+                # a sidecar never before its image, in both
+                self.zones.publish([prepared.staged for prepared in staged], fsync=self.fsync)
             except BaseException:
+                self._withdraw(to_write + staged)
                 self._release(claimed, [prepared for _, prepared in attempts.values()])
                 raise
         except BaseException:
@@ -318,6 +320,15 @@ class Lander:
                 # only arbitrates image_id); now that it is committed, the statement's own checks see it.
                 cursor.execute(self._claim_sql, columns)
             return dict(cursor.fetchall())
+
+    def _withdraw(self, placed: list[Prepared]) -> None:
+        """Remove what a failed write may have put in place (renamed, but perhaps not durable: the folder
+        fsync failed), sidecars first, so that no reader sees an image the registry is about to forget."""
+        for relpath in [p.sidecar.relpath for p in placed] + [p.sidecar.image_relpath for p in placed]:
+            try:
+                self.zones.delete(relpath)
+            except OSError:
+                log.exception("could not remove %s after a failed landing", relpath)
 
     def _release(self, claimed: dict[str, bool], attempts: list[Prepared]) -> None:
         """Undo the claims of a landing whose files could not be written."""

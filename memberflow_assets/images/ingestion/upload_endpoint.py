@@ -46,6 +46,7 @@ MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries, part headers and small field
 FILE_FIELDS = ("file", "image")
 MAX_MULTIPART_PARTS = 16  # the image and a few form fields
 REGISTRY_UNAVAILABLE = "the image registry is unavailable"
+STORAGE_UNAVAILABLE = "the image storage is unavailable"
 INTERNAL_ERROR = {"code": "internal", "detail": "internal error; it has been logged"}
 VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
 BODY_RESERVE_STEP = 1 << 20  # memory reserved at a time for a body of undeclared length
@@ -255,6 +256,9 @@ def error_answer(error: Exception) -> tuple[int, dict, dict[str, str] | None]:
     if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
         log.error("registry unavailable: %s", error)
         return 503, {"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, None
+    if isinstance(error, OSError):  # the files could not be written or made durable: nothing was landed
+        log.error("image storage failed: %s", error)
+        return 503, {"code": "unavailable", "detail": STORAGE_UNAVAILABLE}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     log.error("upload failed", exc_info=error)
     return 500, INTERNAL_ERROR, None
 

@@ -1,6 +1,7 @@
 """The upload API served by a real uvicorn on loopback, against the embedded PostgreSQL and real zones."""
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -19,11 +20,12 @@ import psycopg2
 import pytest
 import uvicorn
 
+from memberflow_assets import zones as zones_module
 from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.api import create_app
 from memberflow_assets.images.ingestion.api_keys import append_key_line, mint_key
 from memberflow_assets.images.ingestion.config import IngestSettings
-from memberflow_assets.images.ingestion.landing import GroupLander, Upload
+from memberflow_assets.images.ingestion.landing import GroupLander, Upload, image_id_for
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
@@ -187,6 +189,18 @@ def test_status_of_an_image(api):
         assert client.get("/v1/images/0123456789abcdef0123456789abcdef").status_code == 404
     with api.client("bob") as client:
         assert client.get(f"/v1/images/{image_id}").status_code == 404  # alice's image is not bob's business
+
+
+def test_other_methods_on_the_upload_path_are_405_with_allow_post(api):
+    with api.client() as client:
+        for method in ("GET", "PUT", "DELETE"):
+            response = client.request(method, "/v1/images")
+            assert response.status_code == 405, (method, response.text)
+            assert response.headers["allow"] == "POST" and response.json()["code"] == "method_not_allowed"
+        assert client.get("/v1/images/0123456789abcdef0123456789abcdef").status_code == 404  # a status, not the path
+        assert client.get("/v1/images/").status_code == 404
+    with api.client(None) as client:
+        assert client.get("/v1/images").status_code == 405  # the path's methods are no secret
 
 
 def test_purged_image_reports_purged_and_can_be_uploaded_again(api):
@@ -500,6 +514,32 @@ def test_concurrent_copies_of_the_same_bytes_land_once_and_leave_no_staged_files
     image_id = responses[0].json()["image_id"]
     assert len([p for p in api.landed() if p.stem == image_id]) == 2  # the image and its sidecar, once
     assert staged_leftovers(api) == []
+
+
+def test_a_failed_folder_fsync_after_the_renames_is_503_and_lands_nothing(api, monkeypatch):
+    """The renames are done but not known to be durable: no 201, nothing visible, the registry forgets
+    the claim, and a retry lands the image as new."""
+    fsync_paths = zones_module._fsync_paths
+
+    def folders_fail(paths):
+        if os.path.isdir(paths[0]):
+            raise OSError(errno.EIO, "Input/output error")
+        fsync_paths(paths)
+
+    data = unique_jpeg(jpeg_of_about(30_000, seed=6), 78)
+    image_id = image_id_for("alice", hashlib.sha256(data).hexdigest())
+    monkeypatch.setattr(zones_module, "_fsync_paths", folders_fail)
+    with api.client() as client:
+        failed = client.post("/v1/images", content=data)
+        assert failed.status_code == 503, failed.text
+        assert failed.json() == {"code": "unavailable", "detail": "the image storage is unavailable"}
+        assert failed.headers["retry-after"] == "5"
+        assert [p for p in api.landed() if p.stem == image_id] == [] and staged_leftovers(api) == []
+        assert client.get(f"/v1/images/{image_id}").status_code == 404
+        monkeypatch.setattr(zones_module, "_fsync_paths", fsync_paths)
+        retried = client.post("/v1/images", content=data)
+    assert retried.status_code == 201 and retried.json()["duplicate"] is False
+    assert len([p for p in api.landed() if p.stem == image_id]) == 2
 
 
 # -- S3 ----------------------------------------------------------------------------------------------

@@ -26,22 +26,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import ExifTags, Image
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from memberflow_assets.images.layout import Sidecar, hour_key, hour_start  # noqa: E402
+from memberflow_assets.images.layout import hour_key, hour_start  # noqa: E402
 from memberflow_assets.images.processing import bi, hour_partition, one_image  # noqa: E402
 from memberflow_assets.images.retention import expiry  # noqa: E402
 from memberflow_assets.warehouse import versions  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
+from memberflow_testkit.images import exif_with_gps, land_files, unique_jpeg  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 WIDTH, HEIGHT = 1600, 1200
@@ -62,19 +62,11 @@ def photo(seed: int) -> Image.Image:
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
 
 
-def gps_exif() -> bytes:
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = 6
-    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
-    gps[ExifTags.GPS.GPSLatitudeRef], gps[ExifTags.GPS.GPSLatitude] = "N", (1.0, 17.0, 30.0)
-    return exif.tobytes()
-
-
 def _encode_base(seed: int) -> list[bytes]:
     image = photo(seed)
     plain, located = io.BytesIO(), io.BytesIO()
     image.save(plain, "JPEG", quality=88)
-    image.save(located, "JPEG", quality=88, exif=gps_exif())
+    image.save(located, "JPEG", quality=88, exif=exif_with_gps(orientation=6).tobytes())
     return [plain.getvalue(), located.getvalue()]
 
 
@@ -91,26 +83,8 @@ def jpeg_corpus(count: int) -> list[bytes]:
     corpus = []
     for number in range(count):
         base = bases[(number * 2 + (number % 4 == 0)) % len(bases)]  # every 4th one has GPS + rotation
-        comment = f"memberflow bench image {number}".encode()
-        corpus.append(base[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + base[2:])
+        corpus.append(unique_jpeg(base, number))
     return corpus
-
-
-def land(zones: Zones, data: bytes, received_at: datetime, image_id: str | None = None) -> Sidecar:
-    sidecar = Sidecar(
-        image_id=image_id or uuid.uuid4().hex,
-        source="api",
-        client="bench",
-        received_at=received_at.isoformat(),
-        sha256=one_image.sha256_hex(data),
-        size_bytes=len(data),
-        content_type="image/jpeg",
-        format="JPEG",
-        ext="jpg",
-    )
-    zones.write_bytes(sidecar.image_relpath, data)
-    zones.write_bytes(sidecar.relpath, sidecar.to_json())
-    return sidecar
 
 
 # -- 1. processing vs the ceiling -------------------------------------------------------------------
@@ -142,7 +116,7 @@ def bench_processing(count: int, workers: int) -> dict:
         moment = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
         key = hour_key(moment)
         for number, data in enumerate(corpus):
-            land(zones, data, moment + timedelta(milliseconds=number))
+            land_files(zones, data, moment + timedelta(milliseconds=number), client="bench")
         image_paths = sorted(
             zones.path(info.relpath)
             for info in zones.list_files("landing/images/2026/11/20/09")

@@ -1,12 +1,28 @@
-"""Image bytes for tests and benchmarks: real encodings made with Pillow, and broken ones."""
+"""Image bytes for tests and benchmarks: real encodings made with Pillow, and broken ones; and landing them
+as the ingestion contract says (image bytes, then the sidecar)."""
 
 import io
 import struct
+import uuid
 import zlib
+from datetime import datetime
 from functools import cache
 
 import numpy as np
 from PIL import ExifTags, Image
+
+from memberflow_assets.images.layout import Sidecar
+from memberflow_assets.images.processing.one_image import sha256_hex
+from memberflow_assets.zones import Zones
+
+FORMAT_INFO = {  # Pillow format -> (content type, extension), as the ingestion API records them
+    "JPEG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+    "TIFF": ("image/tiff", "tif"),
+    "BMP": ("image/bmp", "bmp"),
+}
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
@@ -124,3 +140,33 @@ def jpeg_with_empty_segments(jpeg: bytes, count: int) -> bytes:
     """`jpeg` with `count` empty APP1 segments (4 bytes each) after SOI: a valid structure, and one that
     Pillow's header parser walks segment by segment in Python (~12 µs each)."""
     return jpeg[:2] + b"\xff\xe1\x00\x02" * count + jpeg[2:]
+
+
+def land_files(
+    zones: Zones,
+    data: bytes,
+    received_at: datetime,
+    *,
+    client: str,
+    fmt: str = "JPEG",
+    image_id: str | None = None,
+    source: str = "api",
+    with_sidecar: bool = True,
+) -> Sidecar:
+    """Land one image's files in landing/: its bytes, then (unless `with_sidecar` is false) its sidecar."""
+    content_type, ext = FORMAT_INFO[fmt]
+    sidecar = Sidecar(
+        image_id=image_id or uuid.uuid4().hex,
+        source=source,
+        client=client,
+        received_at=received_at.isoformat(),
+        sha256=sha256_hex(data),
+        size_bytes=len(data),
+        content_type=content_type,
+        format=fmt,
+        ext=ext,
+    )
+    zones.write_bytes(sidecar.image_relpath, data)
+    if with_sidecar:
+        zones.write_bytes(sidecar.relpath, sidecar.to_json())
+    return sidecar

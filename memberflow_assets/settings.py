@@ -8,20 +8,12 @@ command can set them first; everything else is handed the Settings (or values fr
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from memberflow_assets.images.ingestion.config import (
-    DEFAULT_GROUP,
-    DEFAULT_MAX_BODY_MEMORY,
-    DEFAULT_MAX_UPLOAD_BYTES,
-    DEFAULT_TOPIC,
-    IngestSettings,
-)
-from memberflow_assets.images.layout import MAX_PIXELS
+from memberflow_assets.images.ingestion.config import IngestSettings, parse_kafka_config
 
 
 def _env(name: str) -> str | None:
@@ -60,11 +52,7 @@ def _interval(name: str, default: float) -> float:
     return max(float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2] or "s"], 0.1)
 
 
-def _json_object(name: str) -> dict:
-    value = json.loads(_env(name) or "{}")
-    if not isinstance(value, dict):
-        raise ValueError(f'{name} must be a JSON object of librdkafka settings, e.g. {{"security.protocol": "SSL"}}')
-    return value
+KAFKA_CONFIG_ENV = "MEMBERFLOW_KAFKA_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -125,24 +113,26 @@ class Settings:
 
 
 def _ingest_from_env(data_dir: Path) -> IngestSettings:
-    """The upload API's and the Kafka consumer's variables (docs/images_ingestion.md, "Configuration")."""
+    """The upload API's and the Kafka consumer's variables (docs/images_ingestion.md, "Configuration");
+    unset ones keep IngestSettings' defaults."""
+    default = IngestSettings()
     return IngestSettings(
-        api_keys=_env("MEMBERFLOW_API_KEYS") or "",
+        api_keys=_env("MEMBERFLOW_API_KEYS") or default.api_keys,
         api_keys_file=Path(_env("MEMBERFLOW_API_KEYS_FILE") or data_dir / "api_keys.txt"),
-        max_upload_bytes=_int("MEMBERFLOW_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
-        max_pixels=_int("MEMBERFLOW_MAX_IMAGE_PIXELS", MAX_PIXELS),
-        durable=_flag("MEMBERFLOW_INGEST_DURABLE", True),
-        api_host=_env("MEMBERFLOW_API_HOST") or "127.0.0.1",
-        api_port=_int("MEMBERFLOW_API_PORT", 8000),
-        api_body_timeout_seconds=_float("MEMBERFLOW_API_BODY_TIMEOUT_SECONDS", 30),
-        api_body_deadline_seconds=_float("MEMBERFLOW_API_BODY_DEADLINE_SECONDS", 300),
-        api_max_bodies=_int("MEMBERFLOW_API_MAX_BODIES", 128),
-        api_max_body_memory_bytes=_int("MEMBERFLOW_API_MAX_BODY_MEMORY_BYTES", DEFAULT_MAX_BODY_MEMORY),
-        kafka_topic=_env("MEMBERFLOW_KAFKA_TOPIC") or DEFAULT_TOPIC,
-        kafka_group=_env("MEMBERFLOW_KAFKA_GROUP") or DEFAULT_GROUP,
+        max_upload_bytes=_int("MEMBERFLOW_MAX_UPLOAD_BYTES", default.max_upload_bytes),
+        max_pixels=_int("MEMBERFLOW_MAX_IMAGE_PIXELS", default.max_pixels),
+        durable=_flag("MEMBERFLOW_INGEST_DURABLE", default.durable),
+        api_host=_env("MEMBERFLOW_API_HOST") or default.api_host,
+        api_port=_int("MEMBERFLOW_API_PORT", default.api_port),
+        api_body_timeout_seconds=_float("MEMBERFLOW_API_BODY_TIMEOUT_SECONDS", default.api_body_timeout_seconds),
+        api_body_deadline_seconds=_float("MEMBERFLOW_API_BODY_DEADLINE_SECONDS", default.api_body_deadline_seconds),
+        api_max_bodies=_int("MEMBERFLOW_API_MAX_BODIES", default.api_max_bodies),
+        api_max_body_memory_bytes=_int("MEMBERFLOW_API_MAX_BODY_MEMORY_BYTES", default.api_max_body_memory_bytes),
+        kafka_topic=_env("MEMBERFLOW_KAFKA_TOPIC") or default.kafka_topic,
+        kafka_group=_env("MEMBERFLOW_KAFKA_GROUP") or default.kafka_group,
         kafka_dlq_topic=_env("MEMBERFLOW_KAFKA_DLQ_TOPIC"),
-        kafka_batch_max_messages=_int("MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES", 2000),
-        kafka_config=_json_object("MEMBERFLOW_KAFKA_CONFIG"),
+        kafka_batch_max_messages=_int("MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES", default.kafka_batch_max_messages),
+        kafka_config=parse_kafka_config(_env(KAFKA_CONFIG_ENV), KAFKA_CONFIG_ENV),
     )
 
 

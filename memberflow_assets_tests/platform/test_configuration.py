@@ -30,6 +30,9 @@ PRODUCTION = {
     "MEMBERFLOW_KAFKA_GROUP": "memberflow-prod",
     "MEMBERFLOW_KAFKA_DLQ_TOPIC": "uploads.dead",
     "MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES": "500",
+    "MEMBERFLOW_KAFKA_CONFIG": f'{{"security.protocol": "SASL_SSL", "sasl.password": "{PASSWORD}"}}',
+    "MEMBERFLOW_MAX_UPLOAD_BYTES": "1000000",
+    "MEMBERFLOW_INGEST_DURABLE": "0",
 }
 
 
@@ -71,6 +74,10 @@ def test_the_ui_shows_each_resources_configuration_and_the_dsn_as_its_variable(c
         "group": "memberflow-prod",
         "dead_letter_topic": "uploads.dead",
         "max_messages_per_partition": 500,
+        "max_message_bytes": 1_000_000,
+        "max_pixels": 100_000_000,
+        "durable": False,
+        "client_config": "env:MEMBERFLOW_KAFKA_CONFIG",  # it may hold credentials: shown as its variable
     }
     assert PASSWORD not in everything and "db.internal" not in everything
 
@@ -82,7 +89,8 @@ def test_on_embedded_defaults_the_ui_shows_the_local_folders(clean_env, tmp_path
     assert shown["sales_db"] == {"dsn": None, "embedded_pg_dir": str(tmp_path / ".pg")}  # the embedded server
     assert shown["warehouse"] == {"path": str(tmp_path / "warehouse.duckdb")}
     assert shown["kafka_images"] == {"topic": "images.uploads", "group": "memberflow-images",
-                                     "max_messages_per_partition": 2000}  # fmt: skip
+                                     "max_messages_per_partition": 2000, "max_message_bytes": 20 * 1024 * 1024,
+                                     "max_pixels": 100_000_000, "durable": True}  # fmt: skip
 
 
 def test_sensor_intervals_come_from_the_settings_the_definitions_were_built_with(clean_env):

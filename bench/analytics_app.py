@@ -38,12 +38,12 @@ import sales as sales_bench  # noqa: E402
 
 from memberflow_assets.postgres import apply_migrations, ensure_database, with_database  # noqa: E402
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales  # noqa: E402
+from memberflow_assets.testing.browser import chromium, wait_for_charts  # noqa: E402
+from memberflow_assets.testing.network import free_port  # noqa: E402
 from memberflow_assets.warehouse.analyst import CHART_QUERIES, AnalystWarehouse  # noqa: E402
 from memberflow_assets.warehouse.charts import CHARTS, TITLES  # noqa: E402
 from memberflow_assets.warehouse.refresh import refresh_warehouse  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
-from memberflow_testkit.browser import chromium, wait_for_charts  # noqa: E402
-from memberflow_testkit.network import free_port  # noqa: E402
 
 OUT = BENCH / "out" / "analytics"
 TARGET_SECONDS = 3.0

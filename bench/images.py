@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 from memberflow_assets.images.layout import hour_key, hour_start  # noqa: E402
 from memberflow_assets.images.processing import bi, hour_partition, one_image  # noqa: E402
 from memberflow_assets.images.retention import expiry  # noqa: E402
+from memberflow_assets.testing.images import exif_with_gps, land_files, unique_jpeg  # noqa: E402
 from memberflow_assets.warehouse import versions  # noqa: E402
 from memberflow_assets.zones import Zones  # noqa: E402
-from memberflow_testkit.images import exif_with_gps, land_files, unique_jpeg  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 WIDTH, HEIGHT = 1600, 1200

@@ -45,8 +45,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from memberflow_testkit.images import jpeg_of_about, unique_jpeg  # noqa: E402
-from memberflow_testkit.network import free_port  # noqa: E402
+from memberflow_assets.testing.images import jpeg_of_about, unique_jpeg  # noqa: E402
+from memberflow_assets.testing.network import free_port  # noqa: E402
 
 IMAGE_BYTES = 200_000
 
@@ -404,7 +404,7 @@ def stall(port: int, key: str, declared: int, sent: int) -> socket.socket | None
 
 def bench_abuse(new_database, work: Path) -> None:
     from memberflow_assets.images.ingestion.api_keys import mint_key
-    from memberflow_testkit.images import jpeg_with_empty_segments
+    from memberflow_assets.testing.images import jpeg_with_empty_segments
 
     keys = {name: mint_key(name) for name in ["normal", "abuser", *(f"staller{n}" for n in range(30))]}
     port = free_port()

@@ -16,8 +16,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.postgres import apply_migrations, ensure_database, start_embedded_server, with_database
 from memberflow_assets.settings import Settings
+from memberflow_assets.testing.network import free_port
 from memberflow_assets.zones import Zones
-from memberflow_testkit.network import free_port
 
 from .helpers import restore_stop_signals
 

@@ -28,10 +28,10 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.layout import hour_key, hour_start
 from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.settings import REPO_ROOT
+from memberflow_assets.testing.images import jpeg
 from memberflow_assets.warehouse import versions
 from memberflow_assets_tests.helpers import HEADER, land, run_batch
 from memberflow_assets_tests.images.helpers import land_image
-from memberflow_testkit.images import jpeg
 
 # Markdown passes `<word ...>` through as an HTML tag, which the UI drops ("members/successful/.parquet").
 # Inside a code span it is shown literally.

@@ -14,10 +14,10 @@ import pyarrow as pa
 from memberflow_assets.images.layout import hour_key
 from memberflow_assets.images.processing import hour_partition
 from memberflow_assets.postgres import apply_migrations
+from memberflow_assets.testing.images import encode, jpeg, picture
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.images.helpers import land_image
-from memberflow_testkit.images import encode, jpeg, picture
 
 from .sales_data import add_item, add_transaction
 

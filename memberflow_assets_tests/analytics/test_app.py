@@ -21,12 +21,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
 from memberflow_assets.settings import REPO_ROOT, Settings
-from memberflow_assets.warehouse.charts import TITLES
-from memberflow_assets.warehouse.refresh import refresh_warehouse
-from memberflow_assets_tests.helpers import children_of, start_beside_dagster, wait_until
-from memberflow_assets_tests.sales_data import add_transaction
-from memberflow_assets_tests.warehouse_data import KNOWN, build_known_warehouse
-from memberflow_testkit.browser import (
+from memberflow_assets.testing.browser import (
     CHROMEDRIVER,
     CHROMIUM,
     charts,
@@ -36,8 +31,13 @@ from memberflow_testkit.browser import (
     page_text,
     requested_urls,
 )
-from memberflow_testkit.browser import wait_for_charts as wait_for
-from memberflow_testkit.network import free_port
+from memberflow_assets.testing.browser import wait_for_charts as wait_for
+from memberflow_assets.testing.network import free_port
+from memberflow_assets.warehouse.charts import TITLES
+from memberflow_assets.warehouse.refresh import refresh_warehouse
+from memberflow_assets_tests.helpers import children_of, start_beside_dagster, wait_until
+from memberflow_assets_tests.sales_data import add_transaction
+from memberflow_assets_tests.warehouse_data import KNOWN, build_known_warehouse
 
 needs_chromium = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),

@@ -10,8 +10,8 @@ import pytest
 
 from memberflow_assets.cli.platform import prepare_environment
 from memberflow_assets.settings import REPO_ROOT, Settings
+from memberflow_assets.testing.network import free_port
 from memberflow_assets_tests.helpers import wait_until
-from memberflow_testkit.network import free_port
 
 
 @pytest.fixture

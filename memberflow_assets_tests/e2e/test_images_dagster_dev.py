@@ -8,11 +8,11 @@ import pytest
 
 from memberflow_assets.images.layout import hour_key
 from memberflow_assets.images.processing.hour_partition import POOL_THRESHOLD
+from memberflow_assets.testing.images import jpeg
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.e2e.graphql import PARTITION_STATS, graphql
 from memberflow_assets_tests.helpers import wait_until
 from memberflow_assets_tests.images.helpers import land_image, registry_rows
-from memberflow_testkit.images import jpeg
 
 pytestmark = pytest.mark.e2e
 

@@ -5,11 +5,11 @@ from collections import Counter
 
 import pytest
 
+from memberflow_assets.testing.images import small_image
 from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.e2e.graphql import graphql
 from memberflow_assets_tests.helpers import wait_until
 from memberflow_assets_tests.images.ingestion.kafka_messages import Sent, produce, sidecars
-from memberflow_testkit.images import small_image
 
 pytestmark = pytest.mark.e2e
 

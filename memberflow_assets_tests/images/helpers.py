@@ -9,8 +9,8 @@ from datetime import datetime
 import psycopg2
 
 from memberflow_assets.images.layout import Sidecar, hour_key
+from memberflow_assets.testing.images import land_files
 from memberflow_assets.zones import Zones
-from memberflow_testkit.images import land_files
 
 CLIENT = "shop-frontend-7f3a"  # must never show up in Dagster metadata, BI views or the audit
 

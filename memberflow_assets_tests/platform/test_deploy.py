@@ -33,9 +33,9 @@ from packaging.requirements import Requirement
 
 from memberflow_assets import postgres
 from memberflow_assets.settings import REPO_ROOT, SQL_DIR
+from memberflow_assets.testing.network import free_port
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import HEADER, land, wait_until
-from memberflow_testkit.network import free_port
 
 DEPLOY = REPO_ROOT / "deploy"
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())

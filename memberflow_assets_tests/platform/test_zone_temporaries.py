@@ -18,8 +18,8 @@ from memberflow_assets import cli, postgres
 from memberflow_assets.images.ingestion.landing import open_lander
 from memberflow_assets.images.retention import expiry
 from memberflow_assets.settings import Settings
+from memberflow_assets.testing.images import jpeg_of_about, small_image, unique_jpeg
 from memberflow_assets.zones import TEMPORARY_DIR, TEMPORARY_SAFE_AGE, Zones
-from memberflow_testkit.images import jpeg_of_about, small_image, unique_jpeg
 
 KILLED_BEFORE_RENAME = """
 import os, signal, sys

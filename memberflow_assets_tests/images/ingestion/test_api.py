@@ -28,16 +28,16 @@ from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.landing import GroupLander, Upload, image_id_for
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.settings import Settings
-from memberflow_assets.zones import Zones
-from memberflow_assets_tests.helpers import wait_until
-from memberflow_assets_tests.sales_data import migrated
-from memberflow_testkit.images import (
+from memberflow_assets.testing.images import (
     jpeg_of_about,
     jpeg_with_empty_segments,
     png_claiming,
     small_image,
     unique_jpeg,
 )
+from memberflow_assets.zones import Zones
+from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.sales_data import migrated
 
 MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
 

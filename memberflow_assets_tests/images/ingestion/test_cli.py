@@ -11,11 +11,11 @@ import httpx
 
 from memberflow_assets.cli import main
 from memberflow_assets.images.ingestion.api_keys import hash_key
+from memberflow_assets.testing.images import small_image
+from memberflow_assets.testing.network import free_port
 from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.helpers import children_of, start_beside_dagster, wait_until
 from memberflow_assets_tests.images.ingestion.kafka_messages import sidecars
-from memberflow_testkit.images import small_image
-from memberflow_testkit.network import free_port
 
 BESIDE = "memberflow_assets.cli.image_ingestion"
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from memberflow_assets.images.ingestion import content
 from memberflow_assets.images.ingestion.content import ImageRejected, inspect_image, sniff_format
-from memberflow_testkit.images import (
+from memberflow_assets.testing.images import (
     encode,
     jpeg_of_about,
     jpeg_with_empty_segments,

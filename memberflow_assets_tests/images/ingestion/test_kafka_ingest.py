@@ -22,6 +22,7 @@ from memberflow_assets.images.ingestion.kafka_ingest import (
     plan_ranges,
 )
 from memberflow_assets.settings import Settings
+from memberflow_assets.testing.images import jpeg_of_about, png_claiming, small_image, unique_jpeg
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.conftest import create_topic
 from memberflow_assets_tests.helpers import deployment_defs, wait_until
@@ -32,7 +33,6 @@ from memberflow_assets_tests.images.ingestion.kafka_messages import (
     produce,
     sidecars,
 )
-from memberflow_testkit.images import jpeg_of_about, png_claiming, small_image, unique_jpeg
 
 
 def good_and_bad_messages() -> list[Sent]:

@@ -13,9 +13,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from memberflow_assets.cli import main
 from memberflow_assets.images.ingestion.kafka_ingest import HEADER_SOURCE
 from memberflow_assets.settings import Settings
+from memberflow_assets.testing.images import small_image
 from memberflow_assets_tests.helpers import deployment_defs, wait_until
 from memberflow_assets_tests.images.ingestion.kafka_messages import committed_offsets, evaluate_sensor, sidecars
-from memberflow_testkit.images import small_image
 
 MESSAGES = 10
 

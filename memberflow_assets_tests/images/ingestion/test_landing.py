@@ -17,8 +17,8 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.content import ImageRejected
 from memberflow_assets.images.ingestion.landing import Lander, Upload, image_id_for
 from memberflow_assets.postgres import ConnectionPool
+from memberflow_assets.testing.images import jpeg_of_about, small_image, unique_jpeg
 from memberflow_assets.zones import Zones
-from memberflow_testkit.images import jpeg_of_about, small_image, unique_jpeg
 
 
 @pytest.fixture

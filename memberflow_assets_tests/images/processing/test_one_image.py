@@ -10,8 +10,15 @@ from PIL import ExifTags, Image
 
 from memberflow_assets.images.layout import Sidecar
 from memberflow_assets.images.processing import one_image
+from memberflow_assets.testing.images import (
+    encode,
+    exif_with_gps,
+    jpeg,
+    jpeg_with_cut_scan,
+    jpeg_with_garbage_scan,
+    picture,
+)
 from memberflow_assets_tests.images.helpers import CLIENT
-from memberflow_testkit.images import encode, exif_with_gps, jpeg, jpeg_with_cut_scan, jpeg_with_garbage_scan, picture
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 

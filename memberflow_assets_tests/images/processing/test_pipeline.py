@@ -15,12 +15,12 @@ from memberflow_assets.definitions import defs
 from memberflow_assets.images.layout import hour_key, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition, sensors
 from memberflow_assets.settings import Settings, read_sql
+from memberflow_assets.testing.images import encode, exif_with_gps, jpeg, jpeg_with_garbage_scan, picture
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import check_results, deployment_defs, materialized_metadata, run_partition
 from memberflow_assets_tests.images.helpers import CLIENT, land_image, registry_rows
-from memberflow_testkit.images import encode, exif_with_gps, jpeg, jpeg_with_garbage_scan, picture
 
 # The hour the tests land images in, and the sensor's clock at every tick (`tick` pins it): two and a half
 # hours later, so HOUR_START has ended and is inside the sensor's scan window whenever the suite runs (with

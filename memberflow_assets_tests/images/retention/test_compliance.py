@@ -17,11 +17,11 @@ from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.images.retention import compliance
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings, read_sql
+from memberflow_assets.testing.images import jpeg
 from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import deployment_defs
 from memberflow_assets_tests.images.helpers import CLIENT, land_image
-from memberflow_testkit.images import jpeg
 
 STORES = ("landing", "processed", "metadata", "quarantine", "registry", "dagster", "warehouse")
 

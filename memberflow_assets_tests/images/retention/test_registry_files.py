@@ -13,9 +13,9 @@ from memberflow_assets.images import registry
 from memberflow_assets.images.ingestion.landing import Lander
 from memberflow_assets.images.retention import expiry
 from memberflow_assets.postgres import ConnectionPool
+from memberflow_assets.testing.images import jpeg, small_image
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.images.helpers import land_image
-from memberflow_testkit.images import jpeg, small_image
 
 
 def database_files(dsn: str) -> dict[str, bytes]:

@@ -21,11 +21,11 @@ from memberflow_assets.images.retention import expiry, lifecycle
 from memberflow_assets.images.retention.jobs import image_retention_schedule
 from memberflow_assets.postgres import apply_migrations
 from memberflow_assets.settings import Settings
+from memberflow_assets.testing.images import jpeg
 from memberflow_assets.warehouse import versions
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import deployment_defs
 from memberflow_assets_tests.images.helpers import CLIENT, land_image
-from memberflow_testkit.images import jpeg
 
 HOUR = timedelta(hours=1)
 WEEK = timedelta(days=7)

@@ -1,2 +1,0 @@
-"""What the tests (memberflow_assets_tests/) and the benchmarks (bench/) share: synthetic images and a
-headless browser with the network closed. Plain code, no pytest: a benchmark imports it as it is."""

@@ -342,9 +342,14 @@ def _take_migration_lock(cursor, dsn: str, wait_seconds: float) -> None:
 
 
 def _lock_timeout_error(dsn: str, what: str, waited_seconds: float) -> MigrationError:
-    """The error for a lock wait that ran out, naming the sessions that hold locks now."""
+    return MigrationError(lock_wait_message(dsn, what, waited_seconds, "then run `memberflow migrate` again."))
+
+
+def lock_wait_message(dsn: str, what: str, waited_seconds: float, then: str) -> str:
+    """What to tell an operator when `what` gave up waiting for a lock: the sessions holding locks now
+    (the likely culprits: a team user's idle transaction, a LOCK TABLE) and what happens `then`."""
     try:
-        connection = connect(dsn, "memberflow-migrate")
+        connection = connect(dsn, "memberflow-lock-report")
         try:
             with connection.cursor() as cursor:
                 cursor.execute(read_sql("postgres/lock_holders.sql"))
@@ -359,10 +364,9 @@ def _lock_timeout_error(dsn: str, what: str, waited_seconds: float) -> Migration
         )
     except psycopg2.Error as error:
         sessions = f"(could not list them: {error})"
-    return MigrationError(
+    return (
         f"{what} waited {waited_seconds:g} s for a lock and gave up; sessions holding locks in this database: "
-        f"{sessions or 'none any more'}. End them (SELECT pg_terminate_backend(pid)) or let them finish, "
-        "then run `memberflow migrate` again."
+        f"{sessions or 'none any more'}. End them (SELECT pg_terminate_backend(pid)) or let them finish, {then}"
     )
 
 

@@ -95,10 +95,22 @@ def last_watermark(connection: duckdb.DuckDBPyConnection) -> datetime | None:
     return connection.execute("SELECT max(watermark) FROM meta.refreshes").fetchall()[0][0]
 
 
+EXTRACT_LOCK_TIMEOUT_SECONDS = 60.0
+
+
+class ExtractLockTimeout(RuntimeError):
+    """The extract gave up waiting for a lock on the sales tables (someone holds one)."""
+
+
 def extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime, dict[str, str]]:
-    """CSV files of every extract (in `folder`) from one consistent snapshot, and the next watermark."""
+    """CSV files of every extract (in `folder`) from one consistent snapshot, and the next watermark.
+
+    A lock on the sales tables (a team user's LOCK TABLE, a long ALTER) is waited for at most
+    EXTRACT_LOCK_TIMEOUT_SECONDS: a refresh then fails naming who holds it, instead of hanging every later one.
+    """
     os.makedirs(folder, exist_ok=True)
-    connection = postgres.connect(pg_dsn, "memberflow-warehouse")
+    lock_timeout = f"-c lock_timeout={EXTRACT_LOCK_TIMEOUT_SECONDS * 1000:.0f}"
+    connection = postgres.connect(pg_dsn, "memberflow-warehouse", options=lock_timeout)
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
@@ -115,6 +127,12 @@ def extract(pg_dsn: str, since: datetime | None, folder: str) -> tuple[datetime,
                 paths[name] = os.path.join(folder, f"{name}.csv")
                 with open(paths[name], "wb") as handle:
                     cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", handle)
+    except psycopg2.errors.LockNotAvailable as error:
+        connection.close()  # before listing the holders: this session's own locks are not the story
+        then = "the published warehouse is unchanged and the next refresh tries again."
+        raise ExtractLockTimeout(
+            postgres.lock_wait_message(pg_dsn, "the warehouse extract", EXTRACT_LOCK_TIMEOUT_SECONDS, then)
+        ) from error
     finally:
         connection.close()
     return watermark, paths

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import date
 from decimal import Decimal
 from uuid import UUID
@@ -17,12 +18,12 @@ import pytest
 from memberflow_assets import cli
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.settings import REPO_ROOT, Settings
-from memberflow_assets.warehouse import checks
+from memberflow_assets.warehouse import checks, refresh
 from memberflow_assets.warehouse.refresh import refresh_warehouse
-from memberflow_assets.warehouse.versions import open_published, publish, versions_folder
+from memberflow_assets.warehouse.versions import current_version, open_published, publish, versions_folder
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import deployment_defs
-from memberflow_assets_tests.sales_data import add_item, add_members, add_transaction, migrated
+from memberflow_assets_tests.sales_data import add_item, add_members, add_transaction, login, migrated, team_user
 
 MEMBERS = ["lee_1a2b3", "tan_00f0f", "ng_abcde"]
 
@@ -62,6 +63,29 @@ def member_keys(dsn: str) -> dict[str, UUID]:
 def rows(path: str, query: str) -> list[tuple]:
     with open_published(path) as connection:
         return connection.execute(query).fetchall()
+
+
+def test_a_sales_user_locking_the_catalogue_makes_a_refresh_fail_soon_naming_them(shop, tmp_path, monkeypatch):
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    published = current_version(path)
+    monkeypatch.setattr(refresh, "EXTRACT_LOCK_TIMEOUT_SECONDS", 0.5)
+    with team_user(shop, "sales", prefix="locking_seller") as user:
+        seller = login(shop, user)
+        try:
+            with seller.cursor() as cursor:  # the sales team may update prices, so it may lock the table
+                cursor.execute("LOCK TABLE sales.items IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(refresh.ExtractLockTimeout) as failure:
+                refresh_warehouse(shop, path, full=True)
+            assert time.monotonic() - started < 10
+            message = str(failure.value)
+            assert "the warehouse extract waited 0.5 s for a lock and gave up" in message
+            assert f"user {user} (idle in transaction" in message and "sales.items" in message
+            assert current_version(path) == published  # readers keep the last good version
+        finally:
+            seller.close()
+        assert refresh_warehouse(shop, path, full=True).items == 3  # the lock has gone
 
 
 def test_a_full_refresh_builds_the_star_schema(shop, tmp_path):

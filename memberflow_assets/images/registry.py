@@ -12,17 +12,20 @@ from psycopg2.extras import execute_values
 
 from memberflow_assets.settings import read_sql
 
-_HOUR_LOCK_NAMESPACE = "memberflow.images.hour"
-
 
 def lock_hour(connection: PgConnection, key: str) -> None:
-    """Wait for, then hold until the transaction ends, the lock of one hourly partition.
+    """Wait for, then hold until the transaction ends, the lock of one hourly partition: its row of
+    images.hour_locks, which no team can read or lock (migration 0063).
 
     Two runs of the same hour (the sensor asks again while one is running) would otherwise both
     rewrite its metadata file, and the one that listed fewer images could finish last.
     """
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (_HOUR_LOCK_NAMESPACE, key))
+    with connection.cursor() as cursor:  # the upsert row-locks the hour's row, new or not
+        cursor.execute(
+            "INSERT INTO images.hour_locks (hour_key) VALUES (%s)"
+            " ON CONFLICT (hour_key) DO UPDATE SET hour_key = EXCLUDED.hour_key",
+            (key,),
+        )
 
 
 def mark_processed(connection: PgConnection, rows: Iterable[dict]) -> tuple[int, list[str]]:

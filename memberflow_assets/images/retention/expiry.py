@@ -230,6 +230,7 @@ def tombstone_hour(connection: PgConnection, purge: HourPurge, retention_run_id:
         )
         purge.registry_rows_purged = cursor.rowcount
         cursor.execute("SELECT images.drop_registry_details_partition(%s)", (purge.hour_key,))
+        cursor.execute("DELETE FROM images.hour_locks WHERE hour_key = %s", (purge.hour_key,))
         cursor.execute(
             read_sql("images/retention_hour_purged.sql"),
             {

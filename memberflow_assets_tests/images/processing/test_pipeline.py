@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from memberflow_assets.definitions import defs
+from memberflow_assets.images import registry
 from memberflow_assets.images.layout import hour_key, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition, sensors
 from memberflow_assets.settings import Settings, read_sql
@@ -21,6 +22,7 @@ from memberflow_assets.warehouse.refresh import refresh_warehouse
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import check_results, deployment_defs, materialized_metadata, run_partition
 from memberflow_assets_tests.images.helpers import CLIENT, land_image, registry_rows
+from memberflow_assets_tests.sales_data import login, team_user
 
 # The hour the tests land images in, and the sensor's clock at every tick (`tick` pins it): two and a half
 # hours later, so HOUR_START has ended and is inside the sensor's scan window whenever the suite runs (with
@@ -188,6 +190,42 @@ def test_a_jpeg_with_garbage_image_data_passes_ingestion_and_is_rejected_by_proc
     assert (row["status"], row["error"], row["thumbnail_bytes"]) == ("rejected", "corrupt", None)
     assert row["error_detail"].startswith("libjpeg: Corrupt JPEG data")
     assert registry_rows(pg_dsn)[damaged.image_id][:2] == ("rejected", "corrupt")
+
+
+def test_runs_of_one_hour_take_turns_on_a_lock_no_team_can_take(instance, zones, pg_dsn):
+    land_image(zones, pg_dsn, jpeg(seed=1), HOUR_START)
+    # As on RDS, where migration 0050 cannot revoke the advisory-lock functions from PUBLIC: a team user
+    # holding the key the hour lock used to be must not stall the hour.
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("GRANT EXECUTE ON FUNCTION pg_advisory_lock(integer, integer) TO PUBLIC")
+    connection.close()
+    with team_user(pg_dsn, "analytics", prefix="hour_squatter") as user:
+        squatter = login(pg_dsn, user)
+        try:
+            squatter.autocommit = True
+            with squatter.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_lock(hashtext('memberflow.images.hour'), hashtext(%s))", (KEY,))
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cursor.execute("SELECT hour_key FROM images.hour_locks FOR UPDATE")
+            assert run_hour(instance, KEY).success
+        finally:
+            squatter.close()
+
+    # a second run of the same hour waits for the first one's transaction
+    first, second = psycopg2.connect(pg_dsn), psycopg2.connect(pg_dsn)
+    try:
+        registry.lock_hour(first, KEY)
+        with second.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            registry.lock_hour(second, KEY)
+        second.rollback()
+        first.commit()
+        registry.lock_hour(second, KEY)  # the first run has finished
+        second.commit()
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_registry_row_that_arrives_late_is_brought_up_to_date_by_the_next_run(instance, zones, pg_dsn):

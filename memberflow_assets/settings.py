@@ -124,6 +124,7 @@ def _ingest_from_env(data_dir: Path) -> IngestSettings:
         durable=_flag("MEMBERFLOW_INGEST_DURABLE", default.durable),
         api_host=_env("MEMBERFLOW_API_HOST") or default.api_host,
         api_port=_int("MEMBERFLOW_API_PORT", default.api_port),
+        api_header_timeout_seconds=_float("MEMBERFLOW_API_HEADER_TIMEOUT_SECONDS", default.api_header_timeout_seconds),
         api_body_timeout_seconds=_float("MEMBERFLOW_API_BODY_TIMEOUT_SECONDS", default.api_body_timeout_seconds),
         api_body_deadline_seconds=_float("MEMBERFLOW_API_BODY_DEADLINE_SECONDS", default.api_body_deadline_seconds),
         api_max_bodies=_int("MEMBERFLOW_API_MAX_BODIES", default.api_max_bodies),

@@ -34,13 +34,28 @@ import pyarrow.parquet as pq
 from memberflow_assets.settings import Settings
 
 
-def _write_new_file(path: str, data: bytes) -> None:
-    """Create `path` with `data`, creating its folder only when missing (one syscall saved per file)."""
+def _make_folders(folder: str) -> list[str]:
+    """Create `folder` and its missing parents; returns the folders whose entries that changed (the new
+    folders' parents), which a durable write must fsync too: else a power failure can lose a new folder
+    (a new hour's) with every file put in it. A folder another writer creates meanwhile is counted by both."""
+    missing = []
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    if missing:
+        os.makedirs(missing[0], exist_ok=True)
+    return [os.path.dirname(created) for created in missing]
+
+
+def _write_new_file(path: str, data: bytes) -> list[str]:
+    """Create `path` with `data`, creating its folder only when missing (one syscall saved per file);
+    returns the folders to fsync for the new ones (`_make_folders`)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    changed: list[str] = []
     try:
         descriptor = os.open(path, flags)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        changed = _make_folders(os.path.dirname(path))
         descriptor = os.open(path, flags)
     try:
         with memoryview(data) as view:
@@ -49,6 +64,7 @@ def _write_new_file(path: str, data: bytes) -> None:
                 written += os.write(descriptor, view[written:])
     finally:
         os.close(descriptor)
+    return changed
 
 
 TEMPORARY_DIR = ".tmp"
@@ -57,14 +73,18 @@ TEMPORARY_DIR = ".tmp"
 TEMPORARY_SAFE_AGE = 15 * 60
 
 
-def _rename_into_place(temp: str, final: str) -> None:
+def _rename_into_place(temp: str, final: str) -> list[str]:
+    """Rename `temp` to `final`, creating its folder when missing; returns the folders to fsync for the
+    new ones (`_make_folders`)."""
     try:
         os.replace(temp, final)
+        return []
     except FileNotFoundError:
         if not os.path.exists(temp):
             raise
-        os.makedirs(os.path.dirname(final), exist_ok=True)  # the first file of a new folder
-        os.replace(temp, final)
+    changed = _make_folders(os.path.dirname(final))  # the first file of a new folder
+    os.replace(temp, final)
+    return changed
 
 
 def fsync_path(path: str) -> None:
@@ -266,12 +286,13 @@ class Zones:
             raise ValueError("staging is for local zones: on S3 a file is written by one PUT")
         staged: list[tuple[str, str]] = []
         try:
+            changed_folders: list[str] = []
             for relpath, data in files:
                 temp = self._temporary_path(relpath)
                 staged.append((temp, self.path(relpath)))  # before writing: a failed write's file is removed too
-                _write_new_file(temp, data)
+                changed_folders += _write_new_file(temp, data)
             if fsync:
-                _fsync_paths([temp for temp, _ in staged])
+                _fsync_paths([temp for temp, _ in staged] + list(dict.fromkeys(changed_folders)))
         except BaseException:
             _remove_temporaries(staged)
             raise
@@ -279,18 +300,19 @@ class Zones:
 
     def publish(self, staged: Sequence[Staged], fsync: bool = False) -> None:
         """Rename staged files into place, each `Staged` in its order (their data must already be on disk
-        for `fsync` to mean anything); with `fsync` the renames are on disk before returning, one folder
-        fsync for all. What a failure leaves unrenamed is removed."""
+        for `fsync` to mean anything); with `fsync` the renames are on disk before returning: one fsync per
+        folder for all, and the parents of folders created for them. What a failure leaves unrenamed is removed."""
         files = [pair for each in staged for pair in each.files]
         if not files:
             return
         renamed = 0
+        changed_folders = [os.path.dirname(final) for _, final in files]
         try:
             for temp, final in files:
-                _rename_into_place(temp, final)
+                changed_folders += _rename_into_place(temp, final)
                 renamed += 1
             if fsync:
-                _fsync_paths(list(dict.fromkeys(os.path.dirname(final) for _, final in files)))
+                _fsync_paths(list(dict.fromkeys(changed_folders)))
         finally:
             _remove_temporaries(files[renamed:])
 

@@ -9,20 +9,33 @@ its logs or pg_stat_statements. See docs/access.md.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import encrypt_password
 
 from memberflow_assets import postgres
 
+log = logging.getLogger(__name__)
+
 TEAMS = ("logistics", "analytics", "sales")
 # Settings a team's users log in with (role settings are not inherited from the group role).
 TEAM_SESSION_SETTINGS = {"analytics": {"default_transaction_read_only": "on"}}
+# ... and every team user: no runaway query fills the server's disk with temporary files (a user cannot
+# raise temp_file_limit), runs for hours, or leaves a transaction open that holds locks the platform
+# waits for and keeps VACUUM from cleaning up (docs/access.md). Also set for users created
+# earlier (0064_team_user_limits.sql).
+TEAM_USER_LIMITS = {
+    "temp_file_limit": "2GB",
+    "statement_timeout": "30min",
+    "idle_in_transaction_session_timeout": "15min",
+}
 MIN_PASSWORD_LENGTH = 12
 # Sessions one team user may hold at once, so that nobody can take the server's connections
 # (max_connections) from the platform. Also set for users created earlier (0053_team_connection_limit.sql).
@@ -90,10 +103,27 @@ def create_user(connection: PgConnection, team: str, user: str, password: str) -
             )
         )
         _give_password(cursor, user, _verifier(connection, user, password))
-        for name, value in TEAM_SESSION_SETTINGS.get(team, {}).items():
-            cursor.execute(
-                sql.SQL("ALTER ROLE {} SET {} = %s").format(sql.Identifier(user), sql.Identifier(name)), (value,)
-            )
+        for name, value in {**TEAM_USER_LIMITS, **TEAM_SESSION_SETTINGS.get(team, {})}.items():
+            _set_role_setting(cursor, user, name, value)
+
+
+def _set_role_setting(cursor, user: str, name: str, value: str) -> None:
+    """`ALTER ROLE user SET name = value`; a setting only a superuser may give (temp_file_limit, where the
+    platform's role is none, as on RDS) is left out with a warning naming what to do."""
+    cursor.execute("SAVEPOINT role_setting")
+    try:
+        statement = sql.SQL("ALTER ROLE {} SET {} = %s").format(sql.Identifier(user), sql.Identifier(name))
+        cursor.execute(statement, (value,))
+    except psycopg2.errors.InsufficientPrivilege as error:
+        cursor.execute("ROLLBACK TO SAVEPOINT role_setting")
+        log.warning(
+            "%s: %s is not set (%s): a superuser must set it, or GRANT SET ON PARAMETER %s to the platform's role",
+            user,
+            name,
+            str(error).strip(),
+            name,
+        )
+    cursor.execute("RELEASE SAVEPOINT role_setting")
 
 
 def set_password(connection: PgConnection, user: str, password: str) -> None:

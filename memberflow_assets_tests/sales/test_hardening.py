@@ -358,6 +358,11 @@ def test_a_platform_role_that_is_no_superuser_migrates_and_offboards(pg_server_u
         assert postgres.apply_migrations(dsn)  # every migration, as this role
         assert "PUBLIC can still execute" in caplog.text  # 0050 could not revoke: said so, did not fail
         with team_user(dsn, "sales") as user:
+            # only a superuser may set temp_file_limit: left out and said so, the other limits set
+            assert f"{user}: temp_file_limit is not set" in caplog.text
+            assert role_settings(pg_server_uri, user) == {
+                name: value for name, value in access.TEAM_USER_LIMITS.items() if name != "temp_file_limit"
+            }
             session = login(dsn, user)
             with session.cursor() as cursor:
                 cursor.execute("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC")
@@ -403,6 +408,44 @@ def test_a_team_user_cannot_take_every_connection_of_the_server(sales_dsn):
         finally:
             for connection in held:
                 connection.close()
+
+
+def role_settings(dsn: str, user: str) -> dict[str, str]:
+    rows = run(
+        dsn,
+        "SELECT unnest(setconfig) FROM pg_db_role_setting WHERE setdatabase = 0 AND setrole = %s::regrole",
+        user,
+    )
+    return dict(row[0].split("=", 1) for row in rows)
+
+
+def test_team_users_log_in_with_limits_and_cannot_lift_the_disk_one(sales_dsn):
+    with team_user(sales_dsn, "sales") as user:
+        session = login(sales_dsn, user)
+        session.autocommit = True
+        with session.cursor() as cursor:
+            for name, value in access.TEAM_USER_LIMITS.items():
+                cursor.execute(f"SHOW {name}")
+                assert cursor.fetchone() == (value,)
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="temp_file_limit"):
+                cursor.execute("SET temp_file_limit = -1")
+        session.close()
+
+
+def test_team_users_created_before_the_limits_get_them_from_the_migration(sales_dsn):
+    earlier, chosen = (f"{name}_{uuid.uuid4().hex[:6]}" for name in ("earlier", "chosen"))
+    run(sales_dsn, f"CREATE ROLE {earlier} LOGIN IN ROLE logistics")
+    run(sales_dsn, f"CREATE ROLE {chosen} LOGIN IN ROLE analytics")
+    run(sales_dsn, f"ALTER ROLE {chosen} SET statement_timeout = '2h'")  # an administrator's choice stays
+    try:
+        migration = next(p for p in postgres.migration_files() if p.name.startswith("0064_"))
+        run(sales_dsn, migration.read_text())
+        run(sales_dsn, migration.read_text())  # again: nothing changes
+        assert role_settings(sales_dsn, earlier) == access.TEAM_USER_LIMITS
+        assert role_settings(sales_dsn, chosen) == {**access.TEAM_USER_LIMITS, "statement_timeout": "2h"}
+    finally:
+        run(sales_dsn, f"DROP ROLE {earlier}")
+        run(sales_dsn, f"DROP ROLE {chosen}")
 
 
 def test_team_users_created_before_the_limit_get_it_from_the_migration(sales_dsn):

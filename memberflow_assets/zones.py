@@ -174,19 +174,33 @@ class Zones:
     # -- reading ---------------------------------------------------------------------------------
     def list_files(self, prefix: str, recursive: bool = False) -> list[FileInfo]:
         """Files directly under (or, recursively, below) a zone folder; [] when it does not exist."""
-        base = self.path(prefix)
+        if recursive:
+            try:
+                entries = self.fs.find(self.path(prefix), detail=True).values()
+            except FileNotFoundError:
+                return []
+            return [self._file_info(entry) for entry in entries if entry.get("type") == "file"]
+        return self.list_entries(prefix)[0]
+
+    def list_entries(self, prefix: str) -> tuple[list[FileInfo], dict[str, str]]:
+        """What is directly under a zone folder: its regular files, and every other entry's relative path
+        with what it is (`folder`, `symbolic link` — never followed —, `special file`)."""
         try:
-            if recursive:
-                entries = self.fs.find(base, detail=True).values()
-            else:
-                entries = self.fs.ls(base, detail=True)
+            entries = self.fs.ls(self.path(prefix), detail=True)
         except FileNotFoundError:
-            return []
-        return [
-            FileInfo(self.relative(entry["name"]), int(entry["size"]), self._changed_at(entry))
-            for entry in entries
-            if entry.get("type") == "file"
-        ]
+            return [], {}
+        files, others = [], {}
+        for entry in entries:
+            if entry.get("islink"):
+                others[self.relative(entry["name"])] = "symbolic link"
+            elif entry.get("type") == "file":
+                files.append(self._file_info(entry))
+            else:
+                others[self.relative(entry["name"])] = "folder" if entry.get("type") == "directory" else "special file"
+        return files, others
+
+    def _file_info(self, entry: dict) -> FileInfo:
+        return FileInfo(self.relative(entry["name"]), int(entry["size"]), self._changed_at(entry))
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Relative paths of the folders directly under a zone folder; [] when it does not exist."""

@@ -2,8 +2,9 @@
 
 Cursor (JSON): `hwm`, the newest change time handled; `seen`, files handled near the hwm (so an
 overlap window can be re-listed safely: S3 times have 1-second resolution); `pending`, files seen
-still changing. Only files changed at or after `hwm - OVERLAP` are looked at, so thousands of old
-files cost one listing and nothing else. A new file is hashed once; content already processed
+still changing; `reported`, entries that are no files (folders, links: never read), warned about once.
+Only files changed at or after `hwm - OVERLAP` are looked at, so thousands of old files cost one
+listing and nothing else. A new file is hashed once; content already processed
 (under any name) is recognised by the run tag `memberflow/sha256` and not processed again.
 """
 
@@ -30,29 +31,34 @@ class LandingCursor:
     hwm: float = 0.0
     seen: dict[str, float] = field(default_factory=dict)
     pending: dict[str, list[float]] = field(default_factory=dict)
+    reported: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str | None) -> "LandingCursor":
         return cls(**json.loads(text)) if text else cls()
 
     def dump(self) -> str:
-        return json.dumps({"hwm": self.hwm, "seen": self.seen, "pending": self.pending}, sort_keys=True)
+        return json.dumps(
+            {"hwm": self.hwm, "seen": self.seen, "pending": self.pending, "reported": self.reported}, sort_keys=True
+        )
 
 
 @dataclass
 class TickPlan:
     ready: list[FileInfo]
     waiting: list[FileInfo]  # still being written, or beyond this tick's cap
+    not_files: dict[str, str]  # relative path -> what it is: nothing in it is read
 
 
 def plan_tick(zones: Zones, cursor: LandingCursor, now: float, settle_seconds: float) -> TickPlan:
     """Which landed files to handle now. A local file is finished when its size and change time are
     the same as at the previous tick, or it has not changed for `settle_seconds`; an S3 object is
     always whole (a PUT is atomic)."""
+    files, not_files = zones.list_entries(layout.LANDING_PREFIX)
     candidates = sorted(
         (
             info
-            for info in zones.list_files(layout.LANDING_PREFIX)
+            for info in files
             if layout.is_batch_file(info.name)
             and (info.changed_at >= cursor.hwm - OVERLAP_SECONDS or info.relpath in cursor.pending)
             and cursor.seen.get(info.relpath) != info.changed_at
@@ -67,7 +73,7 @@ def plan_tick(zones: Zones, cursor: LandingCursor, now: float, settle_seconds: f
             or cursor.pending.get(info.relpath) == [info.size, info.changed_at]
         )
         (ready if settled and len(ready) < MAX_FILES_PER_TICK else waiting).append(info)
-    return TickPlan(ready, waiting)
+    return TickPlan(ready, waiting, not_files)
 
 
 def advance(cursor: LandingCursor, plan: TickPlan) -> LandingCursor:
@@ -79,6 +85,7 @@ def advance(cursor: LandingCursor, plan: TickPlan) -> LandingCursor:
         hwm=hwm,
         seen={path: changed for path, changed in seen.items() if changed >= hwm - OVERLAP_SECONDS},
         pending={info.relpath: [info.size, info.changed_at] for info in plan.waiting},
+        reported=sorted(plan.not_files),
     )
 
 
@@ -136,6 +143,11 @@ def evaluate_landing_applications(
                 partition_key=key,
                 tags={SHA256_TAG: sha256, layout.SOURCE_FILE_TAG: info.name},
             )
+        )
+    for relpath in sorted(plan.not_files.keys() - set(cursor.reported)):
+        context.log.warning(
+            f"{relpath}: a {plan.not_files[relpath]}, not read: applications are the files directly in "
+            f"{layout.LANDING_PREFIX}/ (move the files it holds or points to there)"
         )
     if plan.waiting:
         context.log.info(f"{len(plan.waiting)} file(s) still being written or queued for the next tick")

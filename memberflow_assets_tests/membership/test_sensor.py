@@ -143,3 +143,40 @@ def test_a_wrongly_named_file_is_picked_up_to_be_quarantined_not_ignored(instanc
     land(zones, "applications.xlsx", b"PK\x03\x04 not really a spreadsheet")
     assert keys(Ticker(instance).tick()) == [batch_key("applications.xlsx")]
     assert batch_key("applications.xlsx").startswith("applications.xlsx~")
+
+
+def test_folders_links_and_special_files_in_the_landing_zone_are_reported_once_and_never_read(
+    instance, zones, settled, tmp_path, capfd
+):
+    landing = zones.path("landing/applications")
+    land(zones, "good.csv", GOOD)
+    os.makedirs(os.path.join(landing, "2026-12"))
+    with open(os.path.join(landing, "2026-12", "nested.csv"), "w") as nested:
+        nested.write(GOOD.replace("Ann", "Cy"))
+    secret = tmp_path / "elsewhere.csv"
+    secret.write_text(GOOD.replace("Ann", "Di"))
+    os.symlink(secret, os.path.join(landing, "linked.csv"))
+    os.symlink(tmp_path / "missing.csv", os.path.join(landing, "dangling.csv"))
+    os.mkfifo(os.path.join(landing, "pipe.csv"))  # reading it would block the sensor for ever
+    ticker = Ticker(instance)
+
+    def warnings() -> list[str]:  # the sensor's log lines (Dagster's handler writes to the process's stderr)
+        return [
+            line.split(" - WARNING - ", 1)[1] for line in capfd.readouterr().err.splitlines() if " - WARNING - " in line
+        ]
+
+    capfd.readouterr()
+    first = ticker.tick()
+
+    assert keys(first) == ["good"]  # the good file is not held up by the others
+    assert sorted(line.split(", not read")[0] for line in warnings()) == [
+        "landing/applications/2026-12: a folder",
+        "landing/applications/dangling.csv: a symbolic link",
+        "landing/applications/linked.csv: a symbolic link",
+        "landing/applications/pipe.csv: a special file",
+    ]
+    assert ticker.tick().run_requests == [] and warnings() == []  # said once
+
+    os.rename(os.path.join(landing, "2026-12"), os.path.join(landing, "2026-12-again"))
+    ticker.tick()
+    assert [line.split(", not read")[0] for line in warnings()] == ["landing/applications/2026-12-again: a folder"]

@@ -230,9 +230,9 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
     print(f"\n## Upload API: {images} distinct JPEGs of {len(base):,} bytes each, {workers} uvicorn worker(s)\n")
     print(
         "| server | concurrency | images/s | p50 ms | p99 ms | vs no-op | vs durable ceiling "
-        "| CPU ms per image: server (+ PostgreSQL) |"
+        "| CPU ms per image: server (+ PostgreSQL) | server context switches per image: voluntary (involuntary) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     postgres_pid = int((work / "pg" / "postmaster.pid").read_text().split()[0])
     servers = []
     for kind, name in (("noop", "no-op ceiling"), ("durable", "durable ceiling (write, fsync file + folder)")):
@@ -262,9 +262,14 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
                 batch = [request_bytes(body, key) for body in distinct_images(images, offset)]
                 offset += images
                 server_before, postgres_before = cpu_seconds(process.pid), cpu_seconds(postgres_pid)
+                switches_before = context_switches(process.pid)
                 result = load(port, batch, concurrency)
                 server_cpu = (cpu_seconds(process.pid) - server_before) / images * 1000
                 postgres_cpu = (cpu_seconds(postgres_pid) - postgres_before) / images * 1000
+                voluntary, involuntary = (
+                    (after - before) / images
+                    for after, before in zip(context_switches(process.pid), switches_before, strict=True)
+                )
                 ceilings.setdefault((name.split()[0], concurrency), result["rps"])
                 noop, durable = ceilings[("no-op", concurrency)], ceilings.get(("durable", concurrency))
                 versus_durable = f"{result['rps'] / durable:.0%}" if durable else ""
@@ -272,7 +277,7 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
                 print(
                     f"| {name} | {concurrency} | {result['rps']:.0f} | {result['p50_ms']:.2f} | "
                     f"{result['p99_ms']:.2f} | {result['rps'] / noop:.0%} | {versus_durable} | "
-                    f"{server_cpu:.2f}{database} |"
+                    f"{server_cpu:.2f}{database} | {voluntary:.1f} ({involuntary:.1f}) |"
                 )
     finally:
         for _, _, process in servers:
@@ -282,10 +287,10 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
 
 
 def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_size: int = 16) -> None:
-    """A durable upload's work without HTTP, as the API does it at concurrency 16: validation + SHA-256
-    and staging (image + sidecar written and fsynced under temporary names) on the upload's thread,
-    then per group of 16 the registry claim with its flushed commit and the renames with one folder
-    fsync (a landing worker); beside it the durable ceiling's work on the same images. Wall time, and
+    """A durable upload's work without HTTP, as the API's batch worker does it at concurrency 16, in
+    batches of 16: validation + SHA-256 of each, the batch's images and sidecars written and fsynced
+    together under temporary names, the registry claim with its flushed commit and the renames with one
+    folder fsync; beside it the durable ceiling's work on the same images. Wall time, and
     CPU time of this process (kernel included: writing 200 KB into the page cache is most of it)."""
     import dataclasses
 
@@ -311,14 +316,16 @@ def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_
         for group in range(groups):
             blobs = distinct_images(group_size, 30_000_000 + group * group_size)
             uploads = [Upload(data, "api", "bench") for data in blobs]
-            prepared = timed("validation + SHA-256 (upload thread)", lander.prepare, uploads)
+            prepared = timed("validation + SHA-256 (batch worker)", lander.prepare, uploads)
             staged = timed(
-                "image + sidecar written, fsynced under temporary names (upload thread)", lander.stage, prepared
+                "images + sidecars written, fsynced together under temporary names (batch worker)",
+                lander.stage_many,
+                [prepared],
             )
             timed(
-                "registry claim + flushed commit, renames + folder fsync (landing group)",
+                "registry claim + flushed commit, renames + folder fsync (batch worker)",
                 lander.land_prepared,
-                [staged],
+                staged,
             )
             timed(
                 "the durable ceiling's work: a new file, fsynced with its folder",
@@ -335,17 +342,40 @@ def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_
         print(f"| {phase} | {wall / images * 1000:.2f} | {cpu / images * 1000:.2f} |")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children so far (uvicorn workers, PostgreSQL backends)."""
-    ticks = 0
+def family(pid: int) -> list[tuple[Path, list[str]]]:
+    """/proc folders and stat fields of a process and its children (uvicorn workers, PostgreSQL backends)."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):  # the process itself is one of them
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # a process that just ended
             continue
-        if stat.parent.name == str(pid) or int(fields[1]) == pid:  # the process itself, or its child
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if stat.parent.name == str(pid) or int(fields[1]) == pid:
+            found.append((stat.parent, fields))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far."""
+    return sum(int(fields[11]) + int(fields[12]) for _, fields in family(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches so far of the live threads of a process and its children:
+    each hand-off of an upload between threads, and each wait for I/O, is a voluntary one."""
+    voluntary = involuntary = 0
+    for folder, _ in family(pid):
+        for status in folder.glob("task/*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:  # a thread that just ended
+                continue
+            for line in lines:
+                if line.startswith("voluntary_ctxt_switches"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
 
 
 # -- abuse: crafted images and stalled bodies against a normal client ---------------------------------
@@ -657,6 +687,11 @@ def main() -> None:
     parser.add_argument("--skip-kafka", action="store_true")
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--skip-abuse", action="store_true")
+    parser.add_argument(
+        "--work-dir",
+        default="/tmp",
+        help="where the run's folders go (zones, PostgreSQL); see docs/images_ingestion.md on choosing it",
+    )
     parser.add_argument("--serve", choices=["noop", "durable"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -669,7 +704,7 @@ def main() -> None:
     from memberflow_assets import postgres
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    with tempfile.TemporaryDirectory(prefix="mfbench", dir="/tmp") as folder:
+    with tempfile.TemporaryDirectory(prefix="mfbench", dir=args.work_dir) as folder:
         work = Path(folder)
         server = pgserver.get_server(work / "pg", cleanup_mode="stop")
 

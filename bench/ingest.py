@@ -170,7 +170,7 @@ def exchange(sock: socket.socket, request: bytes, buffer: bytearray) -> int:
 
 
 def load(port: int, requests: list[bytes], concurrency: int) -> dict:
-    """Send every request once over `concurrency` connections; throughput and latency percentiles."""
+    """Send every request once over `concurrency` connections: the seconds it took and each latency."""
     latencies: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
@@ -203,12 +203,13 @@ def load(port: int, requests: list[bytes], concurrency: int) -> dict:
     seconds = time.perf_counter() - start
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, e.g. status {failures[0]}")
-    latencies.sort()
-    return {
-        "rps": len(requests) / seconds,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-    }
+    return {"seconds": seconds, "latencies": latencies}
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 of latencies in seconds, in milliseconds."""
+    ordered = sorted(latencies)
+    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
 def distinct_images(count: int, offset: int) -> list[bytes]:
@@ -222,7 +223,7 @@ def start_api(port: int, workers: int, environment: dict) -> subprocess.Popen:
     return subprocess.Popen([*command, "--workers", str(workers)], env={**os.environ, **environment})
 
 
-def bench_api(images: int, workers: int, new_database, work: Path) -> None:
+def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) -> None:
     from memberflow_assets.images.ingestion.api_keys import mint_key
 
     key, line = mint_key("bench")
@@ -255,29 +256,43 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
             wait_for_port(port, process)
         ceilings: dict[tuple[str, int], float] = {}
         offset = 0
+        share = images // rounds
         for concurrency in (1, 16):
-            for name, port, process in servers:
+            for _, port, _ in servers:
                 load(port, [request_bytes(body, key) for body in distinct_images(20, offset)], concurrency)  # warm
                 offset += 20
-                batch = [request_bytes(body, key) for body in distinct_images(images, offset)]
-                offset += images
-                server_before, postgres_before = cpu_seconds(process.pid), cpu_seconds(postgres_pid)
-                switches_before = context_switches(process.pid)
-                result = load(port, batch, concurrency)
-                server_cpu = (cpu_seconds(process.pid) - server_before) / images * 1000
-                postgres_cpu = (cpu_seconds(postgres_pid) - postgres_before) / images * 1000
-                voluntary, involuntary = (
-                    (after - before) / images
-                    for after, before in zip(context_switches(process.pid), switches_before, strict=True)
-                )
-                ceilings.setdefault((name.split()[0], concurrency), result["rps"])
+            # In rounds, each server in turn, so that a burst of load elsewhere hits every server alike.
+            totals = {
+                name: {"seconds": 0.0, "latencies": [], "cpu": 0.0, "db": 0.0, "switches": (0, 0)}
+                for name, *_ in servers
+            }
+            for _ in range(rounds):
+                for name, port, process in servers:
+                    batch = [request_bytes(body, key) for body in distinct_images(share, offset)]
+                    offset += share
+                    server_before, postgres_before = cpu_seconds(process.pid), cpu_seconds(postgres_pid)
+                    switches_before = context_switches(process.pid)
+                    result = load(port, batch, concurrency)
+                    total = totals[name]
+                    total["seconds"] += result["seconds"]
+                    total["latencies"] += result["latencies"]
+                    total["cpu"] += cpu_seconds(process.pid) - server_before
+                    total["db"] += cpu_seconds(postgres_pid) - postgres_before
+                    switches = zip(context_switches(process.pid), switches_before, total["switches"], strict=True)
+                    total["switches"] = tuple(so_far + after - before for after, before, so_far in switches)
+            for name, *_ in servers:
+                total = totals[name]
+                count = len(total["latencies"])
+                rps, (p50, p99) = count / total["seconds"], percentiles(total["latencies"])
+                ceilings.setdefault((name.split()[0], concurrency), rps)
                 noop, durable = ceilings[("no-op", concurrency)], ceilings.get(("durable", concurrency))
-                versus_durable = f"{result['rps'] / durable:.0%}" if durable else ""
-                database = f" (+ {postgres_cpu:.2f})" if name.startswith("memberflow") else ""
+                versus_durable = f"{rps / durable:.0%}" if durable else ""
+                database = f" (+ {total['db'] / count * 1000:.2f})" if name.startswith("memberflow") else ""
+                voluntary, involuntary = (switches / count for switches in total["switches"])
                 print(
-                    f"| {name} | {concurrency} | {result['rps']:.0f} | {result['p50_ms']:.2f} | "
-                    f"{result['p99_ms']:.2f} | {result['rps'] / noop:.0%} | {versus_durable} | "
-                    f"{server_cpu:.2f}{database} | {voluntary:.1f} ({involuntary:.1f}) |"
+                    f"| {name} | {concurrency} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / noop:.0%} | "
+                    f"{versus_durable} | {total['cpu'] / count * 1000:.2f}{database} | "
+                    f"{voluntary:.1f} ({involuntary:.1f}) |"
                 )
     finally:
         for _, _, process in servers:
@@ -402,12 +417,8 @@ def normal_client(port: int, key: str, count: int, offset: int) -> dict:
             start = time.perf_counter()
             statuses.append(exchange(sock, request_bytes(body, key), buffer))
             latencies.append(time.perf_counter() - start)
-    latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000,
-        "statuses": sorted(set(statuses)),
-    }
+    p50, p99 = percentiles(latencies)
+    return {"p50_ms": p50, "p99_ms": p99, "statuses": sorted(set(statuses))}
 
 
 def keep_sending(port: int, request: bytes, stop: threading.Event, answers: list) -> None:
@@ -684,6 +695,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400, help="uploads per API measurement")
     parser.add_argument("--kafka-images", type=int, default=600)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both servers")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="API: measure each server this many times in turn, --images in all"
+    )
     parser.add_argument("--skip-kafka", action="store_true")
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--skip-abuse", action="store_true")
@@ -715,7 +729,7 @@ def main() -> None:
             return dsn
 
         if not args.skip_api:
-            bench_api(args.images, args.workers, new_database, work)
+            bench_api(args.images, args.workers, args.rounds, new_database, work)
             if not args.skip_abuse:
                 bench_abuse(new_database, work)
         if not args.skip_kafka:

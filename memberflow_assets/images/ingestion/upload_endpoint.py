@@ -304,6 +304,12 @@ class UploadBatches:
             self._waiting.setdefault(queued.upload.client, deque()).append(queued)
             self._ready.notify()
 
+    @property
+    def waiting(self) -> int:
+        """Uploads queued, not yet taken by a worker."""
+        with self._ready:
+            return sum(len(queued) for queued in self._waiting.values())
+
     def close(self) -> None:
         """Land what was submitted, then stop the workers."""
         with self._ready:

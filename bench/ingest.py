@@ -231,9 +231,10 @@ def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) 
     print(f"\n## Upload API: {images} distinct JPEGs of {len(base):,} bytes each, {workers} uvicorn worker(s)\n")
     print(
         "| server | concurrency | images/s | p50 ms | p99 ms | vs no-op | vs durable ceiling "
-        "| CPU ms per image: server (+ PostgreSQL) | server context switches per image: voluntary (involuntary) |"
+        "| CPU ms per image: server (+ PostgreSQL) | server context switches per image: voluntary (involuntary) "
+        "| disk writes / flushes per image (whole device) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     postgres_pid = int((work / "pg" / "postmaster.pid").read_text().split()[0])
     servers = []
     for kind, name in (("noop", "no-op ceiling"), ("durable", "durable ceiling (write, fsync file + folder)")):
@@ -263,7 +264,7 @@ def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) 
                 offset += 20
             # In rounds, each server in turn, so that a burst of load elsewhere hits every server alike.
             totals = {
-                name: {"seconds": 0.0, "latencies": [], "cpu": 0.0, "db": 0.0, "switches": (0, 0)}
+                name: {"seconds": 0.0, "latencies": [], "cpu": 0.0, "db": 0.0, "switches": (0, 0), "disk": (0, 0)}
                 for name, *_ in servers
             }
             for _ in range(rounds):
@@ -271,7 +272,7 @@ def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) 
                     batch = [request_bytes(body, key) for body in distinct_images(share, offset)]
                     offset += share
                     server_before, postgres_before = cpu_seconds(process.pid), cpu_seconds(postgres_pid)
-                    switches_before = context_switches(process.pid)
+                    switches_before, disk_before = context_switches(process.pid), disk_requests(work)
                     result = load(port, batch, concurrency)
                     total = totals[name]
                     total["seconds"] += result["seconds"]
@@ -280,6 +281,8 @@ def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) 
                     total["db"] += cpu_seconds(postgres_pid) - postgres_before
                     switches = zip(context_switches(process.pid), switches_before, total["switches"], strict=True)
                     total["switches"] = tuple(so_far + after - before for after, before, so_far in switches)
+                    disk = zip(disk_requests(work), disk_before, total["disk"], strict=True)
+                    total["disk"] = tuple(so_far + after - before for after, before, so_far in disk)
             for name, *_ in servers:
                 total = totals[name]
                 count = len(total["latencies"])
@@ -289,10 +292,11 @@ def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) 
                 versus_durable = f"{rps / durable:.0%}" if durable else ""
                 database = f" (+ {total['db'] / count * 1000:.2f})" if name.startswith("memberflow") else ""
                 voluntary, involuntary = (switches / count for switches in total["switches"])
+                writes, flushes = (requests / count for requests in total["disk"])
                 print(
                     f"| {name} | {concurrency} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / noop:.0%} | "
                     f"{versus_durable} | {total['cpu'] / count * 1000:.2f}{database} | "
-                    f"{voluntary:.1f} ({involuntary:.1f}) |"
+                    f"{voluntary:.1f} ({involuntary:.1f}) | {writes:.1f} / {flushes:.1f} |"
                 )
     finally:
         for _, _, process in servers:
@@ -373,6 +377,17 @@ def family(pid: int) -> list[tuple[Path, list[str]]]:
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process and its children so far."""
     return sum(int(fields[11]) + int(fields[12]) for _, fields in family(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def disk_requests(folder: Path) -> tuple[int, int]:
+    """(write, flush) requests completed so far by the block device holding `folder`, whoever made them:
+    each fsync here issues a cache flush to the disk, and the device serves every process's."""
+    device = os.stat(folder).st_dev
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        fields = line.split()
+        if (int(fields[0]), int(fields[1])) == (os.major(device), os.minor(device)):
+            return int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
+    return 0, 0
 
 
 def context_switches(pid: int) -> tuple[int, int]:

@@ -565,7 +565,7 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
 
 def durable_consume(bootstrap: str, topic: str, expected: int, folder: Path) -> float:
     """The ceiling for durable landing: the same consumption, and per fetched batch the minimum the
-    guarantee needs — each value written to a new file, the files and their folder fsynced (concurrently,
+    guarantee needs — each value written to a new file, the files and their folder fsynced (together,
     as memberflow does), then the offsets committed — on a thread of its own while the next batch is
     fetched, as KafkaIngestor does. No validation, registry, sidecar or rename."""
     from concurrent.futures import ThreadPoolExecutor

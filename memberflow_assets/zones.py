@@ -86,11 +86,12 @@ _SYNC_FILE_RANGE_WRITE = 2  # start writing the dirty pages out, do not wait
 
 
 def _fsync_paths(paths: Sequence[str]) -> None:
-    """fsync many files (and folders) on this thread, sharing the filesystem's journal commits: first
-    every file's writeback is started (Linux sync_file_range: its blocks are allocated now, in the
-    journal's running transaction), then each is fsynced, and the first fsync's commit covers them all,
-    so 32 files take about the time of a few fsyncs. Concurrent fsyncs from a pool of threads shared
-    the commits as well, at about twice the CPU (the hand-offs to and from the threads)."""
+    """fsync many files (and folders) on this thread. Every file's writeback is started first (Linux
+    sync_file_range), so the data of all is written at once and, on a journaled filesystem, their
+    block allocations join the running transaction: the first fsync's journal commit covers them all
+    and the others only wait for their data. (Without a journal, each fsync is a cache flush of its
+    own.) fsyncs from a pool of threads shared the commits too, at about twice the CPU: the hand-offs
+    to and from the threads (docs/images_ingestion.md, "Upload API against its ceilings")."""
     descriptors: list[int] = []
     try:
         for path in paths:

@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -349,6 +350,11 @@ class UploadBatches:
                 results = self.land(batch)
             except BaseException as error:  # every upload taken is answered, whatever happened
                 results = [(queued, error) for queued in batch]
+            for _, result in results:
+                if isinstance(result, BaseException):
+                    # An error's frames hold the whole batch (its bodies) and, through its answer, the error
+                    # itself: a cycle that only the garbage collector would free, much later.
+                    traceback.clear_frames(result.__traceback__)
             settle(results)
 
     def land(self, batch: Sequence[Queued]) -> list[tuple[Queued, Landed | BaseException]]:
@@ -444,6 +450,7 @@ class UploadEndpoint:
                 raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
             landing: asyncio.Future[Landed] = asyncio.get_running_loop().create_future()
             self.batches.submit(Queued(Upload(data, "api", client), headers.get(b"content-type"), landing))
+            del data  # the batch holds it, until answered; an error's traceback through this frame must not
             landed = await landing
         finally:
             self.admission.release(hold)

@@ -170,7 +170,7 @@ def exchange(sock: socket.socket, request: bytes, buffer: bytearray) -> int:
 
 
 def load(port: int, requests: list[bytes], concurrency: int) -> dict:
-    """Send every request once over `concurrency` connections; throughput and latency percentiles."""
+    """Send every request once over `concurrency` connections: the seconds it took and each latency."""
     latencies: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
@@ -203,12 +203,13 @@ def load(port: int, requests: list[bytes], concurrency: int) -> dict:
     seconds = time.perf_counter() - start
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, e.g. status {failures[0]}")
-    latencies.sort()
-    return {
-        "rps": len(requests) / seconds,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-    }
+    return {"seconds": seconds, "latencies": latencies}
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 of latencies in seconds, in milliseconds."""
+    ordered = sorted(latencies)
+    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
 def distinct_images(count: int, offset: int) -> list[bytes]:
@@ -222,7 +223,7 @@ def start_api(port: int, workers: int, environment: dict) -> subprocess.Popen:
     return subprocess.Popen([*command, "--workers", str(workers)], env={**os.environ, **environment})
 
 
-def bench_api(images: int, workers: int, new_database, work: Path) -> None:
+def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) -> None:
     from memberflow_assets.images.ingestion.api_keys import mint_key
 
     key, line = mint_key("bench")
@@ -230,9 +231,10 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
     print(f"\n## Upload API: {images} distinct JPEGs of {len(base):,} bytes each, {workers} uvicorn worker(s)\n")
     print(
         "| server | concurrency | images/s | p50 ms | p99 ms | vs no-op | vs durable ceiling "
-        "| CPU ms per image: server (+ PostgreSQL) |"
+        "| CPU ms per image: server (+ PostgreSQL) | server context switches per image: voluntary (involuntary) "
+        "| disk writes / flushes per image (whole device) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     postgres_pid = int((work / "pg" / "postmaster.pid").read_text().split()[0])
     servers = []
     for kind, name in (("noop", "no-op ceiling"), ("durable", "durable ceiling (write, fsync file + folder)")):
@@ -255,24 +257,46 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
             wait_for_port(port, process)
         ceilings: dict[tuple[str, int], float] = {}
         offset = 0
+        share = images // rounds
         for concurrency in (1, 16):
-            for name, port, process in servers:
+            for _, port, _ in servers:
                 load(port, [request_bytes(body, key) for body in distinct_images(20, offset)], concurrency)  # warm
                 offset += 20
-                batch = [request_bytes(body, key) for body in distinct_images(images, offset)]
-                offset += images
-                server_before, postgres_before = cpu_seconds(process.pid), cpu_seconds(postgres_pid)
-                result = load(port, batch, concurrency)
-                server_cpu = (cpu_seconds(process.pid) - server_before) / images * 1000
-                postgres_cpu = (cpu_seconds(postgres_pid) - postgres_before) / images * 1000
-                ceilings.setdefault((name.split()[0], concurrency), result["rps"])
+            # In rounds, each server in turn, so that a burst of load elsewhere hits every server alike.
+            totals = {
+                name: {"seconds": 0.0, "latencies": [], "cpu": 0.0, "db": 0.0, "switches": (0, 0), "disk": (0, 0)}
+                for name, *_ in servers
+            }
+            for _ in range(rounds):
+                for name, port, process in servers:
+                    batch = [request_bytes(body, key) for body in distinct_images(share, offset)]
+                    offset += share
+                    server_before, postgres_before = cpu_seconds(process.pid), cpu_seconds(postgres_pid)
+                    switches_before, disk_before = context_switches(process.pid), disk_requests(work)
+                    result = load(port, batch, concurrency)
+                    total = totals[name]
+                    total["seconds"] += result["seconds"]
+                    total["latencies"] += result["latencies"]
+                    total["cpu"] += cpu_seconds(process.pid) - server_before
+                    total["db"] += cpu_seconds(postgres_pid) - postgres_before
+                    switches = zip(context_switches(process.pid), switches_before, total["switches"], strict=True)
+                    total["switches"] = tuple(so_far + after - before for after, before, so_far in switches)
+                    disk = zip(disk_requests(work), disk_before, total["disk"], strict=True)
+                    total["disk"] = tuple(so_far + after - before for after, before, so_far in disk)
+            for name, *_ in servers:
+                total = totals[name]
+                count = len(total["latencies"])
+                rps, (p50, p99) = count / total["seconds"], percentiles(total["latencies"])
+                ceilings.setdefault((name.split()[0], concurrency), rps)
                 noop, durable = ceilings[("no-op", concurrency)], ceilings.get(("durable", concurrency))
-                versus_durable = f"{result['rps'] / durable:.0%}" if durable else ""
-                database = f" (+ {postgres_cpu:.2f})" if name.startswith("memberflow") else ""
+                versus_durable = f"{rps / durable:.0%}" if durable else ""
+                database = f" (+ {total['db'] / count * 1000:.2f})" if name.startswith("memberflow") else ""
+                voluntary, involuntary = (switches / count for switches in total["switches"])
+                writes, flushes = (requests / count for requests in total["disk"])
                 print(
-                    f"| {name} | {concurrency} | {result['rps']:.0f} | {result['p50_ms']:.2f} | "
-                    f"{result['p99_ms']:.2f} | {result['rps'] / noop:.0%} | {versus_durable} | "
-                    f"{server_cpu:.2f}{database} |"
+                    f"| {name} | {concurrency} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / noop:.0%} | "
+                    f"{versus_durable} | {total['cpu'] / count * 1000:.2f}{database} | "
+                    f"{voluntary:.1f} ({involuntary:.1f}) | {writes:.1f} / {flushes:.1f} |"
                 )
     finally:
         for _, _, process in servers:
@@ -282,10 +306,10 @@ def bench_api(images: int, workers: int, new_database, work: Path) -> None:
 
 
 def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_size: int = 16) -> None:
-    """A durable upload's work without HTTP, as the API does it at concurrency 16: validation + SHA-256
-    and staging (image + sidecar written and fsynced under temporary names) on the upload's thread,
-    then per group of 16 the registry claim with its flushed commit and the renames with one folder
-    fsync (a landing worker); beside it the durable ceiling's work on the same images. Wall time, and
+    """A durable upload's work without HTTP, as the API's batch worker does it at concurrency 16, in
+    batches of 16: validation + SHA-256 of each, the batch's images and sidecars written and fsynced
+    together under temporary names, the registry claim with its flushed commit and the renames with one
+    folder fsync; beside it the durable ceiling's work on the same images. Wall time, and
     CPU time of this process (kernel included: writing 200 KB into the page cache is most of it)."""
     import dataclasses
 
@@ -311,14 +335,16 @@ def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_
         for group in range(groups):
             blobs = distinct_images(group_size, 30_000_000 + group * group_size)
             uploads = [Upload(data, "api", "bench") for data in blobs]
-            prepared = timed("validation + SHA-256 (upload thread)", lander.prepare, uploads)
+            prepared = timed("validation + SHA-256 (batch worker)", lander.prepare, uploads)
             staged = timed(
-                "image + sidecar written, fsynced under temporary names (upload thread)", lander.stage, prepared
+                "images + sidecars written, fsynced together under temporary names (batch worker)",
+                lander.stage_many,
+                [prepared],
             )
             timed(
-                "registry claim + flushed commit, renames + folder fsync (landing group)",
+                "registry claim + flushed commit, renames + folder fsync (batch worker)",
                 lander.land_prepared,
-                [staged],
+                staged,
             )
             timed(
                 "the durable ceiling's work: a new file, fsynced with its folder",
@@ -335,17 +361,51 @@ def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_
         print(f"| {phase} | {wall / images * 1000:.2f} | {cpu / images * 1000:.2f} |")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children so far (uvicorn workers, PostgreSQL backends)."""
-    ticks = 0
+def family(pid: int) -> list[tuple[Path, list[str]]]:
+    """/proc folders and stat fields of a process and its children (uvicorn workers, PostgreSQL backends)."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):  # the process itself is one of them
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # a process that just ended
             continue
-        if stat.parent.name == str(pid) or int(fields[1]) == pid:  # the process itself, or its child
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if stat.parent.name == str(pid) or int(fields[1]) == pid:
+            found.append((stat.parent, fields))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far."""
+    return sum(int(fields[11]) + int(fields[12]) for _, fields in family(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def disk_requests(folder: Path) -> tuple[int, int]:
+    """(write, flush) requests completed so far by the block device holding `folder`, whoever made them:
+    each fsync here issues a cache flush to the disk, and the device serves every process's."""
+    device = os.stat(folder).st_dev
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        fields = line.split()
+        if (int(fields[0]), int(fields[1])) == (os.major(device), os.minor(device)):
+            return int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
+    return 0, 0
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches so far of the live threads of a process and its children:
+    each hand-off of an upload between threads, and each wait for I/O, is a voluntary one."""
+    voluntary = involuntary = 0
+    for folder, _ in family(pid):
+        for status in folder.glob("task/*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:  # a thread that just ended
+                continue
+            for line in lines:
+                if line.startswith("voluntary_ctxt_switches"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
 
 
 # -- abuse: crafted images and stalled bodies against a normal client ---------------------------------
@@ -372,12 +432,8 @@ def normal_client(port: int, key: str, count: int, offset: int) -> dict:
             start = time.perf_counter()
             statuses.append(exchange(sock, request_bytes(body, key), buffer))
             latencies.append(time.perf_counter() - start)
-    latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000,
-        "statuses": sorted(set(statuses)),
-    }
+    p50, p99 = percentiles(latencies)
+    return {"p50_ms": p50, "p99_ms": p99, "statuses": sorted(set(statuses))}
 
 
 def keep_sending(port: int, request: bytes, stop: threading.Event, answers: list) -> None:
@@ -509,7 +565,7 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
 
 def durable_consume(bootstrap: str, topic: str, expected: int, folder: Path) -> float:
     """The ceiling for durable landing: the same consumption, and per fetched batch the minimum the
-    guarantee needs — each value written to a new file, the files and their folder fsynced (concurrently,
+    guarantee needs — each value written to a new file, the files and their folder fsynced (together,
     as memberflow does), then the offsets committed — on a thread of its own while the next batch is
     fetched, as KafkaIngestor does. No validation, registry, sidecar or rename."""
     from concurrent.futures import ThreadPoolExecutor
@@ -654,9 +710,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400, help="uploads per API measurement")
     parser.add_argument("--kafka-images", type=int, default=600)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, for both servers")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="API: measure each server this many times in turn, --images in all"
+    )
     parser.add_argument("--skip-kafka", action="store_true")
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--skip-abuse", action="store_true")
+    parser.add_argument(
+        "--work-dir",
+        default="/tmp",
+        help="where the run's folders go (zones, PostgreSQL); see docs/images_ingestion.md on choosing it",
+    )
     parser.add_argument("--serve", choices=["noop", "durable"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -669,7 +733,7 @@ def main() -> None:
     from memberflow_assets import postgres
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    with tempfile.TemporaryDirectory(prefix="mfbench", dir="/tmp") as folder:
+    with tempfile.TemporaryDirectory(prefix="mfbench", dir=args.work_dir) as folder:
         work = Path(folder)
         server = pgserver.get_server(work / "pg", cleanup_mode="stop")
 
@@ -680,7 +744,7 @@ def main() -> None:
             return dsn
 
         if not args.skip_api:
-            bench_api(args.images, args.workers, new_database, work)
+            bench_api(args.images, args.workers, args.rounds, new_database, work)
             if not args.skip_abuse:
                 bench_abuse(new_database, work)
         if not args.skip_kafka:

@@ -14,14 +14,13 @@ filesystem. A writer killed before its rename leaves its temporary file there, n
 from __future__ import annotations
 
 import contextlib
-import functools
+import ctypes
 import os
 import posixpath
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,23 +94,36 @@ def fsync_path(path: str) -> None:
         os.close(descriptor)
 
 
-@functools.cache
-def _fsync_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(16, thread_name_prefix="fsync")
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux only
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function
+
+
+_sync_file_range = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writing the dirty pages out, do not wait
 
 
 def _fsync_paths(paths: Sequence[str]) -> None:
-    """fsync many files at once, the first on this thread and the others on the fsync threads:
-    concurrent fsyncs share the filesystem's journal commits, so 200 files take a fraction of the time
-    of 200 fsyncs in a row, and an image with its sidecar about the time of one."""
-    if not paths:
-        return
-    others = [_fsync_pool().submit(fsync_path, path) for path in paths[1:]]
+    """fsync many files (and folders) on this thread. Every file's writeback is started first (Linux
+    sync_file_range), so the data of all is written at once and, on a journaled filesystem, their
+    block allocations join the running transaction: the first fsync's journal commit covers them all
+    and the others only wait for their data. (Without a journal, each fsync is a cache flush of its
+    own.) fsyncs from a pool of threads shared the commits too, at about twice the CPU: the hand-offs
+    to and from the threads (docs/images_ingestion.md, "Upload API against its ceilings")."""
+    descriptors: list[int] = []
     try:
-        fsync_path(paths[0])
+        for path in paths:
+            descriptors.append(os.open(path, os.O_RDONLY))
+        if _sync_file_range is not None:
+            for descriptor in descriptors:
+                _sync_file_range(descriptor, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advisory: a folder's EINVAL is fine
+        for descriptor in descriptors:
+            os.fsync(descriptor)
     finally:
-        for other in others:
-            other.result()
+        for descriptor in descriptors:
+            os.close(descriptor)
 
 
 @dataclass(frozen=True)
@@ -296,21 +308,29 @@ class Zones:
     def stage(self, files: Sequence[tuple[str, bytes]], fsync: bool = False) -> Staged:
         """The first half of `write_all`, locally: the files written under temporary names (with `fsync`
         on disk, fsynced together), for `publish` to put in place later, or `discard`."""
+        [staged] = self.stage_many([files], fsync=fsync)
+        return staged
+
+    def stage_many(self, groups: Sequence[Sequence[tuple[str, bytes]]], fsync: bool = False) -> list[Staged]:
+        """`stage` for several groups of files at once (a batch of images, each with its sidecar): every
+        file written, then all fsynced together, one `Staged` per group. On failure none is left."""
         if self.is_s3:
             raise ValueError("staging is for local zones: on S3 a file is written by one PUT")
-        staged: list[tuple[str, str]] = []
+        staged: list[list[tuple[str, str]]] = []
         try:
             changed_folders: list[str] = []
-            for relpath, data in files:
-                temp = self._temporary_path(relpath)
-                staged.append((temp, self.path(relpath)))  # before writing: a failed write's file is removed too
-                changed_folders += _write_new_file(temp, data)
+            for files in groups:
+                staged.append([])
+                for relpath, data in files:
+                    temp = self._temporary_path(relpath)
+                    staged[-1].append((temp, self.path(relpath)))  # before writing: a failed write's file goes too
+                    changed_folders += _write_new_file(temp, data)
             if fsync:
-                _fsync_paths([temp for temp, _ in staged] + list(dict.fromkeys(changed_folders)))
+                _fsync_paths([temp for group in staged for temp, _ in group] + list(dict.fromkeys(changed_folders)))
         except BaseException:
-            _remove_temporaries(staged)
+            _remove_temporaries([pair for group in staged for pair in group])
             raise
-        return Staged(tuple(staged))
+        return [Staged(tuple(group)) for group in staged]
 
     def publish(self, staged: Sequence[Staged], fsync: bool = False) -> None:
         """Rename staged files into place, each `Staged` in its order (their data must already be on disk

@@ -4,7 +4,6 @@ whose own entry is not on disk can vanish in a power failure with every image re
 
 import os
 
-from memberflow_assets import zones
 from memberflow_assets.zones import TEMPORARY_DIR, Zones
 
 
@@ -12,8 +11,13 @@ def test_a_durable_write_into_new_folders_fsyncs_their_parents_and_later_writes_
     tmp_path, monkeypatch
 ):
     synced: list[str] = []
-    fsync = zones.fsync_path
-    monkeypatch.setattr(zones, "fsync_path", lambda path: (synced.append(path), fsync(path)))
+    fsync = os.fsync
+
+    def recorded(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recorded)
     root = tmp_path / "zones"
     root.mkdir()
     hour = root / "landing" / "images" / "2026-12-02" / "13"

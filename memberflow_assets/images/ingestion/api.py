@@ -8,7 +8,7 @@
 
 Clients authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (api_keys.py). The
 uploads themselves are served by a plain ASGI endpoint in front of FastAPI (upload_endpoint.py: the
-body's limits, validation, staging, landing in groups); FastAPI serves and documents the rest, and
+body's limits, then validation and landing in batches); FastAPI serves and documents the rest, and
 documents the upload route too.
 """
 
@@ -36,7 +36,7 @@ from memberflow_assets.images.ingestion.admission import Admission
 from memberflow_assets.images.ingestion.api_keys import ApiKeys
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.content import ImageRejected
-from memberflow_assets.images.ingestion.landing import GroupLander, open_lander
+from memberflow_assets.images.ingestion.landing import open_lander
 from memberflow_assets.images.ingestion.upload_endpoint import (
     INTERNAL_ERROR,
     REGISTRY_UNAVAILABLE,
@@ -47,6 +47,7 @@ from memberflow_assets.images.ingestion.upload_endpoint import (
     RequestRefused,
     Scope,
     Send,
+    UploadBatches,
     UploadEndpoint,
     answer,
     authorised_client,
@@ -244,15 +245,11 @@ def create_app(
             zones or Zones.from_settings(configured), dsn or postgres.sales_dsn(configured), ingest, pool_size
         ) as lander:
             app.state.lander = lander
-            landings = GroupLander(lander)
-            app.state.uploads = UploadEndpoint(
-                app.state.keys, app.state.admission, limits, lander, landings, ingest.api_max_bodies
-            )
+            app.state.uploads = UploadEndpoint(app.state.keys, app.state.admission, limits, UploadBatches(lander))
             try:
                 yield
             finally:
                 app.state.uploads.close()
-                landings.close()
 
     app = FastAPI(
         title="memberflow image upload API",

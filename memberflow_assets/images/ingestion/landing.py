@@ -15,10 +15,10 @@ same id. Registry rows are claimed *before* the files are written, in one INSERT
   (layout.py), and every file is written under a temporary name and renamed (one PUT on S3).
 
 `land_many` lands a batch with one registry statement and one durability barrier for all its files:
-Kafka lands each fetched batch this way. The API prepares each upload on its request's thread — validated,
-hashed, and its two files already written (and fsynced) under temporary names (`Lander.stage`), which is
-harmless before the claim: nothing is visible until the renames — and lands concurrent requests in groups
-(GroupLander) that only claim and rename, so one group's registry commit overlaps the next uploads' fsyncs.
+Kafka lands each fetched batch this way. The API lands the uploads that arrive together as a batch too
+(upload_endpoint.UploadBatches): each validated and hashed (`prepare`), the batch's files written and
+fsynced together under temporary names (`stage_many`, harmless before the claim: nothing is visible until
+the renames), then claimed and renamed (`land_prepared`).
 Bytes that are not an acceptable image go to quarantine/images/<hour>/ with a reason file.
 """
 
@@ -28,11 +28,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-import threading
 import uuid
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -123,7 +120,7 @@ class Upload:
 @dataclass(frozen=True)
 class Prepared:
     """An upload found acceptable and described (its id and sidecar), ready to claim and write; `staged`
-    when its image and sidecar are already written under temporary names (`Lander.stage`)."""
+    when its image and sidecar are already written under temporary names (`Lander.stage_many`)."""
 
     upload: Upload
     image_id: str
@@ -189,12 +186,14 @@ class Lander:
         image_id = image_id_for(upload.client, sha256)
         return Prepared(upload, image_id, _sidecar(upload, facts, image_id, sha256, received_at or datetime.now(UTC)))
 
-    def stage(self, prepared: Prepared) -> Prepared:
-        """Write the image and its sidecar under temporary names before the claim (fsynced when durable),
-        so that landing it only claims and renames. On S3, where a file is one PUT, nothing to do here."""
-        if self.zones.is_s3:
-            return prepared
-        return dataclasses.replace(prepared, staged=self.zones.stage(prepared.files(), fsync=self.fsync))
+    def stage_many(self, batch: Sequence[Prepared]) -> list[Prepared]:
+        """Write the batch's images and sidecars under temporary names before the claim (fsynced together
+        when durable), so that landing them only claims and renames. On S3, where a file is one PUT,
+        nothing to do here."""
+        if self.zones.is_s3 or not batch:
+            return list(batch)
+        staged = self.zones.stage_many([prepared.files() for prepared in batch], fsync=self.fsync)
+        return [dataclasses.replace(prepared, staged=each) for prepared, each in zip(batch, staged, strict=True)]
 
     def land_many(self, uploads: Sequence[Upload]) -> list[Landed | ImageRejected]:
         """Land a batch; per upload, what became of it. When this returns, every landed file is durable."""
@@ -427,74 +426,6 @@ class Lander:
         files = self.quarantine_files(data, rejection, **record)
         self.store(files)
         return files[-1][0]
-
-
-class GroupLander:
-    """Lands prepared uploads that arrive concurrently (API requests) together, a group at a time.
-
-    Each group costs one registry statement and one durability barrier (commit flush, folder fsync)
-    however many images it holds, the group-commit idea of databases: under load, requests share the
-    waits instead of queueing behind each other's. Alone, a request is a group of one.
-
-    Groups are formed fairly: one upload per waiting client in turn, up to `max_group` uploads or
-    `max_group_bytes`, so a client with many uploads queued delays another's by at most one group.
-    """
-
-    def __init__(self, lander: Lander, workers: int = 2, max_group: int = 32, max_group_bytes: int = 64 << 20):
-        self.lander = lander
-        self.max_group = max_group
-        self.max_group_bytes = max_group_bytes
-        self._waiting: dict[str, deque[tuple[Prepared, Future]]] = {}  # per client, in turn order
-        self._ready = threading.Condition()
-        self._closing = False
-        self._workers = [threading.Thread(target=self._run, name=f"landing-{n}", daemon=True) for n in range(workers)]
-        for worker in self._workers:
-            worker.start()
-
-    def submit(self, prepared: Prepared, future: Future | None = None) -> Future:
-        """`future` (a new one by default), settled with `Landed`, or the ImageRejected / error the landing raised."""
-        future = Future() if future is None else future
-        with self._ready:
-            self._waiting.setdefault(prepared.client, deque()).append((prepared, future))
-            self._ready.notify()
-        return future
-
-    def close(self) -> None:
-        """Land what was submitted, then stop the workers."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify_all()
-        for worker in self._workers:
-            worker.join()
-
-    def _next_group(self) -> list[tuple[Prepared, Future]] | None:
-        with self._ready:
-            while not self._waiting and not self._closing:
-                self._ready.wait()
-            group: list[tuple[Prepared, Future]] = []
-            size = 0
-            while self._waiting and len(group) < self.max_group and size < self.max_group_bytes:
-                client, queued = next(iter(self._waiting.items()))
-                group.append(queued.popleft())
-                size += len(group[-1][0].data)
-                del self._waiting[client]
-                if queued:
-                    self._waiting[client] = queued  # to the back of the turn order
-            return group or None  # None: closing, nothing left
-
-    def _run(self) -> None:
-        while (group := self._next_group()) is not None:
-            try:
-                results = self.lander.land_prepared([prepared for prepared, _ in group])
-            except BaseException as error:
-                for _, future in group:
-                    future.set_exception(error)
-                continue
-            for (_, future), result in zip(group, results, strict=True):
-                if isinstance(result, ImageRejected):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
 
 
 @contextmanager

@@ -4,10 +4,11 @@ FastAPI's middleware, routing, dependency injection and response validation cost
 upload as writing it durably (docs/images_ingestion.md, "Upload API against its ceilings"), so this
 one route reads the request itself; api.py documents it in the OpenAPI schema and serves the rest.
 
-    event loop     authenticate, admit (admission.py), receive the body within its limits
-    upload thread  validate and hash (at most VALIDATIONS_PER_CLIENT of a client's at once), then write
-                   the image and its sidecar under temporary names and fsync them (Lander.stage)
-    landing group  claim in the registry and rename into place, with concurrent uploads (GroupLander)
+    event loop     authenticate, admit (admission.py), receive the body within its limits, queue it
+    batch worker   take every upload queued (fairly, per client), validate and hash each, write every
+                   image and sidecar under temporary names and fsync them together, claim them all in
+                   one registry statement, rename them with one folder fsync, then wake the event loop
+                   once to answer the whole batch (UploadBatches)
 
 The body is streamed: a declared Content-Length over the limit is refused before any byte is read,
 and a streamed body as soon as it passes the limit, so an oversized upload never sits in memory. A
@@ -22,8 +23,10 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +36,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from memberflow_assets.images.ingestion.admission import Admission, Hold, Overloaded
 from memberflow_assets.images.ingestion.api_keys import ApiKeys
 from memberflow_assets.images.ingestion.content import ImageRejected
-from memberflow_assets.images.ingestion.landing import GroupLander, Landed, Lander, Upload, image_id_for
+from memberflow_assets.images.ingestion.landing import Landed, Lander, Prepared, Upload, image_id_for
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,9 @@ MAX_MULTIPART_PARTS = 16  # the image and a few form fields
 REGISTRY_UNAVAILABLE = "the image registry is unavailable"
 STORAGE_UNAVAILABLE = "the image storage is unavailable"
 INTERNAL_ERROR = {"code": "internal", "detail": "internal error; it has been logged"}
-VALIDATIONS_PER_CLIENT = 2  # uploads of one client being validated at once (threads, CPU)
+# The validation time one client's uploads may take in a batch; its other uploads wait for the next
+# batch, so crafted images that are slow to validate delay another client's upload by little.
+CLIENT_VALIDATION_SECONDS = 0.01
 BODY_RESERVE_STEP = 1 << 20  # memory reserved at a time for a body of undeclared length
 RETRY_AFTER_SECONDS = 5
 _READ_HEADERS = (b"content-length", b"content-type", b"x-api-key", b"authorization")
@@ -263,29 +268,164 @@ def error_answer(error: Exception) -> tuple[int, dict, dict[str, str] | None]:
     return 500, INTERNAL_ERROR, None
 
 
+# -- landing in batches ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Queued:
+    """An upload received, waiting for a batch worker; `answer` is settled on the event loop."""
+
+    upload: Upload
+    declared_type: str | None  # the request's Content-Type, kept with a refused upload in quarantine
+    answer: asyncio.Future[Landed]
+
+
+class UploadBatches:
+    """Lands the uploads the event loop queues, a batch at a time, on `workers` threads.
+
+    A worker takes what is waiting — one upload per waiting client in turn, up to `max_batch` uploads or
+    `max_batch_bytes`, so a client with many uploads queued delays another's by at most a batch — and
+    lands it with as few hand-offs and durability waits as it can: each upload validated and hashed (a
+    refusal is quarantined and answered alone), every image and sidecar written under temporary names
+    and fsynced together, all claimed in one registry statement and renamed with one folder fsync
+    (Lander.land_prepared), then one wake-up of the event loop settles the whole batch's answers. A
+    storage or registry failure fails the batch's landings, none of which is then visible.
+    """
+
+    def __init__(self, lander: Lander, workers: int = 2, max_batch: int = 32, max_batch_bytes: int = 64 << 20):
+        self.lander = lander
+        self.max_batch, self.max_batch_bytes = max_batch, max_batch_bytes
+        self._waiting: dict[str, deque[Queued]] = {}  # per client, in turn order
+        self._ready = threading.Condition()
+        self._closing = False
+        self._workers = [threading.Thread(target=self._run, name=f"uploads-{n}", daemon=True) for n in range(workers)]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, queued: Queued) -> None:
+        with self._ready:
+            self._waiting.setdefault(queued.upload.client, deque()).append(queued)
+            self._ready.notify()
+
+    @property
+    def waiting(self) -> int:
+        """Uploads queued, not yet taken by a worker."""
+        with self._ready:
+            return sum(len(queued) for queued in self._waiting.values())
+
+    def close(self) -> None:
+        """Land what was submitted, then stop the workers."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
+        for worker in self._workers:
+            worker.join()
+
+    def next_batch(self) -> list[Queued] | None:
+        """The next batch, in turn order (None: closing, nothing left)."""
+        with self._ready:
+            while not self._waiting and not self._closing:
+                self._ready.wait()
+            batch: list[Queued] = []
+            size = 0
+            while self._waiting and len(batch) < self.max_batch and size < self.max_batch_bytes:
+                client, queued = next(iter(self._waiting.items()))
+                batch.append(queued.popleft())
+                size += len(batch[-1].upload.data)
+                del self._waiting[client]
+                if queued:
+                    self._waiting[client] = queued  # to the back of the turn order
+            return batch or None
+
+    def _put_back(self, deferred: Sequence[Queued]) -> None:
+        """Uploads taken but not landed: first in their clients' queues again."""
+        if not deferred:
+            return
+        with self._ready:
+            for queued in reversed(deferred):
+                self._waiting.setdefault(queued.upload.client, deque()).appendleft(queued)
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while (batch := self.next_batch()) is not None:
+            try:
+                results = self.land(batch)
+            except BaseException as error:  # every upload taken is answered, whatever happened
+                results = [(queued, error) for queued in batch]
+            for _, result in results:
+                if isinstance(result, BaseException):
+                    # An error's frames hold the whole batch (its bodies) and, through its answer, the error
+                    # itself: a cycle that only the garbage collector would free, much later.
+                    traceback.clear_frames(result.__traceback__)
+            settle(results)
+
+    def land(self, batch: Sequence[Queued]) -> list[tuple[Queued, Landed | BaseException]]:
+        """Land a batch; per upload landed or refused, its result. Uploads of a client whose validations
+        took CLIENT_VALIDATION_SECONDS in this batch are put back for the next one."""
+        results: list[tuple[Queued, Landed | BaseException]] = []
+        accepted: list[tuple[Queued, Prepared]] = []
+        deferred: list[Queued] = []
+        spent: dict[str, float] = {}  # validation seconds per client in this batch
+        for queued in batch:
+            client = queued.upload.client
+            if spent.get(client, 0.0) >= CLIENT_VALIDATION_SECONDS:
+                deferred.append(queued)
+                continue
+            start = time.perf_counter()
+            try:
+                accepted.append((queued, self._prepare(queued)))
+            except Exception as error:
+                results.append((queued, error))
+            spent[client] = spent.get(client, 0.0) + time.perf_counter() - start
+        self._put_back(deferred)
+        if not accepted:
+            return results
+        try:
+            landed = self.lander.land_prepared(self.lander.stage_many([prepared for _, prepared in accepted]))
+        except Exception as error:  # storage or registry: none of the batch's landings happened
+            return results + [(queued, error) for queued, _ in accepted]
+        return results + list(zip([queued for queued, _ in accepted], landed, strict=True))
+
+    def _prepare(self, queued: Queued) -> Prepared:
+        try:
+            return self.lander.prepare(queued.upload)
+        except ImageRejected as rejection:
+            details = {"declared_content_type": queued.declared_type}
+            quarantine_once(self.lander, queued.upload.data, rejection, queued.upload.client, details)
+            raise
+
+
+def settle(results: Sequence[tuple[Queued, Landed | BaseException]]) -> None:
+    """Settle the answers of a batch with one wake-up of each event loop waiting for them."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Queued, Landed | BaseException]]] = {}
+    for queued, result in results:
+        by_loop.setdefault(queued.answer.get_loop(), []).append((queued, result))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, settled)
+        except RuntimeError:  # the loop is closed: nobody is waiting for these answers any more
+            log.warning("%d upload answers dropped: their event loop is closed", len(settled))
+
+
+def _settle_on_loop(results: Sequence[tuple[Queued, Landed | BaseException]]) -> None:
+    for queued, result in results:
+        if queued.answer.done():  # the request was cancelled meanwhile
+            continue
+        if isinstance(result, BaseException):
+            queued.answer.set_exception(result)
+        else:
+            queued.answer.set_result(result)
+
+
 # -- the endpoint --------------------------------------------------------------------------------
 class UploadEndpoint:
-    """POST /v1/images. Each upload is handed to a thread (`max_bodies` of them: admission lets no more
-    uploads in, so one client's uploads never wait for a thread behind another's) that validates and
-    stages it, then to the landing groups."""
+    """POST /v1/images: receives each upload on the event loop and queues it for the batch workers."""
 
-    def __init__(
-        self,
-        keys: ApiKeys,
-        admission: Admission,
-        limits: BodyLimits,
-        lander: Lander,
-        landings: GroupLander,
-        max_bodies: int,
-    ):
+    def __init__(self, keys: ApiKeys, admission: Admission, limits: BodyLimits, batches: UploadBatches):
         self.keys, self.admission, self.limits = keys, admission, limits
-        self.lander, self.landings = lander, landings
-        self._threads = ThreadPoolExecutor(max_bodies, thread_name_prefix="upload")
-        self._validations: dict[str, threading.BoundedSemaphore] = {}
+        self.batches = batches
 
     def close(self) -> None:
         """Finish the uploads in progress."""
-        self._threads.shutdown(wait=True)
+        self.batches.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -308,9 +448,10 @@ class UploadEndpoint:
             data = await read_image_body(headers, receive, self.admission, hold, self.limits)
             if not data:
                 raise RequestRefused(400, "empty", "the body is empty: send the image bytes")
-            landing: Future[Landed] = Future()  # settled by the upload thread (a refusal) or the landing group
-            self._threads.submit(self._land, data, client, headers.get(b"content-type"), landing)
-            landed = await asyncio.wrap_future(landing)
+            landing: asyncio.Future[Landed] = asyncio.get_running_loop().create_future()
+            self.batches.submit(Queued(Upload(data, "api", client), headers.get(b"content-type"), landing))
+            del data  # the batch holds it, until answered; an error's traceback through this frame must not
+            landed = await landing
         finally:
             self.admission.release(hold)
         return (
@@ -318,23 +459,3 @@ class UploadEndpoint:
             upload_result(landed),
             {"Location": f"{UPLOAD_PATH}/{landed.image_id}"},
         )
-
-    def _land(self, data: bytes, client: str, declared_type: str | None, landing: Future[Landed]) -> None:
-        """On an upload thread: validated and hashed (CPU: at most VALIDATIONS_PER_CLIENT of a client's at
-        once), staged (I/O), then handed to the landing groups, which settle `landing`: the event loop is
-        woken once per upload, when it is landed or refused."""
-        slots = self._validations.get(client) or self._validations.setdefault(
-            client, threading.BoundedSemaphore(VALIDATIONS_PER_CLIENT)
-        )
-        try:
-            try:
-                with slots:
-                    prepared = self.lander.prepare(Upload(data, "api", client))
-            except ImageRejected as rejection:
-                quarantine_once(self.lander, data, rejection, client, {"declared_content_type": declared_type})
-                raise
-            staged = self.lander.stage(prepared)
-        except BaseException as error:  # answered by the event loop
-            landing.set_exception(error)
-        else:
-            self.landings.submit(staged, landing)

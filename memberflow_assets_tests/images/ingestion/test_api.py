@@ -25,7 +25,8 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.api import create_app
 from memberflow_assets.images.ingestion.api_keys import append_key_line, mint_key
 from memberflow_assets.images.ingestion.config import IngestSettings
-from memberflow_assets.images.ingestion.landing import GroupLander, Upload, image_id_for
+from memberflow_assets.images.ingestion.landing import Upload, image_id_for
+from memberflow_assets.images.ingestion.upload_endpoint import Queued, UploadBatches
 from memberflow_assets.postgres import ensure_database, with_database
 from memberflow_assets.settings import Settings
 from memberflow_assets.testing.images import (
@@ -425,23 +426,27 @@ def test_crafted_jpegs_are_refused_fast_and_do_not_delay_another_client(api):
     assert len(abusive) > 1 and len(hours) == len(set(hours)) <= 2 and copies[0]["reason"] == "too_complex"
 
 
-def test_landing_groups_take_waiting_clients_in_turn():
-    """A client with many uploads queued delays another's by at most one group (GroupLander's fairness)."""
-    landings = GroupLander(lander=None, workers=0, max_group=8, max_group_bytes=100)  # only forms groups here
+def test_batches_take_waiting_clients_in_turn():
+    """A client with many uploads queued delays another's by at most one batch (UploadBatches' fairness)."""
+    batches = UploadBatches(lander=None, workers=0, max_batch=8, max_batch_bytes=100)  # only forms batches here
+
+    def submit(data: bytes, client: str) -> None:
+        batches.submit(Queued(Upload(data, "api", client), None, answer=None))
+
     for number in range(20):
-        landings.submit(Upload(b"g%02d" % number, "api", "greedy"))
-    landings.submit(Upload(b"p", "api", "polite"))
-    landings.submit(Upload(b"q", "api", "polite"))
-    first = [(upload.client, upload.data) for upload, _ in landings._next_group()]
+        submit(b"g%02d" % number, "greedy")
+    submit(b"p", "polite")
+    submit(b"q", "polite")
+    first = [(queued.upload.client, queued.upload.data) for queued in batches.next_batch()]
     assert first[:4] == [("greedy", b"g00"), ("polite", b"p"), ("greedy", b"g01"), ("polite", b"q")]
     greedy = [data for client, data in first if client == "greedy"]
     assert len(first) == 8 and greedy == [b"g%02d" % n for n in range(6)]
-    landings.submit(Upload(b"x" * 60, "api", "big"))
-    landings.submit(Upload(b"y" * 60, "api", "big"))
-    second = [(upload.client, len(upload.data)) for upload, _ in landings._next_group()]
+    submit(b"x" * 60, "big")
+    submit(b"y" * 60, "big")
+    second = [(queued.upload.client, len(queued.upload.data)) for queued in batches.next_batch()]
     sizes = [size for _, size in second]
     assert second[:2] == [("greedy", 3), ("big", 60)]
-    assert sum(sizes[:-1]) < 100 <= sum(sizes)  # a group stops growing once it holds max_group_bytes
+    assert sum(sizes[:-1]) < 100 <= sum(sizes)  # a batch stops growing once it holds max_batch_bytes
 
 
 def test_a_form_of_very_many_parts_is_refused_without_parsing_them_all(api):

@@ -328,8 +328,15 @@ class Zones:
         return files, size
 
     def write_parquet(self, relpath: str, table: pa.Table) -> None:
-        with self.writing(relpath) as temp:
-            pq.write_table(table, temp, compression="zstd")
+        with self.writing_parquet(relpath, table.schema) as writer:
+            writer.write_table(table)
+
+    @contextmanager
+    def writing_parquet(self, relpath: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        """A Parquet writer whose file appears at `relpath` whole when the block succeeds (`writing`):
+        each `write_table` appends row groups, so a file can be written a part at a time."""
+        with self.writing(relpath) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
+            yield writer
 
     def copy(self, src_relpath: str, dst_relpath: str) -> None:
         if self.is_s3:

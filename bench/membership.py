@@ -4,8 +4,9 @@ measured in the same run:
   1. classify_applications throughput (rows/s; target >= 800,000 on 2 cores), 1,000,000 synthetic rows
      covering every rule;
   2. the floor: DuckDB reading the same CSV and writing it to Parquet;
-  3. one 1M-row partition (read -> classify -> write both outputs, with its checks) through Dagster,
-     beyond Dagster's fixed per-run overhead (the same run on a 1-row file); target: within 4x the floor;
+  3. one 1M-row partition (read -> classify -> write both outputs, with its checks, a chunk at a time)
+     through Dagster, beyond Dagster's fixed per-run overhead (the same run on a 1-row file); target:
+     within 4x the floor;
      and the peak memory (max RSS) of that process (target < 1 GB);
   4. what the strict reading costs: the independent line count and the line split, on the same file;
   5. one 25,000-row file's whole run, members included, with 25,000 members already loaded and with

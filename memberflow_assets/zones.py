@@ -384,8 +384,22 @@ class Zones:
         return files, size
 
     def write_parquet(self, relpath: str, table: pa.Table) -> None:
-        with self.writing(relpath) as temp:
-            pq.write_table(table, temp, compression="zstd")
+        with self.writing_parquet(relpath, table.schema) as writer:
+            writer.write_table(table)
+
+    @contextmanager
+    def writing_parquet(
+        self, relpath: str, schema: pa.Schema, dictionary: bool | Sequence[str] = True
+    ) -> Iterator[pq.ParquetWriter]:
+        """A Parquet writer whose file appears at `relpath` whole when the block succeeds (`writing`):
+        each `write_table` appends row groups, so a file can be written a part at a time. `dictionary`:
+        the columns to dictionary-encode (all by default; for a column of mostly distinct values the
+        encoder builds a dictionary only to give it up, which costs time and space)."""
+        with (
+            self.writing(relpath) as temp,
+            pq.ParquetWriter(temp, schema, compression="zstd", use_dictionary=dictionary) as writer,
+        ):
+            yield writer
 
     def copy(self, src_relpath: str, dst_relpath: str) -> None:
         if self.is_s3:

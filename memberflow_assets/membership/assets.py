@@ -1,9 +1,10 @@
 """Membership applications: landed file -> raw records -> classified rows -> output files -> members table.
 
 The assets are thin: reading is `reader`, the rules are `rules`, the checks' second opinion is
-`validation`, loading members is `members_load`; this module moves data between zones and reports
-what happened to Dagster. Nothing personal (e-mail, mobile number, birthday) goes into Dagster's
-metadata or logs: they stay in the zones and the database.
+`validation`, the chunked way from a file to its two outputs is `pipeline`, loading members is
+`members_load`; this module finds the files and reports what happened to Dagster. Nothing personal
+(e-mail, mobile number, birthday) goes into Dagster's metadata or logs: they stay in the zones and the
+database.
 """
 
 import hashlib
@@ -13,9 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from memberflow_assets import column_schemas
 from memberflow_assets.membership import layout
@@ -28,15 +27,9 @@ from memberflow_assets.membership.members_load import (
     verify_batch,
 )
 from memberflow_assets.membership.partitions import application_files
-from memberflow_assets.membership.reader import ApplicationFileError, ApplicationRecords, read_records
-from memberflow_assets.membership.rules import (
-    DEFAULT_AS_OF,
-    INPUT_COLUMNS,
-    OUTPUT_COLUMNS,
-    REJECTION_REASONS,
-    classify_records,
-)
-from memberflow_assets.membership.validation import malformed_membership_ids, successful_rule_violations
+from memberflow_assets.membership.pipeline import CHUNK_LINES, LANDED_SCHEMA, OUTPUT_SCHEMA, store_batch
+from memberflow_assets.membership.reader import ApplicationFile, ApplicationFileError, open_file
+from memberflow_assets.membership.rules import DEFAULT_AS_OF
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.zones import FileInfo, Zones
 
@@ -51,6 +44,7 @@ COLLISION_IDS_SHOWN = 50
 
 class ClassificationConfig(dg.Config):
     reference_date: str = DEFAULT_AS_OF.isoformat()  # applicants must be 18 or older on this date
+    chunk_lines: int = CHUNK_LINES  # lines read, classified and written at a time (memory: a few chunks)
 
     @property
     def as_of(self) -> date:
@@ -115,14 +109,15 @@ def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha2
     return target
 
 
-def read_landed_file(context: dg.AssetExecutionContext, zones: Zones) -> tuple[FileInfo, str, ApplicationRecords]:
-    """The landed file of this partition, its SHA-256 and its records; quarantines an unreadable file."""
+def open_landed_file(context: dg.AssetExecutionContext, zones: Zones) -> tuple[FileInfo, str, ApplicationFile]:
+    """The landed file of this partition, its SHA-256 and the file checked whole (every file-level problem
+    is found before any output is written); quarantines an unreadable file."""
     landed = find_landed_file(zones, context.partition_key, context.run.tags.get(layout.SOURCE_FILE_TAG))
     data = zones.read_bytes(landed.relpath)
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it runs beside the parsing
         digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
         try:
-            records = read_records(data, landed.name)
+            file = open_file(data, landed.name)
         except ApplicationFileError as error:
             target = quarantine(zones, landed, error, digest.result(), context.run.run_id)
             context.log.error(f"{error} -> quarantined to {zones.url(target)}")
@@ -135,40 +130,11 @@ def read_landed_file(context: dg.AssetExecutionContext, zones: Zones) -> tuple[F
                 },
                 allow_retries=False,
             ) from error
-    return landed, digest.result(), records
+    return landed, digest.result(), file
 
 
-def batch_rows(batch: str, landed: FileInfo, classified: pa.Table) -> pa.Table:
-    """The rows both output files hold: the batch, the rules' columns, then where each row came from."""
-    rows = classified.num_rows
-    return pa.table(
-        {
-            "batch": pa.repeat(pa.scalar(batch, pa.large_string()), rows),
-            **{name: classified[name] for name in OUTPUT_COLUMNS},
-            "source_file": pa.repeat(pa.scalar(landed.name, pa.large_string()), rows),
-            "row_number": pa.array(np.arange(1, rows + 1, dtype=np.int64)),
-            "line_number": classified["line_number"],
-            "landed_at": pa.repeat(
-                pa.scalar(datetime.fromtimestamp(landed.changed_at, UTC), pa.timestamp("us", "UTC")), rows
-            ),
-            "raw_record": classified["raw_record"],
-        }
-    )
-
-
-def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
-    reasons = pc.list_flatten(pc.split_pattern(rejection_reasons, ";"))
-    counted = {row["values"]: row["counts"] for row in pc.value_counts(reasons).to_pylist()}
-    return {reason: counted.get(reason, 0) for reason in REJECTION_REASONS}
-
-
-# The columns shown in the UI: those of a header-only file through the same reader, rules and batch_rows
-# (the landed file's required columns, as text; both output files' columns, as written).
-_HEADER_ONLY = read_records((",".join(INPUT_COLUMNS) + "\n").encode(), "columns.csv").records
-LANDED_COLUMNS = column_schemas.from_arrow(_HEADER_ONLY.select(list(INPUT_COLUMNS)).schema)
-OUTPUT_FILE_COLUMNS = column_schemas.from_arrow(
-    batch_rows("", FileInfo("", 0, 0.0), classify_records(_HEADER_ONLY)).schema
-)
+LANDED_COLUMNS = column_schemas.from_arrow(LANDED_SCHEMA)
+OUTPUT_FILE_COLUMNS = column_schemas.from_arrow(OUTPUT_SCHEMA)
 
 
 @dg.multi_asset(
@@ -233,60 +199,36 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
     """One landed file, read -> classified -> stored, in one step: the intermediate data never needs a
     copy of its own (raw = the landed file, classified = the two output files)."""
     batch = context.partition_key
-    landed, sha256, read = read_landed_file(context, zones)
-    records, read_lines, blank_lines = read.records, read.lines_after_header, read.blank_lines
-    malformed = int(pc.sum(records["malformed_record"]).as_py() or 0)
-    context.log.info(f"read {records.num_rows} records ({malformed} malformed) from {zones.url(landed.relpath)}")
+    landed, sha256, file = open_landed_file(context, zones)
+    relpaths = {
+        "successful": f"{layout.SUCCESSFUL_PREFIX}/{batch}.parquet",
+        "unsuccessful": f"{layout.UNSUCCESSFUL_PREFIX}/{batch}.parquet",
+    }
+    stored = store_batch(
+        zones, file, batch, landed, relpaths, config.as_of, chunk_lines=config.chunk_lines, head_rows=PREVIEW_ROWS
+    )
+    context.log.info(f"read {stored.records} records ({stored.malformed} malformed) from {zones.url(landed.relpath)}")
     yield dg.MaterializeResult(
         asset_key="raw_applications",
         metadata={
             "source": dg.MetadataValue.path(zones.url(landed.relpath)),
             "sha256": sha256,
             "size_bytes": landed.size,
-            "rows": records.num_rows,
-            "header_line": read.header_line,
-            "blank_lines": read.blank_lines,
-            "malformed_records": malformed,
-            "columns": ", ".join(_shorten(column) for column in read.columns[:HEADER_COLUMNS_SHOWN])
+            "rows": stored.records,
+            "header_line": file.header_line,
+            "blank_lines": stored.blank_lines,
+            "malformed_records": stored.malformed,
+            "columns": ", ".join(_shorten(column) for column in file.columns[:HEADER_COLUMNS_SHOWN])
             + (
-                f" (+{len(read.columns) - HEADER_COLUMNS_SHOWN} more)"
-                if len(read.columns) > HEADER_COLUMNS_SHOWN
+                f" (+{len(file.columns) - HEADER_COLUMNS_SHOWN} more)"
+                if len(file.columns) > HEADER_COLUMNS_SHOWN
                 else ""
             ),
         },
     )
 
-    classified = batch_rows(batch, landed, classify_records(records, as_of=config.as_of))
-    del records, read
-    is_successful = classified["is_successful"]
-    selections = {
-        "successful_applications": (f"{layout.SUCCESSFUL_PREFIX}/{batch}.parquet", is_successful),
-        "unsuccessful_applications": (f"{layout.UNSUCCESSFUL_PREFIX}/{batch}.parquet", pc.invert(is_successful)),
-    }
-
-    def store(relpath: str, table: pa.Table) -> int:
-        zones.write_parquet(relpath, table)
-        return zones.parquet_num_rows(relpath)  # what is really on storage
-
-    def check_successful(table: pa.Table) -> tuple[int, dict[str, int]]:
-        return malformed_membership_ids(table), successful_rule_violations(table, config.as_of)
-
-    # Arrow and Parquet release the GIL: the two files are filtered and written on both cores at once,
-    # and the successful rows are re-checked while the files are written (a third thread: the writes
-    # leave a core idle at times, the checks are single-threaded).
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        filtering = {name: pool.submit(classified.filter, selection) for name, (_, selection) in selections.items()}
-        tables = {name: future.result() for name, future in filtering.items()}
-        rows = classified.num_rows
-        del classified  # the two tables hold every row now: one copy of the data is enough
-        writes = {name: pool.submit(store, selections[name][0], table) for name, table in tables.items()}
-        successful_checks = pool.submit(check_successful, tables["successful_applications"])
-    outputs = {name: (selections[name][0], table) for name, table in tables.items()}
-    stored_rows = {name: future.result() for name, future in writes.items()}
-
-    successful = stored_rows["successful_applications"]
-    # successful rows have no reasons
-    rejections = rejection_counts(outputs["unsuccessful_applications"][1]["rejection_reasons"])
+    rows = stored.records
+    successful = stored.stored_rows["successful"]
     yield dg.MaterializeResult(
         asset_key="classified_applications",
         metadata={
@@ -294,43 +236,47 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
             "successful": successful,
             "unsuccessful": rows - successful,
             "success_rate": round(successful / rows, 4) if rows else 0.0,
-            "rejections_by_reason": dg.MetadataValue.json(rejections),
+            "rejections_by_reason": dg.MetadataValue.json(stored.rejections),
             "reference_date": config.reference_date,
         },
     )
-    for asset_name, (relpath, table) in outputs.items():
+    for output, relpath in relpaths.items():
         yield dg.MaterializeResult(
-            asset_key=asset_name,
+            asset_key=f"{output}_applications",
             metadata={
                 "path": dg.MetadataValue.path(zones.url(relpath)),
-                "rows": stored_rows[asset_name],
-                "preview": _preview(table),
+                "rows": stored.stored_rows[output],
+                "preview": _preview(stored.heads[output]),
             },
         )
 
     # Lines are counted in the file's bytes, not by the parser: a parser that merged records would fail.
-    stored = sum(stored_rows.values())
+    rows_stored = sum(stored.stored_rows.values())
+    read_lines, blank_lines = file.lines_after_header, stored.blank_lines
     yield dg.AssetCheckResult(
         check_name="rows_conserved",
         asset_key="classified_applications",
-        passed=read_lines == stored + blank_lines,
-        metadata={"lines_after_header": read_lines, "blank_lines": blank_lines, "rows_stored": stored, **stored_rows},
+        passed=read_lines == rows_stored + blank_lines,
+        metadata={
+            "lines_after_header": read_lines,
+            "blank_lines": blank_lines,
+            "rows_stored": rows_stored,
+            **{f"{output}_applications": count for output, count in stored.stored_rows.items()},
+        },
     )
 
-    successful_rows = outputs["successful_applications"][1]
-    malformed_ids, violations = successful_checks.result()
     yield dg.AssetCheckResult(
         check_name="membership_id_valid",
         asset_key="successful_applications",
-        passed=malformed_ids == 0,
-        metadata={"malformed_ids": malformed_ids},
+        passed=stored.malformed_ids == 0,
+        metadata={"malformed_ids": stored.malformed_ids},
     )
 
     yield dg.AssetCheckResult(
         check_name="successful_rows_satisfy_rules",
         asset_key="successful_applications",
-        passed=not any(violations.values()),
-        metadata={"rows_checked": successful_rows.num_rows, "violations": dg.MetadataValue.json(violations)},
+        passed=not any(stored.violations.values()),
+        metadata={"rows_checked": successful, "violations": dg.MetadataValue.json(stored.violations)},
     )
 
 

@@ -47,10 +47,48 @@ class ApplicationFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class Records:
+    """Records of consecutive lines: one row per record (non-blank line), in file order, with columns
+    line_number, malformed_record, raw_record (the line's text when malformed, else null) and the
+    required fields as text (never null); and how many of those lines were blank."""
+
+    records: pa.Table
+    blank_lines: int
+
+
+@dataclass(frozen=True)
+class ApplicationFile:
+    """A file that can be read as applications: its header is checked and the whole file is valid UTF-8,
+    so every file-level problem has been found (`open_file`); its records are read `chunk` by chunk,
+    which can only find problems of single records."""
+
+    source_file: str
+    header_line: int
+    columns: tuple[str, ...]
+    lines_after_header: int  # counted in the raw bytes, independently of the parser
+    body: pa.Table  # the lines after the header: line_number, line (with its terminator), terminator
+    positions: dict[str, int]  # the 1-based position of each required column in the header
+
+    def chunk(self, start: int, stop: int) -> Records:
+        """The records of the body's lines [start, stop)."""
+        with duck.connect() as connection:
+            connection.execute(_CSV_FIELDS)
+            connection.register("lines", self.body.slice(start, stop - start))
+            parsed = connection.sql(
+                _PARSE_RECORDS,
+                params={
+                    "field_count": len(self.columns),
+                    **{f"{column}_field": self.positions[column] for column in INPUT_COLUMNS},
+                },
+            ).to_arrow_table()
+        blank = parsed["blank"]
+        records = parsed.filter(pc.invert(blank)).drop_columns(["blank"])
+        return Records(records, parsed.num_rows - records.num_rows)
+
+
+@dataclass(frozen=True)
 class ApplicationRecords:
-    """What a file holds. `records`: one row per record (non-blank line after the header), in file
-    order, with columns line_number, malformed_record, raw_record (the line's text when malformed,
-    else null) and the required fields as text (never null)."""
+    """A whole file's records (`read_records`)."""
 
     records: pa.Table
     header_line: int
@@ -59,8 +97,8 @@ class ApplicationRecords:
     blank_lines: int
 
 
-def read_records(data: bytes, source_file: str) -> ApplicationRecords:
-    """The records of a landed file's bytes; raises ApplicationFileError for a file that is not one."""
+def open_file(data: bytes, source_file: str) -> ApplicationFile:
+    """A landed file's bytes, checked as a whole; raises ApplicationFileError for a file that is not one."""
     if data.startswith(_UTF16_OR_32_BOMS):
         raise ApplicationFileError(source_file, "not_utf8", "the file is UTF-16 or UTF-32 text (byte-order mark)")
     start = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
@@ -72,31 +110,36 @@ def read_records(data: bytes, source_file: str) -> ApplicationRecords:
         raise ApplicationFileError(source_file, "empty_file", "the file has no content (only blank lines, if any)")
     header_index = data.count(b"\n", start, first_text.start())
     header_line = header_index + 1
-    total_lines = len(lines)
     body = pa.table(
         {
-            "line_number": pa.array(np.arange(header_line + 1, total_lines + 1, dtype=np.int64)),
+            "line_number": pa.array(np.arange(header_line + 1, len(lines) + 1, dtype=np.int64)),
             "line": lines.slice(header_index + 1),
             "terminator": pa.array(terminators[header_index + 1 :]),
         }
     )
     with duck.connect() as connection:
         connection.execute(_CSV_FIELDS)
-        connection.register("lines", body)
         header = _read_header(source_file, connection, lines[header_index].as_py(), header_line)
-        positions = _required_positions(source_file, header, header_line)
-        parsed = connection.sql(
-            _PARSE_RECORDS,
-            params={"field_count": len(header), **{f"{column}_field": positions[column] for column in INPUT_COLUMNS}},
-        ).to_arrow_table()
-    blank = parsed["blank"]
-    records = parsed.filter(pc.invert(blank)).drop_columns(["blank"])
-    return ApplicationRecords(
-        records=records,
+    return ApplicationFile(
+        source_file=source_file,
         header_line=header_line,
         columns=tuple(header),
         lines_after_header=_count_lines(data, start) - header_line,
-        blank_lines=parsed.num_rows - records.num_rows,
+        body=body,
+        positions=_required_positions(source_file, header, header_line),
+    )
+
+
+def read_records(data: bytes, source_file: str) -> ApplicationRecords:
+    """The records of a landed file's bytes, all at once; raises ApplicationFileError for a file that is not one."""
+    file = open_file(data, source_file)
+    read = file.chunk(0, file.body.num_rows)
+    return ApplicationRecords(
+        records=read.records,
+        header_line=file.header_line,
+        columns=file.columns,
+        lines_after_header=file.lines_after_header,
+        blank_lines=read.blank_lines,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,22 +69,44 @@ def adult_cutoff(as_of: date) -> date:
         return as_of.replace(year=as_of.year - 18, day=28)
 
 
-def classify_records(applications: pa.Table, as_of: date = DEFAULT_AS_OF) -> pa.Table:
+class BirthdayVerdicts:
+    """The date_of_birth rules' verdicts (classify_birthdays.sql) on every distinct text judged so far, for
+    one reference date. The chunks of a file share one: a birthday that recurs in later chunks (most do)
+    is judged, and its SHA-256 computed, once for the file."""
+
+    def __init__(self, as_of: date = DEFAULT_AS_OF):
+        self.as_of = as_of
+        self._known: pa.Table | None = None  # one row per distinct text: date_of_birth, then the verdicts
+
+    def of(self, connection: duckdb.DuckDBPyConnection, texts: pa.Array) -> pa.Table:
+        """The verdicts on `texts` (distinct values), row for row; judges the texts not seen before."""
+        new = texts if self._known is None else texts.filter(pc.invert(pc.is_in(texts, self._known["date_of_birth"])))
+        if len(new) or self._known is None:
+            connection.register("birthdays", pa.table({"date_of_birth": new}))
+            judged = connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params={"cutoff": adult_cutoff(self.as_of)})
+            judged = judged.to_arrow_table()
+            self._known = (judged if self._known is None else pa.concat_tables([self._known, judged])).combine_chunks()
+        return self._known.take(pc.index_in(texts, value_set=self._known["date_of_birth"]))
+
+
+def classify_records(
+    applications: pa.Table, as_of: date = DEFAULT_AS_OF, birthdays: BirthdayVerdicts | None = None
+) -> pa.Table:
     """The rules over an Arrow table: the text columns `INPUT_COLUMNS`, a boolean `malformed_record`
     (the reader could not split the record into its fields) and any other columns. Returns
-    `OUTPUT_COLUMNS` followed by the other columns (malformed_record among them), row for row."""
-    birthdays = pc.dictionary_encode(
+    `OUTPUT_COLUMNS` followed by the other columns (malformed_record among them), row for row.
+    `birthdays`: the verdicts already known (for `as_of`), e.g. from earlier chunks of the same file."""
+    birthdays = birthdays or BirthdayVerdicts(as_of)
+    if birthdays.as_of != as_of:
+        raise ValueError(f"birthday verdicts for {birthdays.as_of}, not {as_of}")
+    texts = pc.dictionary_encode(
         pc.fill_null(applications["date_of_birth"].cast(pa.large_string()), "").combine_chunks()
     )
     with duck.connect() as connection:
         # Each distinct birthday is judged once; the verdicts go back to the rows by position.
-        connection.register("birthdays", pa.table({"date_of_birth": birthdays.dictionary}))
-        verdicts = connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params={"cutoff": adult_cutoff(as_of)}).to_arrow_table()
-        verdict_of_row = pc.take(
-            pc.index_in(birthdays.dictionary, value_set=verdicts["date_of_birth"]), birthdays.indices
-        )
+        verdicts = birthdays.of(connection, texts.dictionary)
         for column, name in _BIRTHDAY_VERDICTS.items():
-            applications = applications.append_column(name, pc.take(verdicts[column], verdict_of_row))
+            applications = applications.append_column(name, pc.take(verdicts[column], texts.indices))
         connection.register("applications", applications)
         lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items()}
         return connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()

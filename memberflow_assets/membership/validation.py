@@ -28,8 +28,11 @@ def _count(flags: pa.ChunkedArray) -> int:
     return int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
 
 
-def successful_rule_violations(successful: pa.Table, as_of: date) -> dict[str, int]:
-    """For rows classified successful: how many break each rule (all zero when the data is right)."""
+def successful_rule_violations(
+    successful: pa.Table, as_of: date, id_suffixes: dict[str, str] | None = None
+) -> dict[str, int]:
+    """For rows classified successful: how many break each rule (all zero when the data is right).
+    `id_suffixes`: a birthday's membership ID suffix by its text, kept across calls (a file's chunks)."""
     if successful.num_rows == 0:
         return {}
     name = _strings(successful, "name")
@@ -48,9 +51,12 @@ def successful_rule_violations(successful: pa.Table, as_of: date) -> dict[str, i
     real_date = pc.fill_null(pc.equal(pc.strftime(parsed, format="%Y%m%d"), unique_births), False)
     cutoff = pa.scalar(datetime.combine(adult_cutoff(as_of), time()), type=pa.timestamp("s"))
     too_young = pc.fill_null(pc.greater(parsed, cutoff), True)
-    suffixes = pa.array(
-        [hashlib.sha256(day.encode()).hexdigest()[:5] for day in unique_births.to_pylist()], type=pa.large_string()
-    )
+    known = {} if id_suffixes is None else id_suffixes
+    days = unique_births.to_pylist()
+    for day in days:
+        if day not in known:
+            known[day] = hashlib.sha256(day.encode()).hexdigest()[:5]
+    suffixes = pa.array([known[day] for day in days], type=pa.large_string())
     expected_id = pc.binary_join_element_wise(
         last_name, pc.take(suffixes, row_birth), pa.scalar("_", pa.large_string())
     )

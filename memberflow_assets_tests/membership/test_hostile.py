@@ -13,10 +13,9 @@ import psycopg2
 import pyarrow as pa
 
 from memberflow_assets import cli
-from memberflow_assets.membership import assets as membership_assets
 from memberflow_assets.membership.layout import batch_key
 from memberflow_assets.membership.members_load import load_batch, stage_batch, verify_batch
-from memberflow_assets.membership.reader import ApplicationRecords
+from memberflow_assets.membership.reader import ApplicationFile, Records
 from memberflow_assets.membership.samples import generate_applications
 from memberflow_assets.membership.sensors import build_landing_applications_sensor
 from memberflow_assets.resources import SalesDatabase
@@ -156,14 +155,16 @@ def test_an_unclosed_quote_breaks_only_its_own_record_early_or_late(instance, zo
 
 
 def test_rows_conserved_fails_when_the_parser_merges_records(instance, zones, pg_dsn, monkeypatch):
-    real_read_records = membership_assets.read_records
+    real_chunk = ApplicationFile.chunk
 
-    def merging_parser(data: bytes, source_file: str) -> ApplicationRecords:
-        read = real_read_records(data, source_file)
+    def merging_parser(file: ApplicationFile, start: int, stop: int) -> Records:
+        read = real_chunk(file, start, stop)
+        if stop < file.body.num_rows:
+            return read
         merged = read.records.slice(0, read.records.num_rows - 1)  # the last record swallowed by another
-        return ApplicationRecords(merged, read.header_line, read.columns, read.lines_after_header, read.blank_lines)
+        return Records(merged, read.blank_lines)
 
-    monkeypatch.setattr(membership_assets, "read_records", merging_parser)
+    monkeypatch.setattr(ApplicationFile, "chunk", merging_parser)
     land(zones, "merged.csv", f"{HEADER}\n{GOOD_ROWS}")
 
     result = run_file(instance, "merged.csv")

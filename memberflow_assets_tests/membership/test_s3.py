@@ -5,11 +5,12 @@ import json
 import boto3
 import dagster as dg
 import psycopg2
+import pyarrow.parquet as pq
 
 from memberflow_assets.membership.sensors import build_landing_applications_sensor
 from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.helpers import HEADER, check_results, land, read_output, run_batch
+from memberflow_assets_tests.helpers import HEADER, check_results, land, read_output, run_batch, run_partition
 
 
 def bucket_keys(endpoint: str, storage_url: str) -> list[str]:
@@ -88,3 +89,32 @@ def test_poisoned_rows_and_colliding_ids_on_s3(instance, s3_env, pg_dsn):
         cursor.execute("SELECT first_name, row_number FROM sales.membership_id_collisions")
         assert cursor.fetchall() == [("Bea", 5)]
     connection.close()
+
+
+def test_chunked_outputs_on_s3_appear_whole_or_not_at_all(instance, s3_env, moto_endpoint, pg_dsn, monkeypatch):
+    """On S3 a file is written locally and uploaded once complete: a failure mid-way uploads nothing."""
+    zones = Zones.from_settings()
+    content = f"{HEADER}\n" + "".join(
+        f"Ann Lee{n},ann{n}@mail.net,1985-02-03,81234567\nX{n},bad,bad,bad\n" for n in range(5)
+    )
+    land(zones, "chunks.csv", content)
+    real_write = pq.ParquetWriter.write_table
+    calls = []
+
+    def failing_write(writer, table, *args, **kwargs):
+        calls.append(table.num_rows)
+        if len(calls) == 3:  # the second chunk's
+            raise OSError("No space left on device")
+        return real_write(writer, table, *args, **kwargs)
+
+    chunked = {"ops": {"application_batch": {"config": {"chunk_lines": 4}}}}
+    with monkeypatch.context() as patched:
+        patched.setattr(pq.ParquetWriter, "write_table", failing_write)
+        assert not run_partition(instance, "membership_batch", "chunks", run_config=chunked).success
+    assert not [key for key in bucket_keys(moto_endpoint, s3_env) if key.startswith("members/")]
+
+    assert run_partition(instance, "membership_batch", "chunks", run_config=chunked).success
+    successful = zones.read_parquet("members/successful/chunks.parquet")
+    assert successful["row_number"].to_pylist() == [1, 3, 5, 7, 9]
+    with zones.fs.open(zones.path("members/unsuccessful/chunks.parquet"), "rb") as handle:
+        assert pq.ParquetFile(handle).metadata.num_row_groups == 3  # lines 2-5, 6-9, 10-11

@@ -61,3 +61,16 @@ def test_each_kind_of_wrong_output_is_caught(successful, column, value, rule):
 def test_malformed_membership_ids():
     table = pa.table({"membership_id": ["Lee_0e3c4", "Tan_12345", "bad id", "Lee_0E3C4", "Lee 0e3c4_12345"]})
     assert malformed_membership_ids(table) == 3
+
+
+def test_suffixes_kept_across_chunks_still_catch_a_wrong_id(successful):
+    """A file's chunks share the checks' SHA-256 suffixes: a birthday seen in an earlier chunk is not
+    hashed again, and a wrong ID with it is still caught."""
+    first, second = successful.slice(0, 2000), successful.slice(2000)
+    known = set(first["date_of_birth"].to_pylist())
+    row = next(n for n, day in enumerate(second["date_of_birth"].to_pylist()) if day in known)
+    id_suffixes = {}
+    assert set(successful_rule_violations(first, AS_OF, id_suffixes).values()) == {0}
+    assert second["date_of_birth"][row].as_py() in id_suffixes
+    tampered = replace_value(second, "membership_id", row, second["membership_id"][row].as_py()[:-1] + "x")
+    assert successful_rule_violations(tampered, AS_OF, id_suffixes)["membership_id_mismatch"] == 1

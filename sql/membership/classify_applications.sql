@@ -48,8 +48,10 @@ titled AS (
         *,
         -- Titles are removed from the front and suffixes from the end, as often as they repeat
         -- (whitespace is single spaces by now). Only a name starting with M, D or P can have a title.
+        -- (Not `ascii(_name) IN (...)`: DuckDB plans a list of constants as a join, which does not keep
+        -- the rows' order.)
         regexp_replace(
-            CASE WHEN ascii(_name) IN (77, 109, 68, 100, 80, 112)
+            CASE WHEN contains('MmDdPp', left(_name, 1))
                  THEN regexp_replace(_name, '^(?i:(?:mr|mrs|ms|miss|dr|mx|prof)(?:\. *| +|$))+', '')
                  ELSE _name END,
             '(?i:(?:^|[ ,]+)(?:jr|sr|ii|iii|iv|md|dds|dvm|phd|esq)\.?)+$', '') AS _untitled

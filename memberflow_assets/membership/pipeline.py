@@ -1,0 +1,186 @@
+"""A readable file's records through the rules into the batch's two output files, chunk by chunk. No Dagster.
+
+The file's lines are taken `chunk_lines` at a time. While DuckDB parses and classifies one chunk, the
+chunk before it is split into its successful and unsuccessful rows, each part is appended to its file as
+a row group, and the successful part is re-checked (`validation`): the single-threaded work (Parquet
+writing, the checks) runs beside DuckDB's, and memory holds a few chunks instead of the whole file's rows
+several times over. Both files are written under temporary names and appear only once every chunk is in
+them (`Zones.writing_parquet`): a failure anywhere leaves neither an output file nor a temporary one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from memberflow_assets.membership.reader import ApplicationFile, Records, read_records
+from memberflow_assets.membership.rules import (
+    INPUT_COLUMNS,
+    OUTPUT_COLUMNS,
+    REJECTION_REASONS,
+    BirthdayVerdicts,
+    classify_records,
+)
+from memberflow_assets.membership.validation import malformed_membership_ids, successful_rule_violations
+from memberflow_assets.zones import FileInfo, Zones
+
+CHUNK_LINES = 262_144
+OUTPUTS = ("successful", "unsuccessful")
+# The output columns whose values repeat: dictionary-encoded. The others (names, e-mail addresses,
+# mobile numbers, IDs, row and line numbers) are mostly distinct: without a dictionary both files are
+# written with ~22% less CPU and come out ~9% smaller (bench/membership.py, docs/membership.md).
+DICTIONARY_COLUMNS = (
+    "batch",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "above_18",
+    "is_successful",
+    "rejection_reasons",
+    "source_file",
+    "landed_at",
+)
+
+
+def batch_rows(batch: str, landed: FileInfo, classified: pa.Table, first_row_number: int = 1) -> pa.Table:
+    """The rows both output files hold: the batch, the rules' columns, then where each row came from
+    (`first_row_number`: the row number of the first record given)."""
+    rows = classified.num_rows
+    return pa.table(
+        {
+            "batch": pa.repeat(pa.scalar(batch, pa.large_string()), rows),
+            **{name: classified[name] for name in OUTPUT_COLUMNS},
+            "source_file": pa.repeat(pa.scalar(landed.name, pa.large_string()), rows),
+            "row_number": pa.array(np.arange(first_row_number, first_row_number + rows, dtype=np.int64)),
+            "line_number": classified["line_number"],
+            "landed_at": pa.repeat(
+                pa.scalar(datetime.fromtimestamp(landed.changed_at, UTC), pa.timestamp("us", "UTC")), rows
+            ),
+            "raw_record": classified["raw_record"],
+        }
+    )
+
+
+# A header-only file through the same reader, rules and batch_rows: the landed file's required columns
+# (as text) and both output files' schema, as written.
+_HEADER_ONLY = read_records((",".join(INPUT_COLUMNS) + "\n").encode(), "columns.csv").records
+LANDED_SCHEMA = _HEADER_ONLY.select(list(INPUT_COLUMNS)).schema
+OUTPUT_SCHEMA = batch_rows("", FileInfo("", 0, 0.0), classify_records(_HEADER_ONLY)).schema
+
+
+def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
+    reasons = pc.list_flatten(pc.split_pattern(rejection_reasons, ";"))
+    counted = {row["values"]: row["counts"] for row in pc.value_counts(reasons).to_pylist()}
+    return {reason: counted.get(reason, 0) for reason in REJECTION_REASONS}
+
+
+def _add(totals: dict[str, int], counts: dict[str, int]) -> None:
+    for key, count in counts.items():
+        totals[key] = totals.get(key, 0) + count
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """What went into a batch's two files: counts, each file's first rows and the successful rows' checks."""
+
+    records: int
+    malformed: int
+    blank_lines: int
+    stored_rows: dict[str, int]  # per output, from the published file's footer
+    heads: dict[str, pa.Table]  # per output, its first rows
+    rejections: dict[str, int]  # unsuccessful rows per reason
+    malformed_ids: int
+    violations: dict[str, int]  # successful rows per rule they break ({} when there are none)
+
+
+def store_batch(
+    zones: Zones,
+    file: ApplicationFile,
+    batch: str,
+    landed: FileInfo,
+    relpaths: dict[str, str],
+    as_of: date,
+    chunk_lines: int = CHUNK_LINES,
+    head_rows: int = 5,
+) -> StoredBatch:
+    """Classify `file` and write its rows to `relpaths` (a zone path per output), `chunk_lines` lines at a time."""
+    lines = file.body.num_rows
+    birthdays = BirthdayVerdicts(as_of)  # shared by the chunks, which are classified one after another
+
+    def classified(start: int) -> tuple[pa.Table, Records]:
+        read = file.chunk(start, min(start + chunk_lines, lines))
+        return classify_records(read.records, as_of, birthdays), read
+
+    records = malformed = blank_lines = malformed_ids = 0
+    rejections = dict.fromkeys(REJECTION_REASONS, 0)
+    violations: dict[str, int] = {}
+    heads = {output: OUTPUT_SCHEMA.empty_table() for output in OUTPUTS}
+
+    id_suffixes: dict[str, str] = {}  # the checks' own, shared by the chunks like `birthdays`
+
+    def check(successful: pa.Table) -> None:
+        nonlocal malformed_ids
+        malformed_ids += malformed_membership_ids(successful)
+        _add(violations, successful_rule_violations(successful, as_of, id_suffixes))
+
+    with (
+        zones.writing_parquet(relpaths["successful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS) as successful_file,
+        zones.writing_parquet(relpaths["unsuccessful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS) as unsuccessful_file,
+        # one thread reads and classifies ahead; one per file appends; one checks the successful rows
+        ThreadPoolExecutor(max_workers=4, thread_name_prefix="membership") as pool,
+    ):
+
+        def store_unsuccessful(table: pa.Table) -> None:
+            unsuccessful_file.write_table(table)
+            _add(rejections, rejection_counts(table["rejection_reasons"]))
+
+        stores: dict[str, Callable[[pa.Table], None]] = {
+            "successful": successful_file.write_table,
+            "unsuccessful": store_unsuccessful,
+        }
+        storing: list[Future] = []
+        try:
+            upcoming = pool.submit(classified, 0) if lines else None
+            for start in range(0, lines, chunk_lines):
+                table, read = upcoming.result()
+                if start + chunk_lines < lines:
+                    upcoming = pool.submit(classified, start + chunk_lines)
+                rows = batch_rows(batch, landed, table, first_row_number=records + 1)
+                records += rows.num_rows
+                malformed += int(pc.sum(table["malformed_record"]).as_py() or 0)
+                blank_lines += read.blank_lines
+                is_successful = rows["is_successful"]
+                parts = {
+                    "successful": rows.filter(is_successful),
+                    "unsuccessful": rows.filter(pc.invert(is_successful)),
+                }
+                del table, read, rows
+                for future in storing:  # the previous chunk is stored before this one is queued: memory stays bounded
+                    future.result()
+                storing = [pool.submit(stores[output], part) for output, part in parts.items() if part.num_rows]
+                storing.append(pool.submit(check, parts["successful"]))
+                for output, part in parts.items():
+                    wanted = min(head_rows - heads[output].num_rows, part.num_rows)
+                    if wanted > 0:  # a copy (take), so the chunk's memory is not kept for a few rows
+                        heads[output] = pa.concat_tables([heads[output], part.take(np.arange(wanted))])
+            for future in storing:
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # nothing queued starts; what runs finishes before the files close
+            raise
+    return StoredBatch(
+        records=records,
+        malformed=malformed,
+        blank_lines=blank_lines,
+        stored_rows={output: zones.parquet_num_rows(relpath) for output, relpath in relpaths.items()},
+        heads=heads,
+        rejections=rejections,
+        malformed_ids=malformed_ids,
+        violations=violations,
+    )

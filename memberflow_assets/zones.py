@@ -216,11 +216,7 @@ class Zones:
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Relative paths of the folders directly under a zone folder; [] when it does not exist."""
-        try:
-            entries = self.fs.ls(self.path(prefix), detail=True)
-        except FileNotFoundError:
-            return []
-        return sorted(self.relative(entry["name"]) for entry in entries if entry.get("type") == "directory")
+        return sorted(relpath for relpath, kind in self.list_entries(prefix)[1].items() if kind == "folder")
 
     def _changed_at(self, entry: dict) -> float:
         if self.is_s3:

@@ -27,7 +27,11 @@ from memberflow_assets.membership.rules import (
     BirthdayVerdicts,
     classify_records,
 )
-from memberflow_assets.membership.validation import malformed_membership_ids, successful_rule_violations
+from memberflow_assets.membership.validation import (
+    BirthdayChecks,
+    malformed_membership_ids,
+    successful_rule_violations,
+)
 from memberflow_assets.zones import FileInfo, Zones
 
 CHUNK_LINES = 262_144
@@ -122,12 +126,12 @@ def store_batch(
     violations: dict[str, int] = {}
     heads = {output: OUTPUT_SCHEMA.empty_table() for output in OUTPUTS}
 
-    id_suffixes: dict[str, str] = {}  # the checks' own, shared by the chunks like `birthdays`
+    births = BirthdayChecks(as_of)  # the checks' own, shared by the chunks like `birthdays`
 
     def check(successful: pa.Table) -> None:
         nonlocal malformed_ids
         malformed_ids += malformed_membership_ids(successful)
-        _add(violations, successful_rule_violations(successful, as_of, id_suffixes))
+        _add(violations, successful_rule_violations(successful, as_of, births))
 
     with (
         zones.writing_parquet(relpaths["successful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS) as successful_file,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from datetime import date
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from memberflow_assets.arrow_pandas import arrow_to_pandas
 from memberflow_assets.membership import duck
+from memberflow_assets.membership.distinct import DistinctJudgements
 from memberflow_assets.settings import read_sql
 
 INPUT_COLUMNS = ("name", "email", "date_of_birth", "mobile_no")
@@ -76,17 +76,16 @@ class BirthdayVerdicts:
 
     def __init__(self, as_of: date = DEFAULT_AS_OF):
         self.as_of = as_of
-        self._known: pa.Table | None = None  # one row per distinct text: date_of_birth, then the verdicts
+        self._verdicts = DistinctJudgements(self._judge)
 
-    def of(self, connection: duckdb.DuckDBPyConnection, texts: pa.Array) -> pa.Table:
-        """The verdicts on `texts` (distinct values), row for row; judges the texts not seen before."""
-        new = texts if self._known is None else texts.filter(pc.invert(pc.is_in(texts, self._known["date_of_birth"])))
-        if len(new) or self._known is None:
-            connection.register("birthdays", pa.table({"date_of_birth": new}))
-            judged = connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params={"cutoff": adult_cutoff(self.as_of)})
-            judged = judged.to_arrow_table()
-            self._known = (judged if self._known is None else pa.concat_tables([self._known, judged])).combine_chunks()
-        return self._known.take(pc.index_in(texts, value_set=self._known["date_of_birth"]))
+    def _judge(self, texts: pa.Array) -> pa.Table:
+        with duck.connect() as connection:
+            connection.register("birthdays", pa.table({"date_of_birth": texts}))
+            return connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params={"cutoff": adult_cutoff(self.as_of)}).to_arrow_table()
+
+    def of(self, texts: pa.Array) -> pa.Table:
+        """The verdicts on `texts` (distinct values), row for row."""
+        return self._verdicts.of(texts)
 
 
 def classify_records(
@@ -102,11 +101,11 @@ def classify_records(
     texts = pc.dictionary_encode(
         pc.fill_null(applications["date_of_birth"].cast(pa.large_string()), "").combine_chunks()
     )
+    # Each distinct birthday is judged once; the verdicts go back to the rows by position.
+    verdicts = birthdays.of(texts.dictionary)
+    for column, name in _BIRTHDAY_VERDICTS.items():
+        applications = applications.append_column(name, pc.take(verdicts[column], texts.indices))
     with duck.connect() as connection:
-        # Each distinct birthday is judged once; the verdicts go back to the rows by position.
-        verdicts = birthdays.of(connection, texts.dictionary)
-        for column, name in _BIRTHDAY_VERDICTS.items():
-            applications = applications.append_column(name, pc.take(verdicts[column], texts.indices))
         connection.register("applications", applications)
         lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items()}
         return connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()

@@ -12,6 +12,7 @@ from datetime import date, datetime, time
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from memberflow_assets.membership.distinct import DistinctJudgements
 from memberflow_assets.membership.rules import MAX_FIELD_LENGTHS, MEMBERSHIP_ID_PATTERN, adult_cutoff
 
 _EMAIL = r"^[^@\s]+@([A-Za-z0-9-]+\.)+([Cc][Oo][Mm]|[Nn][Ee][Tt])$"
@@ -28,38 +29,66 @@ def _count(flags: pa.ChunkedArray) -> int:
     return int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
 
 
+class BirthdayChecks:
+    """The checks' own reading of every distinct date_of_birth seen so far (a real date? under 18? its ID
+    suffix), for one reference date; the chunks of a file share one, so each birthday is read once per file."""
+
+    def __init__(self, as_of: date):
+        self.as_of = as_of
+        self._cutoff = pa.scalar(datetime.combine(adult_cutoff(as_of), time()), type=pa.timestamp("s"))
+        self._read = DistinctJudgements(self._judge)
+
+    def __contains__(self, date_of_birth: str) -> bool:
+        return date_of_birth in self._read
+
+    def _judge(self, births: pa.Array) -> pa.Table:
+        parsed = pc.strptime(births, format="%Y%m%d", unit="s", error_is_null=True)
+        return pa.table(
+            {
+                # Arrow's strptime rolls 30 February over to March: a real date formats back to the same text.
+                "real_date": pc.fill_null(pc.equal(pc.strftime(parsed, format="%Y%m%d"), births), False),
+                "too_young": pc.fill_null(pc.greater(parsed, self._cutoff), True),
+                "id_suffix": pa.array(
+                    [hashlib.sha256(day.encode()).hexdigest()[:5] for day in births.to_pylist()], pa.large_string()
+                ),
+            }
+        )
+
+    def of(self, births: pa.ChunkedArray) -> pa.Table:
+        """The reading of each row's `births`, row for row."""
+        unique_births = pc.unique(births)
+        return self._read.of(unique_births).take(pc.index_in(births, value_set=unique_births))
+
+
+def _has_control_characters(values: pa.ChunkedArray) -> pa.Array:
+    # In ASCII text (nearly all of it) a control character is exactly a non-printable one: a scan much
+    # cheaper than the regular expression, which only the other values need.
+    values = values.combine_chunks()
+    flags = pc.invert(pc.ascii_is_printable(values))
+    others = pc.invert(pc.string_is_ascii(values))
+    if not pc.any(others).as_py():
+        return flags
+    return pc.replace_with_mask(flags, others, pc.match_substring_regex(values.filter(others), _CONTROL))
+
+
 def successful_rule_violations(
-    successful: pa.Table, as_of: date, id_suffixes: dict[str, str] | None = None
+    successful: pa.Table, as_of: date, births: BirthdayChecks | None = None
 ) -> dict[str, int]:
     """For rows classified successful: how many break each rule (all zero when the data is right).
-    `id_suffixes`: a birthday's membership ID suffix by its text, kept across calls (a file's chunks)."""
+    `births`: the birthdays read so far (for `as_of`), kept across calls (a file's chunks)."""
     if successful.num_rows == 0:
         return {}
+    births = births or BirthdayChecks(as_of)
+    if births.as_of != as_of:
+        raise ValueError(f"birthday checks for {births.as_of}, not {as_of}")
     name = _strings(successful, "name")
     first_name = _strings(successful, "first_name")
     last_name = _strings(successful, "last_name")
-    birth = _strings(successful, "date_of_birth")
+    birth = births.of(_strings(successful, "date_of_birth"))
     mobile = _strings(successful, "mobile_no")
     email = _strings(successful, "email")
     membership_id = _strings(successful, "membership_id")
-
-    # Birthdays repeat a lot: judge and hash each distinct one once, then look the results up per row.
-    unique_births = pc.unique(birth)
-    row_birth = pc.index_in(birth, value_set=unique_births)
-    parsed = pc.strptime(unique_births, format="%Y%m%d", unit="s", error_is_null=True)
-    # Arrow's strptime rolls 30 February over to March: a real date formats back to the same text.
-    real_date = pc.fill_null(pc.equal(pc.strftime(parsed, format="%Y%m%d"), unique_births), False)
-    cutoff = pa.scalar(datetime.combine(adult_cutoff(as_of), time()), type=pa.timestamp("s"))
-    too_young = pc.fill_null(pc.greater(parsed, cutoff), True)
-    known = {} if id_suffixes is None else id_suffixes
-    days = unique_births.to_pylist()
-    for day in days:
-        if day not in known:
-            known[day] = hashlib.sha256(day.encode()).hexdigest()[:5]
-    suffixes = pa.array([known[day] for day in days], type=pa.large_string())
-    expected_id = pc.binary_join_element_wise(
-        last_name, pc.take(suffixes, row_birth), pa.scalar("_", pa.large_string())
-    )
+    expected_id = pc.binary_join_element_wise(last_name, birth["id_suffix"], pa.scalar("_", pa.large_string()))
     too_long = [
         pc.greater(pc.utf8_length(name), MAX_FIELD_LENGTHS["name"]),
         pc.greater(pc.utf8_length(email), MAX_FIELD_LENGTHS["email"]),
@@ -72,13 +101,13 @@ def successful_rule_violations(
         "last_name_not_one_word": pc.not_equal(
             pc.list_value_length(pc.utf8_split_whitespace(last_name, max_splits=1)), 1
         ),
-        "invalid_date_of_birth": pc.invert(pc.take(real_date, row_birth)),
-        "under_18": pc.take(too_young, row_birth),
+        "invalid_date_of_birth": pc.invert(birth["real_date"]),
+        "under_18": birth["too_young"],
         "above_18_not_true": pc.invert(pc.fill_null(successful["above_18"], False)),
         "invalid_mobile_no": pc.invert(pc.match_substring_regex(mobile, r"^[0-9]{8}$")),
         "invalid_email": pc.invert(pc.match_substring_regex(email, _EMAIL)),
         "field_too_long": pc.or_(*too_long),
-        "control_characters": pc.match_substring_regex(every_value, _CONTROL),
+        "control_characters": _has_control_characters(every_value),
         "membership_id_mismatch": pc.not_equal(membership_id, expected_id),
         "rejection_reasons_not_empty": pc.not_equal(pc.utf8_length(_strings(successful, "rejection_reasons")), 0),
     }

@@ -7,7 +7,11 @@ import pytest
 
 from memberflow_assets.membership.rules import classify_applications
 from memberflow_assets.membership.samples import generate_applications
-from memberflow_assets.membership.validation import malformed_membership_ids, successful_rule_violations
+from memberflow_assets.membership.validation import (
+    BirthdayChecks,
+    malformed_membership_ids,
+    successful_rule_violations,
+)
 
 AS_OF = date(2022, 1, 1)
 
@@ -58,19 +62,27 @@ def test_each_kind_of_wrong_output_is_caught(successful, column, value, rule):
     assert violations[rule] == 1
 
 
+@pytest.mark.parametrize("first_name", ["Zoë", "Ærø Åsa", "李"])
+def test_text_beyond_ascii_is_not_a_control_character(successful, first_name):
+    violations = successful_rule_violations(replace_value(successful, "first_name", 10, first_name), AS_OF)
+    assert violations["control_characters"] == 0
+
+
 def test_malformed_membership_ids():
     table = pa.table({"membership_id": ["Lee_0e3c4", "Tan_12345", "bad id", "Lee_0E3C4", "Lee 0e3c4_12345"]})
     assert malformed_membership_ids(table) == 3
 
 
-def test_suffixes_kept_across_chunks_still_catch_a_wrong_id(successful):
-    """A file's chunks share the checks' SHA-256 suffixes: a birthday seen in an earlier chunk is not
-    hashed again, and a wrong ID with it is still caught."""
+def test_birthdays_kept_across_chunks_still_catch_a_wrong_id(successful):
+    """A file's chunks share the checks' reading of each birthday: one seen in an earlier chunk is not
+    read (nor hashed) again, and a wrong ID with it is still caught."""
     first, second = successful.slice(0, 2000), successful.slice(2000)
     known = set(first["date_of_birth"].to_pylist())
     row = next(n for n, day in enumerate(second["date_of_birth"].to_pylist()) if day in known)
-    id_suffixes = {}
-    assert set(successful_rule_violations(first, AS_OF, id_suffixes).values()) == {0}
-    assert second["date_of_birth"][row].as_py() in id_suffixes
+    births = BirthdayChecks(AS_OF)
+    assert set(successful_rule_violations(first, AS_OF, births).values()) == {0}
+    assert second["date_of_birth"][row].as_py() in births
     tampered = replace_value(second, "membership_id", row, second["membership_id"][row].as_py()[:-1] + "x")
-    assert successful_rule_violations(tampered, AS_OF, id_suffixes)["membership_id_mismatch"] == 1
+    assert successful_rule_violations(tampered, AS_OF, births)["membership_id_mismatch"] == 1
+    with pytest.raises(ValueError, match="birthday checks for"):
+        successful_rule_violations(second, date(2023, 1, 1), births)

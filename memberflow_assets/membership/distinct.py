@@ -1,0 +1,38 @@
+"""Judging each distinct text once, however often it recurs. No Dagster.
+
+A million applications hold a few tens of thousands of distinct birthdays: what is worked out per
+birthday (parsing the date, SHA-256 of the membership ID) is worked out once per file and looked up per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class DistinctJudgements:
+    """`judge`'s results on every distinct text seen so far; `judge` takes distinct texts (an Arrow string
+    array) and returns a table with one row per text, in the same order."""
+
+    def __init__(self, judge: Callable[[pa.Array], pa.Table]):
+        self._judge = judge
+        self._texts: pa.Array | None = None  # every text judged so far
+        self._judged: pa.Table | None = None  # row for row with _texts
+
+    def __contains__(self, text: str) -> bool:
+        return self._texts is not None and text in self._texts.to_pylist()
+
+    def of(self, texts: pa.Array) -> pa.Table:
+        """The results for `texts` (distinct, no nulls), row for row; judges only the texts not seen before."""
+        texts = texts.cast(pa.large_string())
+        new = texts if self._texts is None else texts.filter(pc.invert(pc.is_in(texts, self._texts)))
+        if self._texts is None or len(new):
+            judged = self._judge(new)
+            if self._texts is None:
+                self._texts, self._judged = new, judged
+            else:
+                self._texts = pa.concat_arrays([self._texts, new])
+                self._judged = pa.concat_tables([self._judged, judged]).combine_chunks()
+        return self._judged.take(pc.index_in(texts, value_set=self._texts))

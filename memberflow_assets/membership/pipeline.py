@@ -114,7 +114,7 @@ def store_batch(
     head_rows: int = 5,
 ) -> StoredBatch:
     """Classify `file` and write its rows to `relpaths` (a zone path per output), `chunk_lines` lines at a time."""
-    lines = file.body.num_rows
+    lines = len(file.body)
     birthdays = BirthdayVerdicts(as_of)  # shared by the chunks, which are classified one after another
 
     def classified(start: int) -> tuple[pa.Table, Records]:

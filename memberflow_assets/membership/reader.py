@@ -66,14 +66,21 @@ class ApplicationFile:
     header_line: int
     columns: tuple[str, ...]
     lines_after_header: int  # counted in the raw bytes, independently of the parser
-    body: pa.Table  # the lines after the header: line_number, line (with its terminator), terminator
+    body: Lines  # the lines after the header
     positions: dict[str, int]  # the 1-based position of each required column in the header
 
     def chunk(self, start: int, stop: int) -> Records:
         """The records of the body's lines [start, stop)."""
+        first_line = self.header_line + 1 + start
+        lines = pa.table(
+            {
+                "line_number": pa.array(np.arange(first_line, first_line + stop - start, dtype=np.int64)),
+                "line": self.body.views(start, stop),
+            }
+        )
         with duck.connect() as connection:
             connection.execute(_CSV_FIELDS)
-            connection.register("lines", self.body.slice(start, stop - start))
+            connection.register("lines", lines)
             parsed = connection.sql(
                 _PARSE_RECORDS,
                 params={
@@ -102,30 +109,23 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
     if data.startswith(_UTF16_OR_32_BOMS):
         raise ApplicationFileError(source_file, "not_utf8", "the file is UTF-16 or UTF-32 text (byte-order mark)")
     start = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
-    lines, terminators = _split_lines(data, start)
-    _require_utf8(source_file, data, lines)
+    _require_utf8(source_file, data, start)
+    lines = _split_lines(data, start)
 
     first_text = _NON_BLANK.search(data, start)
     if first_text is None:
         raise ApplicationFileError(source_file, "empty_file", "the file has no content (only blank lines, if any)")
     header_index = data.count(b"\n", start, first_text.start())
     header_line = header_index + 1
-    body = pa.table(
-        {
-            "line_number": pa.array(np.arange(header_line + 1, len(lines) + 1, dtype=np.int64)),
-            "line": lines.slice(header_index + 1),
-            "terminator": pa.array(terminators[header_index + 1 :]),
-        }
-    )
     with duck.connect() as connection:
         connection.execute(_CSV_FIELDS)
-        header = _read_header(source_file, connection, lines[header_index].as_py(), header_line)
+        header = _read_header(source_file, connection, lines.text(header_index), header_line)
     return ApplicationFile(
         source_file=source_file,
         header_line=header_line,
         columns=tuple(header),
         lines_after_header=_count_lines(data, start) - header_line,
-        body=body,
+        body=lines.after(header_index),
         positions=_required_positions(source_file, header, header_line),
     )
 
@@ -133,7 +133,7 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
 def read_records(data: bytes, source_file: str) -> ApplicationRecords:
     """The records of a landed file's bytes, all at once; raises ApplicationFileError for a file that is not one."""
     file = open_file(data, source_file)
-    read = file.chunk(0, file.body.num_rows)
+    read = file.chunk(0, len(file.body))
     return ApplicationRecords(
         records=read.records,
         header_line=file.header_line,
@@ -143,21 +143,65 @@ def read_records(data: bytes, source_file: str) -> ApplicationRecords:
     )
 
 
-def _split_lines(data: bytes, start: int) -> tuple[pa.LargeStringArray, np.ndarray]:
-    """Every line of `data[start:]` with its terminator, as strings over the file's own bytes (no copy),
-    and the length of each terminator (1 for LF, 2 for CRLF, 0 for a last line without one)."""
+@dataclass(frozen=True)
+class Lines:
+    """Lines of a file's bytes: where each starts and how long its text is (without its LF or CRLF)."""
+
+    data: np.ndarray  # the file's bytes
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def text(self, index: int) -> str:
+        start = int(self.starts[index])
+        return self.data[start : start + int(self.lengths[index])].tobytes().decode()
+
+    def views(self, start: int, stop: int) -> pa.StringViewArray:
+        """Lines [start, stop) as string views over the file's bytes: nothing is copied, and no query has
+        to cut the terminators off."""
+        return _string_views(self.data, self.starts[start:stop], self.lengths[start:stop])
+
+    def after(self, index: int) -> Lines:
+        return Lines(self.data, self.starts[index + 1 :], self.lengths[index + 1 :])
+
+
+def _split_lines(data: bytes, start: int) -> Lines:
+    """Every line of `data[start:]`."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buffer[start:] == ord("\n")) + start
     starts = np.concatenate(([start], newlines + 1))
     if starts[-1] == len(data):  # nothing after the last newline
         starts = starts[:-1]
-    ends = np.append(starts[1:], len(data))[: len(starts)]
-    line_feed = buffer[ends - 1] == ord("\n")
-    carriage_return = line_feed & (ends - 2 >= starts) & (buffer[np.maximum(ends - 2, 0)] == ord("\r"))
-    terminators = line_feed.astype(np.int8) + carriage_return
-    offsets = np.append(starts, len(data)).astype(np.int64)
-    lines = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(data))
-    return lines, terminators
+    ends = np.append(newlines, len(data))[: len(starts)]  # where each line's LF is (or the end of the data)
+    line_feed = ends < len(data)
+    ends = ends - (line_feed & (ends > starts) & (buffer[np.maximum(ends - 1, 0)] == ord("\r")))
+    return Lines(buffer, starts, ends - starts)
+
+
+# Arrow's string_view: 16 bytes per value (the length, then up to 12 bytes of the value itself, or its first 4
+# bytes, the data buffer it is in and its offset there). Each buffer starts 2 GiB after the one before (all of
+# them views of the same bytes), so offsets fit in 32 bits in a file of any size.
+_VIEW_INLINE_BYTES = 12
+_VIEW_BUFFER_SHIFT = 31
+
+
+def _string_views(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.StringViewArray:
+    words = np.empty((len(starts), 4), dtype=np.int32)  # the views, 4 words each
+    words[:, 0] = lengths
+    last = max(len(buffer) - 1, 0)  # a gather past the end (a short last line) reads a byte that is never used
+    words[:, 1] = buffer[np.minimum(starts[:, None] + np.arange(4), last)].view(np.int32)[:, 0]
+    words[:, 2] = starts >> _VIEW_BUFFER_SHIFT
+    words[:, 3] = starts & ((1 << _VIEW_BUFFER_SHIFT) - 1)
+    inline = np.flatnonzero(lengths <= _VIEW_INLINE_BYTES)  # few: blank and very short lines
+    if len(inline):
+        inline_bytes = buffer[np.minimum(starts[inline][:, None] + np.arange(_VIEW_INLINE_BYTES), last)]
+        inline_bytes[np.arange(_VIEW_INLINE_BYTES) >= lengths[inline][:, None]] = 0
+        words[inline, 1:] = inline_bytes.view(np.int32)
+    data = pa.py_buffer(buffer)
+    buffers = [data.slice(index << _VIEW_BUFFER_SHIFT) for index in range((len(buffer) >> _VIEW_BUFFER_SHIFT) + 1)]
+    return pa.Array.from_buffers(pa.string_view(), len(starts), [None, pa.py_buffer(words), *buffers])
 
 
 def _count_lines(data: bytes, start: int) -> int:
@@ -165,9 +209,12 @@ def _count_lines(data: bytes, start: int) -> int:
     return data.count(b"\n", start) + (len(data) > start and not data.endswith(b"\n"))
 
 
-def _require_utf8(source_file: str, data: bytes, lines: pa.LargeStringArray) -> None:
+def _require_utf8(source_file: str, data: bytes, start: int) -> None:
+    text = pa.LargeStringArray.from_buffers(
+        1, pa.py_buffer(np.array([start, len(data)], dtype=np.int64)), pa.py_buffer(data)
+    )
     try:
-        lines.validate(full=True)  # checks that every line is valid UTF-8
+        text.validate(full=True)  # checks that the whole file is valid UTF-8
         return
     except pa.ArrowInvalid:
         pass
@@ -183,8 +230,7 @@ def _require_utf8(source_file: str, data: bytes, lines: pa.LargeStringArray) -> 
         ) from None
 
 
-def _read_header(source_file: str, connection: duckdb.DuckDBPyConnection, line: str, header_line: int) -> list[str]:
-    text = line.rstrip("\n").removesuffix("\r")
+def _read_header(source_file: str, connection: duckdb.DuckDBPyConnection, text: str, header_line: int) -> list[str]:
     if "\x00" in text:
         raise ApplicationFileError(source_file, "not_csv", f"line {header_line} (the header) contains NUL bytes")
     if "\r" in text:

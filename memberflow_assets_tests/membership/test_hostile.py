@@ -159,7 +159,7 @@ def test_rows_conserved_fails_when_the_parser_merges_records(instance, zones, pg
 
     def merging_parser(file: ApplicationFile, start: int, stop: int) -> Records:
         read = real_chunk(file, start, stop)
-        if stop < file.body.num_rows:
+        if stop < len(file.body):
             return read
         merged = read.records.slice(0, read.records.num_rows - 1)  # the last record swallowed by another
         return Records(merged, read.blank_lines)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from memberflow_assets.membership import reader
 from memberflow_assets.membership.reader import ApplicationFileError, read_records
 
 HEADER = b"name,email,date_of_birth,mobile_no"
@@ -96,3 +97,19 @@ def test_files_that_cannot_be_read(data, expected_problem, detail):
     found, text = problem(data)
     assert found == expected_problem and detail in text
     assert "ann@example.com" not in text and "Ann" not in text  # a reason never quotes the data
+
+
+@pytest.mark.parametrize("buffer_shift", [4, 31])
+def test_lines_are_the_files_lines_without_terminators(monkeypatch, buffer_shift):
+    """The line split (string views over the file's bytes, a data buffer every 2**buffer_shift bytes: small
+    here, so that a file beyond 2 GiB is exercised in miniature) gives each line's exact text."""
+    monkeypatch.setattr(reader, "_VIEW_BUFFER_SHIFT", buffer_shift)
+    lines_given = ["", "a", "twelve bytes", "thirteen byte", "ünïcödé, beyond twelve bytes", "x\r", " "]
+    text = "\r\n".join(lines_given) + "\nlast\r"
+    data = text.encode()
+    split = reader._split_lines(data, 0)
+    lines = split.views(0, len(split))
+    lines.validate(full=True)
+    expected = [line.removesuffix("\r") for line in text.split("\n")[:-1]] + ["last\r"]
+    assert lines.to_pylist() == expected
+    assert [split.text(index) for index in range(len(split))] == expected

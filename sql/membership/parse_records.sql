@@ -1,14 +1,11 @@
 -- DuckDB: the records of an applications file, one row per line after the header, in file order.
--- Input: relation `lines` (line_number, line = the line's text with its terminator, terminator = how
--- many characters of LF or CRLF end it) and the macro csv_fields (csv_fields.sql).
+-- Input: relation `lines` (line_number, line = the line's text without its LF or CRLF) and the macro
+-- csv_fields (csv_fields.sql).
 -- Parameters: $field_count (fields in the header) and the 1-based positions of the required columns.
 -- A line whose quoting is broken or whose field count differs from the header's is malformed: its
 -- fields are shown as a plain split on commas and its exact text is kept in raw_record.
-WITH text AS (
-    SELECT line_number, left(line, length(line) - terminator) AS line FROM lines
-),
-parsed AS (
-    SELECT line_number, line, csv_fields(line) AS fields FROM text
+WITH parsed AS (
+    SELECT line_number, line, csv_fields(line) AS fields FROM lines
 ),
 judged AS (
     SELECT

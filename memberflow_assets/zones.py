@@ -385,15 +385,23 @@ class Zones:
 
     @contextmanager
     def writing_parquet(
-        self, relpath: str, schema: pa.Schema, dictionary: bool | Sequence[str] = True
+        self,
+        relpath: str,
+        schema: pa.Schema,
+        dictionary: bool | Sequence[str] = True,
+        statistics: bool | Sequence[str] = True,
     ) -> Iterator[pq.ParquetWriter]:
         """A Parquet writer whose file appears at `relpath` whole when the block succeeds (`writing`):
         each `write_table` appends row groups, so a file can be written a part at a time. `dictionary`:
         the columns to dictionary-encode (all by default; for a column of mostly distinct values the
-        encoder builds a dictionary only to give it up, which costs time and space)."""
+        encoder builds a dictionary only to give it up, which costs time and space). `statistics`: the
+        columns whose minimum and maximum each row group records (all by default), which readers use to
+        skip row groups."""
         with (
             self.writing(relpath) as temp,
-            pq.ParquetWriter(temp, schema, compression="zstd", use_dictionary=dictionary) as writer,
+            pq.ParquetWriter(
+                temp, schema, compression="zstd", use_dictionary=dictionary, write_statistics=statistics
+            ) as writer,
         ):
             yield writer
 

@@ -89,8 +89,9 @@ class ApplicationFile:
                 },
             ).to_arrow_table()
         blank = parsed["blank"]
-        records = parsed.filter(pc.invert(blank)).drop_columns(["blank"])
-        return Records(records, parsed.num_rows - records.num_rows)
+        blank_lines = int(pc.sum(blank).as_py() or 0)
+        records = parsed.filter(pc.invert(blank)) if blank_lines else parsed  # no copy in the common case
+        return Records(records.drop_columns(["blank"]), blank_lines)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,24 @@ def test_chunks_give_the_rows_and_metadata_of_one_chunk(instance, zones, memberf
     assert not temporary_files(memberflow_env)
 
 
+def test_footers_hold_no_personal_data_but_keep_the_lookup_statistics(instance, zones, pg_dsn):
+    """Row group statistics (minimum and maximum) for the columns rows are looked up by, none for the free
+    text: a footer must not copy an e-mail address or a mobile number out of the rows."""
+    land(zones, "footers.csv", CONTENT)
+    assert run_chunked(instance, "footers.csv", 4).success
+    for kind in ("successful", "unsuccessful"):
+        metadata = pq.ParquetFile(zones.path(f"members/{kind}/footers.parquet")).metadata
+        for group in range(metadata.num_row_groups):
+            columns = {
+                metadata.schema.column(index).name: metadata.row_group(group).column(index)
+                for index in range(metadata.num_columns)
+            }
+            for name in ("name", "first_name", "email", "mobile_no", "rejection_reasons", "raw_record"):
+                assert not columns[name].is_stats_set, (kind, name)
+            for name in ("batch", "row_number", "line_number", "landed_at"):
+                assert columns[name].is_stats_set and columns[name].statistics.has_min_max, (kind, name)
+
+
 @pytest.fixture
 def published(instance, zones, pg_dsn):
     """A batch whose outputs are published from an earlier version of its file."""

@@ -10,6 +10,9 @@ them (`Zones.writing_parquet`): a failure anywhere leaves neither an output file
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,6 +122,14 @@ class StoredBatch:
     violations: dict[str, int]  # successful rows per rule they break ({} when there are none)
 
 
+def _behind() -> None:
+    """Lower this thread's priority (Linux: a thread's nice value is its own): the classification of the
+    next chunk is the step's critical path, and the appending and checking beside it can wait for a core."""
+    if sys.platform == "linux":
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + 5, 19))
+
+
 def store_batch(
     zones: Zones,
     file: ApplicationFile,
@@ -156,8 +167,10 @@ def store_batch(
         zones.writing_parquet(
             relpaths["unsuccessful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS, STATISTICS_COLUMNS
         ) as unsuccessful_file,
-        # one thread reads and classifies ahead; one per file appends; one checks the successful rows
-        ThreadPoolExecutor(max_workers=4, thread_name_prefix="membership") as pool,
+        # one thread reads and classifies ahead (with DuckDB's threads); one per file appends and one checks
+        # the successful rows, behind it
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="membership-classify") as reading,
+        ThreadPoolExecutor(max_workers=3, thread_name_prefix="membership-store", initializer=_behind) as pool,
     ):
 
         def store_unsuccessful(table: pa.Table) -> None:
@@ -170,11 +183,11 @@ def store_batch(
         }
         storing: list[Future] = []
         try:
-            upcoming = pool.submit(classified, 0) if lines else None
+            upcoming = reading.submit(classified, 0) if lines else None
             for start in range(0, lines, chunk_lines):
                 table, read = upcoming.result()
                 if start + chunk_lines < lines:
-                    upcoming = pool.submit(classified, start + chunk_lines)
+                    upcoming = reading.submit(classified, start + chunk_lines)
                 rows = batch_rows(batch, landed, table, first_row_number=records + 1)
                 records += rows.num_rows
                 malformed += int(pc.sum(table["malformed_record"]).as_py() or 0)
@@ -196,7 +209,8 @@ def store_batch(
             for future in storing:
                 future.result()
         except BaseException:
-            pool.shutdown(cancel_futures=True)  # nothing queued starts; what runs finishes before the files close
+            for executor in (reading, pool):  # nothing queued starts; what runs finishes before the files close
+                executor.shutdown(cancel_futures=True)
             raise
     return StoredBatch(
         records=records,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,12 +28,18 @@ class DistinctJudgements:
     def of(self, texts: pa.Array) -> pa.Table:
         """The results for `texts` (distinct, no nulls), row for row; judges only the texts not seen before."""
         texts = texts.cast(pa.large_string())
-        new = texts if self._texts is None else texts.filter(pc.invert(pc.is_in(texts, self._texts)))
-        if self._texts is None or len(new):
-            judged = self._judge(new)
-            if self._texts is None:
-                self._texts, self._judged = new, judged
-            else:
-                self._texts = pa.concat_arrays([self._texts, new])
-                self._judged = pa.concat_tables([self._judged, judged]).combine_chunks()
-        return self._judged.take(pc.index_in(texts, value_set=self._texts))
+        if self._texts is None:
+            self._texts, self._judged = texts, self._judge(texts)
+            return self._judged
+        positions = pc.index_in(texts, value_set=self._texts)  # null: not seen before
+        unseen = pc.is_null(positions)
+        if pc.any(unseen).as_py():
+            new = texts.filter(unseen)
+            seen = len(self._texts)
+            self._texts = pa.concat_arrays([self._texts, new])
+            self._judged = pa.concat_tables([self._judged, self._judge(new)]).combine_chunks()
+            # the new texts are judged in their order, after all the others
+            positions = pc.replace_with_mask(
+                positions, unseen, pa.array(np.arange(seen, seen + len(new), dtype=np.int32))
+            )
+        return self._judged.take(positions)

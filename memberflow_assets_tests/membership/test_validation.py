@@ -68,6 +68,12 @@ def test_text_beyond_ascii_is_not_a_control_character(successful, first_name):
     assert violations["control_characters"] == 0
 
 
+def test_length_limits_count_characters_not_bytes(successful):
+    """A name of 150 two-byte characters (300 bytes) is within the 200-character limit."""
+    violations = successful_rule_violations(replace_value(successful, "name", 10, "A " + "é" * 150), AS_OF)
+    assert violations["field_too_long"] == 0
+
+
 def test_malformed_membership_ids():
     table = pa.table({"membership_id": ["Lee_0e3c4", "Tan_12345", "bad id", "Lee_0E3C4", "Lee 0e3c4_12345"]})
     assert malformed_membership_ids(table) == 3

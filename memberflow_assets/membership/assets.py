@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 import pyarrow as pa
+import pydantic
 
 from memberflow_assets import column_schemas
 from memberflow_assets.membership import layout
@@ -45,6 +46,22 @@ COLLISION_IDS_SHOWN = 50
 class ClassificationConfig(dg.Config):
     reference_date: str = DEFAULT_AS_OF.isoformat()  # applicants must be 18 or older on this date
     chunk_lines: int = CHUNK_LINES  # lines read, classified and written at a time (memory: a few chunks)
+
+    @pydantic.field_validator("reference_date")
+    @classmethod
+    def _a_date(cls, value: str) -> str:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"reference_date must be a date as YYYY-MM-DD, not {value!r}") from None
+        return value
+
+    @pydantic.field_validator("chunk_lines")
+    @classmethod
+    def _at_least_one_line(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"chunk_lines must be at least 1, not {value}")
+        return value
 
     @property
     def as_of(self) -> date:

@@ -182,3 +182,26 @@ def test_a_write_failure_mid_way_publishes_nothing(instance, zones, memberflow_e
         assert output_bytes(zones, kind, "again") == content
     assert not temporary_files(memberflow_env)
     assert list(read_output(zones, "successful", "again")["last_name"])[0] == "Lee"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"chunk_lines": 0}, "chunk_lines must be at least 1, not 0"),
+        ({"chunk_lines": -5}, "chunk_lines must be at least 1, not -5"),
+        ({"reference_date": "01/01/2022"}, "reference_date must be a date as YYYY-MM-DD"),
+    ],
+)
+def test_bad_run_config_is_refused_with_its_reason_and_writes_nothing(instance, zones, memberflow_env, config, message):
+    land(zones, "configured.csv", CONTENT)
+    result = run_partition(
+        instance,
+        "membership_batch",
+        batch_key("configured.csv"),
+        tags={SOURCE_FILE_TAG: "configured.csv"},
+        run_config={"ops": {"application_batch": {"config": config}}},
+    )
+    assert not result.success
+    failure = next(event for event in result.all_events if event.event_type_value == "STEP_FAILURE")
+    assert message in str(failure.event_specific_data.error)
+    assert not (memberflow_env / "members").exists() or not any((memberflow_env / "members").rglob("*.parquet"))

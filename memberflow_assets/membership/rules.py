@@ -53,11 +53,11 @@ _CLASSIFY_SQL = read_sql("membership/classify_applications.sql")
 _CLASSIFY_BIRTHDAYS_SQL = read_sql("membership/classify_birthdays.sql")
 # classify_birthdays.sql's columns, as the row-level rules receive them
 _BIRTHDAY_VERDICTS = {
-    "shown": "_dob_shown",
     "valid": "_dob_valid",
     "above_18": "_above_18",
     "id_suffix": "_id_suffix",
     "has_control": "_dob_control",
+    "too_long": "_dob_too_long",
 }
 
 
@@ -81,7 +81,8 @@ class BirthdayVerdicts:
     def _judge(self, texts: pa.Array) -> pa.Table:
         with duck.connect() as connection:
             connection.register("birthdays", pa.table({"date_of_birth": texts}))
-            return connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params={"cutoff": adult_cutoff(self.as_of)}).to_arrow_table()
+            params = {"cutoff": adult_cutoff(self.as_of), "max_date_of_birth": MAX_FIELD_LENGTHS["date_of_birth"]}
+            return connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params=params).to_arrow_table()
 
     def of(self, texts: pa.Array) -> pa.Table:
         """The verdicts on `texts` (distinct values), row for row."""
@@ -107,8 +108,11 @@ def classify_records(
         applications = applications.append_column(name, pc.take(verdicts[column], texts.indices))
     with duck.connect() as connection:
         connection.register("applications", applications)
-        lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items()}
-        return connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()
+        lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items() if field != "date_of_birth"}
+        classified = connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()
+    # the birthday as shown: the verdict's, taken straight to its place among the output columns
+    shown = pc.take(verdicts["shown"], texts.indices)
+    return classified.add_column(OUTPUT_COLUMNS.index("date_of_birth"), "date_of_birth", shown)
 
 
 def classify_applications(df: pd.DataFrame, as_of: date = DEFAULT_AS_OF) -> pd.DataFrame:

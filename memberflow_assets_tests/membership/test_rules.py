@@ -290,6 +290,9 @@ def test_over_long_fields_are_refused_at_the_documented_limits():
     assert reasons(email="a" * 249 + "@b.com") == ["field_too_long"]
     assert reasons(name="  A  " + "b" * 198 + "   ") == []  # measured after whitespace is cleaned
     assert reasons(mobile_no="1" * 65) == ["invalid_mobile_no", "field_too_long"]
+    assert reasons(date_of_birth="9" * 64) == ["invalid_date_of_birth"]  # 64 characters
+    assert reasons(date_of_birth="\u00e9" * 65) == ["invalid_date_of_birth", "field_too_long"]
+    assert reasons(date_of_birth=" 1985-02-03" + " " * 100) == []  # trimmed first
 
 
 def test_new_reasons_follow_the_business_rules_in_order():

@@ -1,11 +1,12 @@
 -- Membership application rules (contract: DESIGN.md "membership: business rules"; docs/membership.md).
 -- Input: relation `applications` with text columns name, email, date_of_birth, mobile_no, a boolean
 -- malformed_record (the reader's verdict on the record), the verdict of classify_birthdays.sql on the
--- row's date_of_birth (_dob_shown, _dob_valid, _above_18, _id_suffix, _dob_control), and any other
+-- row's date_of_birth (_dob_valid, _above_18, _id_suffix, _dob_control, _dob_too_long), and any other
 -- columns, which are passed through after the rules' output columns.
--- Parameters: $max_name, $max_email, $max_date_of_birth, $max_mobile_no = the longest value (in
--- characters, after whitespace is cleaned) a field may have.
--- Output: one row per input row, in input order.
+-- Parameters: $max_name, $max_email, $max_mobile_no = the longest value (in characters, after whitespace
+-- is cleaned) a field may have.
+-- Output: one row per input row, in input order, without date_of_birth (its shown form is the verdict's:
+-- rules.py puts it in, which saves taking it through the query).
 --
 -- Whitespace is Unicode's White_Space, spelled out: [\t-\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}
 -- \x{2029}\x{202F}\x{205F}\x{3000}]. Control characters are the other C0/C1 controls and every format
@@ -63,10 +64,9 @@ named AS (
         CASE WHEN ends_with(_untitled, ',') OR ends_with(_untitled, ' ') THEN rtrim(_untitled, ' ,')
              ELSE _untitled END AS _core_name,
         -- strlen (bytes, free) >= length (characters, a scan): only long values are measured
-        CASE WHEN strlen(_name) > $max_name OR strlen(_email) > $max_email
-                  OR strlen(_dob_shown) > $max_date_of_birth OR strlen(_mobile_no) > $max_mobile_no
-             THEN length(_name) > $max_name OR length(_email) > $max_email
-                  OR length(_dob_shown) > $max_date_of_birth OR length(_mobile_no) > $max_mobile_no
+        CASE WHEN _dob_too_long THEN true
+             WHEN strlen(_name) > $max_name OR strlen(_email) > $max_email OR strlen(_mobile_no) > $max_mobile_no
+             THEN length(_name) > $max_name OR length(_email) > $max_email OR length(_mobile_no) > $max_mobile_no
              ELSE false END AS _too_long
     FROM titled
 ),
@@ -104,7 +104,6 @@ SELECT
     left(_core_name, greatest(length(_core_name) - length(_last_name) - 1, 0)) AS first_name,
     _last_name AS last_name,
     _email AS email,
-    _dob_shown AS date_of_birth,
     _mobile_no AS mobile_no,
     _above_18 AS above_18,
     _reasons = '' AS is_successful,

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import posixpath
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 import psycopg2.errors
+from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets import postgres
 from memberflow_assets.images import layout
@@ -135,6 +137,12 @@ class Prepared:
     def data(self) -> bytes:
         return self.upload.data
 
+    @property
+    def sidecar_rebuildable(self) -> bool:
+        """Whether the registry row and the image hold everything the sidecar says (`rebuilt_sidecar`):
+        true of an API upload; a Kafka message's topic, offset and event time are only in its sidecar."""
+        return self.upload.source == "api" and self.upload.kafka is None and self.upload.event_time is None
+
     def files(self) -> list[tuple[str, bytes]]:
         """The image, then its sidecar (which makes it visible, so it is written last)."""
         return [(self.sidecar.image_relpath, self.upload.data), (self.sidecar.relpath, self.sidecar.to_json())]
@@ -189,10 +197,17 @@ class Lander:
     def stage_many(self, batch: Sequence[Prepared]) -> list[Prepared]:
         """Write the batch's images and sidecars under temporary names before the claim (fsynced together
         when durable), so that landing them only claims and renames. On S3, where a file is one PUT,
-        nothing to do here."""
+        nothing to do here.
+
+        A sidecar that can be rebuilt from its registry row and its image (`Prepared.sidecar_rebuildable`)
+        is not fsynced: after a power failure that leaves it empty or truncated, processing rebuilds it
+        (`rebuilt_sidecar`) — one durability wait fewer per upload; its name is made durable by the renames'
+        folder fsync like the image's, so an acknowledged upload is still found after the crash."""
         if self.zones.is_s3 or not batch:
             return list(batch)
-        staged = self.zones.stage_many([prepared.files() for prepared in batch], fsync=self.fsync)
+        rebuildable = [prepared.sidecar.relpath for prepared in batch if prepared.sidecar_rebuildable]
+        groups = [prepared.files() for prepared in batch]
+        staged = self.zones.stage_many(groups, fsync=self.fsync, rebuildable=rebuildable)
         return [dataclasses.replace(prepared, staged=each) for prepared, each in zip(batch, staged, strict=True)]
 
     def land_many(self, uploads: Sequence[Upload]) -> list[Landed | ImageRejected]:
@@ -371,9 +386,8 @@ class Lander:
     def lookup_many(self, image_ids: list[str]) -> dict[str, RegistryRow]:
         if not image_ids:
             return {}
-        with self.pool.connection() as connection, connection.cursor() as cursor:
-            cursor.execute(f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry_rows(%s)", (image_ids,))
-            return {image_id: RegistryRow(*values) for image_id, *values in cursor.fetchall()}
+        with self.pool.connection() as connection:
+            return registry_rows(connection, image_ids)
 
     def check_health(self) -> None:
         """Raises when the registry or the zones do not answer."""
@@ -447,6 +461,56 @@ def open_lander(zones: Zones, dsn: str, settings: IngestSettings, pool_size: int
         yield lander
     finally:
         pool.close()
+
+
+def registry_rows(connection: PgConnection, image_ids: list[str]) -> dict[str, RegistryRow]:
+    """{image id: its registry row} of the ids that have one."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry_rows(%s)", (image_ids,))
+        return {image_id: RegistryRow(*values) for image_id, *values in cursor.fetchall()}
+
+
+def rebuilt_sidecar(image_id: str, row: RegistryRow, data: bytes, max_pixels: int) -> layout.Sidecar:
+    """The sidecar an API landing wrote, rebuilt from its registry row and its image's bytes (a power
+    failure can leave the sidecar, which `Lander.stage_many` does not fsync, empty or truncated).
+    Raises ValueError when they do not make one: another source, a purged row, bytes that are not the
+    registered image."""
+    if row.source != "api" or row.status == "purged" or row.client is None or row.received_at is None:
+        raise ValueError(f"image {image_id}: its registry row ({row.source}, {row.status}) cannot rebuild a sidecar")
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 != row.sha256 or image_id_for(row.client, sha256) != image_id:
+        raise ValueError(f"image {image_id}: the file is not the registered image (sha256 {sha256})")
+    try:
+        facts = inspect_image(data, max_pixels)
+    except ImageRejected as rejection:
+        raise ValueError(f"image {image_id}: the file is not an acceptable image: {rejection}") from None
+    upload = Upload(data, "api", row.client)
+    sidecar = _sidecar(upload, facts, image_id, sha256, row.received_at.astimezone(UTC))
+    if sidecar.image_relpath != row.landing_path:
+        raise ValueError(f"image {image_id}: registry path {row.landing_path} is not the layout's")
+    return sidecar
+
+
+def repair_sidecars(connection: PgConnection, zones: Zones, sidecars: dict[str, str], max_pixels: int) -> list[str]:
+    """Rewrite (durably) the unreadable sidecars {image id: relpath} that their registry rows and images
+    can rebuild (`rebuilt_sidecar`); returns the ids rewritten. The others are left as they are, and logged."""
+    rows = registry_rows(connection, sorted(sidecars)) if sidecars else {}
+    repaired = []
+    for image_id, relpath in sidecars.items():
+        row = rows.get(image_id)
+        try:
+            if row is None:
+                raise ValueError(f"image {image_id}: no registry row")
+            if row.landing_path is None or posixpath.dirname(row.landing_path) != posixpath.dirname(relpath):
+                raise ValueError(f"image {image_id}: registry path {row.landing_path} is not beside {relpath}")
+            sidecar = rebuilt_sidecar(image_id, row, zones.read_bytes(row.landing_path), max_pixels)
+        except (ValueError, FileNotFoundError) as problem:
+            log.warning("unreadable sidecar %s not rebuilt: %s", relpath, problem)
+            continue
+        zones.write_bytes(relpath, sidecar.to_json(), fsync=True)
+        log.warning("sidecar %s rebuilt from the registry and the image (left unreadable by a crash)", relpath)
+        repaired.append(image_id)
+    return repaired
 
 
 def _sidecar(upload: Upload, facts: ImageFacts, image_id: str, sha256: str, received_at: datetime) -> layout.Sidecar:

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import posixpath
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,12 +223,19 @@ def default_workers() -> int:
 
 
 def update_hour(
-    zones: Zones, key: str, workers: int | None = None, reprocess: bool = False, now: datetime | None = None
+    zones: Zones,
+    key: str,
+    workers: int | None = None,
+    reprocess: bool = False,
+    now: datetime | None = None,
+    repair: Callable[[dict[str, str]], Collection[str]] | None = None,
 ) -> HourUpdate:
     """Process the hour's images that have no metadata row yet and rewrite its metadata file.
 
     With `reprocess`, every landed image of the hour is processed again (after a change to the
-    processing code); rows of images whose sidecar is gone are dropped either way.
+    processing code); rows of images whose sidecar is gone are dropped either way. `repair` is given
+    the unreadable sidecars ({image id: relpath}) and returns the ids of those it rebuilt, which are
+    then processed again (an API landing's sidecar is not fsynced: a power failure can empty it).
     """
     processed_at = now or datetime.now(UTC)
     landed = landed_sidecars(zones, key)
@@ -237,6 +244,15 @@ def update_hour(
     todo = sorted(image_id for image_id in landed if image_id not in done)
     workers = workers or default_workers()
     new_rows = process_many(zones, key, (landed[image_id] for image_id in todo), processed_at, workers)
+    unreadable = {
+        row["image_id"]: landed[row["image_id"]] for row in new_rows if row["error"] == one_image.INVALID_SIDECAR
+    }
+    if repair is not None and unreadable:
+        repaired = sorted(repair(unreadable))
+        redone = {
+            row["image_id"]: row for row in process_many(zones, key, (landed[i] for i in repaired), processed_at, 1)
+        }
+        new_rows = [redone.get(row["image_id"], row) for row in new_rows]
 
     kept = existing.filter(pc.is_in(existing.column("image_id"), pa.array(sorted(done & landed.keys()), pa.string())))
     table = pa.concat_tables([kept, pa.Table.from_pylist(new_rows, schema=METADATA_SCHEMA)])

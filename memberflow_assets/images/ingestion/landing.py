@@ -16,9 +16,10 @@ same id. Registry rows are claimed *before* the files are written, in one INSERT
 
 `land_many` lands a batch with one registry statement and one durability barrier for all its files:
 Kafka lands each fetched batch this way. The API lands the uploads that arrive together as a batch too
-(upload_endpoint.UploadBatches): each validated and hashed (`prepare`), the batch's files written and
-fsynced together under temporary names (`stage_many`, harmless before the claim: nothing is visible until
-the renames), then claimed and renamed (`land_prepared`).
+(upload_endpoint.UploadBatches): each validated and hashed (`prepare`), the batch's files written under
+temporary names and the images fsynced together (`stage_many`, harmless before the claim: nothing is
+visible until the renames; an API sidecar is not fsynced but rebuilt after a power failure,
+`repair_sidecars`), then claimed and renamed (`land_prepared`).
 Bytes that are not an acceptable image go to quarantine/images/<hour>/ with a reason file.
 """
 
@@ -195,8 +196,8 @@ class Lander:
         return Prepared(upload, image_id, _sidecar(upload, facts, image_id, sha256, received_at or datetime.now(UTC)))
 
     def stage_many(self, batch: Sequence[Prepared]) -> list[Prepared]:
-        """Write the batch's images and sidecars under temporary names before the claim (fsynced together
-        when durable), so that landing them only claims and renames. On S3, where a file is one PUT,
+        """Write the batch's images and sidecars under temporary names before the claim (the images
+        fsynced together when durable), so that landing them only claims and renames. On S3, where a file is one PUT,
         nothing to do here.
 
         A sidecar that can be rebuilt from its registry row and its image (`Prepared.sidecar_rebuildable`)

@@ -19,7 +19,7 @@ Kafka lands each fetched batch this way. The API lands the uploads that arrive t
 (upload_endpoint.UploadBatches): each validated and hashed (`prepare`), the batch's files written under
 temporary names and the images fsynced together (`stage_many`, harmless before the claim: nothing is
 visible until the renames; an API sidecar is not fsynced but rebuilt after a power failure,
-`repair_sidecars`), then claimed and renamed (`land_prepared`).
+`SidecarRepair`), then claimed and renamed (`land_prepared`).
 Bytes that are not an acceptable image go to quarantine/images/<hour>/ with a reason file.
 """
 
@@ -31,7 +31,7 @@ import json
 import logging
 import posixpath
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -492,26 +492,57 @@ def rebuilt_sidecar(image_id: str, row: RegistryRow, data: bytes, max_pixels: in
     return sidecar
 
 
-def repair_sidecars(connection: PgConnection, zones: Zones, sidecars: dict[str, str], max_pixels: int) -> list[str]:
-    """Rewrite (durably) the unreadable sidecars {image id: relpath} that their registry rows and images
-    can rebuild (`rebuilt_sidecar`); returns the ids rewritten. The others are left as they are, and logged."""
-    rows = registry_rows(connection, sorted(sidecars)) if sidecars else {}
-    repaired = []
-    for image_id, relpath in sidecars.items():
-        row = rows.get(image_id)
-        try:
-            if row is None:
-                raise ValueError(f"image {image_id}: no registry row")
-            if row.landing_path is None or posixpath.dirname(row.landing_path) != posixpath.dirname(relpath):
-                raise ValueError(f"image {image_id}: registry path {row.landing_path} is not beside {relpath}")
-            sidecar = rebuilt_sidecar(image_id, row, zones.read_bytes(row.landing_path), max_pixels)
-        except (ValueError, FileNotFoundError) as problem:
-            log.warning("unreadable sidecar %s not rebuilt: %s", relpath, problem)
-            continue
-        zones.write_bytes(relpath, sidecar.to_json(), fsync=True)
-        log.warning("sidecar %s rebuilt from the registry and the image (left unreadable by a crash)", relpath)
-        repaired.append(image_id)
-    return repaired
+class SidecarRepair:
+    """Rebuilds the API sidecars a power failure lost or left unreadable (`Lander.stage_many` does not
+    fsync them) from their registry rows and images, durably; for `hour_partition.update_hour`, which
+    calls it on the connection holding the hour's lock. What cannot be rebuilt is left as it is, and logged."""
+
+    def __init__(self, connection: PgConnection, zones: Zones, max_pixels: int):
+        self.connection, self.zones, self.max_pixels = connection, zones, max_pixels
+
+    def missing(self, key: str, listed: Collection[str]) -> list[str]:
+        """Write the sidecar of each of hour `key`'s landed API images whose image is in place but whose
+        sidecar is not among `listed` (image ids); returns the ids written."""
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT image_id FROM images.registry_details WHERE hour_key = %s", (key,))
+            unlisted = sorted(image_id for (image_id,) in cursor.fetchall() if image_id not in listed)
+        rows = registry_rows(self.connection, unlisted) if unlisted else {}
+        sidecars = {
+            image_id: posixpath.splitext(row.landing_path)[0] + ".json"
+            for image_id, row in rows.items()
+            if row.status == "landed" and row.source == "api" and row.landing_path is not None
+        }
+        # An image not in place yet belongs to a landing in progress, or to one a crash interrupted
+        # before its 201, which the client's retry finishes.
+        present = {
+            image_id: relpath
+            for image_id, relpath in sidecars.items()
+            if self.zones.exists(rows[image_id].landing_path)
+        }
+        return self._rebuild(present, rows)
+
+    def unreadable(self, sidecars: dict[str, str]) -> list[str]:
+        """Rewrite the unreadable sidecars {image id: relpath} their rows and images can rebuild; returns
+        the ids rewritten."""
+        return self._rebuild(sidecars, registry_rows(self.connection, sorted(sidecars)) if sidecars else {})
+
+    def _rebuild(self, sidecars: dict[str, str], rows: dict[str, RegistryRow]) -> list[str]:
+        rebuilt = []
+        for image_id, relpath in sidecars.items():
+            row = rows.get(image_id)
+            try:
+                if row is None:
+                    raise ValueError(f"image {image_id}: no registry row")
+                if row.landing_path is None or posixpath.dirname(row.landing_path) != posixpath.dirname(relpath):
+                    raise ValueError(f"image {image_id}: registry path {row.landing_path} is not beside {relpath}")
+                sidecar = rebuilt_sidecar(image_id, row, self.zones.read_bytes(row.landing_path), self.max_pixels)
+            except (ValueError, FileNotFoundError) as problem:
+                log.warning("sidecar %s not rebuilt: %s", relpath, problem)
+                continue
+            self.zones.write_bytes(relpath, sidecar.to_json(), fsync=True)
+            log.warning("sidecar %s rebuilt from the registry and the image (lost or damaged by a crash)", relpath)
+            rebuilt.append(image_id)
+        return rebuilt
 
 
 def _sidecar(upload: Upload, facts: ImageFacts, image_id: str, sha256: str, received_at: datetime) -> layout.Sidecar:

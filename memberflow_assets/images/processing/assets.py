@@ -7,14 +7,12 @@ person: check results outlive the runs that retention deletes (Dagster keeps the
 own). Offending ids go to the run's log, which is deleted with the run.
 """
 
-import functools
-
 import dagster as dg
 
 from memberflow_assets import column_schemas
 from memberflow_assets.automation import AFTER_UPSTREAM_OR_CODE_UPDATES
 from memberflow_assets.images import GROUP, registry
-from memberflow_assets.images.ingestion.landing import repair_sidecars
+from memberflow_assets.images.ingestion.landing import SidecarRepair
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition
 from memberflow_assets.images.processing.partitions import image_hours
@@ -83,7 +81,7 @@ def hourly_images(
     key = context.partition_key
     with sales_db.connect() as connection:
         registry.lock_hour(connection, key)  # one run per hour at a time; released at commit
-        repair = functools.partial(repair_sidecars, connection, zones, max_pixels=Settings.from_env().ingest.max_pixels)
+        repair = SidecarRepair(connection, zones, Settings.from_env().ingest.max_pixels)
         update = hour_partition.update_hour(
             zones, key, workers=config.workers or None, reprocess=config.reprocess, repair=repair
         )

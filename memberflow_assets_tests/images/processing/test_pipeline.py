@@ -231,6 +231,40 @@ def test_api_sidecars_a_power_failure_left_unreadable_are_rebuilt_from_the_regis
     assert {registry_rows(pg_dsn)[each.image_id][0] for each in landed[:3]} == {"processed"}
 
 
+def test_api_sidecars_a_power_failure_lost_are_rebuilt_before_the_hour_is_listed(instance, zones, pg_dsn):
+    from memberflow_assets.images.ingestion.landing import Lander, Upload
+    from memberflow_assets.postgres import ConnectionPool
+
+    # Without a journal, a sidecar's name can survive a power failure while its inode, never written,
+    # does not: the file system check then removes the name.
+    kept, lost, no_image = land_as_the_api_does(
+        zones, pg_dsn, [Upload(jpeg(seed=seed), "api", CLIENT) for seed in (31, 32, 33)]
+    )
+    pool = ConnectionPool(pg_dsn, size=2)
+    try:
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        kafka_upload = Upload(jpeg(seed=34), "kafka", "app", kafka={"topic": "t", "partition": 0, "offset": 9})
+        [kafka_image] = lander.land_prepared([lander.prepare(kafka_upload, HOUR_START)])
+    finally:
+        pool.close()
+    sidecar_of = {
+        each.image_id: posixpath.splitext(each.landing_path)[0] + ".json" for each in (lost, no_image, kafka_image)
+    }
+    written = zones.read_bytes(sidecar_of[lost.image_id])
+    for relpath in sidecar_of.values():
+        zones.delete(relpath)
+    zones.delete(no_image.landing_path)  # an interrupted landing: its client's retry finishes it
+
+    result = run_hour(instance, KEY)
+
+    assert result.success and all(check_results(result).values())
+    rows = metadata_rows(zones, KEY)
+    assert sorted(rows) == sorted([kept.image_id, lost.image_id])
+    assert rows[lost.image_id]["status"] == "processed"
+    assert zones.read_bytes(sidecar_of[lost.image_id]) == written
+    assert not zones.exists(sidecar_of[no_image.image_id]) and not zones.exists(sidecar_of[kafka_image.image_id])
+
+
 def test_unreadable_sidecars_the_registry_and_image_cannot_rebuild_stay_rejected(instance, zones, pg_dsn):
     from memberflow_assets.images.ingestion.landing import Lander, Upload
     from memberflow_assets.postgres import ConnectionPool

@@ -545,6 +545,51 @@ class SidecarRepair:
         return rebuilt
 
 
+LOST_SIDECAR_HOURS = 2  # the newest landing hours the API checks for lost sidecars when it starts
+
+
+def newest_landing_hours(zones: Zones, count: int) -> list[str]:
+    """The keys of the newest `count` hour folders under landing/images/, newest first (walks down
+    the newest year, month and day folders only)."""
+    keys: list[str] = []
+
+    def walk(prefix: str, depth: int) -> None:
+        for folder in reversed(zones.list_dirs(prefix)):
+            if len(keys) == count:
+                return
+            if depth < 3:
+                walk(folder, depth + 1)
+            elif key := layout.hour_of_landing_path(folder + "/"):
+                keys.append(key)
+
+    walk(layout.LANDING_PREFIX, 0)
+    return keys
+
+
+def rebuild_lost_sidecars(lander: Lander, hours: int = LOST_SIDECAR_HOURS) -> list[str]:
+    """When the API starts, perhaps after a power failure: the sidecars of the newest `hours` landing
+    hours' API images that lost theirs (`SidecarRepair.missing`), so that the landing sensor counts them
+    and requests their hour's run; returns the ids rebuilt. Nothing to do on S3, where a PUT is durable."""
+    if lander.zones.is_s3:
+        return []
+    keys = newest_landing_hours(lander.zones, hours)
+    if not keys:
+        return []
+    with lander.pool.connection() as connection:
+        repair = SidecarRepair(connection, lander.zones, lander.max_pixels)
+        return [image_id for key in keys for image_id in repair.missing(key, _listed_sidecars(lander.zones, key))]
+
+
+def _listed_sidecars(zones: Zones, key: str) -> set[str]:
+    """Ids of the sidecars in hour `key`'s folder."""
+    folder = layout.landing_dir_for_hour(key)
+    return {
+        info.name.removesuffix(".json")
+        for info in zones.list_files(folder)
+        if info.name.endswith(".json") and not info.name.startswith(".")
+    }
+
+
 def _sidecar(upload: Upload, facts: ImageFacts, image_id: str, sha256: str, received_at: datetime) -> layout.Sidecar:
     return layout.Sidecar(
         image_id=image_id,

@@ -20,7 +20,7 @@ import posixpath
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -307,9 +307,13 @@ class Zones:
         [staged] = self.stage_many([files], fsync=fsync)
         return staged
 
-    def stage_many(self, groups: Sequence[Sequence[tuple[str, bytes]]], fsync: bool = False) -> list[Staged]:
+    def stage_many(
+        self, groups: Sequence[Sequence[tuple[str, bytes]]], fsync: bool = False, rebuildable: Collection[str] = ()
+    ) -> list[Staged]:
         """`stage` for several groups of files at once (a batch of images, each with its sidecar): every
-        file written, then all fsynced together, one `Staged` per group. On failure none is left."""
+        file written, then all fsynced together, one `Staged` per group. On failure none is left.
+        Files in `rebuildable` (relpaths) are not fsynced: the caller can rebuild them after a power
+        failure leaves them empty or truncated (their names are made durable by `publish` all the same)."""
         if self.is_s3:
             raise ValueError("staging is for local zones: on S3 a file is written by one PUT")
         staged: list[list[tuple[str, str]]] = []
@@ -322,7 +326,9 @@ class Zones:
                     staged[-1].append((temp, self.path(relpath)))  # before writing: a failed write's file goes too
                     changed_folders += _write_new_file(temp, data)
             if fsync:
-                _fsync_paths([temp for group in staged for temp, _ in group] + list(dict.fromkeys(changed_folders)))
+                unsynced = {self.path(relpath) for relpath in rebuildable}
+                files = [temp for group in staged for temp, final in group if final not in unsynced]
+                _fsync_paths(files + list(dict.fromkeys(changed_folders)))
         except BaseException:
             _remove_temporaries([pair for group in staged for pair in group])
             raise

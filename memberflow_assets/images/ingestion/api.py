@@ -36,7 +36,7 @@ from memberflow_assets.images.ingestion.admission import Admission
 from memberflow_assets.images.ingestion.api_keys import ApiKeys
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.content import ImageRejected
-from memberflow_assets.images.ingestion.landing import open_lander
+from memberflow_assets.images.ingestion.landing import open_lander, rebuild_lost_sidecars
 from memberflow_assets.images.ingestion.upload_endpoint import (
     INTERNAL_ERROR,
     REGISTRY_UNAVAILABLE,
@@ -245,6 +245,9 @@ def create_app(
             zones or Zones.from_settings(configured), dsn or postgres.sales_dsn(configured), ingest, pool_size
         ) as lander:
             app.state.lander = lander
+            rebuilt = rebuild_lost_sidecars(lander)
+            if rebuilt:
+                log.warning("rebuilt %d sidecar(s) a crash lost, from the registry and the images", len(rebuilt))
             app.state.uploads = UploadEndpoint(app.state.keys, app.state.admission, limits, UploadBatches(lander))
             try:
                 yield

@@ -16,9 +16,10 @@ same id. Registry rows are claimed *before* the files are written, in one INSERT
 
 `land_many` lands a batch with one registry statement and one durability barrier for all its files:
 Kafka lands each fetched batch this way. The API lands the uploads that arrive together as a batch too
-(upload_endpoint.UploadBatches): each validated and hashed (`prepare`), the batch's files written and
-fsynced together under temporary names (`stage_many`, harmless before the claim: nothing is visible until
-the renames), then claimed and renamed (`land_prepared`).
+(upload_endpoint.UploadBatches): each validated and hashed (`prepare`), the batch's files written under
+temporary names and the images fsynced together (`stage_many`, harmless before the claim: nothing is
+visible until the renames; an API sidecar is not fsynced but rebuilt after a power failure,
+`SidecarRepair`), then claimed and renamed (`land_prepared`).
 Bytes that are not an acceptable image go to quarantine/images/<hour>/ with a reason file.
 """
 
@@ -28,14 +29,16 @@ import dataclasses
 import hashlib
 import json
 import logging
+import posixpath
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg2
 import psycopg2.errors
+from psycopg2.extensions import connection as PgConnection
 
 from memberflow_assets import postgres
 from memberflow_assets.images import layout
@@ -135,6 +138,12 @@ class Prepared:
     def data(self) -> bytes:
         return self.upload.data
 
+    @property
+    def sidecar_rebuildable(self) -> bool:
+        """Whether the registry row and the image hold everything the sidecar says (`rebuilt_sidecar`):
+        true of an API upload; a Kafka message's topic, offset and event time are only in its sidecar."""
+        return self.upload.source == "api" and self.upload.kafka is None and self.upload.event_time is None
+
     def files(self) -> list[tuple[str, bytes]]:
         """The image, then its sidecar (which makes it visible, so it is written last)."""
         return [(self.sidecar.image_relpath, self.upload.data), (self.sidecar.relpath, self.sidecar.to_json())]
@@ -187,12 +196,19 @@ class Lander:
         return Prepared(upload, image_id, _sidecar(upload, facts, image_id, sha256, received_at or datetime.now(UTC)))
 
     def stage_many(self, batch: Sequence[Prepared]) -> list[Prepared]:
-        """Write the batch's images and sidecars under temporary names before the claim (fsynced together
-        when durable), so that landing them only claims and renames. On S3, where a file is one PUT,
-        nothing to do here."""
+        """Write the batch's images and sidecars under temporary names before the claim (the images
+        fsynced together when durable), so that landing them only claims and renames. On S3, where a file is one PUT,
+        nothing to do here.
+
+        A sidecar that can be rebuilt from its registry row and its image (`Prepared.sidecar_rebuildable`)
+        is not fsynced: after a power failure that leaves it empty or truncated, processing rebuilds it
+        (`rebuilt_sidecar`) — one durability wait fewer per upload; its name is made durable by the renames'
+        folder fsync like the image's, so an acknowledged upload is still found after the crash."""
         if self.zones.is_s3 or not batch:
             return list(batch)
-        staged = self.zones.stage_many([prepared.files() for prepared in batch], fsync=self.fsync)
+        rebuildable = [prepared.sidecar.relpath for prepared in batch if prepared.sidecar_rebuildable]
+        groups = [prepared.files() for prepared in batch]
+        staged = self.zones.stage_many(groups, fsync=self.fsync, rebuildable=rebuildable)
         return [dataclasses.replace(prepared, staged=each) for prepared, each in zip(batch, staged, strict=True)]
 
     def land_many(self, uploads: Sequence[Upload]) -> list[Landed | ImageRejected]:
@@ -371,9 +387,8 @@ class Lander:
     def lookup_many(self, image_ids: list[str]) -> dict[str, RegistryRow]:
         if not image_ids:
             return {}
-        with self.pool.connection() as connection, connection.cursor() as cursor:
-            cursor.execute(f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry_rows(%s)", (image_ids,))
-            return {image_id: RegistryRow(*values) for image_id, *values in cursor.fetchall()}
+        with self.pool.connection() as connection:
+            return registry_rows(connection, image_ids)
 
     def check_health(self) -> None:
         """Raises when the registry or the zones do not answer."""
@@ -447,6 +462,132 @@ def open_lander(zones: Zones, dsn: str, settings: IngestSettings, pool_size: int
         yield lander
     finally:
         pool.close()
+
+
+def registry_rows(connection: PgConnection, image_ids: list[str]) -> dict[str, RegistryRow]:
+    """{image id: its registry row} of the ids that have one."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT image_id, {_REGISTRY_COLUMNS} FROM images.registry_rows(%s)", (image_ids,))
+        return {image_id: RegistryRow(*values) for image_id, *values in cursor.fetchall()}
+
+
+def rebuilt_sidecar(image_id: str, row: RegistryRow, data: bytes, max_pixels: int) -> layout.Sidecar:
+    """The sidecar an API landing wrote, rebuilt from its registry row and its image's bytes (a power
+    failure can leave the sidecar, which `Lander.stage_many` does not fsync, empty or truncated).
+    Raises ValueError when they do not make one: another source, a purged row, bytes that are not the
+    registered image."""
+    if row.source != "api" or row.status == "purged" or row.client is None or row.received_at is None:
+        raise ValueError(f"image {image_id}: its registry row ({row.source}, {row.status}) cannot rebuild a sidecar")
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 != row.sha256 or image_id_for(row.client, sha256) != image_id:
+        raise ValueError(f"image {image_id}: the file is not the registered image (sha256 {sha256})")
+    try:
+        facts = inspect_image(data, max_pixels)
+    except ImageRejected as rejection:
+        raise ValueError(f"image {image_id}: the file is not an acceptable image: {rejection}") from None
+    upload = Upload(data, "api", row.client)
+    sidecar = _sidecar(upload, facts, image_id, sha256, row.received_at.astimezone(UTC))
+    if sidecar.image_relpath != row.landing_path:
+        raise ValueError(f"image {image_id}: registry path {row.landing_path} is not the layout's")
+    return sidecar
+
+
+class SidecarRepair:
+    """Rebuilds the API sidecars a power failure lost or left unreadable (`Lander.stage_many` does not
+    fsync them) from their registry rows and images, durably; for `hour_partition.update_hour`, which
+    calls it on the connection holding the hour's lock. What cannot be rebuilt is left as it is, and logged."""
+
+    def __init__(self, connection: PgConnection, zones: Zones, max_pixels: int):
+        self.connection, self.zones, self.max_pixels = connection, zones, max_pixels
+
+    def missing(self, key: str, listed: Collection[str]) -> list[str]:
+        """Write the sidecar of each of hour `key`'s landed API images whose image is in place but whose
+        sidecar is not among `listed` (image ids); returns the ids written."""
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT image_id FROM images.registry_details WHERE hour_key = %s", (key,))
+            unlisted = sorted(image_id for (image_id,) in cursor.fetchall() if image_id not in listed)
+        rows = registry_rows(self.connection, unlisted) if unlisted else {}
+        sidecars = {
+            image_id: posixpath.splitext(row.landing_path)[0] + ".json"
+            for image_id, row in rows.items()
+            if row.status == "landed" and row.source == "api" and row.landing_path is not None
+        }
+        # An image not in place yet belongs to a landing in progress, or to one a crash interrupted
+        # before its 201, which the client's retry finishes.
+        present = {
+            image_id: relpath
+            for image_id, relpath in sidecars.items()
+            if self.zones.exists(rows[image_id].landing_path)
+        }
+        return self._rebuild(present, rows)
+
+    def unreadable(self, sidecars: dict[str, str]) -> list[str]:
+        """Rewrite the unreadable sidecars {image id: relpath} their rows and images can rebuild; returns
+        the ids rewritten."""
+        return self._rebuild(sidecars, registry_rows(self.connection, sorted(sidecars)) if sidecars else {})
+
+    def _rebuild(self, sidecars: dict[str, str], rows: dict[str, RegistryRow]) -> list[str]:
+        rebuilt = []
+        for image_id, relpath in sidecars.items():
+            row = rows.get(image_id)
+            try:
+                if row is None:
+                    raise ValueError(f"image {image_id}: no registry row")
+                if row.landing_path is None or posixpath.dirname(row.landing_path) != posixpath.dirname(relpath):
+                    raise ValueError(f"image {image_id}: registry path {row.landing_path} is not beside {relpath}")
+                sidecar = rebuilt_sidecar(image_id, row, self.zones.read_bytes(row.landing_path), self.max_pixels)
+            except (ValueError, FileNotFoundError) as problem:
+                log.warning("sidecar %s not rebuilt: %s", relpath, problem)
+                continue
+            self.zones.write_bytes(relpath, sidecar.to_json(), fsync=True)
+            log.warning("sidecar %s rebuilt from the registry and the image (lost or damaged by a crash)", relpath)
+            rebuilt.append(image_id)
+        return rebuilt
+
+
+LOST_SIDECAR_HOURS = 2  # the newest landing hours the API checks for lost sidecars when it starts
+
+
+def newest_landing_hours(zones: Zones, count: int) -> list[str]:
+    """The keys of the newest `count` hour folders under landing/images/, newest first (walks down
+    the newest year, month and day folders only)."""
+    keys: list[str] = []
+
+    def walk(prefix: str, depth: int) -> None:
+        for folder in reversed(zones.list_dirs(prefix)):
+            if len(keys) == count:
+                return
+            if depth < 3:
+                walk(folder, depth + 1)
+            elif key := layout.hour_of_landing_path(folder + "/"):
+                keys.append(key)
+
+    walk(layout.LANDING_PREFIX, 0)
+    return keys
+
+
+def rebuild_lost_sidecars(lander: Lander, hours: int = LOST_SIDECAR_HOURS) -> list[str]:
+    """When the API starts, perhaps after a power failure: the sidecars of the newest `hours` landing
+    hours' API images that lost theirs (`SidecarRepair.missing`), so that the landing sensor counts them
+    and requests their hour's run; returns the ids rebuilt. Nothing to do on S3, where a PUT is durable."""
+    if lander.zones.is_s3:
+        return []
+    keys = newest_landing_hours(lander.zones, hours)
+    if not keys:
+        return []
+    with lander.pool.connection() as connection:
+        repair = SidecarRepair(connection, lander.zones, lander.max_pixels)
+        return [image_id for key in keys for image_id in repair.missing(key, _listed_sidecars(lander.zones, key))]
+
+
+def _listed_sidecars(zones: Zones, key: str) -> set[str]:
+    """Ids of the sidecars in hour `key`'s folder."""
+    folder = layout.landing_dir_for_hour(key)
+    return {
+        info.name.removesuffix(".json")
+        for info in zones.list_files(folder)
+        if info.name.endswith(".json") and not info.name.startswith(".")
+    }
 
 
 def _sidecar(upload: Upload, facts: ImageFacts, image_id: str, sha256: str, received_at: datetime) -> layout.Sidecar:

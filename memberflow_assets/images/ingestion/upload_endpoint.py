@@ -6,7 +6,8 @@ one route reads the request itself; api.py documents it in the OpenAPI schema an
 
     event loop     authenticate, admit (admission.py), receive the body within its limits, queue it
     batch worker   take every upload queued (fairly, per client), validate and hash each, write every
-                   image and sidecar under temporary names and fsync them together, claim them all in
+                   image and sidecar under temporary names and fsync the images together (an API
+                   sidecar is rebuilt after a power failure: landing.rebuilt_sidecar), claim them all in
                    one registry statement, rename them with one folder fsync, then wake the event loop
                    once to answer the whole batch (UploadBatches)
 
@@ -285,7 +286,7 @@ class UploadBatches:
     `max_batch_bytes`, so a client with many uploads queued delays another's by at most a batch — and
     lands it with as few hand-offs and durability waits as it can: each upload validated and hashed (a
     refusal is quarantined and answered alone), every image and sidecar written under temporary names
-    and fsynced together, all claimed in one registry statement and renamed with one folder fsync
+    and the images fsynced together, all claimed in one registry statement and renamed with one folder fsync
     (Lander.land_prepared), then one wake-up of the event loop settles the whole batch's answers. A
     storage or registry failure fails the batch's landings, none of which is then visible.
     """

@@ -12,10 +12,12 @@ import dagster as dg
 from memberflow_assets import column_schemas
 from memberflow_assets.automation import AFTER_UPSTREAM_OR_CODE_UPDATES
 from memberflow_assets.images import GROUP, registry
+from memberflow_assets.images.ingestion.landing import SidecarRepair
 from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, processed_dir
 from memberflow_assets.images.processing import bi, hour_partition
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
@@ -79,7 +81,10 @@ def hourly_images(
     key = context.partition_key
     with sales_db.connect() as connection:
         registry.lock_hour(connection, key)  # one run per hour at a time; released at commit
-        update = hour_partition.update_hour(zones, key, workers=config.workers or None, reprocess=config.reprocess)
+        repair = SidecarRepair(connection, zones, Settings.from_env().ingest.max_pixels)
+        update = hour_partition.update_hour(
+            zones, key, workers=config.workers or None, reprocess=config.reprocess, repair=repair
+        )
         registry_updated, registry_missing = registry.mark_processed(connection, update.table.to_pylist())
     summary = update.summary()
     if registry_missing:

@@ -18,10 +18,11 @@ import multiprocessing
 import os
 import posixpath
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -218,25 +219,53 @@ class HourUpdate:
         }
 
 
+class SidecarRepairs(Protocol):
+    """What `update_hour` asks of a repair (ingestion.landing.SidecarRepair, on the registry)."""
+
+    def missing(self, key: str, listed: Collection[str]) -> Collection[str]:
+        """Write the sidecars of the hour's registered images that have none; the ids written."""
+
+    def unreadable(self, sidecars: dict[str, str]) -> Collection[str]:
+        """Rewrite the unreadable sidecars {image id: relpath} it can; the ids rewritten."""
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def update_hour(
-    zones: Zones, key: str, workers: int | None = None, reprocess: bool = False, now: datetime | None = None
+    zones: Zones,
+    key: str,
+    workers: int | None = None,
+    reprocess: bool = False,
+    now: datetime | None = None,
+    repair: SidecarRepairs | None = None,
 ) -> HourUpdate:
     """Process the hour's images that have no metadata row yet and rewrite its metadata file.
 
     With `reprocess`, every landed image of the hour is processed again (after a change to the
-    processing code); rows of images whose sidecar is gone are dropped either way.
+    processing code); rows of images whose sidecar is gone are dropped either way. With `repair`,
+    sidecars a power failure lost are rebuilt before the hour is listed for processing, and unreadable
+    ones are rebuilt and processed again (an API landing's sidecar is not fsynced).
     """
     processed_at = now or datetime.now(UTC)
     landed = landed_sidecars(zones, key)
+    if repair is not None and repair.missing(key, landed.keys()):
+        landed = landed_sidecars(zones, key)
     existing = read_metadata(zones, key)
     done = set() if reprocess else set(existing.column("image_id").to_pylist())
     todo = sorted(image_id for image_id in landed if image_id not in done)
     workers = workers or default_workers()
     new_rows = process_many(zones, key, (landed[image_id] for image_id in todo), processed_at, workers)
+    unreadable = {
+        row["image_id"]: landed[row["image_id"]] for row in new_rows if row["error"] == one_image.INVALID_SIDECAR
+    }
+    if repair is not None and unreadable:
+        repaired = sorted(repair.unreadable(unreadable))
+        redone = {
+            row["image_id"]: row for row in process_many(zones, key, (landed[i] for i in repaired), processed_at, 1)
+        }
+        new_rows = [redone.get(row["image_id"], row) for row in new_rows]
 
     kept = existing.filter(pc.is_in(existing.column("image_id"), pa.array(sorted(done & landed.keys()), pa.string())))
     table = pa.concat_tables([kept, pa.Table.from_pylist(new_rows, schema=METADATA_SCHEMA)])

@@ -255,3 +255,25 @@ def test_in_a_new_batch_the_first_image_under_a_key_takes_it(lander, memberflow_
     )
     assert not taker.duplicate and isinstance(loser, ImageRejected) and loser.code == "key_conflict"
     assert len(registry_rows(pg_dsn)) == 1
+
+
+def test_a_staged_batch_fsyncs_every_image_and_only_the_sidecars_that_cannot_be_rebuilt(lander, monkeypatch):
+    from memberflow_assets import zones as zones_module
+
+    fsynced: list[str] = []
+    real_fsync_paths = zones_module._fsync_paths
+    monkeypatch.setattr(zones_module, "_fsync_paths", lambda paths: fsynced.extend(paths) or real_fsync_paths(paths))
+    api = lander.prepare(Upload(unique_jpeg(jpeg_of_about(20_000), 1), "api", "alice"))
+    kafka_upload = Upload(unique_jpeg(jpeg_of_about(20_000), 2), "kafka", "app", kafka={"topic": "t", "offset": 1})
+    kafka = lander.prepare(kafka_upload)
+
+    staged = lander.stage_many([api, kafka])
+
+    temporaries = {final: temp for each in staged for temp, final in each.staged.files}
+    path = lander.zones.path
+    assert temporaries[path(api.sidecar.image_relpath)] in fsynced
+    assert temporaries[path(kafka.sidecar.image_relpath)] in fsynced
+    assert temporaries[path(kafka.sidecar.relpath)] in fsynced  # its topic and offset are nowhere else
+    assert temporaries[path(api.sidecar.relpath)] not in fsynced  # rebuilt from the registry after a crash
+    lander.land_prepared(staged)
+    assert all(os.path.exists(path(p.sidecar.relpath)) for p in (api, kafka))

@@ -3,6 +3,7 @@ the BI views — against real PostgreSQL, a local data dir and moto's S3 server.
 
 import io
 import json
+import posixpath
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -190,6 +191,105 @@ def test_a_jpeg_with_garbage_image_data_passes_ingestion_and_is_rejected_by_proc
     assert (row["status"], row["error"], row["thumbnail_bytes"]) == ("rejected", "corrupt", None)
     assert row["error_detail"].startswith("libjpeg: Corrupt JPEG data")
     assert registry_rows(pg_dsn)[damaged.image_id][:2] == ("rejected", "corrupt")
+
+
+def land_as_the_api_does(zones: Zones, dsn: str, uploads: list) -> list:
+    """Land uploads as the upload API's batch worker does (prepared, staged, claimed and renamed)."""
+    from memberflow_assets.images.ingestion.landing import Lander
+    from memberflow_assets.postgres import ConnectionPool
+
+    pool = ConnectionPool(dsn, size=2)
+    try:
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        return lander.land_prepared(lander.stage_many([lander.prepare(upload, HOUR_START) for upload in uploads]))
+    finally:
+        pool.close()
+
+
+def test_api_sidecars_a_power_failure_left_unreadable_are_rebuilt_from_the_registry_and_the_image(
+    instance, zones, pg_dsn
+):
+    from memberflow_assets.images.ingestion.landing import Upload
+
+    images = [jpeg(seed=seed) for seed in (11, 12, 13, 14)]
+    landed = land_as_the_api_does(zones, pg_dsn, [Upload(data, "api", CLIENT) for data in images])
+    sidecars = [posixpath.splitext(each.landing_path)[0] + ".json" for each in landed]
+    written = [zones.read_bytes(relpath) for relpath in sidecars]
+    # What a power failure can leave of a sidecar that was renamed, but whose data was never fsynced:
+    damage = [b"", written[1][: len(written[1]) // 2], bytes(len(written[2])), written[3].replace(b'"api"', b'"kafka"')]
+    for relpath, left in zip(sidecars, damage, strict=True):
+        zones.write_bytes(relpath, left)
+
+    result = run_hour(instance, KEY)
+
+    assert result.success and all(check_results(result).values())
+    rows = metadata_rows(zones, KEY)
+    assert [rows[each.image_id]["status"] for each in landed[:3]] == ["processed"] * 3
+    assert [zones.read_bytes(relpath) for relpath in sidecars[:3]] == written[:3]  # as the landing wrote them
+    # Readable but not what the registry says: processed as the sidecar says, as any readable sidecar is.
+    assert rows[landed[3].image_id]["source"] == "kafka"
+    assert {registry_rows(pg_dsn)[each.image_id][0] for each in landed[:3]} == {"processed"}
+
+
+def test_api_sidecars_a_power_failure_lost_are_rebuilt_before_the_hour_is_listed(instance, zones, pg_dsn):
+    from memberflow_assets.images.ingestion.landing import Lander, Upload
+    from memberflow_assets.postgres import ConnectionPool
+
+    # Without a journal, a sidecar's name can survive a power failure while its inode, never written,
+    # does not: the file system check then removes the name.
+    kept, lost, no_image = land_as_the_api_does(
+        zones, pg_dsn, [Upload(jpeg(seed=seed), "api", CLIENT) for seed in (31, 32, 33)]
+    )
+    pool = ConnectionPool(pg_dsn, size=2)
+    try:
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        kafka_upload = Upload(jpeg(seed=34), "kafka", "app", kafka={"topic": "t", "partition": 0, "offset": 9})
+        [kafka_image] = lander.land_prepared([lander.prepare(kafka_upload, HOUR_START)])
+    finally:
+        pool.close()
+    sidecar_of = {
+        each.image_id: posixpath.splitext(each.landing_path)[0] + ".json" for each in (lost, no_image, kafka_image)
+    }
+    written = zones.read_bytes(sidecar_of[lost.image_id])
+    for relpath in sidecar_of.values():
+        zones.delete(relpath)
+    zones.delete(no_image.landing_path)  # an interrupted landing: its client's retry finishes it
+
+    result = run_hour(instance, KEY)
+
+    assert result.success and all(check_results(result).values())
+    rows = metadata_rows(zones, KEY)
+    assert sorted(rows) == sorted([kept.image_id, lost.image_id])
+    assert rows[lost.image_id]["status"] == "processed"
+    assert zones.read_bytes(sidecar_of[lost.image_id]) == written
+    assert not zones.exists(sidecar_of[no_image.image_id]) and not zones.exists(sidecar_of[kafka_image.image_id])
+
+
+def test_unreadable_sidecars_the_registry_and_image_cannot_rebuild_stay_rejected(instance, zones, pg_dsn):
+    from memberflow_assets.images.ingestion.landing import Lander, Upload
+    from memberflow_assets.postgres import ConnectionPool
+
+    [replaced, kafka_image] = land_as_the_api_does(zones, pg_dsn, [Upload(jpeg(seed=21), "api", CLIENT)]) + [None]
+    pool = ConnectionPool(pg_dsn, size=2)
+    try:  # a Kafka landing: its sidecar holds the topic and offset, which the registry does not
+        lander = Lander(zones, pool, max_pixels=100_000_000)
+        kafka_upload = Upload(jpeg(seed=22), "kafka", "app", kafka={"topic": "t", "partition": 0, "offset": 7})
+        [kafka_image] = lander.land_prepared([lander.prepare(kafka_upload, HOUR_START)])
+    finally:
+        pool.close()
+    orphan = land_image(zones, None, jpeg(seed=23), HOUR_START)  # files without a registry row
+    replaced_sidecar = posixpath.splitext(replaced.landing_path)[0] + ".json"
+    zones.write_bytes(replaced.landing_path, jpeg(seed=24))  # not the registered bytes any more
+    for relpath in (replaced_sidecar, posixpath.splitext(kafka_image.landing_path)[0] + ".json", orphan.relpath):
+        zones.write_bytes(relpath, b"")
+
+    result = run_hour(instance, KEY)
+
+    assert result.success
+    rows = metadata_rows(zones, KEY)
+    for image_id in (replaced.image_id, kafka_image.image_id, orphan.image_id):
+        assert (rows[image_id]["status"], rows[image_id]["error"]) == ("rejected", "invalid_sidecar")
+    assert zones.read_bytes(replaced_sidecar) == b""  # left for an operator, never made up
 
 
 def test_runs_of_one_hour_take_turns_on_a_lock_no_team_can_take(instance, zones, pg_dsn):

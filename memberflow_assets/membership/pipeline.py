@@ -71,16 +71,18 @@ STATISTICS_COLUMNS = (
 )
 
 
-def batch_rows(batch: str, landed: FileInfo, classified: pa.Table, first_row_number: int = 1) -> pa.Table:
+def batch_rows(batch: str, landed: FileInfo, classified: pa.Table, row_numbers: np.ndarray | None = None) -> pa.Table:
     """The rows both output files hold: the batch, the rules' columns, then where each row came from
-    (`first_row_number`: the row number of the first record given)."""
+    (`row_numbers`: each record's row number in its file; by default 1, 2, ...)."""
     rows = classified.num_rows
+    if row_numbers is None:
+        row_numbers = np.arange(1, rows + 1, dtype=np.int64)
     return pa.table(
         {
             "batch": pa.repeat(pa.scalar(batch, pa.large_string()), rows),
             **{name: classified[name] for name in OUTPUT_COLUMNS},
             "source_file": pa.repeat(pa.scalar(landed.name, pa.large_string()), rows),
-            "row_number": pa.array(np.arange(first_row_number, first_row_number + rows, dtype=np.int64)),
+            "row_number": pa.array(row_numbers),
             "line_number": classified["line_number"],
             "landed_at": pa.repeat(
                 pa.scalar(datetime.fromtimestamp(landed.changed_at, UTC), pa.timestamp("us", "UTC")), rows
@@ -188,16 +190,18 @@ def store_batch(
                 table, read = upcoming.result()
                 if start + chunk_lines < lines:
                     upcoming = reading.submit(classified, start + chunk_lines)
-                rows = batch_rows(batch, landed, table, first_row_number=records + 1)
-                records += rows.num_rows
+                row_numbers = np.arange(records + 1, records + 1 + table.num_rows, dtype=np.int64)
+                records += table.num_rows
                 malformed += int(pc.sum(table["malformed_record"]).as_py() or 0)
                 blank_lines += read.blank_lines
-                is_successful = rows["is_successful"]
+                # split first, then add the columns that are the same in every row: they are not copied
+                kinds = {"successful": table["is_successful"].to_numpy(zero_copy_only=False)}
+                kinds["unsuccessful"] = ~kinds["successful"]
                 parts = {
-                    "successful": rows.filter(is_successful),
-                    "unsuccessful": rows.filter(pc.invert(is_successful)),
+                    output: batch_rows(batch, landed, table.filter(kind), row_numbers[kind])
+                    for output, kind in kinds.items()
                 }
-                del table, read, rows
+                del table, read
                 for future in storing:  # the previous chunk is stored before this one is queued: memory stays bounded
                     future.result()
                 storing = [pool.submit(stores[output], part) for output, part in parts.items() if part.num_rows]

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import sys
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -471,7 +472,7 @@ def registry_rows(connection: PgConnection, image_ids: list[str]) -> dict[str, R
         return {image_id: RegistryRow(*values) for image_id, *values in cursor.fetchall()}
 
 
-def rebuilt_sidecar(image_id: str, row: RegistryRow, data: bytes, max_pixels: int) -> layout.Sidecar:
+def rebuilt_sidecar(image_id: str, row: RegistryRow, data: bytes) -> layout.Sidecar:
     """The sidecar an API landing wrote, rebuilt from its registry row and its image's bytes (a power
     failure can leave the sidecar, which `Lander.stage_many` does not fsync, empty or truncated).
     Raises ValueError when they do not make one: another source, a purged row, bytes that are not the
@@ -482,7 +483,9 @@ def rebuilt_sidecar(image_id: str, row: RegistryRow, data: bytes, max_pixels: in
     if sha256 != row.sha256 or image_id_for(row.client, sha256) != image_id:
         raise ValueError(f"image {image_id}: the file is not the registered image (sha256 {sha256})")
     try:
-        facts = inspect_image(data, max_pixels)
+        # the bytes are the registered ones, accepted when they landed: their format and size are read
+        # again, the pixel limit (which may have changed since) is not judged again
+        facts = inspect_image(data, max_pixels=sys.maxsize)
     except ImageRejected as rejection:
         raise ValueError(f"image {image_id}: the file is not an acceptable image: {rejection}") from None
     upload = Upload(data, "api", row.client)
@@ -497,8 +500,8 @@ class SidecarRepair:
     fsync them) from their registry rows and images, durably; for `hour_partition.update_hour`, which
     calls it on the connection holding the hour's lock. What cannot be rebuilt is left as it is, and logged."""
 
-    def __init__(self, connection: PgConnection, zones: Zones, max_pixels: int):
-        self.connection, self.zones, self.max_pixels = connection, zones, max_pixels
+    def __init__(self, connection: PgConnection, zones: Zones):
+        self.connection, self.zones = connection, zones
 
     def missing(self, key: str, listed: Collection[str]) -> list[str]:
         """Write the sidecar of each of hour `key`'s landed API images whose image is in place but whose
@@ -535,7 +538,7 @@ class SidecarRepair:
                     raise ValueError(f"image {image_id}: no registry row")
                 if row.landing_path is None or posixpath.dirname(row.landing_path) != posixpath.dirname(relpath):
                     raise ValueError(f"image {image_id}: registry path {row.landing_path} is not beside {relpath}")
-                sidecar = rebuilt_sidecar(image_id, row, self.zones.read_bytes(row.landing_path), self.max_pixels)
+                sidecar = rebuilt_sidecar(image_id, row, self.zones.read_bytes(row.landing_path))
             except (ValueError, FileNotFoundError) as problem:
                 log.warning("sidecar %s not rebuilt: %s", relpath, problem)
                 continue
@@ -576,7 +579,7 @@ def rebuild_lost_sidecars(lander: Lander, hours: int = LOST_SIDECAR_HOURS) -> li
     if not keys:
         return []
     with lander.pool.connection() as connection:
-        repair = SidecarRepair(connection, lander.zones, lander.max_pixels)
+        repair = SidecarRepair(connection, lander.zones)
         return [image_id for key in keys for image_id in repair.missing(key, _listed_sidecars(lander.zones, key))]
 
 

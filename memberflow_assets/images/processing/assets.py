@@ -17,7 +17,6 @@ from memberflow_assets.images.layout import METADATA_PREFIX, metadata_relpath, p
 from memberflow_assets.images.processing import bi, hour_partition
 from memberflow_assets.images.processing.partitions import image_hours
 from memberflow_assets.resources import SalesDatabase
-from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse import versions
 from memberflow_assets.warehouse.resources import Warehouse
 from memberflow_assets.zones import Zones
@@ -81,7 +80,7 @@ def hourly_images(
     key = context.partition_key
     with sales_db.connect() as connection:
         registry.lock_hour(connection, key)  # one run per hour at a time; released at commit
-        repair = SidecarRepair(connection, zones, Settings.from_env().ingest.max_pixels)
+        repair = SidecarRepair(connection, zones)
         update = hour_partition.update_hour(
             zones, key, workers=config.workers or None, reprocess=config.reprocess, repair=repair
         )

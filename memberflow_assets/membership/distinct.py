@@ -23,7 +23,7 @@ class DistinctJudgements:
         self._judged: pa.Table | None = None  # row for row with _texts
 
     def __contains__(self, text: str) -> bool:
-        return self._texts is not None and text in self._texts.to_pylist()
+        return self._texts is not None and pc.any(pc.equal(self._texts, text)).as_py()
 
     def of(self, texts: pa.Array) -> pa.Table:
         """The results for `texts` (distinct, no nulls), row for row; judges only the texts not seen before."""

@@ -7,15 +7,19 @@ line is the header. Fields are split by `sql/membership/csv_fields.sql`.
 
 A record that cannot be read as one application (broken quoting, more or fewer fields than the header)
 is *malformed*: it is still a record of its own, with its text kept, and the rules make it
-unsuccessful. Only a file that cannot be read at all raises `ApplicationFileError` and is quarantined:
-nothing but blank lines, not UTF-8, binary, or a header that is broken or lacks a required column.
+unsuccessful. So is a line whose bytes are not UTF-8 (its text is kept with each invalid byte shown as
+`\\xNN`). Only a file that cannot be read at all raises `ApplicationFileError` and is quarantined:
+nothing but blank lines, UTF-16/32, binary, or a header that is not UTF-8, is broken or lacks a
+required column.
 Every file-level reason names the line it is about and never a local path.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 
 import duckdb
 import numpy as np
@@ -77,6 +81,7 @@ class ApplicationFile:
             {
                 "line_number": pa.array(np.arange(first_line, first_line + stop - start, dtype=np.int64)),
                 "line": self.body.views(start, stop),
+                "undecodable": self.body.undecodable_flags(start, stop),
             }
         )
         with duck.connect() as connection:
@@ -111,7 +116,7 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
     if data.startswith(_UTF16_OR_32_BOMS):
         raise ApplicationFileError(source_file, "not_utf8", "the file is UTF-16 or UTF-32 text (byte-order mark)")
     start = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
-    _require_utf8(source_file, data, start)
+    invalid = _invalid_utf8_offsets(data, start)
     lines = _split_lines(data, start)
 
     first_text = _NON_BLANK.search(data, start)
@@ -119,16 +124,32 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
         raise ApplicationFileError(source_file, "empty_file", "the file has no content (only blank lines, if any)")
     header_index = data.count(b"\n", start, first_text.start())
     header_line = header_index + 1
-    with duck.connect() as connection:
-        connection.execute(_CSV_FIELDS)
-        header = _read_header(source_file, connection, lines.text(header_index), header_line)
+    header_end = int(lines.starts[header_index] + lines.lengths[header_index])
+    try:
+        if invalid and invalid[0] < header_end:  # nothing before the header is text: the header itself
+            column = invalid[0] - int(lines.starts[header_index]) + 1
+            raise ApplicationFileError(
+                source_file,
+                "not_utf8",
+                f"line {header_line} (the header): byte {column} is not UTF-8 (the file must be UTF-8 text)",
+            )
+        with duck.connect() as connection:
+            connection.execute(_CSV_FIELDS)
+            header = _read_header(source_file, connection, lines.text(header_index), header_line)
+        positions = _required_positions(source_file, header, header_line)
+    except ApplicationFileError:
+        if invalid and invalid[0] < _BINARY_SNIFF_BYTES and b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+            raise ApplicationFileError(
+                source_file, "not_csv", "the file contains NUL bytes and is not text: it is binary"
+            ) from None
+        raise
     return ApplicationFile(
         source_file=source_file,
         header_line=header_line,
         columns=tuple(header),
         lines_after_header=_count_lines(data, start) - header_line,
-        body=lines.after(header_index),
-        positions=_required_positions(source_file, header, header_line),
+        body=(lines.with_undecodable(invalid) if invalid else lines).after(header_index),
+        positions=positions,
     )
 
 
@@ -149,9 +170,10 @@ def read_records(data: bytes, source_file: str) -> ApplicationRecords:
 class Lines:
     """Lines of a file's bytes: where each starts and how long its text is (without its LF or CRLF)."""
 
-    data: np.ndarray  # the file's bytes
+    data: np.ndarray  # the file's bytes (and, after them, the shown text of lines that are not UTF-8)
     starts: np.ndarray
     lengths: np.ndarray
+    undecodable: np.ndarray | None = None  # per line: were its bytes not UTF-8? (None: every line is UTF-8)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -165,8 +187,30 @@ class Lines:
         to cut the terminators off."""
         return _string_views(self.data, self.starts[start:stop], self.lengths[start:stop])
 
+    def undecodable_flags(self, start: int, stop: int) -> pa.BooleanArray:
+        if self.undecodable is None:
+            return pa.array(np.zeros(stop - start, dtype=np.bool_))
+        return pa.array(self.undecodable[start:stop])
+
     def after(self, index: int) -> Lines:
-        return Lines(self.data, self.starts[index + 1 :], self.lengths[index + 1 :])
+        undecodable = None if self.undecodable is None else self.undecodable[index + 1 :]
+        return Lines(self.data, self.starts[index + 1 :], self.lengths[index + 1 :], undecodable)
+
+    def with_undecodable(self, offsets: list[int]) -> Lines:
+        """These lines, where each line holding one of the byte `offsets` (invalid UTF-8) is flagged and
+        reads as its text with every invalid byte shown as `\\xNN`: one record, never a merged one."""
+        indices = np.unique(np.searchsorted(self.starts, np.array(offsets, dtype=np.int64), side="right") - 1)
+        shown = [self.data[int(self.starts[i]) : int(self.starts[i] + self.lengths[i])].tobytes() for i in indices]
+        texts = [line.decode("utf-8", errors="backslashreplace").encode() for line in shown]
+        lengths = np.array([len(text) for text in texts], dtype=np.int64)
+        starts = self.starts.copy()
+        starts[indices] = len(self.data) + np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)[:-1]])
+        all_lengths = self.lengths.copy()
+        all_lengths[indices] = lengths
+        undecodable = np.zeros(len(self.starts), dtype=np.bool_)
+        undecodable[indices] = True
+        data = np.concatenate([self.data, np.frombuffer(b"".join(texts), dtype=np.uint8)])
+        return replace(self, data=data, starts=starts, lengths=all_lengths, undecodable=undecodable)
 
 
 def _split_lines(data: bytes, start: int) -> Lines:
@@ -224,25 +268,33 @@ def _count_lines(data: bytes, start: int) -> int:
     return data.count(b"\n", start) + (len(data) > start and not data.endswith(b"\n"))
 
 
-def _require_utf8(source_file: str, data: bytes, start: int) -> None:
+def _invalid_utf8_offsets(data: bytes, start: int) -> list[int]:
+    """Where `data[start:]` holds bytes that are not UTF-8: the offset of each invalid sequence (none for a
+    UTF-8 file, the common case, checked at memory speed)."""
     text = pa.LargeStringArray.from_buffers(
         1, pa.py_buffer(np.array([start, len(data)], dtype=np.int64)), pa.py_buffer(data)
     )
     try:
         text.validate(full=True)  # checks that the whole file is valid UTF-8
-        return
+        return []
     except pa.ArrowInvalid:
         pass
-    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
-        raise ApplicationFileError(source_file, "not_csv", "the file contains NUL bytes and is not text: it is binary")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise ApplicationFileError(
-            source_file, "not_utf8", f"line {line}: byte {column} is not UTF-8 (the file must be UTF-8 text)"
-        ) from None
+    _invalid_sequences.offsets = []
+    codecs.decode(memoryview(data)[start:], "utf-8", _NOTE_INVALID_UTF8)
+    return [start + offset for offset in _invalid_sequences.offsets]
+
+
+_NOTE_INVALID_UTF8 = "memberflow.membership.note_invalid_utf8"
+_invalid_sequences = threading.local()  # the offsets the decoding on this thread has met so far
+
+
+def _note_invalid_utf8(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    _invalid_sequences.offsets.append(error.start)
+    return "", error.end
+
+
+codecs.register_error(_NOTE_INVALID_UTF8, _note_invalid_utf8)
 
 
 def _read_header(source_file: str, connection: duckdb.DuckDBPyConnection, text: str, header_line: int) -> list[str]:

@@ -145,19 +145,36 @@ def published(instance, zones, pg_dsn):
     return {kind: output_bytes(zones, kind, "again") for kind in ("successful", "unsuccessful")}
 
 
-def test_a_file_level_error_late_in_the_file_publishes_nothing(instance, zones, memberflow_env, published):
-    text = CONTENT.replace("\x00", "")  # with a NUL as well, a non-UTF-8 file is taken for binary
-    late_latin1 = (text + "Jos\xe9 Lee,jose@example.com,1990-01-01,91234567\n").encode("latin-1")
-    land(zones, "again.csv", late_latin1)
+def test_a_file_level_error_in_a_new_version_publishes_nothing(instance, zones, memberflow_env, published):
+    latin1_header = (CONTENT.replace(HEADER, HEADER + ",pr\xe9nom", 1).replace("\x00", "")).encode("latin-1")
+    land(zones, "again.csv", latin1_header)
 
     result = run_chunked(instance, "again.csv", 4)
 
     assert not result.success
     reason = read_reason(memberflow_env, "again.csv")
-    assert reason["problem"] == "not_utf8" and "line 19" in reason["detail"]
+    assert reason["problem"] == "not_utf8" and "line 1 (the header)" in reason["detail"]
     for kind, content in published.items():  # the earlier outputs stay as they were
         assert output_bytes(zones, kind, "again") == content
     assert not temporary_files(memberflow_env)
+
+
+@pytest.mark.parametrize("chunk_lines", [1, 4])
+def test_lines_that_are_not_utf8_are_rows_of_their_own_in_any_chunk(instance, zones, pg_dsn, chunk_lines):
+    late = "Jos\xe9 Lee,jose@example.com,1990-01-01,91234567\nAnn Tan,ann@example.com,1990-01-01,91234567\n\xff\n"
+    land(zones, "latin1.csv", (CONTENT + late).encode("latin-1"))  # with the NUL of line 8 as well
+    whole = run_chunked(instance, "latin1.csv", None)
+    whole_outputs = outputs(zones, "latin1")
+
+    chunked = run_chunked(instance, "latin1.csv", chunk_lines)
+
+    assert whole.success and chunked.success and all(check_results(chunked).values())
+    for kind, table in outputs(zones, "latin1").items():
+        assert table.equals(whole_outputs[kind]), kind
+    unsuccessful = whole_outputs["unsuccessful"].to_pandas().set_index("line_number")
+    assert unsuccessful.loc[19, "raw_record"] == "Jos\\xe9 Lee,jose@example.com,1990-01-01,91234567"
+    assert unsuccessful.loc[21, "raw_record"] == "\\xff"
+    assert 20 in set(whole_outputs["successful"]["line_number"].to_pylist())
 
 
 def test_a_write_failure_mid_way_publishes_nothing(instance, zones, memberflow_env, published, monkeypatch):

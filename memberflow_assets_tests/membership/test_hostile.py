@@ -154,6 +154,27 @@ def test_an_unclosed_quote_breaks_only_its_own_record_early_or_late(instance, zo
     assert last["row_number"] == 31_001 and pd.isna(last["raw_record"])
 
 
+def test_rows_that_are_not_utf8_are_unsuccessful_rows_of_their_own_early_or_late(instance, zones, pg_dsn):
+    """A Latin-1 export's accents (or any stray byte), early and beyond the first 64 KB, beside a NUL."""
+    bad = {3: "Jos\xe9 N\xfa\xf1ez" + TAIL, PAD_ROWS + 5: "Ren\xe9e Lee" + TAIL, PAD_ROWS + 7: "\xff\xfe\xfd"}
+    lines = [HEADER, "Cat Ng,cat@mail.net,1985-02-03,81234567", bad[3], *PADDING.splitlines()]
+    lines += ["Nul\x00 Row" + TAIL, bad[PAD_ROWS + 5], "Last Good,last@example.com,1980-01-01,81234567"]
+    lines.append(bad[PAD_ROWS + 7])
+    content = "\n".join(lines).encode("latin-1") + b"\n"
+    result = run_with_good_neighbour(instance, zones, "latin1_rows.csv", content)
+
+    assert result.success and not checks_failing_with_error(result)
+    for line_number, line in bad.items():
+        row = outcome(zones, "latin1_rows.csv", line_number)
+        assert not row["is_successful"] and "malformed_record" in row["rejection_reasons"], row
+        assert row["raw_record"] == line.encode("latin-1").decode("utf-8", "backslashreplace")
+    assert outcome(zones, "latin1_rows.csv", PAD_ROWS + 4)["rejection_reasons"] == "control_characters"
+    stored = len(read_output(zones, "successful", "latin1_rows"))
+    assert stored == PAD_ROWS + 2  # Cat, the padding and the last good row
+    assert materialized_metadata(result, "members")["applicants"] == stored
+    assert len(members_rows(pg_dsn)) == stored + 2  # the neighbour's two as well
+
+
 def test_rows_conserved_fails_when_the_parser_merges_records(instance, zones, pg_dsn, monkeypatch):
     real_chunk = ApplicationFile.chunk
 
@@ -197,7 +218,7 @@ def test_leading_blank_lines_are_skipped_and_line_numbers_stay_right(instance, z
 
 def test_file_level_reasons_name_the_right_line_and_no_local_path(instance, zones, memberflow_env, pg_dsn):
     unreadable = {  # file: (content, problem, what the detail says)
-        "latin1.csv": (f"{HEADER}\n{GOOD_ROWS}Jos\xe9 Lee{TAIL}\n".encode("latin-1"), "not_utf8", "line 4"),
+        "latin1.csv": (f"\n\n\n{HEADER},pr\xe9nom\n{GOOD_ROWS}".encode("latin-1"), "not_utf8", "line 4 (the header)"),
         "quote.csv": (b"\n\n" + f'"name,email,date_of_birth,mobile_no\n{GOOD_ROWS}'.encode(), "not_csv", "line 3"),
         "headerless.csv": (b"\n \n" + GOOD_ROWS.encode(), "missing_columns", "line 3"),
         "blank.csv": ("\n" * 100_000, "empty_file", "no content"),

@@ -128,7 +128,7 @@ def test_the_same_person_in_two_files_is_one_member(instance, zones, pg_dsn):
     ("name", "content", "problem"),
     [
         ("no_columns.csv", "first,second\n1,2\n", "missing_columns"),
-        ("latin1.csv", (HEADER + "\nJosé Núñez,jose@example.com,1990-01-01,91234567\n").encode("latin-1"), "not_utf8"),
+        ("latin1.csv", f"{HEADER},prénom\nJosé Núñez,jo@example.com,1990-01-01,91,J\n".encode("latin-1"), "not_utf8"),
         ("empty.csv", b"", "empty_file"),
         ("blank.csv", b"\n\n  \n", "empty_file"),
         ("image.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), "not_csv"),

@@ -51,6 +51,20 @@ def test_a_malformed_record_keeps_its_exact_text_and_its_line():
     ]
 
 
+def test_a_line_that_is_not_utf8_is_a_malformed_record_of_its_own():
+    data = HEADER + b"\nok,b,c,d\nJos\xe9 Lee,b,c,d\r\n\xff,b\xc3,c\nok2,b,c,d\n\xe9\n\x00,b\x00,c,d\n"
+    rows = records(data)
+    assert [(row["line_number"], row["malformed_record"], row["raw_record"]) for row in rows] == [
+        (2, False, None),
+        (3, True, "Jos\\xe9 Lee,b,c,d"),  # the invalid byte shown, the CRLF still the line's end
+        (4, True, "\\xff,b\\xc3,c"),
+        (5, False, None),
+        (6, True, "\\xe9"),
+        (7, False, None),  # a NUL beside non-UTF-8 rows is still a value's problem, not a binary file
+    ]
+    assert rows[1]["name"] == "Jos\\xe9 Lee" and rows[2]["email"] == "b\\xc3"
+
+
 def test_bom_blank_lines_and_line_ends():
     data = (
         b"\xef\xbb\xbf\r\n \t\n\n"
@@ -83,7 +97,8 @@ def test_a_header_only_file_has_no_records():
         (b"", "empty_file", "no content"),
         (b"\n \r\n\t\n", "empty_file", "no content"),
         (b"\xff\xfen\x00a\x00", "not_utf8", "UTF-16"),
-        (HEADER + b"\nok,b,c,d\nJos\xe9,b,c,d\n", "not_utf8", "line 3: byte 4"),
+        (b"\n\nname,em\xe9il,date_of_birth,mobile_no\nok,b,c,d\n", "not_utf8", "line 3 (the header): byte 8"),
+        (b"\x89PNG\r\n\x1a\nname,email,date_of_birth,mobile_no\n\x00\x00", "not_csv", "binary"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not_csv", "binary"),
         (b'\n"name,email,date_of_birth,mobile_no\n', "not_csv", "line 2"),
         (b"name,email,date_of_birth,mobile_no\x00\n", "not_csv", "NUL"),

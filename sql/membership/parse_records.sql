@@ -1,17 +1,17 @@
 -- DuckDB: the records of an applications file, one row per line after the header, in file order.
--- Input: relation `lines` (line_number, line = the line's text without its LF or CRLF) and the macro
--- csv_fields (csv_fields.sql).
+-- Input: relation `lines` (line_number, line = the line's text without its LF or CRLF, undecodable = its
+-- bytes were not UTF-8 and `line` shows them escaped) and the macro csv_fields (csv_fields.sql).
 -- Parameters: $field_count (fields in the header) and the 1-based positions of the required columns.
--- A line whose quoting is broken or whose field count differs from the header's is malformed: its
--- fields are shown as a plain split on commas and its exact text is kept in raw_record.
+-- A line whose quoting is broken, whose field count differs from the header's or whose bytes are not
+-- UTF-8 is malformed: its fields are shown as a plain split on commas and its text is kept in raw_record.
 WITH parsed AS (
-    SELECT line_number, line, csv_fields(line) AS fields FROM lines
+    SELECT line_number, line, undecodable, csv_fields(line) AS fields FROM lines
 ),
 judged AS (
     SELECT
         line_number,
         line,
-        coalesce(len(fields) <> $field_count, true) AS malformed_record,
+        coalesce(len(fields) <> $field_count, true) OR undecodable AS malformed_record,
         coalesce(fields, string_split(line, ',')) AS shown,
         -- only spaces, tabs and CRs: not a record (checked only where a record has a single field)
         CASE WHEN len(fields) > 1 THEN false ELSE regexp_full_match(line, '[ \t\r]*') END AS blank

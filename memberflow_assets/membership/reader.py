@@ -16,10 +16,8 @@ Every file-level reason names the line it is about and never a local path.
 
 from __future__ import annotations
 
-import codecs
 import re
-import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -116,7 +114,7 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
     if data.startswith(_UTF16_OR_32_BOMS):
         raise ApplicationFileError(source_file, "not_utf8", "the file is UTF-16 or UTF-32 text (byte-order mark)")
     start = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
-    invalid = _invalid_utf8_offsets(data, start)
+    first_invalid = _first_invalid_utf8(data, start)
     lines = _split_lines(data, start)
 
     first_text = _NON_BLANK.search(data, start)
@@ -126,8 +124,8 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
     header_line = header_index + 1
     header_end = int(lines.starts[header_index] + lines.lengths[header_index])
     try:
-        if invalid and invalid[0] < header_end:  # nothing before the header is text: the header itself
-            column = invalid[0] - int(lines.starts[header_index]) + 1
+        if first_invalid is not None and first_invalid < header_end:  # before the header: blank lines only
+            column = first_invalid - int(lines.starts[header_index]) + 1
             raise ApplicationFileError(
                 source_file,
                 "not_utf8",
@@ -138,7 +136,7 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
             header = _read_header(source_file, connection, lines.text(header_index), header_line)
         positions = _required_positions(source_file, header, header_line)
     except ApplicationFileError:
-        if invalid and invalid[0] < _BINARY_SNIFF_BYTES and b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+        if first_invalid is not None and first_invalid < _BINARY_SNIFF_BYTES and b"\x00" in data[:_BINARY_SNIFF_BYTES]:
             raise ApplicationFileError(
                 source_file, "not_csv", "the file contains NUL bytes and is not text: it is binary"
             ) from None
@@ -148,7 +146,7 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
         header_line=header_line,
         columns=tuple(header),
         lines_after_header=_count_lines(data, start) - header_line,
-        body=(lines.with_undecodable(invalid) if invalid else lines).after(header_index),
+        body=(lines if first_invalid is None else _escaped_lines(data, start, lines)).after(header_index),
         positions=positions,
     )
 
@@ -170,7 +168,7 @@ def read_records(data: bytes, source_file: str) -> ApplicationRecords:
 class Lines:
     """Lines of a file's bytes: where each starts and how long its text is (without its LF or CRLF)."""
 
-    data: np.ndarray  # the file's bytes (and, after them, the shown text of lines that are not UTF-8)
+    data: np.ndarray  # the file's bytes (for a file not all UTF-8: its text, each invalid byte escaped)
     starts: np.ndarray
     lengths: np.ndarray
     undecodable: np.ndarray | None = None  # per line: were its bytes not UTF-8? (None: every line is UTF-8)
@@ -195,22 +193,6 @@ class Lines:
     def after(self, index: int) -> Lines:
         undecodable = None if self.undecodable is None else self.undecodable[index + 1 :]
         return Lines(self.data, self.starts[index + 1 :], self.lengths[index + 1 :], undecodable)
-
-    def with_undecodable(self, offsets: list[int]) -> Lines:
-        """These lines, where each line holding one of the byte `offsets` (invalid UTF-8) is flagged and
-        reads as its text with every invalid byte shown as `\\xNN`: one record, never a merged one."""
-        indices = np.unique(np.searchsorted(self.starts, np.array(offsets, dtype=np.int64), side="right") - 1)
-        shown = [self.data[int(self.starts[i]) : int(self.starts[i] + self.lengths[i])].tobytes() for i in indices]
-        texts = [line.decode("utf-8", errors="backslashreplace").encode() for line in shown]
-        lengths = np.array([len(text) for text in texts], dtype=np.int64)
-        starts = self.starts.copy()
-        starts[indices] = len(self.data) + np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)[:-1]])
-        all_lengths = self.lengths.copy()
-        all_lengths[indices] = lengths
-        undecodable = np.zeros(len(self.starts), dtype=np.bool_)
-        undecodable[indices] = True
-        data = np.concatenate([self.data, np.frombuffer(b"".join(texts), dtype=np.uint8)])
-        return replace(self, data=data, starts=starts, lengths=all_lengths, undecodable=undecodable)
 
 
 def _split_lines(data: bytes, start: int) -> Lines:
@@ -268,33 +250,33 @@ def _count_lines(data: bytes, start: int) -> int:
     return data.count(b"\n", start) + (len(data) > start and not data.endswith(b"\n"))
 
 
-def _invalid_utf8_offsets(data: bytes, start: int) -> list[int]:
-    """Where `data[start:]` holds bytes that are not UTF-8: the offset of each invalid sequence (none for a
-    UTF-8 file, the common case, checked at memory speed)."""
+def _first_invalid_utf8(data: bytes, start: int) -> int | None:
+    """The offset of the first byte of `data[start:]` that is not UTF-8 (None for a UTF-8 file, the common
+    case, checked at memory speed)."""
     text = pa.LargeStringArray.from_buffers(
         1, pa.py_buffer(np.array([start, len(data)], dtype=np.int64)), pa.py_buffer(data)
     )
     try:
         text.validate(full=True)  # checks that the whole file is valid UTF-8
-        return []
+        return None
     except pa.ArrowInvalid:
         pass
-    _invalid_sequences.offsets = []
-    codecs.decode(memoryview(data)[start:], "utf-8", _NOTE_INVALID_UTF8)
-    return [start + offset for offset in _invalid_sequences.offsets]
+    try:
+        memoryview(data)[start:].tobytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        return start + error.start
+    return None
 
 
-_NOTE_INVALID_UTF8 = "memberflow.membership.note_invalid_utf8"
-_invalid_sequences = threading.local()  # the offsets the decoding on this thread has met so far
-
-
-def _note_invalid_utf8(error: UnicodeError) -> tuple[str, int]:
-    assert isinstance(error, UnicodeDecodeError)
-    _invalid_sequences.offsets.append(error.start)
-    return "", error.end
-
-
-codecs.register_error(_NOTE_INVALID_UTF8, _note_invalid_utf8)
+def _escaped_lines(data: bytes, start: int, lines: Lines) -> Lines:
+    """`lines` of a file that is not all UTF-8, over its text with every invalid byte shown as `\\xNN`,
+    each line flagged `undecodable` when it held one. An escape only ever lengthens its own line (a line
+    break is never part of an invalid sequence), so the lines are the same ones, split again, and a line
+    is undecodable exactly when its escaped text is longer."""
+    escaped = _split_lines(data.decode("utf-8", "backslashreplace").encode(), start)
+    if len(escaped) != len(lines):
+        raise RuntimeError("escaping the bytes that are not UTF-8 changed the number of lines")
+    return Lines(escaped.data, escaped.starts, escaped.lengths, escaped.lengths != lines.lengths)
 
 
 def _read_header(source_file: str, connection: duckdb.DuckDBPyConnection, text: str, header_line: int) -> list[str]:

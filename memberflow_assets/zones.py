@@ -68,6 +68,8 @@ def _write_new_file(path: str, data: bytes) -> list[str]:
 
 TEMPORARY_DIR = ".tmp"
 NOT_UTF8_NAME = "file whose name is not UTF-8"
+# A temporary file keeps this many bytes of its final name (a name of up to 255 bytes still fits beside the suffix).
+_TEMPORARY_NAME_BYTES = 100
 # A temporary file older than this belongs to no write in progress (a write renames its files within
 # seconds): `sweep_temporaries` may delete it.
 TEMPORARY_SAFE_AGE = 15 * 60
@@ -363,7 +365,8 @@ class Zones:
     def _temporary_path(self, relpath: str) -> str:
         top, _, rest = relpath.lstrip("/").partition("/")
         folder = os.path.join(self.root, top) if rest else self.root
-        return os.path.join(folder, TEMPORARY_DIR, f"{posixpath.basename(relpath)}.{uuid.uuid4().hex}.tmp")
+        name = posixpath.basename(relpath).encode()[:_TEMPORARY_NAME_BYTES].decode(errors="ignore")
+        return os.path.join(folder, TEMPORARY_DIR, f"{name}.{uuid.uuid4().hex}.tmp")
 
     def sweep_temporaries(self, older_than: float = TEMPORARY_SAFE_AGE) -> tuple[int, int]:
         """Delete the temporary files of writes that never finished (a killed process), if older than

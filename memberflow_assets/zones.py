@@ -67,6 +67,9 @@ def _write_new_file(path: str, data: bytes) -> list[str]:
 
 
 TEMPORARY_DIR = ".tmp"
+NOT_UTF8_NAME = "file whose name is not UTF-8"
+# A temporary file keeps this many bytes of its final name (a name of up to 255 bytes still fits beside the suffix).
+_TEMPORARY_NAME_BYTES = 100
 # A temporary file older than this belongs to no write in progress (a write renames its files within
 # seconds): `sweep_temporaries` may delete it.
 TEMPORARY_SAFE_AGE = 15 * 60
@@ -196,14 +199,17 @@ class Zones:
 
     def list_entries(self, prefix: str) -> tuple[list[FileInfo], dict[str, str]]:
         """What is directly under a zone folder: its regular files, and every other entry's relative path
-        with what it is (`folder`, `symbolic link` — never followed —, `special file`)."""
+        with what it is (`folder`, `symbolic link` — never followed —, `special file`, or NOT_UTF8_NAME: an
+        entry whose local name is not UTF-8, shown with its bytes escaped, e.g. `bad\\xff.csv`)."""
         try:
             entries = self.fs.ls(self.path(prefix), detail=True)
         except FileNotFoundError:
             return [], {}
         files, others = [], {}
         for entry in entries:
-            if entry.get("islink"):
+            if not _is_utf8(entry["name"]):  # a local name of other bytes: no tag, log or database can hold it
+                others[_printable(self.relative(entry["name"]))] = NOT_UTF8_NAME
+            elif entry.get("islink"):
                 others[self.relative(entry["name"])] = "symbolic link"
             elif entry.get("type") == "file":
                 files.append(self._file_info(entry))
@@ -359,7 +365,8 @@ class Zones:
     def _temporary_path(self, relpath: str) -> str:
         top, _, rest = relpath.lstrip("/").partition("/")
         folder = os.path.join(self.root, top) if rest else self.root
-        return os.path.join(folder, TEMPORARY_DIR, f"{posixpath.basename(relpath)}.{uuid.uuid4().hex}.tmp")
+        name = posixpath.basename(relpath).encode()[:_TEMPORARY_NAME_BYTES].decode(errors="ignore")
+        return os.path.join(folder, TEMPORARY_DIR, f"{name}.{uuid.uuid4().hex}.tmp")
 
     def sweep_temporaries(self, older_than: float = TEMPORARY_SAFE_AGE) -> tuple[int, int]:
         """Delete the temporary files of writes that never finished (a killed process), if older than
@@ -521,3 +528,17 @@ def _delete_local_tree(path: str) -> tuple[int, int]:
     with contextlib.suppress(OSError):  # something landed meanwhile: keep the folder
         os.rmdir(path)
     return files, size
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a listed name is text (a local name that is not UTF-8 comes with surrogate escapes)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    """A name that is not UTF-8 with its other bytes escaped (`bad\\xff.csv`)."""
+    return name.encode(errors="surrogateescape").decode(errors="backslashreplace")

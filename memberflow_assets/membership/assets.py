@@ -111,7 +111,7 @@ def find_landed_file(zones: Zones, batch: str, source_file: str | None) -> FileI
 
 def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha256: str, run_id: str) -> str:
     """Copy a file that cannot be read to the quarantine zone, with a reason file beside it."""
-    target = f"{layout.QUARANTINE_PREFIX}/{landed.name}"
+    target = f"{layout.QUARANTINE_PREFIX}/{layout.quarantine_name(landed.name)}"
     zones.copy(landed.relpath, target)
     reason = {
         "file": landed.name,
@@ -122,7 +122,7 @@ def quarantine(zones: Zones, landed: FileInfo, error: ApplicationFileError, sha2
         "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "dagster_run_id": run_id,
     }
-    zones.write_bytes(f"{target}.reason.txt", (json.dumps(reason, indent=2) + "\n").encode())
+    zones.write_bytes(f"{target}{layout.REASON_SUFFIX}", (json.dumps(reason, indent=2) + "\n").encode())
     return target
 
 

@@ -18,6 +18,8 @@ SOURCE_FILE_TAG = "memberflow/source_file"
 _IN_PROGRESS = re.compile(r"(^[.~])|(\.(tmp|part|partial|crdownload|swp|filepart|inprogress)$)", re.I)
 _PLAIN_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,150}$")
 _HASH_SEPARATOR = "~"  # never part of a plain key
+REASON_SUFFIX = ".reason.txt"
+_MAX_NAME_BYTES = 255  # the longest file name local file systems (ext4, XFS, ...) allow
 
 
 def is_batch_file(name: str) -> bool:
@@ -45,3 +47,9 @@ def batch_key(name: str) -> str:
 def plain_file_name(key: str) -> str | None:
     """The one file name a plain key stands for (`<key>.csv`); None for a hashed key."""
     return None if _HASH_SEPARATOR in key else f"{key}.csv"
+
+
+def quarantine_name(name: str) -> str:
+    """The name a landed file is quarantined under, beside `<it>.reason.txt`: its own, unless the reason
+    file's name would be longer than a local file system allows; then its batch key, which is as unique."""
+    return name if len((name + REASON_SUFFIX).encode()) <= _MAX_NAME_BYTES else batch_key(name)

@@ -19,7 +19,7 @@ from memberflow_assets.membership import layout
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.settings import Settings
-from memberflow_assets.zones import FileInfo, Zones
+from memberflow_assets.zones import NOT_UTF8_NAME, FileInfo, Zones
 
 SHA256_TAG = "memberflow/sha256"
 OVERLAP_SECONDS = 5.0
@@ -145,10 +145,14 @@ def evaluate_landing_applications(
             )
         )
     for relpath in sorted(plan.not_files.keys() - set(cursor.reported)):
-        context.log.warning(
-            f"{relpath}: a {plan.not_files[relpath]}, not read: applications are the files directly in "
-            f"{layout.LANDING_PREFIX}/ (move the files it holds or points to there)"
+        kind = plan.not_files[relpath]
+        advice = (
+            "rename it (UTF-8) to have it read"
+            if kind == NOT_UTF8_NAME
+            else f"applications are the files directly in {layout.LANDING_PREFIX}/ "
+            "(move the files it holds or points to there)"
         )
+        context.log.warning(f"{relpath}: a {kind}, not read: {advice}")
     if plan.waiting:
         context.log.info(f"{len(plan.waiting)} file(s) still being written or queued for the next tick")
     return dg.SensorResult(

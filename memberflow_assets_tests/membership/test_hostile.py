@@ -238,6 +238,31 @@ def test_file_level_reasons_name_the_right_line_and_no_local_path(instance, zone
             assert str(memberflow_env) not in text and "/tmp" not in text
 
 
+def test_an_unreadable_file_with_a_very_long_name_is_quarantined_under_a_name_that_fits(
+    instance, zones, memberflow_env, pg_dsn
+):
+    """A local file name may have 255 bytes: `<it>.reason.txt` (and the temporary file written first) would
+    not fit, and the quarantine failed with an OSError naming the local path."""
+    long_name = "é" * 100 + "a" * 50 + ".csv"  # 254 bytes
+    landing = memberflow_env / "landing" / "applications"
+    landing.mkdir(parents=True)
+    (landing / long_name).write_bytes(f"\n\n\n{HEADER},pr\xe9nom\n{GOOD_ROWS}".encode("latin-1"))
+    (landing / ("b" * 250 + ".csv")).write_text(f"{HEADER}\n{GOOD_ROWS}")  # a long name that is readable
+
+    result = run_with_good_neighbour(instance, zones, "short.csv", f"{HEADER}\n{GOOD_ROWS}")
+    unreadable = run_file(instance, long_name)
+    readable = run_file(instance, "b" * 250 + ".csv")
+
+    assert result.success and readable.success and not unreadable.success
+    failure = next(e for e in unreadable.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = failure.step_failure_data.error.message
+    assert "not_utf8" in message and "line 4" in message and str(memberflow_env) not in message
+    reason = read_reason(memberflow_env, batch_key(long_name))
+    assert reason["file"] == long_name and reason["problem"] == "not_utf8"
+    quarantined = (memberflow_env / "quarantine" / "applications" / batch_key(long_name)).read_bytes()
+    assert quarantined == (landing / long_name).read_bytes()
+
+
 # -- 3. membership ID collisions are kept visible and lose nobody ------------------------------------
 WILLIAMSON = member_id("Williamson", "19540310")
 

@@ -180,3 +180,28 @@ def test_folders_links_and_special_files_in_the_landing_zone_are_reported_once_a
     os.rename(os.path.join(landing, "2026-12"), os.path.join(landing, "2026-12-again"))
     ticker.tick()
     assert [line.split(", not read")[0] for line in warnings()] == ["landing/applications/2026-12-again: a folder"]
+
+
+def test_a_file_whose_name_is_not_utf8_is_reported_once_and_does_not_stop_the_others(
+    instance, zones, settled, capfd, pg_dsn
+):
+    """A local file name is bytes: one that is not UTF-8 (b"bad\\xff.csv") cannot be a run tag, a log line
+    or a database value, and once stopped every tick (UnicodeEncodeError), so no file was picked up at all."""
+    landing = os.fsencode(zones.path("landing/applications"))
+    land(zones, "good.csv", GOOD)
+    with open(os.path.join(landing, b"bad\xff.csv"), "wb") as bad:
+        bad.write(GOOD.replace("Ann", "Bo").encode())
+    ticker = Ticker(instance)
+    capfd.readouterr()
+
+    first = ticker.tick()
+
+    assert keys(first) == ["good"]
+    logged = capfd.readouterr().err.splitlines()
+    warned = [line.split(" - WARNING - ", 1)[1] for line in logged if " - WARNING - " in line]
+    assert warned == [
+        "landing/applications/bad\\xff.csv: a file whose name is not UTF-8, not read: rename it (UTF-8) to have it read"
+    ]
+    assert ticker.tick().run_requests == [] and "WARNING" not in capfd.readouterr().err  # said once
+    [request] = first.run_requests
+    assert run_batch(instance, request.partition_key, tags=request.tags).success  # members included

@@ -8,9 +8,11 @@ macros stay private, threads never share one) on one in-memory database per proc
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import duckdb
+import pyarrow as pa
 
 
 @functools.cache
@@ -23,3 +25,12 @@ def connect() -> duckdb.DuckDBPyConnection:
     connection = _database(os.getpid()).cursor()
     connection.execute("SET enable_progress_bar = false")
     return connection
+
+
+def split_for_threads(table: pa.Table) -> pa.Table:
+    """`table` in one record batch per DuckDB thread, so that every thread scans a share of it. A scan of
+    an Arrow table gives each thread a whole batch of up to 131,072 rows (pyarrow's scanner default): a
+    table of fewer rows in one batch (a file's 100,000 distinct birthdays) is otherwise scanned by one."""
+    threads = _database(os.getpid()).execute("SELECT current_setting('threads')").fetchone()[0]
+    rows_per_thread = max(math.ceil(table.num_rows / threads), 1)
+    return pa.Table.from_batches(table.to_batches(max_chunksize=rows_per_thread), table.schema)

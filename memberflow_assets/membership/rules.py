@@ -80,7 +80,7 @@ class BirthdayVerdicts:
 
     def _judge(self, texts: pa.Array) -> pa.Table:
         with duck.connect() as connection:
-            connection.register("birthdays", pa.table({"date_of_birth": texts}))
+            connection.register("birthdays", duck.split_for_threads(pa.table({"date_of_birth": texts})))
             params = {"cutoff": adult_cutoff(self.as_of), "max_date_of_birth": MAX_FIELD_LENGTHS["date_of_birth"]}
             return connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params=params).to_arrow_table()
 

@@ -1,9 +1,10 @@
 """Reading a landed applications file into records: strictly, one record per line. No Dagster.
 
-The dialect (docs/membership.md "Reading a file"): UTF-8 with an optional BOM; lines end with LF or
-CRLF and every line is one record, so a quoted field cannot span lines and a broken quote can only
-break its own record; blank lines (spaces and tabs only) are skipped anywhere, and the first non-blank
-line is the header. Fields are split by `sql/membership/csv_fields.sql`.
+The dialect (docs/membership.md "Reading a file"): UTF-8 with an optional BOM; lines end with LF, CRLF
+or a CR alone (old Mac files, a row pasted from one), and every line is one record, so a quoted field
+cannot span lines, a broken quote can only break its own record and no two records are ever merged; blank
+lines (spaces and tabs only) are skipped anywhere, and the first non-blank line is the header. Fields are
+split by `sql/membership/csv_fields.sql`.
 
 A record that cannot be read as one application (broken quoting, more or fewer fields than the header)
 is *malformed*: it is still a record of its own, with its text kept, and the rules make it
@@ -34,6 +35,7 @@ _NON_BLANK = re.compile(rb"[^ \t\r\n]")
 _BINARY_SNIFF_BYTES = 65536
 _NEWLINE_SEARCH_BYTES = 1 << 22
 _OTHER_SEPARATORS = re.compile(r"[;\t|]")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 _CSV_FIELDS = read_sql("membership/csv_fields.sql")
 _PARSE_RECORDS = read_sql("membership/parse_records.sql")
 
@@ -120,7 +122,7 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
     first_text = _NON_BLANK.search(data, start)
     if first_text is None:
         raise ApplicationFileError(source_file, "empty_file", "the file has no content (only blank lines, if any)")
-    header_index = data.count(b"\n", start, first_text.start())
+    header_index = _count_terminators(data, start, first_text.start())
     header_line = header_index + 1
     header_end = int(lines.starts[header_index] + lines.lengths[header_index])
     try:
@@ -166,7 +168,7 @@ def read_records(data: bytes, source_file: str) -> ApplicationRecords:
 
 @dataclass(frozen=True)
 class Lines:
-    """Lines of a file's bytes: where each starts and how long its text is (without its LF or CRLF)."""
+    """Lines of a file's bytes: where each starts and how long its text is (without its LF, CRLF or CR)."""
 
     data: np.ndarray  # the file's bytes (for a file not all UTF-8: its text, each invalid byte escaped)
     starts: np.ndarray
@@ -196,7 +198,7 @@ class Lines:
 
 
 def _split_lines(data: bytes, start: int) -> Lines:
-    """Every line of `data[start:]`."""
+    """Every line of `data[start:]`: each ends at an LF, or at a CR that no LF follows."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     # a slice at a time: the comparison's temporary stays small (for a whole file, its fresh pages cost
     # three times the search, in a new process)
@@ -207,8 +209,16 @@ def _split_lines(data: bytes, start: int) -> Lines:
             for offset in range(start, len(buffer), _NEWLINE_SEARCH_BYTES)
         ]
     )
+    # a CR before the LF is part of the terminator (the byte before an empty line's LF is never a CR)
+    crlf = buffer[np.maximum(newlines - 1, 0)] == ord("\r")
+    if data.find(b"\r", start) >= 0 and _count_byte(buffer, start, ord("\r")) > np.count_nonzero(crlf):
+        # rare: a line ending with a CR alone is a line of its own, not merged into the next one
+        returns = np.flatnonzero(buffer[start:] == ord("\r")) + start
+        following = buffer[np.minimum(returns + 1, len(buffer) - 1)]
+        newlines = np.sort(np.concatenate([newlines, returns[(following != ord("\n")) | (returns == len(buffer) - 1)]]))
+        crlf = (buffer[np.maximum(newlines - 1, 0)] == ord("\r")) & (buffer[newlines] == ord("\n"))
     # Few arrays, filled in place: each new one is a million fresh pages' worth of faults per million lines.
-    unterminated = len(data) > (newlines[-1] + 1 if len(newlines) else start)  # text after the last LF
+    unterminated = len(data) > (newlines[-1] + 1 if len(newlines) else start)  # text after the last terminator
     starts = np.empty(len(newlines) + unterminated, np.int64)
     starts[0:1] = start
     np.add(newlines[: len(starts) - 1], 1, out=starts[1:])
@@ -216,8 +226,7 @@ def _split_lines(data: bytes, start: int) -> Lines:
     np.subtract(newlines, starts[: len(newlines)], out=lengths[: len(newlines)])
     if unterminated:
         lengths[-1] = len(data) - starts[-1]
-    # a CR before the LF is part of the terminator (the byte before an empty line's LF is never a CR)
-    lengths[: len(newlines)] -= buffer[np.maximum(newlines - 1, 0)] == ord("\r")
+    lengths[: len(newlines)] -= crlf
     return Lines(buffer, starts, lengths)
 
 
@@ -245,9 +254,33 @@ def _string_views(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
     return pa.Array.from_buffers(pa.string_view(), len(starts), [None, pa.py_buffer(words), *buffers])
 
 
+def _count_byte(buffer: np.ndarray, start: int, byte: int) -> int:
+    """How many of `buffer[start:]` are `byte`, a slice at a time (a small temporary)."""
+    return sum(
+        int(np.count_nonzero(buffer[offset : offset + _NEWLINE_SEARCH_BYTES] == byte))
+        for offset in range(start, len(buffer), _NEWLINE_SEARCH_BYTES)
+    )
+
+
+def _count_terminators(data: bytes, start: int, end: int | None = None) -> int:
+    """Line ends in `data[start:end]`, counted with nothing but the bytes: LFs, plus CRs no LF follows
+    (searched for only in a file with a CR: one search in nearly every file)."""
+    end = len(data) if end is None else end
+    newlines = data.count(b"\n", start, end)
+    if data.find(b"\r", start, end) < 0:
+        return newlines
+    window = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 1, [None, pa.py_buffer(np.array([start, end], dtype=np.int64)), pa.py_buffer(data)]
+    )
+    # RE2 tells at memory speed that there is none (a CRLF file); counting them is the rare case
+    if not pc.match_substring_regex(window, "\r[^\n]|\r$")[0].as_py():
+        return newlines
+    return newlines + len(_LONE_CR.findall(data, start, end))
+
+
 def _count_lines(data: bytes, start: int) -> int:
-    """Lines in the file, counted with nothing but the bytes: newlines, plus an unterminated last line."""
-    return data.count(b"\n", start) + (len(data) > start and not data.endswith(b"\n"))
+    """Lines in the file, counted with nothing but the bytes: line ends, plus an unterminated last line."""
+    return _count_terminators(data, start) + (len(data) > start and not data.endswith((b"\n", b"\r")))
 
 
 def _first_invalid_utf8(data: bytes, start: int) -> int | None:
@@ -282,12 +315,6 @@ def _escaped_lines(data: bytes, start: int, lines: Lines) -> Lines:
 def _read_header(source_file: str, connection: duckdb.DuckDBPyConnection, text: str, header_line: int) -> list[str]:
     if "\x00" in text:
         raise ApplicationFileError(source_file, "not_csv", f"line {header_line} (the header) contains NUL bytes")
-    if "\r" in text:
-        raise ApplicationFileError(
-            source_file,
-            "not_csv",
-            f"line {header_line} (the header) holds a carriage return: lines must end with LF or CRLF",
-        )
     [(fields,)] = connection.execute("SELECT csv_fields($line)", {"line": text}).fetchall()
     if fields is None:
         raise ApplicationFileError(

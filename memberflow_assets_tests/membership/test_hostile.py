@@ -175,6 +175,25 @@ def test_rows_that_are_not_utf8_are_unsuccessful_rows_of_their_own_early_or_late
     assert len(members_rows(pg_dsn)) == stored + 2  # the neighbour's two as well
 
 
+def test_lines_ending_with_a_cr_alone_are_records_of_their_own(instance, zones, pg_dsn):
+    """A row pasted from an old Mac file ends with a CR alone: it was merged with the next line into one
+    malformed row (and a whole CR-only file was refused), so applicants vanished into another's row."""
+    rows = ["Ann Lee,ann@mail.net,1985-02-03,81234567", "Bob Tan,bob@example.com,1970-01-01,91234567"]
+    rows += ["Cat Ng,cat@example.com,1990-01-01,81234567", "Dee Ox,dee@example.com,1991-01-01,81234567"]
+    mixed = f"{HEADER}\n{rows[0]}\r{rows[1]}\r\n{rows[2]}\r\r\n{rows[3]}\r"
+    result = run_with_good_neighbour(instance, zones, "mixed.csv", mixed)
+    land(zones, "old_mac.csv", "\r".join([HEADER, *rows]) + "\r")
+    old_mac = run_file(instance, "old_mac.csv")
+
+    for ran, name, lines in ((result, "mixed.csv", [2, 3, 4, 6]), (old_mac, "old_mac.csv", [2, 3, 4, 5])):
+        assert ran.success and not checks_failing_with_error(ran)
+        successful = read_output(zones, "successful", batch_key(name))
+        assert list(successful["last_name"]) == ["Lee", "Tan", "Ng", "Ox"]
+        assert list(successful["line_number"]) == lines
+        assert materialized_metadata(ran, "members")["applicants"] == 4
+    assert len(members_rows(pg_dsn)) == 4  # the neighbour's Ann and Bob are the same people
+
+
 def test_rows_conserved_fails_when_the_parser_merges_records(instance, zones, pg_dsn, monkeypatch):
     real_chunk = ApplicationFile.chunk
 

@@ -80,6 +80,17 @@ def test_bom_blank_lines_and_line_ends():
     assert (read.lines_after_header, read.blank_lines) == (4, 2)
 
 
+@pytest.mark.parametrize("ends", [b"\r", b"\r\n\r", b"\n\r"])
+def test_a_cr_alone_ends_a_line_so_no_two_records_are_merged(ends):
+    """Old Mac files end lines with a CR alone, and a row pasted from one brings its CR: each line is a
+    record of its own, counted as one by the bytes (rows_conserved) too."""
+    data = b"\r\n" + HEADER + ends + b"a,b,c,d" + ends + b"e,f,g,h\r\n" + b"i,j,k,l" + ends
+    read = read_records(data, "f.csv")
+    assert read.header_line == 2
+    assert fields(data) == [(*"abcd", False), (*"efgh", False), (*"ijkl", False)]
+    assert read.lines_after_header == read.records.num_rows + read.blank_lines
+
+
 def test_columns_in_any_order_and_extra_columns():
     data = b"mobile_no,x,EMAIL,date_of_birth,name\n1,2,3,4,5\n"
     assert fields(data) == [("5", "3", "4", "1", False)]
@@ -102,7 +113,7 @@ def test_a_header_only_file_has_no_records():
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not_csv", "binary"),
         (b'\n"name,email,date_of_birth,mobile_no\n', "not_csv", "line 2"),
         (b"name,email,date_of_birth,mobile_no\x00\n", "not_csv", "NUL"),
-        (b"name,email,date_of_birth,mobile_no\ra,b,c,d\r", "not_csv", "carriage return"),
+        (HEADER + b"\r\r\nok,b,c,d\rJos\xe9,b,c,d\n", "not_utf8", "line 4: byte 4"),  # a CR alone ends line 2
         (b"name;email;date_of_birth;mobile_no\n1;2;3;4\n", "missing_columns", "separator must be a comma"),
         (b"\n\nAnn Lee,ann@example.com,1990-01-01,81234567\n", "missing_columns", "line 3"),
         (b"name,NAME,email,date_of_birth,mobile_no\n", "duplicate_columns", "name"),
@@ -120,11 +131,13 @@ def test_lines_are_the_files_lines_without_terminators(monkeypatch, buffer_shift
     here, so that a file beyond 2 GiB is exercised in miniature) gives each line's exact text."""
     monkeypatch.setattr(reader, "_VIEW_BUFFER_SHIFT", buffer_shift)
     lines_given = ["", "a", "twelve bytes", "thirteen byte", "ünïcödé, beyond twelve bytes", "x\r", " "]
-    text = "\r\n".join(lines_given) + "\nlast\r"
+    text = "\r\n".join(lines_given) + "\nlast\r\rafter a CR alone\r\n\r\rend"
     data = text.encode()
     split = reader._split_lines(data, 0)
     lines = split.views(0, len(split))
     lines.validate(full=True)
-    expected = [line.removesuffix("\r") for line in text.split("\n")[:-1]] + ["last\r"]
+    # a CR before an LF belongs to it; a CR alone ends a line of its own
+    expected = ["", "a", "twelve bytes", "thirteen byte", "ünïcödé, beyond twelve bytes", "x", "", " ", "last", ""]
+    expected += ["after a CR alone", "", "", "end"]
     assert lines.to_pylist() == expected
     assert [split.text(index) for index in range(len(split))] == expected

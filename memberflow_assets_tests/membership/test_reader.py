@@ -113,7 +113,7 @@ def test_a_header_only_file_has_no_records():
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not_csv", "binary"),
         (b'\n"name,email,date_of_birth,mobile_no\n', "not_csv", "line 2"),
         (b"name,email,date_of_birth,mobile_no\x00\n", "not_csv", "NUL"),
-        (HEADER + b"\r\r\nok,b,c,d\rJos\xe9,b,c,d\n", "not_utf8", "line 4: byte 4"),  # a CR alone ends line 2
+        (b" \r\r\nname,\xe9mail,date_of_birth,mobile_no\n", "not_utf8", "line 3 (the header): byte 6"),  # lone CR
         (b"name;email;date_of_birth;mobile_no\n1;2;3;4\n", "missing_columns", "separator must be a comma"),
         (b"\n\nAnn Lee,ann@example.com,1990-01-01,81234567\n", "missing_columns", "line 3"),
         (b"name,NAME,email,date_of_birth,mobile_no\n", "duplicate_columns", "name"),

@@ -295,9 +295,9 @@ def _first_invalid_utf8(data: bytes, start: int) -> int | None:
     except pa.ArrowInvalid:
         pass
     try:
-        memoryview(data)[start:].tobytes().decode("utf-8")
+        data.decode("utf-8")  # from the start: a BOM is UTF-8 too
     except UnicodeDecodeError as error:
-        return start + error.start
+        return error.start
     return None
 
 

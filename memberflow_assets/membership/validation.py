@@ -56,8 +56,10 @@ class BirthdayChecks:
 
     def of(self, births: pa.ChunkedArray) -> pa.Table:
         """The reading of each row's `births`, row for row."""
-        unique_births = pc.unique(births)
-        return self._read.of(unique_births).take(pc.index_in(births, value_set=unique_births))
+        # one hash pass; the encoded chunks share one dictionary, of every distinct birthday
+        encoded = pc.dictionary_encode(births)
+        positions = pa.chunked_array([chunk.indices for chunk in encoded.chunks], pa.int32())
+        return self._read.of(encoded.chunk(0).dictionary).take(positions)
 
 
 def _has_control_characters(values: pa.ChunkedArray) -> pa.Array:
@@ -65,6 +67,8 @@ def _has_control_characters(values: pa.ChunkedArray) -> pa.Array:
     # cheaper than the regular expression, which only the other values need.
     values = values.combine_chunks()
     flags = pc.invert(pc.ascii_is_printable(values))
+    if not pc.any(flags).as_py():  # all printable ASCII, as nearly always: one scan suffices
+        return flags
     others = pc.invert(pc.string_is_ascii(values))
     if not pc.any(others).as_py():
         return flags

@@ -153,6 +153,7 @@ def test_adult_cutoff_on_a_leap_day():
         ("9123 4567", "91234567"),
         (" 9 1 2 3 4 5 6 7 ", "91234567"),
         ("9123\t4567", "91234567"),
+        ("9123 \u30004567 ", "91234567"),  # ASCII spaces and other whitespace together
     ],
 )
 def test_mobile_with_whitespace_is_8_digits(text, cleaned):
@@ -274,6 +275,7 @@ def test_every_unicode_whitespace_is_whitespace(name, first, last):
         ("name", "\ufeffAnn Lee"),  # byte-order mark
         ("name", "Ann Lee\x9b"),  # a C1 control
         ("mobile_no", "9123\x004567"),
+        ("mobile_no", "9123 \x004567"),  # spaces and a control character
         ("date_of_birth", "1990-05-17\x07"),
     ],
 )

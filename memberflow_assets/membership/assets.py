@@ -36,7 +36,8 @@ from memberflow_assets.zones import FileInfo, Zones
 
 GROUP = "membership"
 PREVIEW_ROWS = 5
-# What a preview shows: no e-mail, mobile number or birthday, and every value cut short.
+# What a preview shows: no e-mail, mobile number or birthday (nor the birthday's hash in the membership ID),
+# and every value cut short.
 PREVIEW_COLUMNS = ("row_number", "line_number", "first_name", "last_name", "membership_id", "rejection_reasons")
 PREVIEW_CHARACTERS = 40
 HEADER_COLUMNS_SHOWN = 20
@@ -83,9 +84,19 @@ def _markdown_row(values) -> str:
     return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\1", _shorten(value)) for value in values) + " |"
 
 
+def _masked_id(membership_id: str) -> str:
+    """A membership ID without its birthday part: five hex characters of the birthday's SHA-256 name the
+    birthday itself to anyone who hashes the ~40,000 plausible dates."""
+    last_name, _, suffix = membership_id.rpartition("_")
+    return f"{last_name}_{'•' * len(suffix)}" if last_name else "•" * len(suffix)
+
+
 def _preview(table: pa.Table) -> dg.MetadataValue:
     """The first rows as a Markdown table for the Dagster UI, without personal data."""
     head = table.slice(0, PREVIEW_ROWS).select(list(PREVIEW_COLUMNS)).to_pylist()
+    for row in head:
+        if row["membership_id"] is not None:
+            row["membership_id"] = _masked_id(row["membership_id"])
     lines = [_markdown_row(PREVIEW_COLUMNS), _markdown_row("---" for _ in PREVIEW_COLUMNS)]
     lines += [_markdown_row("" if row[column] is None else row[column] for column in PREVIEW_COLUMNS) for row in head]
     return dg.MetadataValue.md("\n".join(lines))

@@ -525,3 +525,8 @@ def test_no_email_mobile_or_birthday_reaches_dagster(instance, zones, pg_dsn):
     for secret in ("pia.secret", "quo@private", "87654321", "86543210", "1977-07-19", "19770719", "31-12-1966",
                    "19661231", "not-an-email", "1999-99-99", "12 34"):  # fmt: skip
         assert secret not in logged, secret
+    # nor the birthday's hash in a membership ID, which names the birthday to whoever hashes every date
+    for last_name, birthday in (("Secret", "19770719"), ("Private", "19661231")):
+        suffix = hashlib.sha256(birthday.encode()).hexdigest()[:5]
+        assert f"_{suffix}" not in logged.replace("\\", ""), last_name
+    assert "Secret\\_•••••" in materialized_metadata(ran[0], "successful_applications")["preview"]

@@ -403,17 +403,24 @@ class Zones:
         schema: pa.Schema,
         dictionary: bool | Sequence[str] = True,
         statistics: bool | Sequence[str] = True,
+        encodings: dict[str, str] | None = None,
     ) -> Iterator[pq.ParquetWriter]:
         """A Parquet writer whose file appears at `relpath` whole when the block succeeds (`writing`):
         each `write_table` appends row groups, so a file can be written a part at a time. `dictionary`:
         the columns to dictionary-encode (all by default; for a column of mostly distinct values the
         encoder builds a dictionary only to give it up, which costs time and space). `statistics`: the
         columns whose minimum and maximum each row group records (all by default), which readers use to
-        skip row groups."""
+        skip row groups. `encodings`: the encoding of some columns that are not dictionary-encoded (e.g.
+        DELTA_BINARY_PACKED for ascending numbers)."""
         with (
             self.writing(relpath) as temp,
             pq.ParquetWriter(
-                temp, schema, compression="zstd", use_dictionary=dictionary, write_statistics=statistics
+                temp,
+                schema,
+                compression="zstd",
+                use_dictionary=dictionary,
+                write_statistics=statistics,
+                column_encoding=encodings,
             ) as writer,
         ):
             yield writer

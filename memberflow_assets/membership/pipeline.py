@@ -53,6 +53,9 @@ DICTIONARY_COLUMNS = (
     "source_file",
     "landed_at",
 )
+# Row and line numbers ascend: stored as their differences, the successful file of bench/membership.py's
+# 1M rows takes ~6% less CPU to write and comes out ~6% smaller than with plain values compressed.
+ENCODINGS = {"row_number": "DELTA_BINARY_PACKED", "line_number": "DELTA_BINARY_PACKED"}
 # The output columns whose row groups record their minimum and maximum, for readers that look rows up by
 # them. Not the free text (names, e-mail addresses, mobile numbers, reasons, raw records): nobody selects
 # row groups by it, its statistics cost ~10% of the writing, and they would copy personal data into each
@@ -164,10 +167,10 @@ def store_batch(
 
     with (
         zones.writing_parquet(
-            relpaths["successful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS, STATISTICS_COLUMNS
+            relpaths["successful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS, STATISTICS_COLUMNS, ENCODINGS
         ) as successful_file,
         zones.writing_parquet(
-            relpaths["unsuccessful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS, STATISTICS_COLUMNS
+            relpaths["unsuccessful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS, STATISTICS_COLUMNS, ENCODINGS
         ) as unsuccessful_file,
         # one thread reads and classifies ahead (with DuckDB's threads); one per file appends and one checks
         # the successful rows, behind it

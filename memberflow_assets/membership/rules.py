@@ -84,9 +84,14 @@ class BirthdayVerdicts:
             params = {"cutoff": adult_cutoff(self.as_of), "max_date_of_birth": MAX_FIELD_LENGTHS["date_of_birth"]}
             return connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params=params).to_arrow_table()
 
-    def of(self, texts: pa.Array) -> pa.Table:
-        """The verdicts on `texts` (distinct values), row for row."""
-        return self._verdicts.of(texts)
+    def positions(self, texts: pa.Array) -> pa.Array:
+        """For each of `texts` (no nulls), the row of `verdicts` with its verdict."""
+        return self._verdicts.positions(texts)
+
+    @property
+    def verdicts(self) -> pa.Table:
+        """classify_birthdays.sql's verdict on every text judged so far."""
+        return self._verdicts.judged
 
 
 def classify_records(
@@ -99,19 +104,17 @@ def classify_records(
     birthdays = birthdays or BirthdayVerdicts(as_of)
     if birthdays.as_of != as_of:
         raise ValueError(f"birthday verdicts for {birthdays.as_of}, not {as_of}")
-    texts = pc.dictionary_encode(
-        pc.fill_null(applications["date_of_birth"].cast(pa.large_string()), "").combine_chunks()
-    )
-    # Each distinct birthday is judged once; the verdicts go back to the rows by position.
-    verdicts = birthdays.of(texts.dictionary)
+    # Each distinct birthday is judged once; the verdicts go to the rows by position.
+    positions = birthdays.positions(pc.fill_null(applications["date_of_birth"], ""))
+    verdicts = birthdays.verdicts
     for column, name in _BIRTHDAY_VERDICTS.items():
-        applications = applications.append_column(name, pc.take(verdicts[column], texts.indices))
+        applications = applications.append_column(name, verdicts[column].take(positions))
     with duck.connect() as connection:
         connection.register("applications", applications)
         lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items() if field != "date_of_birth"}
         classified = connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()
     # the birthday as shown: the verdict's, taken straight to its place among the output columns
-    shown = pc.take(verdicts["shown"], texts.indices)
+    shown = verdicts["shown"].take(positions)
     return classified.add_column(OUTPUT_COLUMNS.index("date_of_birth"), "date_of_birth", shown)
 
 

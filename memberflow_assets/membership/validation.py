@@ -56,10 +56,7 @@ class BirthdayChecks:
 
     def of(self, births: pa.ChunkedArray) -> pa.Table:
         """The reading of each row's `births`, row for row."""
-        # one hash pass; the encoded chunks share one dictionary, of every distinct birthday
-        encoded = pc.dictionary_encode(births)
-        positions = pa.chunked_array([chunk.indices for chunk in encoded.chunks], pa.int32())
-        return self._read.of(encoded.chunk(0).dictionary).take(positions)
+        return self._read.of(births)
 
 
 def _has_control_characters(values: pa.ChunkedArray) -> pa.Array:

@@ -16,9 +16,13 @@ from memberflow_assets.membership.distinct import DistinctJudgements
 from memberflow_assets.membership.rules import MAX_FIELD_LENGTHS, MEMBERSHIP_ID_PATTERN, adult_cutoff
 
 _EMAIL = r"^[^@\s]+@([A-Za-z0-9-]+\.)+([Cc][Oo][Mm]|[Nn][Ee][Tt])$"
-# C0 and C1 controls (a successful value has no whitespace but single spaces) and the format characters
-# that hide or reorder text, listed by code point rather than by Unicode category.
-_CONTROL = r"[\x00-\x1f\x7f-\x9f\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}\x{2066}-\x{2069}\x{feff}]"
+# C0 and C1 controls (a successful value has no whitespace but single spaces), the format characters
+# that hide or reorder text and the letters that show nothing (Hangul fillers, the blank Braille pattern),
+# listed by code point rather than by Unicode category.
+_CONTROL = (
+    r"[\x00-\x1f\x7f-\x9f\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}\x{2066}-\x{2069}\x{feff}"
+    r"\x{115f}\x{1160}\x{2800}\x{3164}\x{ffa0}]"
+)
 
 
 def _strings(table: pa.Table, column: str) -> pa.ChunkedArray:

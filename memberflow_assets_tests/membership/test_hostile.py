@@ -99,6 +99,9 @@ POISON = [  # (row, successful, the rejection reasons or, for a successful row, 
     ("John " + "X" * 3000 + TAIL, False, "field_too_long"),
     ("Eve Sm\u202eith" + TAIL, False, "control_characters"),
     ("Zed Zero\u200bWidth" + TAIL, False, "control_characters"),
+    # names that show nothing: Hangul fillers, the blank Braille pattern
+    ("\u3164 \u3164" + TAIL, False, "control_characters"),
+    ("Ann \u2800" + TAIL, False, "control_characters"),
     ("Esc Ape,e\x1b@x.com,1980-01-01,81234567", False, "invalid_email;control_characters"),
 ]
 

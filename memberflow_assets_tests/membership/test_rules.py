@@ -274,6 +274,11 @@ def test_every_unicode_whitespace_is_whitespace(name, first, last):
         ("name", "Ann \u202eeeL"),  # right-to-left override
         ("name", "\ufeffAnn Lee"),  # byte-order mark
         ("name", "Ann Lee\x9b"),  # a C1 control
+        ("name", "\u3164"),  # a Hangul filler: a name that shows nothing
+        ("name", "Ann \u3164\u3164"),
+        ("name", "\u2800 Lee"),  # the blank Braille pattern
+        ("name", "Ann L\u034fee"),  # the combining grapheme joiner
+        ("name", "Ann Lee\U000e0000"),  # an unassigned default-ignorable code point
         ("mobile_no", "9123\x004567"),
         ("mobile_no", "9123 \x004567"),  # spaces and a control character
         ("date_of_birth", "1990-05-17\x07"),
@@ -281,6 +286,11 @@ def test_every_unicode_whitespace_is_whitespace(name, first, last):
 )
 def test_control_characters_make_a_row_unsuccessful(field, value):
     assert "control_characters" in reasons(**{field: value})
+
+
+@pytest.mark.parametrize("name", ["Zoë O'Neill", "山田 太郎", "Ann Lee\ufe0f", "Ann 葛\U000e0100"])
+def test_letters_and_variation_selectors_are_not_control_characters(name):
+    assert classify_one(name=name)["is_successful"]
 
 
 def test_over_long_fields_are_refused_at_the_documented_limits():

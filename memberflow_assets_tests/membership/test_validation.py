@@ -52,6 +52,7 @@ def test_correct_output_has_no_violations(successful):
         ("last_name", "Smi\x0bth", "last_name_not_one_word"),
         ("last_name", "Smi\x00th", "control_characters"),
         ("first_name", "Ann\u202e", "control_characters"),
+        ("last_name", "\u3164", "control_characters"),  # a Hangul filler: a letter that shows nothing
         ("email", "a\x1b@example.com", "control_characters"),
         ("name", "A " + "b" * 200, "field_too_long"),
         ("email", "a" * 250 + "@b.com", "field_too_long"),

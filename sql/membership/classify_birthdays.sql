@@ -36,6 +36,6 @@ SELECT
     day IS NOT NULL AS valid,
     day <= $cutoff AS above_18,
     CASE WHEN day IS NOT NULL THEN left(sha256(replace(iso, '-', '')), 5) END AS id_suffix,
-    coalesce(regexp_matches(date_of_birth, '[\x00-\x08\x0E-\x1F\x7F-\x84\x86-\x9F\p{Cf}]'), false) AS has_control,
+    coalesce(regexp_matches(date_of_birth, '[\x00-\x08\x0E-\x1F\x7F-\x84\x86-\x9F\p{Cf}\x{34F}\x{115F}\x{1160}\x{17B4}\x{17B5}\x{180B}-\x{180F}\x{2065}\x{2800}\x{3164}\x{FFA0}\x{FFF0}-\x{FFF8}\x{E0000}-\x{E00FF}\x{E01F0}-\x{E0FFF}]'), false) AS has_control,
     day IS NULL AND length(text) > $max_date_of_birth AS too_long
 FROM parsed

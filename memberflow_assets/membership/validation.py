@@ -63,13 +63,13 @@ class BirthdayChecks:
         return self._read.of(births)
 
 
-def _has_control_characters(values: pa.ChunkedArray) -> pa.Array:
+def _has_control_characters(values: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     # In ASCII text (nearly all of it) a control character is exactly a non-printable one: a scan much
     # cheaper than the regular expression, which only the other values need.
-    values = values.combine_chunks()
     flags = pc.invert(pc.ascii_is_printable(values))
-    if not pc.any(flags).as_py():  # all printable ASCII, as nearly always: one scan suffices
+    if not pc.any(flags).as_py():  # all printable ASCII, as nearly always: one scan suffices, no copy
         return flags
+    values, flags = values.combine_chunks(), flags.combine_chunks()
     others = pc.invert(pc.string_is_ascii(values))
     if not pc.any(others).as_py():
         return flags

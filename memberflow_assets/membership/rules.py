@@ -107,15 +107,22 @@ def classify_records(
     # Each distinct birthday is judged once; the verdicts go to the rows by position.
     positions = birthdays.positions(pc.fill_null(applications["date_of_birth"], ""))
     verdicts = birthdays.verdicts
+    rules_input = applications.select([*INPUT_COLUMNS, "malformed_record"])
     for column, name in _BIRTHDAY_VERDICTS.items():
-        applications = applications.append_column(name, verdicts[column].take(positions))
+        rules_input = rules_input.append_column(name, verdicts[column].take(positions))
     with duck.connect() as connection:
-        connection.register("applications", applications)
+        connection.register("applications", rules_input)
         lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items() if field != "date_of_birth"}
         classified = connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()
-    # the birthday as shown: the verdict's, taken straight to its place among the output columns
-    shown = verdicts["shown"].take(positions)
-    return classified.add_column(OUTPUT_COLUMNS.index("date_of_birth"), "date_of_birth", shown)
+    # The birthday as shown (the verdict's) and the record's other columns go beside the rules' columns,
+    # row for row as the rules keep the rows' order, without a copy through the query.
+    classified = classified.add_column(
+        OUTPUT_COLUMNS.index("date_of_birth"), "date_of_birth", verdicts["shown"].take(positions)
+    )
+    for name in applications.column_names:
+        if name not in INPUT_COLUMNS:
+            classified = classified.append_column(applications.schema.field(name), applications[name])
+    return classified
 
 
 def classify_applications(df: pd.DataFrame, as_of: date = DEFAULT_AS_OF) -> pd.DataFrame:

@@ -1,12 +1,12 @@
 -- Membership application rules (contract: DESIGN.md "membership: business rules"; docs/membership.md).
 -- Input: relation `applications` with text columns name, email, date_of_birth, mobile_no, a boolean
 -- malformed_record (the reader's verdict on the record), the verdict of classify_birthdays.sql on the
--- row's date_of_birth (_dob_valid, _above_18, _id_suffix, _dob_control, _dob_too_long), and any other
--- columns, which are passed through after the rules' output columns.
+-- row's date_of_birth (_dob_valid, _above_18, _id_suffix, _dob_control, _dob_too_long).
 -- Parameters: $max_name, $max_email, $max_mobile_no = the longest value (in characters, after whitespace
 -- is cleaned) a field may have.
--- Output: one row per input row, in input order, without date_of_birth (its shown form is the verdict's:
--- rules.py puts it in, which saves taking it through the query).
+-- Output: the rules' columns, one row per input row, in input order, without date_of_birth (its shown
+-- form is the verdict's) and without the record's other columns: rules.py puts them in beside, which
+-- saves taking them through the query.
 --
 -- Whitespace is Unicode's White_Space, spelled out: [\t-\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}
 -- \x{2029}\x{202F}\x{205F}\x{3000}]. Control characters are the other C0/C1 controls, every format
@@ -113,7 +113,5 @@ SELECT
     _above_18 AS above_18,
     _reasons = '' AS is_successful,
     CASE WHEN _reasons = '' THEN _last_name || '_' || _id_suffix END AS membership_id,
-    _reasons AS rejection_reasons,
-    -- the other input columns (malformed_record is always one of them)
-    COLUMNS(lambda c: NOT starts_with(c, '_') AND c NOT IN ('name', 'email', 'date_of_birth', 'mobile_no'))
+    _reasons AS rejection_reasons
 FROM reasoned

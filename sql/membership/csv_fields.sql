@@ -12,3 +12,9 @@ CREATE OR REPLACE TEMP MACRO csv_fields(line) AS
                 regexp_extract_all(',' || line, ',("(?:[^"]|"")*"|[^,"][^,]*|)', 1),
                 lambda field: CASE WHEN starts_with(field, '"') THEN replace(field[2:-2], '""', '"') ELSE field END)
     END;
+
+-- DuckDB macro: a record's field `number` (1-based) as parse_records.sql shows it: from `fields` (its
+-- csv_fields) when the record is well-formed, which then has every field; else from a plain split on
+-- commas when its quoting is broken, and '' for a field it lacks.
+CREATE OR REPLACE TEMP MACRO record_field(fields, line, malformed, number) AS
+    CASE WHEN NOT malformed THEN fields[number] ELSE coalesce(coalesce(fields, string_split(line, ','))[number], '') END;

@@ -1,6 +1,7 @@
 -- DuckDB: the records of an applications file, one row per line after the header, in file order.
 -- Input: relation `lines` (line_number, line = the line's text without its LF or CRLF, undecodable = its
--- bytes were not UTF-8 and `line` shows them escaped) and the macro csv_fields (csv_fields.sql).
+-- bytes were not UTF-8 and `line` shows them escaped) and the macros csv_fields and record_field
+-- (csv_fields.sql).
 -- Parameters: $field_count (fields in the header) and the 1-based positions of the required columns.
 -- A line whose quoting is broken, whose field count differs from the header's or whose bytes are not
 -- UTF-8 is malformed: its fields are shown as a plain split on commas and its text is kept in raw_record.
@@ -11,19 +12,19 @@ judged AS (
     SELECT
         line_number,
         line,
-        coalesce(len(fields) <> $field_count, true) OR undecodable AS malformed_record,
-        coalesce(fields, string_split(line, ',')) AS shown,
-        -- only spaces, tabs and CRs: not a record (checked only where a record has a single field)
-        CASE WHEN len(fields) > 1 THEN false ELSE regexp_full_match(line, '[ \t\r]*') END AS blank
+        fields,
+        len(fields) AS field_count,
+        coalesce(len(fields) <> $field_count, true) OR undecodable AS malformed_record
     FROM parsed
 )
 SELECT
     line_number,
-    blank,
+    -- only spaces, tabs and CRs: not a record (checked only where a record has a single field)
+    CASE WHEN field_count > 1 THEN false ELSE regexp_full_match(line, '[ \t\r]*') END AS blank,
     malformed_record,
     CASE WHEN malformed_record THEN line END AS raw_record,
-    coalesce(shown[$name_field], '') AS name,
-    coalesce(shown[$email_field], '') AS email,
-    coalesce(shown[$date_of_birth_field], '') AS date_of_birth,
-    coalesce(shown[$mobile_no_field], '') AS mobile_no
+    record_field(fields, line, malformed_record, $name_field) AS name,
+    record_field(fields, line, malformed_record, $email_field) AS email,
+    record_field(fields, line, malformed_record, $date_of_birth_field) AS date_of_birth,
+    record_field(fields, line, malformed_record, $mobile_no_field) AS mobile_no
 FROM judged

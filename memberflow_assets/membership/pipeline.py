@@ -32,7 +32,6 @@ from memberflow_assets.membership.rules import (
 )
 from memberflow_assets.membership.validation import (
     BirthdayChecks,
-    malformed_membership_ids,
     successful_rule_violations,
 )
 from memberflow_assets.zones import FileInfo, Zones
@@ -166,8 +165,9 @@ def store_batch(
 
     def check(successful: pa.Table) -> None:
         nonlocal malformed_ids
-        malformed_ids += malformed_membership_ids(successful)
-        _add(violations, successful_rule_violations(successful, as_of, births))
+        found = successful_rule_violations(successful, as_of, births)
+        malformed_ids += found.pop("membership_id_malformed", 0)  # a check of its own: membership_id_valid
+        _add(violations, found)
 
     with (
         zones.writing_parquet(

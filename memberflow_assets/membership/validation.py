@@ -86,8 +86,9 @@ def _longer_than(values: pa.ChunkedArray, characters: int) -> pa.ChunkedArray:
 def successful_rule_violations(
     successful: pa.Table, as_of: date, births: BirthdayChecks | None = None
 ) -> dict[str, int]:
-    """For rows classified successful: how many break each rule (all zero when the data is right).
-    `births`: the birthdays read so far (for `as_of`), kept across calls (a file's chunks)."""
+    """For rows classified successful: how many break each rule (all zero when the data is right), and
+    `membership_id_malformed`: how many IDs lack the format <last_name>_<5 hex> (the check
+    membership_id_valid). `births`: the birthdays read so far (for `as_of`), kept across calls (a file's chunks)."""
     if successful.num_rows == 0:
         return {}
     births = births or BirthdayChecks(as_of)
@@ -122,10 +123,13 @@ def successful_rule_violations(
         "membership_id_mismatch": pc.not_equal(membership_id, expected_id),
         "rejection_reasons_not_empty": pc.not_equal(_strings(successful, "rejection_reasons"), ""),
     }
-    return {rule: _count(failed) for rule, failed in checks.items()}
-
-
-def malformed_membership_ids(successful: pa.Table) -> int:
-    """How many membership ids do not have the format <last_name>_<5 hex>."""
-    ids = _strings(successful, "membership_id")
-    return _count(pc.invert(pc.match_substring_regex(ids, MEMBERSHIP_ID_PATTERN)))
+    counts = {rule: _count(failed) for rule, failed in checks.items()}
+    # An ID equal to its one-word last name + "_" + 5 hex of a SHA-256 has the format: the regular
+    # expression reads only the others (none, when the data is right).
+    unproven = pc.or_(
+        pc.or_(checks["membership_id_mismatch"], checks["last_name_not_one_word"]), checks["missing_last_name"]
+    )
+    counts["membership_id_malformed"] = _count(
+        pc.invert(pc.match_substring_regex(membership_id.filter(unproven), MEMBERSHIP_ID_PATTERN))
+    )
+    return counts

@@ -51,6 +51,7 @@ MEMBERSHIP_ID_PATTERN = r"^\S+_[0-9a-f]{5}$"
 
 _CLASSIFY_SQL = read_sql("membership/classify_applications.sql")
 _CLASSIFY_BIRTHDAYS_SQL = read_sql("membership/classify_birthdays.sql")
+_CHARACTERS_SQL = read_sql("membership/characters.sql")  # the macro both use
 # classify_birthdays.sql's columns, as the row-level rules receive them
 _BIRTHDAY_VERDICTS = {
     "valid": "_dob_valid",
@@ -80,6 +81,7 @@ class BirthdayVerdicts:
 
     def _judge(self, texts: pa.Array) -> pa.Table:
         with duck.connect() as connection:
+            connection.execute(_CHARACTERS_SQL)
             connection.register("birthdays", duck.split_for_threads(pa.table({"date_of_birth": texts})))
             params = {"cutoff": adult_cutoff(self.as_of), "max_date_of_birth": MAX_FIELD_LENGTHS["date_of_birth"]}
             return connection.sql(_CLASSIFY_BIRTHDAYS_SQL, params=params).to_arrow_table()
@@ -111,6 +113,7 @@ def classify_records(
     for column, name in _BIRTHDAY_VERDICTS.items():
         rules_input = rules_input.append_column(name, verdicts[column].take(positions))
     with duck.connect() as connection:
+        connection.execute(_CHARACTERS_SQL)
         connection.register("applications", rules_input)
         lengths = {f"max_{field}": limit for field, limit in MAX_FIELD_LENGTHS.items() if field != "date_of_birth"}
         classified = connection.sql(_CLASSIFY_SQL, params=lengths).to_arrow_table()

@@ -1,7 +1,8 @@
 -- Membership application rules (contract: DESIGN.md "membership: business rules"; docs/membership.md).
 -- Input: relation `applications` with text columns name, email, date_of_birth, mobile_no, a boolean
 -- malformed_record (the reader's verdict on the record), the verdict of classify_birthdays.sql on the
--- row's date_of_birth (_dob_valid, _above_18, _id_suffix, _dob_control, _dob_too_long).
+-- row's date_of_birth (_dob_valid, _above_18, _id_suffix, _dob_control, _dob_too_long); the macro
+-- has_control_character (characters.sql).
 -- Parameters: $max_name, $max_email, $max_mobile_no = the longest value (in characters, after whitespace
 -- is cleaned) a field may have.
 -- Output: the rules' columns, one row per input row, in input order, without date_of_birth (its shown
@@ -9,10 +10,8 @@
 -- saves taking them through the query.
 --
 -- Whitespace is Unicode's White_Space, spelled out: [\t-\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}
--- \x{2029}\x{202F}\x{205F}\x{3000}]. Control characters are the other C0/C1 controls, every format
--- character (\p{Cf}: zero-width spaces, bidirectional overrides, byte-order marks, ...) and the other
--- characters that show nothing: Unicode's default-ignorable code points but the variation selectors
--- (Hangul fillers, the combining grapheme joiner, ...) and the blank Braille pattern (U+2800).
+-- \x{2029}\x{202F}\x{205F}\x{3000}]. Control characters are those of the macro has_control_character
+-- (characters.sql), which the first test of a name spells out.
 -- Speed matters (a million rows in about a second on two cores): the common case pays for one cheap
 -- test per field, and only values that need it pay for cleaning or a closer look. A valid e-mail
 -- address holds neither whitespace nor control characters, nor does a valid mobile number once its
@@ -43,9 +42,9 @@ cleaned AS (
              END AS _mobile_no,
         -- CASE, so each search runs only where its condition holds
         CASE WHEN _dob_control THEN true
-             WHEN _name_unusual AND regexp_matches(name, '[\x00-\x08\x0E-\x1F\x7F-\x84\x86-\x9F\p{Cf}\x{34F}\x{115F}\x{1160}\x{17B4}\x{17B5}\x{180B}-\x{180F}\x{2065}\x{2800}\x{3164}\x{FFA0}\x{FFF0}-\x{FFF8}\x{E0000}-\x{E00FF}\x{E01F0}-\x{E0FFF}]') THEN true
-             WHEN NOT _email_valid_as_given AND regexp_matches(email, '[\x00-\x08\x0E-\x1F\x7F-\x84\x86-\x9F\p{Cf}\x{34F}\x{115F}\x{1160}\x{17B4}\x{17B5}\x{180B}-\x{180F}\x{2065}\x{2800}\x{3164}\x{FFA0}\x{FFF0}-\x{FFF8}\x{E0000}-\x{E00FF}\x{E01F0}-\x{E0FFF}]') THEN true
-             WHEN NOT _mobile_valid_unspaced AND regexp_matches(mobile_no, '[\x00-\x08\x0E-\x1F\x7F-\x84\x86-\x9F\p{Cf}\x{34F}\x{115F}\x{1160}\x{17B4}\x{17B5}\x{180B}-\x{180F}\x{2065}\x{2800}\x{3164}\x{FFA0}\x{FFF0}-\x{FFF8}\x{E0000}-\x{E00FF}\x{E01F0}-\x{E0FFF}]') THEN true
+             WHEN _name_unusual AND has_control_character(name) THEN true
+             WHEN NOT _email_valid_as_given AND has_control_character(email) THEN true
+             WHEN NOT _mobile_valid_unspaced AND has_control_character(mobile_no) THEN true
              ELSE false END AS _control_characters
     FROM given
 ),

@@ -1,7 +1,8 @@
 -- The date_of_birth rules (contract: DESIGN.md "membership: business rules"), run once per distinct
 -- text: a million applications hold a few tens of thousands of birthdays, so the date parsing and the
 -- SHA-256 of the membership ID cost that many, not a million (rules.py maps the results back to rows).
--- Input: relation `birthdays` (date_of_birth: text, each distinct value once). Parameters: $cutoff, and
+-- Input: relation `birthdays` (date_of_birth: text, each distinct value once) and the macro
+-- has_control_character (characters.sql). Parameters: $cutoff, and
 -- $max_date_of_birth = the longest value (in characters, whitespace trimmed) the field may have.
 -- Whitespace is Unicode's White_Space, as in classify_applications.sql.
 WITH cleaned AS (
@@ -36,6 +37,6 @@ SELECT
     day IS NOT NULL AS valid,
     day <= $cutoff AS above_18,
     CASE WHEN day IS NOT NULL THEN left(sha256(replace(iso, '-', '')), 5) END AS id_suffix,
-    coalesce(regexp_matches(date_of_birth, '[\x00-\x08\x0E-\x1F\x7F-\x84\x86-\x9F\p{Cf}\x{34F}\x{115F}\x{1160}\x{17B4}\x{17B5}\x{180B}-\x{180F}\x{2065}\x{2800}\x{3164}\x{FFA0}\x{FFF0}-\x{FFF8}\x{E0000}-\x{E00FF}\x{E01F0}-\x{E0FFF}]'), false) AS has_control,
+    coalesce(has_control_character(date_of_birth), false) AS has_control,
     day IS NULL AND length(text) > $max_date_of_birth AS too_long
 FROM parsed

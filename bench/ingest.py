@@ -308,8 +308,9 @@ def bench_api(images: int, workers: int, rounds: int, new_database, work: Path) 
 def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_size: int = 16) -> None:
     """A durable upload's work without HTTP, as the API's batch worker does it at concurrency 16, in
     batches of 16: validation + SHA-256 of each, the batch's images and sidecars written under temporary
-    names and the images fsynced together (an API sidecar is rebuilt after a power failure instead), the
-    registry claim with its flushed commit and the renames with one folder fsync; beside it the durable
+    names with their disk writes started, the registry claim with its flushed commit (while the disk
+    writes), the images' fsyncs (an API sidecar is rebuilt after a power failure instead) and the renames
+    with one folder fsync; beside it the durable
     ceiling's work on the same images. Wall time, and CPU time of this process (kernel included: writing
     200 KB into the page cache is most of it)."""
     import dataclasses
@@ -338,12 +339,12 @@ def bench_where_the_time_goes(new_database, work: Path, groups: int = 20, group_
             uploads = [Upload(data, "api", "bench") for data in blobs]
             prepared = timed("validation + SHA-256 (batch worker)", lander.prepare, uploads)
             staged = timed(
-                "images + sidecars written under temporary names, the images fsynced together (batch worker)",
+                "images + sidecars written under temporary names, their disk writes started (batch worker)",
                 lander.stage_many,
                 [prepared],
             )
             timed(
-                "registry claim + flushed commit, renames + folder fsync (batch worker)",
+                "registry claim + flushed commit, the images' fsyncs, renames + folder fsync (batch worker)",
                 lander.land_prepared,
                 staged,
             )

@@ -46,9 +46,21 @@ def _make_folders(folder: str) -> list[str]:
     return [os.path.dirname(created) for created in missing]
 
 
-def _write_new_file(path: str, data: bytes) -> list[str]:
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux only
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function
+
+
+_sync_file_range = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writing the dirty pages out, do not wait
+
+
+def _write_new_file(path: str, data: bytes, start_writeback: bool = False) -> list[str]:
     """Create `path` with `data`, creating its folder only when missing (one syscall saved per file);
-    returns the folders to fsync for the new ones (`_make_folders`)."""
+    returns the folders to fsync for the new ones (`_make_folders`). With `start_writeback` the disk
+    write starts at once (Linux sync_file_range), so a later fsync mostly finds it done."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     changed: list[str] = []
     try:
@@ -61,6 +73,8 @@ def _write_new_file(path: str, data: bytes) -> list[str]:
             written = 0
             while written < len(view):
                 written += os.write(descriptor, view[written:])
+        if start_writeback and _sync_file_range is not None:
+            _sync_file_range(descriptor, 0, 0, _SYNC_FILE_RANGE_WRITE)
     finally:
         os.close(descriptor)
     return changed
@@ -97,31 +111,17 @@ def fsync_path(path: str) -> None:
         os.close(descriptor)
 
 
-def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux only
-    if function is not None:
-        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return function
-
-
-_sync_file_range = _libc_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2  # start writing the dirty pages out, do not wait
-
-
 def _fsync_paths(paths: Sequence[str]) -> None:
-    """fsync many files (and folders) on this thread. Every file's writeback is started first (Linux
-    sync_file_range), so the data of all is written at once and, on a journaled filesystem, their
-    block allocations join the running transaction: the first fsync's journal commit covers them all
-    and the others only wait for their data. (Without a journal, each fsync is a cache flush of its
+    """fsync many files (and folders) on this thread. Each file's writeback was started when it was
+    written (`_write_new_file`), so the data of all is written at once and, on a journaled filesystem,
+    their block allocations join the running transaction: the first fsync's journal commit covers them
+    all and the others only wait for their data. (Without a journal, each fsync is a cache flush of its
     own.) fsyncs from a pool of threads shared the commits too, at about twice the CPU: the hand-offs
     to and from the threads (docs/images_ingestion.md, "Upload API against its ceilings")."""
     descriptors: list[int] = []
     try:
         for path in paths:
             descriptors.append(os.open(path, os.O_RDONLY))
-        if _sync_file_range is not None:
-            for descriptor in descriptors:
-                _sync_file_range(descriptor, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advisory: a folder's EINVAL is fine
         for descriptor in descriptors:
             os.fsync(descriptor)
     finally:
@@ -135,6 +135,7 @@ class Staged:
     `Zones.publish` renames them into place in this order, `Zones.discard` removes them."""
 
     files: tuple[tuple[str, str], ...]  # (temporary path, final path)
+    unsynced: tuple[str, ...] = ()  # files and folders `publish` must fsync before the first rename
 
 
 def _remove_temporaries(files: Sequence[tuple[str, str]]) -> None:
@@ -316,40 +317,45 @@ class Zones:
     def stage_many(
         self, groups: Sequence[Sequence[tuple[str, bytes]]], fsync: bool = False, rebuildable: Collection[str] = ()
     ) -> list[Staged]:
-        """`stage` for several groups of files at once (a batch of images, each with its sidecar): every
-        file written, then all fsynced together, one `Staged` per group. On failure none is left.
-        Files in `rebuildable` (relpaths) are not fsynced: the caller can rebuild them after a power
-        failure leaves them empty or truncated (their names are made durable by `publish` all the same)."""
+        """`stage` for several groups of files at once (a batch of images, each with its sidecar), one
+        `Staged` per group. On failure none is left. With `fsync` each file's disk write is started as it
+        is written, and `publish` waits for them all before the first rename: what the caller does in
+        between (a registry claim) overlaps the disk's work. Files in `rebuildable` (relpaths) are not
+        fsynced: the caller can rebuild them after a power failure leaves them empty or truncated (their
+        names are made durable by `publish` all the same)."""
         if self.is_s3:
             raise ValueError("staging is for local zones: on S3 a file is written by one PUT")
+        unsynced_finals = {self.path(relpath) for relpath in rebuildable} if fsync else set()
         staged: list[list[tuple[str, str]]] = []
+        to_sync: list[list[str]] = []
         try:
-            changed_folders: list[str] = []
             for files in groups:
                 staged.append([])
+                to_sync.append([])
                 for relpath, data in files:
-                    temp = self._temporary_path(relpath)
-                    staged[-1].append((temp, self.path(relpath)))  # before writing: a failed write's file goes too
-                    changed_folders += _write_new_file(temp, data)
-            if fsync:
-                unsynced = {self.path(relpath) for relpath in rebuildable}
-                files = [temp for group in staged for temp, final in group if final not in unsynced]
-                _fsync_paths(files + list(dict.fromkeys(changed_folders)))
+                    temp, final = self._temporary_path(relpath), self.path(relpath)
+                    staged[-1].append((temp, final))  # before writing: a failed write's file goes too
+                    durable = fsync and final not in unsynced_finals
+                    folders = _write_new_file(temp, data, start_writeback=durable)
+                    to_sync[-1] += ([temp] if durable else []) + folders
         except BaseException:
             _remove_temporaries([pair for group in staged for pair in group])
             raise
-        return [Staged(tuple(group)) for group in staged]
+        return [Staged(tuple(group), tuple(paths)) for group, paths in zip(staged, to_sync, strict=True)]
 
     def publish(self, staged: Sequence[Staged], fsync: bool = False) -> None:
-        """Rename staged files into place, each `Staged` in its order (their data must already be on disk
-        for `fsync` to mean anything); with `fsync` the renames are on disk before returning: one fsync per
-        folder for all, and the parents of folders created for them. What a failure leaves unrenamed is removed."""
+        """Rename staged files into place, each `Staged` in its order; with `fsync` their data is on disk
+        before the first rename (fsynced together) and the renames are on disk before returning: one
+        fsync per folder for all, and the parents of folders created for them. What a failure leaves
+        unrenamed is removed."""
         files = [pair for each in staged for pair in each.files]
         if not files:
             return
         renamed = 0
         changed_folders = [os.path.dirname(final) for _, final in files]
         try:
+            if fsync:
+                _fsync_paths(list(dict.fromkeys(path for each in staged for path in each.unsynced)))
             for temp, final in files:
                 changed_folders += _rename_into_place(temp, final)
                 renamed += 1

@@ -17,9 +17,9 @@ same id. Registry rows are claimed *before* the files are written, in one INSERT
 `land_many` lands a batch with one registry statement and one durability barrier for all its files:
 Kafka lands each fetched batch this way. The API lands the uploads that arrive together as a batch too
 (upload_endpoint.UploadBatches): each validated and hashed (`prepare`), the batch's files written under
-temporary names and the images fsynced together (`stage_many`, harmless before the claim: nothing is
-visible until the renames; an API sidecar is not fsynced but rebuilt after a power failure,
-`SidecarRepair`), then claimed and renamed (`land_prepared`).
+temporary names with their disk writes started (`stage_many`, harmless before the claim: nothing is
+visible until the renames), then claimed while the disk writes, the images fsynced together and all
+renamed (`land_prepared`; an API sidecar is not fsynced but rebuilt after a power failure, `SidecarRepair`).
 Bytes that are not an acceptable image go to quarantine/images/<hour>/ with a reason file.
 """
 
@@ -197,9 +197,9 @@ class Lander:
         return Prepared(upload, image_id, _sidecar(upload, facts, image_id, sha256, received_at or datetime.now(UTC)))
 
     def stage_many(self, batch: Sequence[Prepared]) -> list[Prepared]:
-        """Write the batch's images and sidecars under temporary names before the claim (the images
-        fsynced together when durable), so that landing them only claims and renames. On S3, where a file is one PUT,
-        nothing to do here.
+        """Write the batch's images and sidecars under temporary names before the claim, their disk writes
+        started when durable, so that landing them only claims (while the disk writes), waits for the
+        images' fsyncs and renames. On S3, where a file is one PUT, nothing to do here.
 
         A sidecar that can be rebuilt from its registry row and its image (`Prepared.sidecar_rebuildable`)
         is not fsynced: after a power failure that leaves it empty or truncated, processing rebuilds it

@@ -6,10 +6,11 @@ one route reads the request itself; api.py documents it in the OpenAPI schema an
 
     event loop     authenticate, admit (admission.py), receive the body within its limits, queue it
     batch worker   take every upload queued (fairly, per client), validate and hash each, write every
-                   image and sidecar under temporary names and fsync the images together (an API
-                   sidecar is rebuilt after a power failure: landing.rebuilt_sidecar), claim them all in
-                   one registry statement, rename them with one folder fsync, then wake the event loop
-                   once to answer the whole batch (UploadBatches)
+                   image and sidecar under temporary names with their disk writes started, claim them
+                   all in one registry statement while the disk writes, fsync the images together (an
+                   API sidecar is rebuilt after a power failure: landing.rebuilt_sidecar), rename them
+                   with one folder fsync, then wake the event loop once to answer the whole batch
+                   (UploadBatches)
 
 The body is streamed: a declared Content-Length over the limit is refused before any byte is read,
 and a streamed body as soon as it passes the limit, so an oversized upload never sits in memory. A
@@ -285,10 +286,11 @@ class UploadBatches:
     A worker takes what is waiting — one upload per waiting client in turn, up to `max_batch` uploads or
     `max_batch_bytes`, so a client with many uploads queued delays another's by at most a batch — and
     lands it with as few hand-offs and durability waits as it can: each upload validated and hashed (a
-    refusal is quarantined and answered alone), every image and sidecar written under temporary names
-    and the images fsynced together, all claimed in one registry statement and renamed with one folder fsync
-    (Lander.land_prepared), then one wake-up of the event loop settles the whole batch's answers. A
-    storage or registry failure fails the batch's landings, none of which is then visible.
+    refusal is quarantined and answered alone), every image and sidecar written under temporary names,
+    all claimed in one registry statement while the disk writes, the images fsynced together and all
+    renamed with one folder fsync (Lander.land_prepared), then one wake-up of the event loop settles the
+    whole batch's answers. A storage or registry failure fails the batch's landings, none of which is
+    then visible.
     """
 
     def __init__(self, lander: Lander, workers: int = 2, max_batch: int = 32, max_batch_bytes: int = 64 << 20):

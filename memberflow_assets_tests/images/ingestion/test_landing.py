@@ -258,22 +258,37 @@ def test_in_a_new_batch_the_first_image_under_a_key_takes_it(lander, memberflow_
 
 
 def test_a_staged_batch_fsyncs_every_image_and_only_the_sidecars_that_cannot_be_rebuilt(lander, monkeypatch):
+    """Staging only starts the disk writes; landing waits for them before the first rename."""
     from memberflow_assets import zones as zones_module
 
-    fsynced: list[str] = []
-    real_fsync_paths = zones_module._fsync_paths
-    monkeypatch.setattr(zones_module, "_fsync_paths", lambda paths: fsynced.extend(paths) or real_fsync_paths(paths))
+    events: list[tuple[str, str]] = []  # ("fsync", path) and ("rename", temporary path), in order
+    real_fsync_paths, real_rename = zones_module._fsync_paths, zones_module._rename_into_place
+
+    def fsync_paths(paths):
+        events.extend(("fsync", path) for path in paths)
+        real_fsync_paths(paths)
+
+    def rename_into_place(temp, final):
+        events.append(("rename", temp))
+        return real_rename(temp, final)
+
+    monkeypatch.setattr(zones_module, "_fsync_paths", fsync_paths)
+    monkeypatch.setattr(zones_module, "_rename_into_place", rename_into_place)
     api = lander.prepare(Upload(unique_jpeg(jpeg_of_about(20_000), 1), "api", "alice"))
     kafka_upload = Upload(unique_jpeg(jpeg_of_about(20_000), 2), "kafka", "app", kafka={"topic": "t", "offset": 1})
     kafka = lander.prepare(kafka_upload)
 
     staged = lander.stage_many([api, kafka])
+    assert events == []  # the registry claim runs while the disk writes
+    lander.land_prepared(staged)
 
     temporaries = {final: temp for each in staged for temp, final in each.staged.files}
     path = lander.zones.path
-    assert temporaries[path(api.sidecar.image_relpath)] in fsynced
-    assert temporaries[path(kafka.sidecar.image_relpath)] in fsynced
-    assert temporaries[path(kafka.sidecar.relpath)] in fsynced  # its topic and offset are nowhere else
-    assert temporaries[path(api.sidecar.relpath)] not in fsynced  # rebuilt from the registry after a crash
-    lander.land_prepared(staged)
+    first_rename = next(index for index, (kind, _) in enumerate(events) if kind == "rename")
+    fsynced_before_renames = {p for kind, p in events[:first_rename] if kind == "fsync"}
+    assert temporaries[path(api.sidecar.image_relpath)] in fsynced_before_renames
+    assert temporaries[path(kafka.sidecar.image_relpath)] in fsynced_before_renames
+    assert temporaries[path(kafka.sidecar.relpath)] in fsynced_before_renames  # its topic and offset are nowhere else
+    # rebuilt from the registry after a crash
+    assert temporaries[path(api.sidecar.relpath)] not in {p for kind, p in events if kind == "fsync"}
     assert all(os.path.exists(path(p.sidecar.relpath)) for p in (api, kafka))

@@ -1,17 +1,18 @@
 """Reading a landed applications file into records: strictly, one record per line. No Dagster.
 
 The dialect (docs/membership.md "Reading a file"): UTF-8 with an optional BOM; lines end with LF, CRLF
-or a CR alone (old Mac files, a row pasted from one), and every line is one record, so a quoted field
-cannot span lines, a broken quote can only break its own record and no two records are ever merged; blank
-lines (spaces and tabs only) are skipped anywhere, and the first non-blank line is the header. Fields are
-split by `sql/membership/csv_fields.sql`.
+or a CR alone (old Mac files, a row pasted from one), and every line is one record, so a broken quote can
+only break its own record and no two records are ever merged; blank lines (spaces and tabs only) are
+skipped anywhere, and the first non-blank line is the header. Fields are split by
+`sql/membership/csv_fields.sql`.
 
 A record that cannot be read as one application (broken quoting, more or fewer fields than the header)
 is *malformed*: it is still a record of its own, with its text kept, and the rules make it
 unsuccessful. So is a line whose bytes are not UTF-8 (its text is kept with each invalid byte shown as
-`\\xNN`). Only a file that cannot be read at all raises `ApplicationFileError` and is quarantined:
-nothing but blank lines, UTF-16/32, binary, or a header that is not UTF-8, is broken or lacks a
-required column.
+`\\xNN`), and so is every line a quoted field runs on to (RFC 4180 lets a quoted field hold line breaks):
+a fragment of a field is never taken for an application of its own (`continued_lines`). Only a file
+that cannot be read at all raises `ApplicationFileError` and is quarantined: nothing but blank lines,
+UTF-16/32, binary, or a header that is not UTF-8, is broken or lacks a required column.
 Every file-level reason names the line it is about and never a local path.
 """
 
@@ -37,6 +38,9 @@ _NEWLINE_SEARCH_BYTES = 1 << 22
 _OTHER_SEPARATORS = re.compile(r"[;\t|]")
 _LONE_CR = re.compile(rb"\r(?!\n)")
 _CSV_FIELDS = read_sql("membership/csv_fields.sql")
+# A quoted field open at the end of its line takes the next lines up to the one that closes it, if one of
+# the next few does: so a stray quote, which nothing closes, takes no line but its own.
+MAX_CONTINUED_LINES = 4
 _PARSE_RECORDS = read_sql("membership/parse_records.sql")
 
 
@@ -73,6 +77,7 @@ class ApplicationFile:
     lines_after_header: int  # counted in the raw bytes, independently of the parser
     body: Lines  # the lines after the header
     positions: dict[str, int]  # the 1-based position of each required column in the header
+    continued: np.ndarray | None  # per body line: does a quoted field from a line before run on to it?
 
     def chunk(self, start: int, stop: int) -> Records:
         """The records of the body's lines [start, stop)."""
@@ -81,7 +86,7 @@ class ApplicationFile:
             {
                 "line_number": pa.array(np.arange(first_line, first_line + stop - start, dtype=np.int64)),
                 "line": self.body.views(start, stop),
-                "undecodable": self.body.undecodable_flags(start, stop),
+                "broken_line": self._broken_flags(start, stop),
             }
         )
         with duck.connect() as connection:
@@ -98,6 +103,14 @@ class ApplicationFile:
         blank_lines = int(pc.sum(blank).as_py() or 0)
         records = parsed.filter(pc.invert(blank)) if blank_lines else parsed  # no copy in the common case
         return Records(records.drop_columns(["blank"]), blank_lines)
+
+    def _broken_flags(self, start: int, stop: int) -> pa.BooleanArray:
+        """Per line [start, stop): malformed whatever its fields, as not UTF-8 or part of another line's field."""
+        broken = np.zeros(stop - start, dtype=np.bool_)
+        for flags in (self.body.undecodable, self.continued):
+            if flags is not None:
+                broken |= flags[start:stop]
+        return pa.array(broken)
 
 
 @dataclass(frozen=True)
@@ -143,13 +156,15 @@ def open_file(data: bytes, source_file: str) -> ApplicationFile:
                 source_file, "not_csv", "the file contains NUL bytes and is not text: it is binary"
             ) from None
         raise
+    body = (lines if first_invalid is None else _escaped_lines(data, start, lines)).after(header_index)
     return ApplicationFile(
         source_file=source_file,
         header_line=header_line,
         columns=tuple(header),
         lines_after_header=_count_lines(data, start) - header_line,
-        body=(lines if first_invalid is None else _escaped_lines(data, start, lines)).after(header_index),
+        body=body,
         positions=positions,
+        continued=continued_lines(body) if data.find(b'"', header_end) >= 0 else None,  # one search, most files
     )
 
 
@@ -187,14 +202,60 @@ class Lines:
         to cut the terminators off."""
         return _string_views(self.data, self.starts[start:stop], self.lengths[start:stop])
 
-    def undecodable_flags(self, start: int, stop: int) -> pa.BooleanArray:
-        if self.undecodable is None:
-            return pa.array(np.zeros(stop - start, dtype=np.bool_))
-        return pa.array(self.undecodable[start:stop])
-
     def after(self, index: int) -> Lines:
         undecodable = None if self.undecodable is None else self.undecodable[index + 1 :]
         return Lines(self.data, self.starts[index + 1 :], self.lengths[index + 1 :], undecodable)
+
+
+def continued_lines(lines: Lines) -> np.ndarray | None:
+    """Per line: does a quoted field opened on a line before it run on to it (RFC 4180)? Every line from
+    the one after the opening line to the one that closes the field, if that is one of the next
+    MAX_CONTINUED_LINES; None when no line is. The opening line is malformed already (its quote does not
+    close on it), and the lines it takes are malformed too, so no fragment of a field is ever taken for an
+    application of its own."""
+    with duck.connect() as connection:
+        connection.execute(_CSV_FIELDS)
+        [opens] = _line_flags(connection, lines, np.arange(len(lines)), ["opens_quoted_field"])
+        openers = np.flatnonzero(opens)
+        if not len(openers):
+            return None
+        window = np.unique((openers[:, None] + np.arange(1, MAX_CONTINUED_LINES + 1)).ravel())
+        window = window[window < len(lines)]
+        stays, closes, reopens = (
+            set(window[flags].tolist())
+            for flags in _line_flags(
+                connection, lines, window, ["stays_in_quoted_field", "closes_quoted_field", "reopens_quoted_field"]
+            )
+        )
+    closing = closes | reopens
+    continued = np.zeros(len(lines), dtype=np.bool_)
+    taken_to = -1  # the last line a field took
+    for first_opener in openers.tolist():
+        opener = first_opener if first_opener > taken_to else None  # None: a line a field took already
+        while opener is not None:
+            last = min(opener + MAX_CONTINUED_LINES, len(lines) - 1)
+            following = opener + 1
+            while following <= last and following in stays:
+                following += 1
+            if following > last or following not in closing:
+                break  # not closed on the next lines: a broken quote of its own line
+            continued[opener + 1 : following + 1] = True
+            taken_to = following
+            opener = following if following in reopens else None  # the closing line may open another field
+    return continued if continued.any() else None
+
+
+def _line_flags(
+    connection: duckdb.DuckDBPyConnection, lines: Lines, indices: np.ndarray, macros: list[str]
+) -> list[np.ndarray]:
+    """Each boolean macro of csv_fields.sql, for each of `lines` at `indices`."""
+    connection.register(
+        "candidate_lines", pa.table({"line": _string_views(lines.data, lines.starts[indices], lines.lengths[indices])})
+    )
+    table = connection.sql(
+        f"SELECT {', '.join(f'{macro}(line)' for macro in macros)} FROM candidate_lines"
+    ).to_arrow_table()
+    return [column.to_numpy() for column in table.columns]
 
 
 def _split_lines(data: bytes, start: int) -> Lines:

@@ -157,6 +157,21 @@ def test_an_unclosed_quote_breaks_only_its_own_record_early_or_late(instance, zo
     assert last["row_number"] == 31_001 and pd.isna(last["raw_record"])
 
 
+def test_a_quoted_field_over_two_lines_gives_no_applicant_made_of_its_second_line(instance, zones, pg_dsn):
+    """An RFC 4180 export with a line break inside a quoted name: its second line has four fields of an
+    application of its own (`Lee",...`), which must not become a member."""
+    opening, fragment = '"Kim', 'Lee",kim@example.com,1980-01-01,81234567'
+    content = f"{HEADER}\n{GOOD_ROWS}{opening}\n{fragment}\nLast Good,last@example.com,1980-01-01,81234567\n"
+    result = run_with_good_neighbour(instance, zones, "multiline.csv", content)
+
+    assert result.success and not checks_failing_with_error(result)
+    for line_number, line in ((4, opening), (5, fragment)):
+        row = outcome(zones, "multiline.csv", line_number)
+        assert "malformed_record" in row["rejection_reasons"].split(";") and row["raw_record"] == line
+    assert outcome(zones, "multiline.csv", 6)["is_successful"]
+    assert "kim@example.com" not in {row[3] for row in members_rows(pg_dsn)}
+
+
 def test_rows_that_are_not_utf8_are_unsuccessful_rows_of_their_own_early_or_late(instance, zones, pg_dsn):
     """A Latin-1 export's accents (or any stray byte), early and beyond the first 64 KB, beside a NUL."""
     bad = {3: "Jos\xe9 N\xfa\xf1ez" + TAIL, PAD_ROWS + 5: "Ren\xe9e Lee" + TAIL, PAD_ROWS + 7: "\xff\xfe\xfd"}

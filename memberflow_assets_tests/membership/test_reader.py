@@ -51,6 +51,37 @@ def test_a_malformed_record_keeps_its_exact_text_and_its_line():
     ]
 
 
+def malformed_lines(data: bytes) -> list[tuple[int, bool]]:
+    return [(row["line_number"], row["malformed_record"]) for row in records(data)]
+
+
+def test_a_quoted_field_over_several_lines_makes_each_of_them_malformed():
+    """RFC 4180 lets a quoted field hold line breaks: the line that opens it and every line it runs on to
+    are malformed, so a fragment (`Lee",b,c,d`, four fields) is never read as an application."""
+    data = HEADER + b'\nok,b,c,d\n"Ann\nLee",b,c,d\n"Bo\nmiddle ""quoted""\n\nNg",b,c,d\nok2,b,c,d\n'
+    assert malformed_lines(data) == [(2, False), (3, True), (4, True), (5, True), (6, True), (8, True), (9, False)]
+    assert records(data)[2]["raw_record"] == 'Lee",b,c,d'  # each line kept with its own text
+
+
+def test_a_closing_line_that_opens_another_quoted_field_continues_it():
+    data = HEADER + b'\n"a\nb",x,"c\nd",y,z,w\nok,b,c,d\n'  # `d",y,z,w` alone would be four fields
+    assert malformed_lines(data) == [(2, True), (3, True), (4, True), (5, False)]
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        [b"g,h,i,j"] * reader.MAX_CONTINUED_LINES + [b'k",l,m,n'],  # closed beyond the next few lines
+        [b'O"Neil,b,c,d', b'k",l,m,n'],  # the first line with a quote of its own does not close it
+        [b"g,h,i,j", b'k"x,l,m,n'],  # closed with text after the closing quote
+    ],
+)
+def test_a_stray_quote_no_line_closes_soon_after_takes_only_its_own_line(after):
+    data = HEADER + b'\n"stray,b,c,d\n' + b"\n".join(after) + b"\n"
+    flags = malformed_lines(data)
+    assert flags[0] == (2, True) and not any(malformed for _, malformed in flags[1:])
+
+
 def test_a_line_that_is_not_utf8_is_a_malformed_record_of_its_own():
     data = HEADER + b"\nok,b,c,d\nJos\xe9 Lee,b,c,d\r\n\xff,b\xc3,c\nok2,b,c,d\n\xe9\n\x00,b\x00,c,d\n"
     rows = records(data)

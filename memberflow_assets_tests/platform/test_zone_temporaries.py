@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
+import pytest
 from confluent_kafka import Producer
 
 from memberflow_assets import cli, postgres
@@ -28,12 +29,16 @@ from memberflow_assets import zones
 from memberflow_assets.images.ingestion.landing import Lander, Upload
 from memberflow_assets.postgres import ConnectionPool
 
-def crash(paths):
+def crash(*args):
     os.kill(os.getpid(), signal.SIGKILL)  # the files are written, none renamed into place yet
 
-zones._fsync_paths = crash
+{kill_point} = crash
 lander = Lander(zones.Zones(sys.argv[1]), ConnectionPool(sys.argv[2], 1), max_pixels=10_000_000, durable=True)
-lander.land_many([Upload(Path(name).read_bytes(), "api", "alice") for name in sys.argv[3:]])
+uploads = [Upload(Path(name).read_bytes(), "api", "alice") for name in sys.argv[3:]]
+if {staged}:  # as the upload API lands: staged before the claim
+    lander.land_prepared(lander.stage_many([lander.prepare(upload) for upload in uploads]))
+else:  # as Kafka ingestion lands: written once claimed
+    lander.land_many(uploads)
 """
 
 
@@ -47,14 +52,31 @@ def age(paths: list[Path], seconds: float) -> None:
         os.utime(path, (moment, moment))
 
 
-def test_a_killed_landing_leaves_temporaries_that_the_next_start_removes(memberflow_env, pg_dsn, tmp_path):
+@pytest.mark.parametrize(
+    ("staged", "kill_point", "claimed"),
+    [(False, "zones._fsync_paths", True), (True, "zones._fsync_paths", True), (True, "Lander._claim", False)],
+    ids=["claimed then written", "staged and claimed", "staged"],
+)
+def test_a_killed_landing_leaves_temporaries_that_the_next_start_removes(
+    memberflow_env, pg_dsn, tmp_path, staged, kill_point, claimed
+):
+    """Killed once the registry has claimed the images (their files written or staged before) or before
+    the claim (their files staged): the next start removes the temporaries, and a retry of each upload
+    lands it once."""
     postgres.apply_migrations(pg_dsn)
     uploads = []
     for number in range(3):
         uploads.append(tmp_path / f"upload{number}.png")
         uploads[-1].write_bytes(small_image("PNG", 50 + number))
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_BEFORE_RENAME, str(memberflow_env), pg_dsn, *map(str, uploads)],
+        [
+            sys.executable,
+            "-c",
+            KILLED_BEFORE_RENAME.replace("{kill_point}", kill_point).replace("{staged}", str(staged)),
+            str(memberflow_env),
+            pg_dsn,
+            *map(str, uploads),
+        ],
         capture_output=True,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
@@ -70,8 +92,8 @@ def test_a_killed_landing_leaves_temporaries_that_the_next_start_removes(memberf
         assert lander.temporaries_removed == 6
         retried = [lander.land(path.read_bytes(), source="api", client="alice") for path in uploads]
     assert temporaries(memberflow_env) == [in_progress]
-    # The retry finishes the interrupted landings at their claimed place: each image once.
-    assert all(r.duplicate for r in retried)
+    # The retry finishes the interrupted landings at their claimed place, or lands them anew: each image once.
+    assert [r.duplicate for r in retried] == [claimed] * 3
     assert len(list((memberflow_env / "landing" / "images").rglob("*.json"))) == 3
 
 

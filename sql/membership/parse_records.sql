@@ -1,12 +1,13 @@
 -- DuckDB: the records of an applications file, one row per line after the header, in file order.
--- Input: relation `lines` (line_number, line = the line's text without its LF or CRLF, undecodable = its
--- bytes were not UTF-8 and `line` shows them escaped) and the macros csv_fields and record_field
+-- Input: relation `lines` (line_number, line = the line's text without its LF or CRLF, broken_line = the
+-- line is malformed whatever its fields: its bytes were not UTF-8 and `line` shows them escaped, or a
+-- quoted field opened on a line before runs on to it) and the macros csv_fields and record_field
 -- (csv_fields.sql).
 -- Parameters: $field_count (fields in the header) and the 1-based positions of the required columns.
--- A line whose quoting is broken, whose field count differs from the header's or whose bytes are not
--- UTF-8 is malformed: its fields are shown as a plain split on commas and its text is kept in raw_record.
+-- A line whose quoting is broken, whose field count differs from the header's or that is a broken_line
+-- is malformed: its fields are shown as a plain split on commas and its text is kept in raw_record.
 WITH parsed AS (
-    SELECT line_number, line, undecodable, csv_fields(line) AS fields FROM lines
+    SELECT line_number, line, broken_line, csv_fields(line) AS fields FROM lines
 ),
 judged AS (
     SELECT
@@ -14,7 +15,7 @@ judged AS (
         line,
         fields,
         len(fields) AS field_count,
-        coalesce(len(fields) <> $field_count, true) OR undecodable AS malformed_record
+        coalesce(len(fields) <> $field_count, true) OR broken_line AS malformed_record
     FROM parsed
 )
 SELECT

@@ -267,6 +267,11 @@ class Zones:
         with self.fs.open(self.path(relpath), "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
 
+    def parquet_metadata(self, relpath: str) -> dict[bytes, bytes]:
+        """The key-value metadata of a Parquet file's footer, without reading the data."""
+        with self.fs.open(self.path(relpath), "rb") as handle:
+            return pq.ParquetFile(handle).metadata.metadata or {}
+
     # -- writing ---------------------------------------------------------------------------------
     @contextmanager
     def writing(self, relpath: str) -> Iterator[str]:

@@ -7,9 +7,11 @@ The assets are thin: reading is `reader`, the rules are `rules`, the checks' sec
 database.
 """
 
+import dataclasses
 import hashlib
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
@@ -28,7 +30,13 @@ from memberflow_assets.membership.members_load import (
     verify_batch,
 )
 from memberflow_assets.membership.partitions import application_files
-from memberflow_assets.membership.pipeline import CHUNK_LINES, LANDED_SCHEMA, OUTPUT_SCHEMA, store_batch
+from memberflow_assets.membership.pipeline import (
+    CHUNK_LINES,
+    LANDED_SCHEMA,
+    OUTPUT_SCHEMA,
+    landing_time,
+    store_batch,
+)
 from memberflow_assets.membership.reader import ApplicationFile, ApplicationFileError, open_file
 from memberflow_assets.membership.rules import DEFAULT_AS_OF
 from memberflow_assets.resources import SalesDatabase
@@ -37,8 +45,10 @@ from memberflow_assets.zones import FileInfo, Zones
 GROUP = "membership"
 PREVIEW_ROWS = 5
 # What a preview shows: no e-mail, mobile number or birthday (nor the birthday's hash in the membership ID),
-# and every value cut short.
+# and every value cut short. A name field can hold any of them too (a row that lost a field, columns in
+# another order): its words with an @ and its digits are masked (`_masked_text`).
 PREVIEW_COLUMNS = ("row_number", "line_number", "first_name", "last_name", "membership_id", "rejection_reasons")
+PREVIEW_TEXT_COLUMNS = ("first_name", "last_name", "membership_id")
 PREVIEW_CHARACTERS = 40
 HEADER_COLUMNS_SHOWN = 20
 COLLISION_IDS_SHOWN = 50
@@ -72,9 +82,13 @@ class ClassificationConfig(dg.Config):
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#<>|!~])")
 
 
-def _shorten(value: object) -> str:
-    """A value as one short line of printable text (applicants control what is in their fields)."""
-    words = " ".join(str(value)[: PREVIEW_CHARACTERS * 2].split())
+def _shorten(value: object, masked: bool = False) -> str:
+    """A value as one short line of printable text (applicants control what is in their fields); `masked`:
+    without what could be personal data (`_masked_text`)."""
+    # cut first, so the masking's regular expression only ever reads a few hundred characters (but enough
+    # that an e-mail address starting in the shown part is seen whole, @ included)
+    cut = str(value)[: PREVIEW_CHARACTERS * 2 + (320 if masked else 0)]
+    words = " ".join((_masked_text(cut) if masked else cut).split())
     text = "".join(character if character.isprintable() else "\ufffd" for character in words)
     return text if len(text) <= PREVIEW_CHARACTERS else text[: PREVIEW_CHARACTERS - 1] + "…"
 
@@ -84,11 +98,26 @@ def _markdown_row(values) -> str:
     return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\1", _shorten(value)) for value in values) + " |"
 
 
+_EMAIL_LIKE_WORD = re.compile(r"\S*@\S*")
+_DIGIT = re.compile(r"\d")
+
+
+def _masked_text(text: str) -> str:
+    """`text` without what could be an e-mail address (a word with an @), a mobile number or a date (digits)."""
+    return _DIGIT.sub("•", _EMAIL_LIKE_WORD.sub("•@•", text))
+
+
 def _masked_id(membership_id: str) -> str:
     """A membership ID without its birthday part: five hex characters of the birthday's SHA-256 name the
     birthday itself to anyone who hashes the ~40,000 plausible dates."""
     last_name, _, suffix = membership_id.rpartition("_")
     return f"{last_name}_{'•' * len(suffix)}" if last_name else "•" * len(suffix)
+
+
+def _id_shown(membership_id: str) -> str:
+    """A membership ID as an operator needs it to look the collision up, its last name part masked."""
+    last_name, _, suffix = membership_id.rpartition("_")
+    return f"{_shorten(last_name, masked=True)}_{suffix}"
 
 
 def _preview(table: pa.Table) -> dg.MetadataValue:
@@ -97,6 +126,9 @@ def _preview(table: pa.Table) -> dg.MetadataValue:
     for row in head:
         if row["membership_id"] is not None:
             row["membership_id"] = _masked_id(row["membership_id"])
+        for column in PREVIEW_TEXT_COLUMNS:
+            if row[column] is not None:
+                row[column] = _shorten(row[column], masked=True)
     lines = [_markdown_row(PREVIEW_COLUMNS), _markdown_row("---" for _ in PREVIEW_COLUMNS)]
     lines += [_markdown_row("" if row[column] is None else row[column] for column in PREVIEW_COLUMNS) for row in head]
     return dg.MetadataValue.md("\n".join(lines))
@@ -232,8 +264,17 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
         "successful": f"{layout.SUCCESSFUL_PREFIX}/{batch}.parquet",
         "unsuccessful": f"{layout.UNSUCCESSFUL_PREFIX}/{batch}.parquet",
     }
+    landing = landing_time(zones, relpaths["successful"], sha256, landed.changed_at, time.time())
     stored = store_batch(
-        zones, file, batch, landed, relpaths, config.as_of, chunk_lines=config.chunk_lines, head_rows=PREVIEW_ROWS
+        zones,
+        file,
+        batch,
+        dataclasses.replace(landed, changed_at=landing),
+        relpaths,
+        config.as_of,
+        sha256,
+        chunk_lines=config.chunk_lines,
+        head_rows=PREVIEW_ROWS,
     )
     context.log.info(f"read {stored.records} records ({stored.malformed} malformed) from {zones.url(landed.relpath)}")
     yield dg.MaterializeResult(
@@ -246,7 +287,7 @@ def application_batch(context: dg.AssetExecutionContext, config: ClassificationC
             "header_line": file.header_line,
             "blank_lines": stored.blank_lines,
             "malformed_records": stored.malformed,
-            "columns": ", ".join(_shorten(column) for column in file.columns[:HEADER_COLUMNS_SHOWN])
+            "columns": ", ".join(_shorten(column, masked=True) for column in file.columns[:HEADER_COLUMNS_SHOWN])
             + (
                 f" (+{len(file.columns) - HEADER_COLUMNS_SHOWN} more)"
                 if len(file.columns) > HEADER_COLUMNS_SHOWN
@@ -371,7 +412,7 @@ def members(context: dg.AssetExecutionContext, zones: dg.ResourceParam[Zones], s
             "applicants_not_loaded": colliding_applicants,
             "this_batch": loaded.collisions,
             "counted_up_to": COUNT_CAP,
-            "ids": ", ".join(sample) + (" ..." if colliding_ids > len(sample) else ""),
+            "ids": ", ".join(map(_id_shown, sample)) + (" ..." if colliding_ids > len(sample) else ""),
             "table": "sales.membership_id_collisions",
         },
     )

@@ -15,8 +15,9 @@ UNSUCCESSFUL_PREFIX = "members/unsuccessful"
 SOURCE_FILE_TAG = "memberflow/source_file"
 
 # Names upstream tools use while a file is still being written; such files are never picked up.
-_IN_PROGRESS = re.compile(r"(^[.~])|(\.(tmp|part|partial|crdownload|swp|filepart|inprogress)$)", re.I)
-_PLAIN_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,150}$")
+# (\Z, not $: `$` also matches before a final newline, and a name may end with one)
+_IN_PROGRESS = re.compile(r"(\A[.~])|(\.(tmp|part|partial|crdownload|swp|filepart|inprogress)\Z)", re.I)
+_PLAIN_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,150}")
 _HASH_SEPARATOR = "~"  # never part of a plain key
 REASON_SUFFIX = ".reason.txt"
 _MAX_NAME_BYTES = 255  # the longest file name local file systems (ext4, XFS, ...) allow
@@ -38,7 +39,7 @@ def batch_key(name: str) -> str:
     names share a key only if 64 bits of SHA-256 collide.
     """
     stem = name.removesuffix(".csv")
-    if stem != name and _PLAIN_STEM.match(stem) and ".." not in stem:
+    if stem != name and _PLAIN_STEM.fullmatch(stem) and ".." not in stem:
         return stem
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).replace("..", "_").strip("._-")[:100] or "file"
     return f"{readable}{_HASH_SEPARATOR}{hashlib.sha256(name.encode()).hexdigest()[:16]}"
@@ -51,5 +52,9 @@ def plain_file_name(key: str) -> str | None:
 
 def quarantine_name(name: str) -> str:
     """The name a landed file is quarantined under, beside `<it>.reason.txt`: its own, unless the reason
-    file's name would be longer than a local file system allows; then its batch key, which is as unique."""
-    return name if len((name + REASON_SUFFIX).encode()) <= _MAX_NAME_BYTES else batch_key(name)
+    file's name would be longer than a local file system allows, or the name is that of another file's
+    reason file (`x.reason.txt`); then `~<its batch key>`, as unique, and a name no file that is picked
+    up has (`is_batch_file`), so no two files' quarantined copies or reasons ever share a name."""
+    if len((name + REASON_SUFFIX).encode()) <= _MAX_NAME_BYTES and not name.endswith(REASON_SUFFIX):
+        return name
+    return f"~{batch_key(name)}"

@@ -10,6 +10,7 @@ them (`Zones.writing_parquet`): a failure anywhere leaves neither an output file
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -37,6 +38,9 @@ from memberflow_assets.membership.validation import (
 from memberflow_assets.zones import FileInfo, Zones
 
 CHUNK_LINES = 262_144
+# In both output files' footers: the SHA-256 of the content they were written from and when it landed
+# (epoch seconds), so that a re-run of the same content keeps its landing time (`landing_time`).
+LANDING_METADATA = b"memberflow.landing"
 OUTPUTS = ("successful", "unsuccessful")
 # The output columns whose values repeat: dictionary-encoded. The others (names, e-mail addresses,
 # mobile numbers, IDs, row and line numbers) are mostly distinct: without a dictionary both files are
@@ -101,6 +105,20 @@ LANDED_SCHEMA = _HEADER_ONLY.select(list(INPUT_COLUMNS)).schema
 OUTPUT_SCHEMA = batch_rows("", FileInfo("", 0, 0.0), classify_records(_HEADER_ONLY)).schema
 
 
+def landing_time(zones: Zones, relpath: str, sha256: str, changed_at: float, now: float) -> float:
+    """When a batch's file landed, which decides whose values win in sales.members: the time recorded in
+    the batch's output at `relpath` when it was written from the same content, else the file's change
+    time, never later than `now`. So a re-run of an older file whose time stamp changed since (a chmod, a
+    copy by `cp -a` or `rsync -a`) does not make it the latest landing, nor does a time in the future."""
+    try:
+        recorded = json.loads(zones.parquet_metadata(relpath).get(LANDING_METADATA, b"{}"))
+    except (FileNotFoundError, pa.ArrowInvalid, ValueError):  # no output yet, or one we cannot read
+        recorded = {}
+    if isinstance(recorded, dict) and recorded.get("sha256") == sha256 and isinstance(recorded.get("landed_at"), float):
+        return recorded["landed_at"]
+    return min(changed_at, now)
+
+
 def rejection_counts(rejection_reasons: pa.ChunkedArray) -> dict[str, int]:
     """Rows per reason. Each distinct list of reasons (a few dozen at most) is counted, then split."""
     counts = dict.fromkeys(REJECTION_REASONS, 0)
@@ -145,10 +163,12 @@ def store_batch(
     landed: FileInfo,
     relpaths: dict[str, str],
     as_of: date,
+    sha256: str,
     chunk_lines: int = CHUNK_LINES,
     head_rows: int = 5,
 ) -> StoredBatch:
-    """Classify `file` and write its rows to `relpaths` (a zone path per output), `chunk_lines` lines at a time."""
+    """Classify `file` (whose bytes' SHA-256 is `sha256`) and write its rows to `relpaths` (a zone path per
+    output), `chunk_lines` lines at a time. `landed.changed_at` is the batch's landing time (`landing_time`)."""
     lines = len(file.body)
     birthdays = BirthdayVerdicts(as_of)  # shared by the chunks, which are classified one after another
 
@@ -169,12 +189,15 @@ def store_batch(
         malformed_ids += found.pop("membership_id_malformed", 0)  # a check of its own: membership_id_valid
         _add(violations, found)
 
+    schema = OUTPUT_SCHEMA.with_metadata(
+        {LANDING_METADATA: json.dumps({"sha256": sha256, "landed_at": landed.changed_at})}
+    )
     with (
         zones.writing_parquet(
-            relpaths["successful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS, STATISTICS_COLUMNS, ENCODINGS
+            relpaths["successful"], schema, DICTIONARY_COLUMNS, STATISTICS_COLUMNS, ENCODINGS
         ) as successful_file,
         zones.writing_parquet(
-            relpaths["unsuccessful"], OUTPUT_SCHEMA, DICTIONARY_COLUMNS, STATISTICS_COLUMNS, ENCODINGS
+            relpaths["unsuccessful"], schema, DICTIONARY_COLUMNS, STATISTICS_COLUMNS, ENCODINGS
         ) as unsuccessful_file,
         # one thread reads and classifies ahead (with DuckDB's threads); one per file appends and one checks
         # the successful rows, behind it

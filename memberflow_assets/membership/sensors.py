@@ -4,8 +4,11 @@ Cursor (JSON): `hwm`, the newest change time handled; `seen`, files handled near
 overlap window can be re-listed safely: S3 times have 1-second resolution); `pending`, files seen
 still changing; `reported`, entries that are no files (folders, links: never read), warned about once.
 Only files changed at or after `hwm - OVERLAP` are looked at, so thousands of old files cost one
-listing and nothing else. A new file is hashed once; content already processed
-(under any name) is recognised by the run tag `memberflow/sha256` and not processed again.
+listing and nothing else; the hwm never passes the tick's own time, so a file stamped in the future (a
+skewed clock, `touch -d`, an archive) cannot hide the files that land after it. A new file is hashed
+once; a partition runs again only for content other than its latest run's (the run tag
+`memberflow/sha256`): a file touched or re-dropped unchanged runs nothing, a file changed back to
+earlier content runs again. Every landed file is a partition of its own, a copy under another name too.
 """
 
 import hashlib
@@ -24,6 +27,7 @@ from memberflow_assets.zones import NOT_UTF8_NAME, FileInfo, Zones
 SHA256_TAG = "memberflow/sha256"
 OVERLAP_SECONDS = 5.0
 MAX_FILES_PER_TICK = 200
+RUNS_LOOKED_AT = 20  # a partition's latest runs searched for its latest content
 
 
 @dataclass
@@ -76,8 +80,8 @@ def plan_tick(zones: Zones, cursor: LandingCursor, now: float, settle_seconds: f
     return TickPlan(ready, waiting, not_files)
 
 
-def advance(cursor: LandingCursor, plan: TickPlan) -> LandingCursor:
-    hwm = max([cursor.hwm, *(info.changed_at for info in plan.ready)])
+def advance(cursor: LandingCursor, plan: TickPlan, now: float) -> LandingCursor:
+    hwm = min(max([cursor.hwm, *(info.changed_at for info in plan.ready)]), now)
     if plan.waiting:  # never move past a file not handled yet
         hwm = min(hwm, min(info.changed_at for info in plan.waiting))
     seen = {**cursor.seen, **{info.relpath: info.changed_at for info in plan.ready}}
@@ -94,9 +98,11 @@ def _sha256(zones: Zones, relpath: str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _batch_with_content(instance: dg.DagsterInstance, sha256: str) -> str | None:
-    records = instance.get_run_records(dg.RunsFilter(tags={SHA256_TAG: sha256}), limit=1)
-    return records[0].dagster_run.tags.get("dagster/partition") if records else None
+def _latest_content(instance: dg.DagsterInstance, key: str) -> str | None:
+    """The SHA-256 of the content the partition's latest run was requested for (None: never requested).
+    A run launched by hand has no content tag; the latest run that has one counts."""
+    records = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": key}), limit=RUNS_LOOKED_AT)
+    return next((sha256 for record in records if (sha256 := record.dagster_run.tags.get(SHA256_TAG))), None)
 
 
 def build_landing_applications_sensor(settings: Settings) -> dg.SensorDefinition:
@@ -122,24 +128,29 @@ def evaluate_landing_applications(
 ) -> dg.SensorResult:
     """One tick of landing_applications_sensor."""
     cursor = LandingCursor.parse(context.cursor)
-    plan = plan_tick(zones, cursor, now=time.time(), settle_seconds=settle_seconds)
+    now = time.time()
+    plan = plan_tick(zones, cursor, now=now, settle_seconds=settle_seconds)
 
-    run_requests, new_keys, hashed_now = [], [], {}
+    run_requests, new_keys = [], []
     existing_keys = set(context.instance.get_dynamic_partitions(application_files.name)) if plan.ready else set()
     for info in plan.ready:
         sha256 = _sha256(zones, info.relpath)
         key = layout.batch_key(info.name)
-        duplicate_of = hashed_now.get(sha256) or _batch_with_content(context.instance, sha256)
-        if duplicate_of is not None:
-            context.log.info(f"{info.name}: same content as batch {duplicate_of!r} already processed; skipped")
+        if info.changed_at > now + OVERLAP_SECONDS:
+            context.log.warning(
+                f"{info.name}: changed {info.changed_at - now:.0f} s in the future by its time stamp (a clock "
+                "set wrong, or a copy that kept it): read now, and recorded as landed now"
+            )
+        if key in existing_keys and _latest_content(context.instance, key) == sha256:
+            context.log.info(f"{info.name}: unchanged since batch {key!r} was requested for it; skipped")
             continue
-        hashed_now[sha256] = key
         if key not in existing_keys:
             existing_keys.add(key)
             new_keys.append(key)
         run_requests.append(
             dg.RunRequest(
-                run_key=f"{key}:{sha256[:16]}",
+                # the change time too: content changed back to an earlier version is a new request
+                run_key=f"{key}:{sha256[:16]}:{info.changed_at}",
                 partition_key=key,
                 tags={SHA256_TAG: sha256, layout.SOURCE_FILE_TAG: info.name},
             )
@@ -158,5 +169,5 @@ def evaluate_landing_applications(
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[application_files.build_add_request(new_keys)] if new_keys else [],
-        cursor=advance(cursor, plan).dump(),
+        cursor=advance(cursor, plan, now).dump(),
     )

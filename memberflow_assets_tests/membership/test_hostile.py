@@ -3,7 +3,9 @@ no record is merged away, no member is overwritten by someone else, and nothing 
 Dagster. Every bad file is run beside a good one, which must still succeed end to end, members included."""
 
 import hashlib
+import os
 import threading
+import time
 from datetime import UTC, datetime
 from uuid import RFC_4122, UUID
 
@@ -294,10 +296,30 @@ def test_an_unreadable_file_with_a_very_long_name_is_quarantined_under_a_name_th
     failure = next(e for e in unreadable.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     message = failure.step_failure_data.error.message
     assert "not_utf8" in message and "line 4" in message and str(memberflow_env) not in message
-    reason = read_reason(memberflow_env, batch_key(long_name))
+    reason = read_reason(memberflow_env, f"~{batch_key(long_name)}")
     assert reason["file"] == long_name and reason["problem"] == "not_utf8"
-    quarantined = (memberflow_env / "quarantine" / "applications" / batch_key(long_name)).read_bytes()
+    quarantined = (memberflow_env / "quarantine" / "applications" / f"~{batch_key(long_name)}").read_bytes()
     assert quarantined == (landing / long_name).read_bytes()
+
+
+def test_no_two_quarantined_files_share_a_name(instance, zones, memberflow_env, pg_dsn):
+    """A long name's quarantined copy, a file named like its key, a file named like another's reason file:
+    each file's copy and reason survive the others."""
+    long_name = "q" * 250 + ".txt"
+    names = [long_name, batch_key(long_name), "bad.csv", "bad.csv.reason.txt"]
+    for number, name in enumerate(names):
+        land(zones, name, f"not a header {number}\n")  # missing_columns, each file its own bytes
+    results = {name: run_file(instance, name) for name in names}
+
+    assert not any(result.success for result in results.values())
+    quarantine = memberflow_env / "quarantine" / "applications"
+    assert len(list(quarantine.iterdir())) == 2 * len(names)
+    for number, name in enumerate(names):
+        failure = next(e for e in results[name].all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+        target = failure.step_failure_data.user_failure_data.metadata["quarantined_to"].value
+        copy = quarantine / target.rsplit("/", 1)[-1]
+        assert copy.read_text() == f"not a header {number}\n"
+        assert read_reason(memberflow_env, copy.name)["file"] == name
 
 
 # -- 3. membership ID collisions are kept visible and lose nobody ------------------------------------
@@ -380,6 +402,32 @@ def test_the_latest_landed_file_wins_whatever_order_batches_run_in(instance, zon
     clear_members(pg_dsn)
     assert cli.main(["members-rebuild"]) == 0
     assert (members_rows(pg_dsn), collisions(pg_dsn)) == before
+
+
+def test_a_rerun_of_an_older_file_whose_time_stamps_changed_does_not_make_it_the_latest(
+    instance, zones, memberflow_env, pg_dsn
+):
+    """A chmod (or a copy by `cp -a`, `rsync -a`) moves a file's ctime, which counts as its change time: a
+    re-run of the same content keeps the landing time its outputs recorded. A file stamped in the future
+    lands now, not then."""
+    land(zones, "older.csv", f"{HEADER}\nAnn Lee,old@mail.net,1985-02-03,81234567\n")
+    land_after(zones, "newer.csv", f"{HEADER}\nAnn Lee,new@mail.net,1985-02-03,81234567\n", "older.csv")
+    assert run_file(instance, "older.csv").success and run_file(instance, "newer.csv").success
+    recorded = read_output(zones, "successful", "older")["landed_at"].iloc[0]
+
+    os.chmod(memberflow_env / "landing" / "applications" / "older.csv", 0o640)
+    assert run_file(instance, "older.csv").success
+
+    assert [row[3] for row in members_rows(pg_dsn)] == ["new@mail.net"]
+    assert read_output(zones, "successful", "older")["landed_at"].iloc[0] == recorded
+
+    land(zones, "skewed.csv", f"{HEADER}\nAnn Lee,skewed@mail.net,1985-02-03,81234567\n")
+    future = time.time() + 30 * 86400
+    os.utime(memberflow_env / "landing" / "applications" / "skewed.csv", (future, future))
+    before = pd.Timestamp.now(tz="UTC")
+    assert run_file(instance, "skewed.csv").success
+    assert read_output(zones, "successful", "skewed")["landed_at"].iloc[0] <= pd.Timestamp.now(tz="UTC")
+    assert read_output(zones, "successful", "skewed")["landed_at"].iloc[0] >= before - pd.Timedelta(seconds=1)
 
 
 def test_member_key_stays_with_the_member_through_updates_reruns_and_rebuild(instance, zones, pg_dsn):
@@ -511,7 +559,8 @@ def test_new_member_keys_hold_their_creation_time_and_nothing_of_the_batch_order
 # -- 5. one file, one partition ----------------------------------------------------------------------
 def test_names_that_differ_only_in_extension_or_case_are_separate_partitions(instance, zones, monkeypatch):
     monkeypatch.setenv("MEMBERFLOW_LANDING_SETTLE_SECONDS", "0")
-    names = ["dup_a.csv", "dup_a.CSV", "dup_b", "dup_b.csv", "Dup_A.csv"]
+    # and names ending with a newline: neither a plain key (`dup_c\n`) nor a file still being written
+    names = ["dup_a.csv", "dup_a.CSV", "dup_b", "dup_b.csv", "Dup_A.csv", "dup_c\n.csv", "dup_d.tmp\n"]
     for number, name in enumerate(names):
         land(zones, name, f"{HEADER}\nPerson Number{number},p{number}@example.com,1980-01-01,81234567\n")
     context = dg.build_sensor_context(instance=instance, resources={"zones": Zones.from_settings()})
@@ -521,6 +570,7 @@ def test_names_that_differ_only_in_extension_or_case_are_separate_partitions(ins
     requests = {request.tags["memberflow/source_file"]: request for request in tick.run_requests}
     assert set(requests) == set(names)
     assert len({request.partition_key for request in requests.values()}) == len(names)
+    assert not any("\n" in request.partition_key for request in requests.values())
     instance.add_dynamic_partitions("application_files", [r.partition_key for r in requests.values()])
     for number, name in enumerate(names):  # each run reads exactly its own file
         request = requests[name]
@@ -548,3 +598,23 @@ def test_no_email_mobile_or_birthday_reaches_dagster(instance, zones, pg_dsn):
         suffix = hashlib.sha256(birthday.encode()).hexdigest()[:5]
         assert f"_{suffix}" not in logged.replace("\\", ""), last_name
     assert "Secret\\_•••••" in materialized_metadata(ran[0], "successful_applications")["preview"]
+
+
+def test_personal_data_in_the_name_column_is_masked_too(instance, zones, pg_dsn):
+    """A row that lost a field, a row with name and e-mail swapped, a file with its columns in another
+    order: e-mail, mobile number and birthday end up where the previews show names."""
+    rows = [
+        "pia.secret@example.com,1977-07-19,87654321",
+        "quo@private.net,Quo Private,1966-12-31,86543210",
+        "Ann 86543211,ann@mail.net,1985-02-03,81234567",  # successful: digits in a name
+    ]
+    land(zones, "shifted.csv", f"{HEADER}\n" + "\n".join(rows) + "\n")
+    land(zones, "reordered.csv", "mobile_no,name,email,date_of_birth\nRae Tan,86543299,rae@x.com,1990-01-01\n")
+
+    ran = [run_file(instance, "shifted.csv"), run_file(instance, "reordered.csv")]
+
+    assert all(result.success for result in ran)
+    logged = "\n".join(repr(entry) for result in ran for entry in instance.all_logs(result.run_id))
+    assert "unsuccessful_applications" in logged  # the previews are in what was read
+    for secret in ("pia.secret", "quo@private", "1977", "1966", "86543210", "86543211", "86543299"):
+        assert secret not in logged, secret

@@ -13,7 +13,7 @@ from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.membership.sensors import SHA256_TAG, build_landing_applications_sensor
 from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
-from memberflow_assets_tests.helpers import HEADER, land, run_batch
+from memberflow_assets_tests.helpers import HEADER, land, read_output, run_batch
 
 GOOD = f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
 
@@ -89,18 +89,52 @@ def test_a_file_unchanged_for_the_settle_time_is_taken_at_first_sight(instance, 
     assert keys(Ticker(instance).tick()) == ["quiet"]
 
 
-def test_identical_content_is_recognised_under_any_name(instance, zones, settled):
-    land(zones, "original.csv", GOOD)
-    land(zones, "same_tick_copy.csv", GOOD)
+def test_every_landed_file_is_a_partition_and_unchanged_content_runs_nothing(instance, zones, settled):
+    """Two days' identical files (header-only days, a copy under another name) are two landed files, two
+    partitions; a file touched or dropped again unchanged is not run again."""
+    land(zones, "day_1.csv", f"{HEADER}\n")
+    land(zones, "day_2.csv", f"{HEADER}\n")
     ticker = Ticker(instance)
     first = ticker.tick()
-    assert len(first.run_requests) == 1  # two identical files in one tick: one run
-    request = first.run_requests[0]
-    assert run_batch(instance, request.partition_key, tags=request.tags).success
+    assert keys(first) == ["day_1", "day_2"]
+    for request in first.run_requests:
+        assert run_batch(instance, request.partition_key, tags=request.tags).success
 
-    land(zones, "later_copy.csv", GOOD)  # same bytes dropped again under another name
-    os.utime(zones.path(f"landing/applications/{request.partition_key}.csv"))  # and the original touched
-    assert ticker.tick().run_requests == []
+    time.sleep(0.01)
+    os.utime(zones.path("landing/applications/day_1.csv"))  # touched
+    land(zones, "day_2.csv", f"{HEADER}\n")  # dropped again, the same bytes
+    land(zones, "day_3.csv", f"{HEADER}\n")
+    assert keys(ticker.tick()) == ["day_3"]
+
+
+def test_a_file_changed_back_to_earlier_content_runs_again(instance, zones, settled):
+    """v1, then a correction v2, then upstream reverts it: the partition's outputs must be v1's again."""
+    ticker = Ticker(instance)
+    corrected = GOOD.replace("81234567", "87654321")
+    requests = []
+    for content in (GOOD, corrected, GOOD):
+        time.sleep(0.01)
+        land(zones, "monthly.csv", content)
+        [request] = ticker.tick().run_requests
+        assert run_batch(instance, request.partition_key, tags=request.tags).success
+        requests.append(request)
+    assert len({request.run_key for request in requests}) == 3
+    assert list(read_output(zones, "successful", "monthly")["mobile_no"]) == ["81234567"]
+
+
+def test_a_file_stamped_in_the_future_does_not_hide_the_files_after_it(instance, zones, settled):
+    """A skewed clock, `touch -d`, an archive's time stamps: the cursor never moves past the tick's time."""
+    land(zones, "skewed.csv", GOOD)
+    future = time.time() + 30 * 86400
+    os.utime(zones.path("landing/applications/skewed.csv"), (future, future))
+    ticker = Ticker(instance)
+    # not settled by its time at first sight (its change lies ahead): by being unchanged since the last tick
+    assert keys(ticker.tick()) + keys(ticker.tick()) == ["skewed"]
+    assert ticker.tick().run_requests == []  # and it is not requested again
+
+    land(zones, "next.csv", GOOD.replace("Ann", "Bea"))
+    assert keys(ticker.tick()) == ["next"]
+    assert json.loads(ticker.cursor)["hwm"] <= time.time()
 
 
 def test_a_rewritten_file_runs_its_partition_again(instance, zones, settled):

@@ -40,7 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.content import ImageRejected
-from memberflow_assets.images.ingestion.landing import Lander, Upload, open_lander
+from memberflow_assets.images.ingestion.landing import Lander, LandingInProgress, Upload, open_lander
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,8 @@ class KafkaIngestor:
             else:
                 uploads.append((item, item.upload()))
         for (item, _), result in zip(uploads, self.lander.land_many([u for _, u in uploads]), strict=True):
+            if isinstance(result, LandingInProgress):
+                raise result  # not landed yet: the batch is not committed, and lands again (idempotently)
             if isinstance(result, ImageRejected):
                 rejected.append((item, result))
             elif result.duplicate:

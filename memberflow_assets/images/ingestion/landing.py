@@ -10,7 +10,10 @@ same id. Registry rows are claimed *before* the files are written, in one INSERT
   twice under two different hours;
 - a crash after the claim leaves a row whose sidecar does not exist yet; the retry (a client retrying,
   or Kafka redelivering an uncommitted message) finds the row, sees the sidecar missing and writes the
-  files at the row's recorded place — no duplicate, nothing lost;
+  files at the row's recorded place — no duplicate, nothing lost. A copy that arrives while this process
+  is still landing the image waits for that landing instead (`LandingInProgress` if it failed): it is
+  answered as a duplicate only once the image is in place for good, never while a failure could still
+  withdraw it;
 - a crash before the sidecar's rename leaves nothing a reader looks at: readers go by sidecars
   (layout.py), and every file is written under a temporary name and renamed (one PUT on S3).
 
@@ -27,10 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import posixpath
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +51,7 @@ from memberflow_assets import postgres
 from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.config import IngestSettings
 from memberflow_assets.images.ingestion.content import ImageFacts, ImageRejected, inspect_image
+from memberflow_assets.images.retention.expiry import is_expired
 from memberflow_assets.settings import read_sql
 from memberflow_assets.zones import Staged, Zones
 
@@ -150,6 +157,19 @@ class Prepared:
         return [(self.sidecar.image_relpath, self.upload.data), (self.sidecar.relpath, self.sidecar.to_json())]
 
 
+class LandingInProgress(Exception):
+    """The upload is not landed, and a retry will land it: another landing of the same image by this
+    process did not finish it (it failed, or still runs after IN_PROGRESS_WAIT_SECONDS), or retention is
+    purging the image's earlier landing (its hour expired)."""
+
+    def __init__(self, image_id: str):
+        self.image_id = image_id
+        super().__init__(f"image {image_id}: not landed yet (another landing of it is not over); retry")
+
+
+IN_PROGRESS_WAIT_SECONDS = 30.0  # how long a copy waits for this process's landing of the same image
+
+
 def _key_conflict(upload: Upload) -> ImageRejected:
     return ImageRejected(
         409, "key_conflict", f"{upload.client!r} already sent a different image under key {upload.source_key!r}"
@@ -168,6 +188,11 @@ class Lander:
         self._release_sql = read_sql("images/ingest_release.sql")
         self._hours_with_partition: set[str] = set()  # registry_details partitions known to exist
         self.temporaries_removed = 0  # files of writes killed before they finished, removed by open_lander
+        # The ids each running land_prepared call of this process is landing (claimed, or about to be):
+        # a copy of one of them in another call waits until it is placed or given up (`_after_others`).
+        self._landing: dict[str, set[int]] = {}
+        self._landing_changed = threading.Condition()
+        self._calls = itertools.count()
 
     # -- landing ---------------------------------------------------------------------------------
     def land(
@@ -182,7 +207,7 @@ class Lander:
     ) -> Landed:
         """Store `data` as `client`'s image, once. Raises ImageRejected when it is not an acceptable image."""
         [result] = self.land_many([Upload(data, source, client, event_time, kafka, source_key)])
-        if isinstance(result, ImageRejected):
+        if isinstance(result, ImageRejected | LandingInProgress):
             raise result
         return result
 
@@ -212,10 +237,10 @@ class Lander:
         staged = self.zones.stage_many(groups, fsync=self.fsync, rebuildable=rebuildable)
         return [dataclasses.replace(prepared, staged=each) for prepared, each in zip(batch, staged, strict=True)]
 
-    def land_many(self, uploads: Sequence[Upload]) -> list[Landed | ImageRejected]:
+    def land_many(self, uploads: Sequence[Upload]) -> list[Landed | ImageRejected | LandingInProgress]:
         """Land a batch; per upload, what became of it. When this returns, every landed file is durable."""
         received_at = datetime.now(UTC)
-        results: list[Landed | ImageRejected | None] = [None] * len(uploads)
+        results: list[Landed | ImageRejected | LandingInProgress | None] = [None] * len(uploads)
         accepted: list[tuple[int, Prepared]] = []
         for index, upload in enumerate(uploads):
             try:
@@ -226,10 +251,11 @@ class Lander:
             results[index] = result
         return results
 
-    def land_prepared(self, batch: Sequence[Prepared]) -> list[Landed | ImageRejected]:
+    def land_prepared(self, batch: Sequence[Prepared]) -> list[Landed | ImageRejected | LandingInProgress]:
         """Land prepared uploads (one registry statement, one durability barrier); per upload, what became
         of it. Staged files that are not needed (a duplicate, a key conflict) are removed."""
-        results: list[Landed | ImageRejected | None] = [None] * len(batch)
+        call = next(self._calls)
+        results: list[Landed | ImageRejected | LandingInProgress | None] = [None] * len(batch)
         attempts: dict[str, tuple[int, Prepared]] = {}  # image id -> its first upload in the batch
         repeats: list[tuple[int, int]] = []  # (index, index of the first upload of the same image)
         unused: list[Staged] = []  # staged files of uploads that write nothing
@@ -243,6 +269,8 @@ class Lander:
             index, prepared = attempts.pop(image_id)
             results[index] = _key_conflict(prepared.upload)
             unused.append(prepared.staged)
+        others: list[tuple[int, Prepared]] = []  # being landed by another call of this process
+        self._begin_landing(call, attempts)
         try:
             claimed = self._claim([prepared for _, prepared in attempts.values()])
             registered = self.lookup_many([image_id for image_id in attempts if image_id not in claimed])
@@ -250,6 +278,10 @@ class Lander:
             to_write: list[Prepared] = []  # new landings to write, and interrupted ones to finish
             for image_id, (index, prepared) in attempts.items():
                 row = registered.get(image_id)
+                if image_id not in claimed and self._landed_by_another_call(call, image_id):
+                    others.append((index, prepared))
+                    unused.append(prepared.staged)
+                    continue
                 if image_id in claimed:
                     if prepared.staged is None:
                         to_write.append(prepared)
@@ -278,10 +310,54 @@ class Lander:
             unused = [prepared.staged for prepared in batch]  # what a failure did not rename goes
             raise
         finally:
+            self._end_landing(call, attempts)
             self.zones.discard([each for each in unused if each is not None])
+        for index, result in self._after_others(call, others):
+            results[index] = result
         for index, first_index in repeats:
             first = results[first_index]
             results[index] = dataclasses.replace(first, duplicate=True) if isinstance(first, Landed) else first
+        return results
+
+    def _begin_landing(self, call: int, attempts: dict[str, tuple[int, Prepared]]) -> None:
+        with self._landing_changed:
+            for image_id in attempts:
+                self._landing.setdefault(image_id, set()).add(call)
+
+    def _end_landing(self, call: int, attempts: dict[str, tuple[int, Prepared]]) -> None:
+        with self._landing_changed:
+            for image_id in attempts:
+                calls = self._landing.get(image_id, set())
+                calls.discard(call)
+                if not calls:
+                    self._landing.pop(image_id, None)
+            self._landing_changed.notify_all()
+
+    def _landed_by_another_call(self, call: int, image_id: str) -> bool:
+        with self._landing_changed:
+            return bool(self._landing.get(image_id, set()) - {call})
+
+    def _after_others(
+        self, call: int, others: list[tuple[int, Prepared]]
+    ) -> list[tuple[int, Landed | LandingInProgress]]:
+        """The results of copies of images other calls were landing, once those calls are done (this call's
+        own landings are over, so two calls never wait for each other): a duplicate when the image is in
+        place, else LandingInProgress."""
+        if not others:
+            return []
+        deadline = time.monotonic() + IN_PROGRESS_WAIT_SECONDS
+        with self._landing_changed:
+            self._landing_changed.wait_for(
+                lambda: not any(self._landing.get(p.image_id, set()) - {call} for _, p in others),
+                timeout=max(deadline - time.monotonic(), 0),
+            )
+        rows = self.lookup_many([prepared.image_id for _, prepared in others])
+        results: list[tuple[int, Landed | LandingInProgress]] = []
+        for index, prepared in others:
+            row = rows.get(prepared.image_id)
+            unfinished, landed = (None, None) if row is None else self._registered(prepared, row)
+            finished = isinstance(landed, Landed) and unfinished is None and row.status != "purged"
+            results.append((index, landed if finished else LandingInProgress(prepared.image_id)))
         return results
 
     def _losing_keys(self, attempts: dict[str, tuple[int, Prepared]]) -> list[str]:
@@ -362,8 +438,11 @@ class Lander:
         except psycopg2.Error:
             log.exception("could not release registry claims %s; a retry will complete them", sorted(claimed))
 
-    def _registered(self, prepared: Prepared, row: RegistryRow) -> tuple[Prepared | None, Landed]:
-        """An image registered before: the result, and what to write if a crash interrupted its landing."""
+    def _registered(self, prepared: Prepared, row: RegistryRow) -> tuple[Prepared | None, Landed | LandingInProgress]:
+        """An image registered before: the result, and what to write if a crash interrupted its landing.
+        A row of an expired hour without its sidecar is being purged (retention deletes the hour's files
+        before it makes its rows tombstones): it is not written back into the purged hour; the retry,
+        once the row is a tombstone, lands the image anew."""
         registered = dataclasses.replace(
             prepared.sidecar,
             source=row.source or prepared.sidecar.source,
@@ -376,6 +455,8 @@ class Lander:
         )
         if row.status != "landed" or self.zones.exists(registered.relpath):
             return None, landed
+        if is_expired(layout.hour_key(row.received_at), datetime.now(UTC)):
+            return None, LandingInProgress(registered.image_id)
         if registered.image_relpath != row.landing_path:
             raise RuntimeError(f"image {registered.image_id}: registry path {row.landing_path} is not the layout's")
         log.warning("image %s: finishing a landing interrupted after its registry claim", registered.image_id)

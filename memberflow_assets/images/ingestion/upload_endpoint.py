@@ -38,7 +38,14 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from memberflow_assets.images.ingestion.admission import Admission, Hold, Overloaded
 from memberflow_assets.images.ingestion.api_keys import ApiKeys
 from memberflow_assets.images.ingestion.content import ImageRejected
-from memberflow_assets.images.ingestion.landing import Landed, Lander, Prepared, Upload, image_id_for
+from memberflow_assets.images.ingestion.landing import (
+    Landed,
+    Lander,
+    LandingInProgress,
+    Prepared,
+    Upload,
+    image_id_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ FILE_FIELDS = ("file", "image")
 MAX_MULTIPART_PARTS = 16  # the image and a few form fields
 REGISTRY_UNAVAILABLE = "the image registry is unavailable"
 STORAGE_UNAVAILABLE = "the image storage is unavailable"
+LANDING_NOT_FINISHED = "the same image was being landed and that landing did not finish; retry"
 INTERNAL_ERROR = {"code": "internal", "detail": "internal error; it has been logged"}
 # The validation time one client's uploads may take in a batch; its other uploads wait for the next
 # batch, so crafted images that are slow to validate delay another client's upload by little.
@@ -260,6 +268,8 @@ def error_answer(error: Exception) -> tuple[int, dict, dict[str, str] | None]:
         return error.status, {"code": error.code, "detail": error.detail}, error.headers
     if isinstance(error, ImageRejected):
         return error.status, {"code": error.code, "detail": error.detail}, None
+    if isinstance(error, LandingInProgress):  # a copy of an image whose landing failed meanwhile
+        return 503, {"code": "unavailable", "detail": LANDING_NOT_FINISHED}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
         log.error("registry unavailable: %s", error)
         return 503, {"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, None

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -15,7 +16,7 @@ import pytest
 from memberflow_assets import postgres
 from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.content import ImageRejected
-from memberflow_assets.images.ingestion.landing import Lander, Upload, image_id_for
+from memberflow_assets.images.ingestion.landing import Lander, LandingInProgress, Upload, image_id_for
 from memberflow_assets.postgres import ConnectionPool
 from memberflow_assets.testing.images import jpeg_of_about, small_image, unique_jpeg
 from memberflow_assets.zones import Zones
@@ -127,6 +128,64 @@ def test_failed_write_releases_the_claim_so_a_retry_lands(lander, memberflow_env
     assert (memberflow_env / layout.sidecar_relpath(landed.received_at, landed.image_id)).exists()
 
 
+class PausingZones(Zones):
+    """The first landing's files are put in place, then it waits for `go` and, with `fail`, fails as a
+    folder fsync after the renames would; later landings write normally."""
+
+    def __init__(self, root: str, fail: bool):
+        super().__init__(root)
+        self.fail, self.placed, self.go, self.first = fail, threading.Event(), threading.Event(), True
+
+    def write_all(self, files, fsync: bool = False) -> None:
+        super().write_all(files, fsync)
+        if self.first:
+            self.first = False
+            self.placed.set()
+            assert self.go.wait(30)
+            if self.fail:
+                raise OSError("folder fsync failed")
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["the first landing fails", "the first landing succeeds"])
+def test_a_copy_sent_while_the_image_is_landing_is_answered_only_once_it_is_in_place(
+    lander, memberflow_env, pg_dsn, fails
+):
+    """A client retrying while its first upload is still landing: the copy sees the claimed row, even the
+    files in place, but the first landing can still fail and withdraw them. The copy must not be answered
+    as a duplicate before the first landing is over — a 200 for an image that is then gone."""
+    zones = PausingZones(str(memberflow_env), fail=fails)
+    pausing = Lander(zones, lander.pool, lander.max_pixels)
+    data = small_image("PNG", 77)
+    first, copy = {}, {}
+
+    def land(into: dict) -> None:
+        try:
+            into["result"] = pausing.land(data, source="api", client="alice")
+        except Exception as error:
+            into["result"] = error
+
+    threads = [threading.Thread(target=land, args=(first,))]
+    threads[0].start()
+    assert zones.placed.wait(30)  # the image and its sidecar are in place, the first landing not over
+    threads.append(threading.Thread(target=land, args=(copy,)))
+    threads[1].start()
+    threads[1].join(0.5)
+    assert threads[1].is_alive()  # the copy waits for the first landing
+    zones.go.set()
+    for thread in threads:
+        thread.join(30)
+
+    if fails:
+        assert isinstance(first["result"], OSError)
+        assert isinstance(copy["result"], LandingInProgress)  # not a duplicate of an image that is gone
+        assert registry_rows(pg_dsn) == [] and landed_files(memberflow_env) == []
+        assert not lander.land(data, source="api", client="alice").duplicate  # the retry lands it
+    else:
+        assert not first["result"].duplicate and copy["result"].duplicate
+        assert copy["result"].image_id == first["result"].image_id
+    assert len(landed_files(memberflow_env)) == 2 and len(registry_rows(pg_dsn)) == 1
+
+
 CRASH_AFTER_CLAIM = """
 import os, signal, sys
 from pathlib import Path
@@ -163,18 +222,23 @@ def test_crash_after_claim_is_completed_by_the_retry(lander, memberflow_env, pg_
     assert len(registry_rows(pg_dsn)) == 1
 
 
+def tombstone_every_row(dsn: str) -> None:
+    """Retention's second step for every registry row: only a tombstone is kept."""
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE images.registry SET status = 'purged', purged_at = now(), source = NULL, client = NULL,"
+            " sha256 = NULL, size_bytes = NULL, content_type = NULL, received_at = NULL, hour_key = NULL,"
+            " landing_path = NULL"
+        )
+
+
 def test_relanding_after_purge_revives_the_tombstone(lander, memberflow_env, pg_dsn):
     data = small_image("WEBP")
     first = lander.land(data, source="api", client="alice")
     # What retention (issue 5) does: delete the files, keep only a tombstone.
     for path in landed_files(memberflow_env):
         os.remove(memberflow_env / path)
-    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE images.registry SET status = 'purged', purged_at = now(), source = NULL, client = NULL,"
-            " sha256 = NULL, size_bytes = NULL, content_type = NULL, received_at = NULL, hour_key = NULL,"
-            " landing_path = NULL"
-        )
+    tombstone_every_row(pg_dsn)
     assert lander.lookup(first.image_id).status == "purged"
 
     again = lander.land(data, source="api", client="alice")
@@ -182,6 +246,25 @@ def test_relanding_after_purge_revives_the_tombstone(lander, memberflow_env, pg_
     row = lander.lookup(first.image_id)
     assert (row.status, row.client, row.sha256, row.purged_at) == ("landed", "alice", first.sha256, None)
     assert len(landed_files(memberflow_env)) == 2
+
+
+def test_a_copy_sent_while_retention_purges_its_hour_is_not_written_back_into_it(lander, memberflow_env, pg_dsn):
+    """Retention deletes an expired hour's files, then makes its rows tombstones: a copy arriving in between
+    sees a row without its sidecar, which is not an interrupted landing to finish in the purged hour."""
+    data = small_image("WEBP", 5)
+    expired = datetime.now(UTC) - timedelta(days=8)
+    [first] = lander.land_prepared([lander.prepare(Upload(data, "api", "alice"), received_at=expired)])
+    for path in landed_files(memberflow_env):  # retention's first step
+        os.remove(memberflow_env / path)
+
+    with pytest.raises(LandingInProgress):
+        lander.land(data, source="api", client="alice")
+    assert landed_files(memberflow_env) == []
+
+    tombstone_every_row(pg_dsn)  # retention's second step; the retry lands the image anew, now
+    again = lander.land(data, source="api", client="alice")
+    assert again.image_id == first.image_id and not again.duplicate
+    assert again.received_at > first.received_at and len(landed_files(memberflow_env)) == 2
 
 
 def test_producer_key_reused_for_different_bytes_is_a_conflict(lander, pg_dsn):

@@ -14,8 +14,14 @@ import pytest
 
 from memberflow_assets.images.ingestion.admission import Admission
 from memberflow_assets.images.ingestion.api_keys import ApiKeys, mint_key
-from memberflow_assets.images.ingestion.landing import open_lander
-from memberflow_assets.images.ingestion.upload_endpoint import BodyLimits, UploadBatches, UploadEndpoint, settle
+from memberflow_assets.images.ingestion.landing import LandingInProgress, open_lander
+from memberflow_assets.images.ingestion.upload_endpoint import (
+    BodyLimits,
+    UploadBatches,
+    UploadEndpoint,
+    error_answer,
+    settle,
+)
 from memberflow_assets.settings import Settings
 from memberflow_assets.testing.images import jpeg_of_about, small_image, unique_jpeg
 from memberflow_assets.zones import Zones
@@ -187,3 +193,10 @@ def test_a_client_whose_uploads_are_slow_to_validate_waits_for_later_batches_not
     assert 0 < deferred < 10  # some of bob's uploads went in the first batch, the rest later
     assert [status for status, _ in answers] == [201] * 11
     assert len(batching.registry()) == 11
+
+
+def test_a_copy_of_an_image_whose_first_landing_failed_is_answered_503_with_retry_after():
+    """LandingInProgress (test_landing.py): the upload is not landed, and a retry will land it."""
+    status, body, headers = error_answer(LandingInProgress("f" * 32))
+    assert (status, body["code"]) == (503, "unavailable") and headers and int(headers["Retry-After"]) > 0
+    assert "f" * 32 not in body["detail"]

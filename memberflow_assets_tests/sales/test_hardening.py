@@ -341,6 +341,47 @@ def test_existing_rows_in_the_future_are_reported_and_new_ones_refused(pg_dsn, t
         run(pg_dsn, "UPDATE sales.transactions SET completed_at = '2999-01-01'")
 
 
+def test_existing_times_the_warehouse_cannot_load_are_reported_and_new_ones_refused(
+    pg_dsn, tmp_path, monkeypatch, caplog
+):
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in postgres.migration_files():
+        if path.name < "0065":
+            (before / path.name).symlink_to(path)
+    real = postgres.MIGRATIONS_DIR
+    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", before)
+    migrated(pg_dsn)
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        add_item(cursor, "Kettle", "19.99", "1.200")
+        old = add_item(cursor, "Amphora", "5.00", "2.000")
+        cursor.execute("UPDATE sales.items SET discontinued_at = '0044-03-15 BC' WHERE item_id = %s", (old,))
+    connection.close()
+    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", real)
+
+    assert postgres.apply_migrations(pg_dsn)[0].startswith("0065_")
+
+    assert f"sales.items holds rows whose discontinued_at the warehouse cannot load (item_id: {old})" in caplog.text
+    validated = run(
+        pg_dsn, "SELECT conname::text, convalidated FROM pg_constraint WHERE conname LIKE %s ORDER BY 1", "%_loadable"
+    )
+    assert validated == [
+        ("items_discontinued_at_loadable", False),
+        ("transactions_completed_at_loadable", True),
+        ("transactions_created_at_loadable", True),
+    ]
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        run(pg_dsn, "UPDATE sales.items SET discontinued_at = '294270-01-01' WHERE item_id = 1")
+
+
+def test_no_writer_can_record_a_sale_at_a_time_the_warehouse_cannot_load(sales_dsn):
+    for created_at in ("'0044-03-15 BC'", "'-infinity'"):
+        # completed_at >= created_at: with created_at bounded, Logistics cannot complete a sale in 44 BC
+        with pytest.raises(psycopg2.errors.CheckViolation, match="transactions_created_at_loadable"):
+            run(sales_dsn, f"INSERT INTO sales.transactions (membership_id, total_price, total_weight_kg, created_at) "
+                           f"VALUES ('{MEMBER}', 1, 1, {created_at})")  # fmt: skip
+
+
 # -- as on RDS: the platform's role is no superuser ------------------------------------------------
 def test_a_platform_role_that_is_no_superuser_migrates_and_offboards(pg_server_uri, make_database, caplog):
     """Set up as docs/access.md says for RDS: LOGIN CREATEROLE, pg_signal_backend, owner of its database."""

@@ -6,7 +6,8 @@ import re
 import subprocess
 import sys
 import time
-from datetime import date
+from contextlib import ExitStack, closing
+from datetime import date, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -196,6 +197,33 @@ def test_a_transaction_committed_after_a_refresh_started_is_loaded_by_the_next_o
     assert second.transactions_loaded >= 1
     with open_published(path) as connection:
         assert checks.reconcile_with_postgres(connection, shop).matches
+
+
+def test_only_sessions_that_can_write_sales_hold_the_watermark_back(shop, tmp_path):
+    """Reproduced: an analyst's `BEGIN; SELECT txid_current();` left idle pinned the watermark at its start,
+    so every incremental refresh re-read everything since. Analytics and Sales cannot write transactions
+    or lines, so their sessions no longer count; Logistics' still do (it completes transactions)."""
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+
+    def idle_with_a_transaction_id(session) -> datetime:
+        with session.cursor() as cursor:
+            cursor.execute("SELECT txid_current(), now()")
+            return cursor.fetchone()[1]  # the transaction's start, left open
+
+    with ExitStack() as stack:
+        session = {
+            team: stack.enter_context(closing(login(shop, stack.enter_context(team_user(shop, team)))))
+            for team in ("analytics", "sales", "logistics")
+        }
+        pinned = [idle_with_a_transaction_id(session[team]) for team in ("analytics", "sales")]
+        time.sleep(0.1)
+        first = refresh_warehouse(shop, path)
+        assert first.watermark > max(pinned)
+        assert refresh_warehouse(shop, path).changed_since == first.watermark
+        completing = idle_with_a_transaction_id(session["logistics"])
+        time.sleep(0.1)
+        assert refresh_warehouse(shop, path).watermark == completing
 
 
 def write_outcomes(zones: Zones, kind: str, batch: str, outcomes: list[tuple[bool, str]]) -> None:

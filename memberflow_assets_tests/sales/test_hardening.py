@@ -285,6 +285,27 @@ def test_logistics_cannot_complete_a_transaction_in_the_future(sessions, complet
     assert result == expected
 
 
+def test_an_update_by_logistics_that_changes_nothing_does_not_mark_every_transaction_changed(sessions):
+    """Reproduced: `UPDATE sales.transactions SET status = status` gave every transaction, completed ones too,
+    a new updated_at, and the next incremental warehouse refresh re-extracted all of them."""
+    session = sessions["logistics"]
+    updated_at = "SELECT transaction_id, updated_at FROM sales.transactions ORDER BY 1"
+    try:
+        with session.cursor() as cursor:
+            cursor.execute(updated_at)
+            before = dict(cursor.fetchall())
+            cursor.execute("UPDATE sales.transactions SET status = status, completed_at = completed_at")
+            assert cursor.rowcount == len(before) == 2
+            cursor.execute(updated_at)
+            assert dict(cursor.fetchall()) == before
+            cursor.execute("UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 1")
+            cursor.execute(updated_at)
+            after = dict(cursor.fetchall())
+            assert after[1] > before[1] and after[2] == before[2]  # a completion still counts as a change
+    finally:
+        session.rollback()
+
+
 @pytest.mark.parametrize(
     "statement",
     [

@@ -345,17 +345,23 @@ def _lock_timeout_error(dsn: str, what: str, waited_seconds: float) -> Migration
     return MigrationError(lock_wait_message(dsn, what, waited_seconds, "then run `memberflow migrate` again."))
 
 
-def lock_wait_message(dsn: str, what: str, waited_seconds: float, then: str) -> str:
+def lock_wait_message(dsn: str | PgConnection, what: str, waited_seconds: float, then: str) -> str:
     """What to tell an operator when `what` gave up waiting for a lock: the sessions holding locks now
-    (the likely culprits: a team user's idle transaction, a LOCK TABLE) and what happens `then`."""
+    (the likely culprits: a team user's idle transaction, a LOCK TABLE) and what happens `then`.
+
+    `dsn` may be a connection (with no transaction of its own open, so its locks are not listed) when
+    the DSN is not at hand: it is used for the report and left open."""
     try:
-        connection = connect(dsn, "memberflow-lock-report")
+        connection = connect(dsn, "memberflow-lock-report") if isinstance(dsn, str) else dsn
         try:
             with connection.cursor() as cursor:
                 cursor.execute(read_sql("postgres/lock_holders.sql"))
                 holders = cursor.fetchall()
+            if connection is dsn:
+                connection.rollback()
         finally:
-            connection.close()
+            if connection is not dsn:
+                connection.close()
         sessions = "; ".join(
             f"pid {pid} user {user} ({state or 'state hidden'}"
             f"{f', transaction open since {since:%Y-%m-%d %H:%M:%S %Z}' if since else ''}"

@@ -19,9 +19,15 @@ from datetime import date
 import duckdb
 import numpy as np
 import pandas as pd
+import psycopg2.errors
 from psycopg2.extensions import connection as PgConnection
 
+from memberflow_assets import postgres
 from memberflow_assets.settings import read_sql
+
+# How long the demo waits for a lock on the sales tables (a Sales user's SELECT ... FOR UPDATE on the
+# items, which every new line's foreign key needs to share) before it fails naming who holds it.
+DEMO_LOCK_TIMEOUT_SECONDS = 60.0
 
 # fmt: off
 _MAKERS = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Tyrell", "Soylent", "Hooli",
@@ -33,6 +39,10 @@ _PRODUCTS = ["Kettle", "Backpack", "Lamp", "Blender", "Headphones", "Yoga Mat", 
              "Coffee Beans", "Cat Tree", "Novel", "Water Bottle", "Toaster", "Sneakers", "Tent", "Monitor", "Vitamins",
              "Saucepan", "Garden Hose"]
 # fmt: on
+
+
+class DemoLockTimeout(RuntimeError):
+    """The demo gave up waiting for a lock on the sales tables (someone holds one)."""
 
 
 @dataclass(frozen=True)
@@ -182,9 +192,27 @@ def _insert(cursor, transactions_csv: str, lines_csv: str) -> tuple[int, int, in
 
 def seed_demo_sales(connection: PgConnection, spec: DemoSpec = DemoSpec()) -> DemoResult:
     """Create the demo catalogue (if none) and demo transactions for members without any, in the
-    caller's database transaction. Concurrent callers wait for each other (advisory lock)."""
+    caller's database transaction. Concurrent callers wait for each other (advisory lock).
+
+    A lock on the sales tables is waited for at most DEMO_LOCK_TIMEOUT_SECONDS: then the caller's
+    transaction is rolled back and DemoLockTimeout names the sessions holding locks.
+    """
+    try:
+        return _seed(connection, spec)
+    except psycopg2.errors.LockNotAvailable as error:
+        connection.rollback()  # before listing the holders: this transaction's own locks are not the story
+        raise DemoLockTimeout(
+            postgres.lock_wait_message(
+                connection, "the sales demo", DEMO_LOCK_TIMEOUT_SECONDS, "nothing was written; run it again."
+            )
+        ) from error
+
+
+def _seed(connection: PgConnection, spec: DemoSpec) -> DemoResult:
     with tempfile.TemporaryDirectory(prefix="memberflow-demo-") as folder, connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext('memberflow_sales_demo'))")
+        # After the demo's own lock: a concurrent demo run is waited for, a team's lock only so long.
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{DEMO_LOCK_TIMEOUT_SECONDS * 1000:.0f}",))
         manufacturers_created, items_created = _ensure_catalogue(cursor, spec, folder)
         members_csv, catalogue_csv = os.path.join(folder, "members.csv"), os.path.join(folder, "catalogue.csv")
         _copy_out(

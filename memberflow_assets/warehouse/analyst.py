@@ -3,8 +3,8 @@ No Dagster, no marimo (the notebook, analytics/warehouse.py, only shows what thi
 and the charts, drawn here once per change of the data for every session).
 
 The app serves many analysts from one process, and one of its cells runs the SQL an analyst types. So
-the connection is more than read-only: the cell runs one SELECT (or EXPLAIN) statement and nothing
-else (no COPY, ATTACH, SET, CREATE, PRAGMA, ...); DuckDB's file access is switched off except for the
+the connection is more than read-only: the cell runs one SELECT statement (or an EXPLAIN of one) and
+nothing else (no COPY, ATTACH, SET, CREATE, PRAGMA, ...); DuckDB's file access is switched off except for the
 image metadata the views read (a query cannot read other files, e.g. the zones' personal data or the
 process's environment), and the configuration is locked so SQL cannot switch it back; memory and
 threads are capped, a query is interrupted after `query_timeout` seconds, and at most `max_rows` rows
@@ -33,7 +33,6 @@ from memberflow_assets.warehouse import charts, versions
 from memberflow_assets.zones import Zones
 
 CHART_QUERIES = SQL_DIR / "analyst" / "notebook"  # one .sql file per chart of the app
-ALLOWED_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 SAMPLE_QUERIES = SQL_DIR / "analyst"  # the sample analyst queries, offered in the SQL cell
 log = logging.getLogger("memberflow.analytics")
 CHART_RETRY_SECONDS = 30.0
@@ -54,6 +53,42 @@ class QueryResult:
     truncated: bool = False  # more rows than max_rows: only the first max_rows were fetched
     seconds: float = 0.0
     error: str | None = None
+
+
+def explained_statement(sql: str) -> str:
+    """The statement an EXPLAIN [ANALYZE] [(options)] statement wraps, found with DuckDB's own tokenizer
+    (so comments anywhere are skipped)."""
+    spans = duckdb.tokenize(sql)
+    ends = [start for start, _ in spans[1:]] + [len(sql)]
+    tokens = [
+        (start, sql[start:end].strip().lower(), kind)
+        for (start, kind), end in zip(spans, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+    position = 1  # tokens[0] is EXPLAIN
+    if position < len(tokens) and tokens[position][1] in ("analyze", "analyse"):
+        position += 1
+    if position < len(tokens) and tokens[position][1].startswith("("):  # options: skip to their ")"
+        depth = 0
+        while position < len(tokens):
+            _, text, kind = tokens[position]
+            position += 1
+            if kind == duckdb.token_type.operator:
+                depth += text.count("(") - text.count(")")
+                if depth <= 0:
+                    break
+    return sql[tokens[position][0] :] if position < len(tokens) else ""
+
+
+def is_select(cursor: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """Whether `sql` is one SELECT statement, or an EXPLAIN of one. EXPLAIN ANALYZE runs the statement
+    it wraps, so `EXPLAIN ANALYZE CREATE TEMP TABLE ...` or `... SET VARIABLE ...` would otherwise pass."""
+    statements = cursor.extract_statements(sql)
+    if len(statements) != 1:
+        return False
+    if statements[0].type == duckdb.StatementType.EXPLAIN:
+        return is_select(cursor, explained_statement(statements[0].query))
+    return statements[0].type == duckdb.StatementType.SELECT
 
 
 def sample_queries() -> dict[str, str]:
@@ -199,9 +234,10 @@ class AnalystWarehouse:
         timer = threading.Timer(self.query_timeout, cursor.interrupt)
         timer.start()
         try:
-            statements = cursor.extract_statements(sql)
-            if len(statements) != 1 or statements[0].type not in ALLOWED_STATEMENTS:
-                return QueryResult(None, error="the SQL cell runs one SELECT (or EXPLAIN) statement, nothing else")
+            if not is_select(cursor, sql):
+                return QueryResult(
+                    None, error="the SQL cell runs one SELECT statement (or an EXPLAIN of one), nothing else"
+                )
             cursor.execute(sql)
             if cursor.description is None:
                 return QueryResult(pd.DataFrame(), seconds=time.monotonic() - started)

@@ -18,6 +18,12 @@ next connection sees the new one, and no reader is ever refused or makes a refre
 Files are written with DuckDB's storage compatibility version v1.5.0, so the DuckDB shell the project
 installs (duckdb-cli 1.5) opens them read-only; a current version in another format (an older
 deployment's) is not copied but rebuilt from scratch.
+
+A published version is read-only on disk (mode 0444): an analyst who opens it without `-readonly` is
+refused instead of getting a read-write session that locks every other reader out and changes the
+published file. Its name carries the SHA-256 of its content, checked while the next draft copies it:
+a version changed after publishing (by root, whom no file mode stops) or unreadable is not carried
+forward; that draft starts from an empty file, so the refresh becomes a full one.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import contextlib
 import fcntl
 import glob
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -45,7 +52,10 @@ STORAGE_COMPATIBILITY_VERSION = "v1.5.0"
 # How long a replaced version stays on disk for the readers that still have it open.
 REPLACED_VERSION_GRACE_SECONDS = 3600.0
 SALES_VIEWS_SQL = "warehouse/bi_views.sql"
-VERSION_NAME = re.compile(r"^(\d{17})-[0-9a-f]{8}\.duckdb$")
+# <publish time, µs>-<SHA-256 of the content, 32 hex>.duckdb; 8 random hex: an older release's version
+VERSION_NAME = re.compile(r"^(\d{17})-([0-9a-f]{32}|[0-9a-f]{8})\.duckdb$")
+PUBLISHED_MODE = 0o444
+log = logging.getLogger("memberflow.warehouse")
 
 
 def versions_folder(warehouse_path: str) -> str:
@@ -169,16 +179,57 @@ def _remove_leftovers(warehouse_path: str) -> None:
                 os.remove(leftover)
 
 
+def _digest_file(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:32]
+
+
+def _copy_digesting(source: str, target: str) -> str:
+    """Copy source to a new (writable) file target; returns the digest of what was copied."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as reading, open(target, "wb") as writing:
+        while chunk := reading.read(1 << 20):
+            digest.update(chunk)
+            writing.write(chunk)
+    return digest.hexdigest()[:32]
+
+
+def _copy_current(current: str, draft_path: str) -> bool:
+    """Copy the current version into the draft; False when it must not be carried forward."""
+    recorded = VERSION_NAME.match(os.path.basename(current))
+    recorded = recorded.group(2) if recorded and len(recorded.group(2)) == 32 else None
+    try:
+        copied = _copy_digesting(current, draft_path)
+    except OSError as error:
+        log.warning("warehouse version %s cannot be read (%s): building the next version from scratch", current, error)
+        return False
+    if recorded is None:  # an older release's version, maybe written in place: its WAL holds its last writes
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(f"{current}.wal", f"{draft_path}.wal")
+    elif copied != recorded:
+        log.warning(
+            "warehouse version %s changed after it was published (opened for writing by hand?): "
+            "not copied, building the next version from scratch",
+            current,
+        )
+        return False
+    return True
+
+
 def _start_from_current(warehouse_path: str, draft_path: str, zones: Zones | None) -> Draft:
     current = current_version(warehouse_path)
     if current is not None:
-        shutil.copyfile(current, draft_path)
-        with contextlib.suppress(FileNotFoundError):  # a version written in place by an older release
-            shutil.copyfile(f"{current}.wal", f"{draft_path}.wal")
-        connection = _open_for_writing(draft_path, zones)
-        if _storage_version(connection) == f"{STORAGE_COMPATIBILITY_VERSION}+":
-            return Draft(connection, current)
-        connection.close()  # another storage format: start afresh rather than keep a file the shell cannot read
+        if _copy_current(current, draft_path):
+            try:
+                connection = _open_for_writing(draft_path, zones)
+            except duckdb.Error as error:  # damaged: start afresh rather than fail every refresh
+                log.warning(
+                    "warehouse version %s cannot be opened (%s): building the next one from scratch", current, error
+                )
+            else:
+                if _storage_version(connection) == f"{STORAGE_COMPATIBILITY_VERSION}+":
+                    return Draft(connection, current)
+                connection.close()  # another storage format: start afresh rather than keep a file the shell cannot read
         for path in (draft_path, f"{draft_path}.wal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
@@ -227,16 +278,17 @@ def republish_views(warehouse_path: str, zones: Zones | None) -> str:
 def publish(draft_path: str, warehouse_path: str, grace_seconds: float = REPLACED_VERSION_GRACE_SECONDS) -> str:
     """Make a finished (closed, checkpointed) database file the current warehouse, atomically and durably.
 
-    The file becomes a new version in the versions folder and `warehouse_path`, a symbolic link, is
-    switched to it with one rename. Versions replaced more than `grace_seconds` ago are deleted.
-    Returns the new version's path.
+    The file becomes a new version in the versions folder, read-only and named with its digest, and
+    `warehouse_path`, a symbolic link, is switched to it with one rename. Versions replaced more than
+    `grace_seconds` ago are deleted. Returns the new version's path.
     """
     warehouse_path = os.path.abspath(warehouse_path)
     folder = os.path.dirname(warehouse_path)
     versions = versions_folder(warehouse_path)
     os.makedirs(versions, exist_ok=True)
-    version = os.path.join(versions, f"{time.time_ns() // 1000:017d}-{uuid.uuid4().hex[:8]}.duckdb")
+    version = os.path.join(versions, f"{time.time_ns() // 1000:017d}-{_digest_file(draft_path)}.duckdb")
     fsync_path(draft_path)
+    os.chmod(draft_path, PUBLISHED_MODE)  # before it is visible: no reader ever sees it writable
     os.replace(draft_path, version)
     link = os.path.join(folder, f".{os.path.basename(warehouse_path)}.{uuid.uuid4().hex}.link")
     os.symlink(os.path.relpath(version, folder), link)

@@ -1,6 +1,8 @@
 """The deterministic demo data generator, its command, and the demo flow in Dagster: members from the
 membership pipeline -> sales_demo_data -> the warehouse, each started by a sensor."""
 
+import time
+
 import dagster as dg
 import psycopg2
 import pytest
@@ -8,11 +10,12 @@ import pytest
 from memberflow_assets import cli
 from memberflow_assets.definitions import defs
 from memberflow_assets.membership.samples import generate_applications
+from memberflow_assets.sales import demo_data
 from memberflow_assets.sales.demo_data import DemoSpec, seed_demo_sales
 from memberflow_assets.settings import Settings
 from memberflow_assets.warehouse.versions import open_published
 from memberflow_assets_tests.helpers import deployment_defs, land, run_batch
-from memberflow_assets_tests.sales_data import add_item, add_members, migrated
+from memberflow_assets_tests.sales_data import add_item, add_members, login, migrated, team_user
 
 MEMBERS = [f"member{number}_{number:05x}" for number in range(40)]
 SMALL = DemoSpec(manufacturers=4, items=30)
@@ -94,6 +97,34 @@ def test_an_existing_catalogue_is_used_as_it_is_and_discontinued_items_are_not_s
         cursor.execute("SELECT DISTINCT item_id FROM sales.transaction_lines")
         assert cursor.fetchall() == [(kept,)]
     connection.close()
+
+
+def test_a_sales_user_locking_the_items_makes_the_demo_fail_soon_naming_them(make_database, monkeypatch):
+    """Reproduced: a Sales user's `BEGIN; SELECT item_id FROM sales.items FOR UPDATE;` left open blocked the
+    demo with no time limit (each new line's foreign key shares a lock on its item)."""
+    dsn = migrated(make_database())
+    add_members(dsn, MEMBERS[:2])
+    seed(dsn)  # the catalogue
+    add_members(dsn, MEMBERS[2:4])
+    monkeypatch.setattr(demo_data, "DEMO_LOCK_TIMEOUT_SECONDS", 0.5)
+    with team_user(dsn, "sales", prefix="locking_seller") as user:
+        seller = login(dsn, user)
+        try:
+            seller.cursor().execute("SELECT item_id FROM sales.items FOR UPDATE")  # transaction left open
+            started = time.monotonic()
+            demo = psycopg2.connect(dsn, options="-c statement_timeout=20s")  # so that no limit fails, not hangs
+            try:
+                with pytest.raises(demo_data.DemoLockTimeout) as failure, demo:
+                    seed_demo_sales(demo, SMALL)
+            finally:
+                demo.close()
+            assert time.monotonic() - started < 10
+            message = str(failure.value)
+            assert "the sales demo waited 0.5 s for a lock and gave up" in message
+            assert f"user {user} (idle in transaction" in message and "sales.items" in message
+        finally:
+            seller.close()
+    assert seed(dsn).members_served == 2  # nothing was written by the failed run; the lock has gone
 
 
 def test_without_members_only_the_catalogue_is_created(make_database):

@@ -285,6 +285,27 @@ def test_logistics_cannot_complete_a_transaction_in_the_future(sessions, complet
     assert result == expected
 
 
+def test_an_update_by_logistics_that_changes_nothing_does_not_mark_every_transaction_changed(sessions):
+    """Reproduced: `UPDATE sales.transactions SET status = status` gave every transaction, completed ones too,
+    a new updated_at, and the next incremental warehouse refresh re-extracted all of them."""
+    session = sessions["logistics"]
+    updated_at = "SELECT transaction_id, updated_at FROM sales.transactions ORDER BY 1"
+    try:
+        with session.cursor() as cursor:
+            cursor.execute(updated_at)
+            before = dict(cursor.fetchall())
+            cursor.execute("UPDATE sales.transactions SET status = status, completed_at = completed_at")
+            assert cursor.rowcount == len(before) == 2
+            cursor.execute(updated_at)
+            assert dict(cursor.fetchall()) == before
+            cursor.execute("UPDATE sales.transactions SET status = 'completed' WHERE transaction_id = 1")
+            cursor.execute(updated_at)
+            after = dict(cursor.fetchall())
+            assert after[1] > before[1] and after[2] == before[2]  # a completion still counts as a change
+    finally:
+        session.rollback()
+
+
 @pytest.mark.parametrize(
     "statement",
     [
@@ -339,6 +360,47 @@ def test_existing_rows_in_the_future_are_reported_and_new_ones_refused(pg_dsn, t
     assert validated == [("completed_at_not_in_future", False), ("created_at_not_in_future", True)]
     with pytest.raises(psycopg2.errors.CheckViolation):
         run(pg_dsn, "UPDATE sales.transactions SET completed_at = '2999-01-01'")
+
+
+def test_existing_times_the_warehouse_cannot_load_are_reported_and_new_ones_refused(
+    pg_dsn, tmp_path, monkeypatch, caplog
+):
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in postgres.migration_files():
+        if path.name < "0065":
+            (before / path.name).symlink_to(path)
+    real = postgres.MIGRATIONS_DIR
+    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", before)
+    migrated(pg_dsn)
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        add_item(cursor, "Kettle", "19.99", "1.200")
+        old = add_item(cursor, "Amphora", "5.00", "2.000")
+        cursor.execute("UPDATE sales.items SET discontinued_at = '0044-03-15 BC' WHERE item_id = %s", (old,))
+    connection.close()
+    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", real)
+
+    assert postgres.apply_migrations(pg_dsn)[0].startswith("0065_")
+
+    assert f"sales.items holds rows whose discontinued_at the warehouse cannot load (item_id: {old})" in caplog.text
+    validated = run(
+        pg_dsn, "SELECT conname::text, convalidated FROM pg_constraint WHERE conname LIKE %s ORDER BY 1", "%_loadable"
+    )
+    assert validated == [
+        ("items_discontinued_at_loadable", False),
+        ("transactions_completed_at_loadable", True),
+        ("transactions_created_at_loadable", True),
+    ]
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        run(pg_dsn, "UPDATE sales.items SET discontinued_at = '294270-01-01' WHERE item_id = 1")
+
+
+def test_no_writer_can_record_a_sale_at_a_time_the_warehouse_cannot_load(sales_dsn):
+    for created_at in ("'0044-03-15 BC'", "'-infinity'"):
+        # completed_at >= created_at: with created_at bounded, Logistics cannot complete a sale in 44 BC
+        with pytest.raises(psycopg2.errors.CheckViolation, match="transactions_created_at_loadable"):
+            run(sales_dsn, f"INSERT INTO sales.transactions (membership_id, total_price, total_weight_kg, created_at) "
+                           f"VALUES ('{MEMBER}', 1, 1, {created_at})")  # fmt: skip
 
 
 # -- as on RDS: the platform's role is no superuser ------------------------------------------------

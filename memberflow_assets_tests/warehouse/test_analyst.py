@@ -86,6 +86,26 @@ def test_the_sql_cell_cannot_leave_the_warehouse(analyst, attack):
     assert analyst.run("SELECT count(*) AS n FROM bi.image_metadata").frame.n.tolist() == [KNOWN["images"]]
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "EXPLAIN ANALYZE CREATE TEMP VIEW dim_member AS SELECT 1 AS pwned",  # would shadow the table, per session
+        "EXPLAIN ANALYZE CREATE OR REPLACE TEMP TABLE big AS SELECT range AS x FROM range(1000)",
+        "EXPLAIN ANALYZE SET VARIABLE x = 1",
+        "EXPLAIN ANALYZE CALL checkpoint()",
+        "explain /* hidden */ analyse (FORMAT json) create temp macro m(x) AS x + 1",
+        "EXPLAIN CREATE TABLE mine AS SELECT 1",
+    ],
+)
+def test_the_sql_cell_explains_only_select_statements(analyst, statement):
+    """Reproduced: the cell let any EXPLAIN through, and EXPLAIN ANALYZE runs the statement it wraps."""
+    result = analyst.run(statement)
+    assert result.error == "the SQL cell runs one SELECT statement (or an EXPLAIN of one), nothing else"
+    assert analyst.run("SELECT * FROM dim_member LIMIT 1").frame.columns.tolist() != ["pwned"]
+    for explained in ["EXPLAIN SELECT * FROM dim_member", "EXPLAIN ANALYZE /* why slow */ FROM fact_sales"]:
+        assert analyst.run(explained).error is None, explained
+
+
 def test_the_app_follows_newer_versions_without_a_restart(analyst, pg_dsn, zones):
     first = analyst.current()
     other_session = AnalystWarehouse.from_settings()  # another browser tab: same process, same database

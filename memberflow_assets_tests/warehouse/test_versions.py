@@ -3,7 +3,11 @@ and the DuckDB shell the project installs reading what it publishes."""
 
 import hashlib
 import os
+import shutil
+import stat
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -204,3 +208,52 @@ def test_the_readme_duckdb_line_works_as_written_also_while_a_refresh_builds(war
         during = readme_line()
         assert during.stdout == published.stdout  # readers keep working on the published version
     assert readme_line().stdout.splitlines() == published.stdout.splitlines()[1:3] + ["0"]  # no sales any more
+
+
+def as_analyst(command: list[str], cwd: str) -> subprocess.CompletedProcess:
+    """`command` as a person who is not the warehouse's writer: as `nobody` when the tests run as root
+    (root opens any file for writing, whatever its mode), else as this user (the files' owner)."""
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": cwd})
+
+
+@pytest.fixture
+def shared_folder() -> str:
+    """A folder every user of the machine can read, as the warehouse folder analysts use."""
+    folder = tempfile.mkdtemp(prefix="memberflow-shared-")
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_published_version_cannot_be_opened_for_writing_and_a_changed_one_is_not_carried_forward(
+    memberflow_env, pg_dsn, zones, shared_folder
+):
+    """Reproduced: versions were written 0644, so `.venv/bin/duckdb data/warehouse.duckdb` (no -readonly) gave
+    an analyst a read-write session that locked every other reader out, and what they changed in the
+    published file the next incremental refresh copied forward."""
+    path = os.path.join(shared_folder, "warehouse.duckdb")
+    version = build_known_warehouse(pg_dsn, zones, path)
+    assert stat.S_IMODE(os.stat(version).st_mode) == 0o444
+    with versions.open_published(path) as connection:
+        [(facts,)] = connection.execute("SELECT count(*) FROM fact_sales").fetchall()
+    opened = as_analyst(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({path!r}).execute('SELECT 1')"], shared_folder
+    )
+    assert opened.returncode != 0 and "Permission denied" in opened.stderr
+    cli = as_analyst([DUCKDB_SHELL, "-csv", "-noheader", path, "-c", "SELECT count(*) FROM fact_sales"], shared_folder)
+    assert cli.returncode != 0 and cli.stdout == ""
+    cli = as_analyst([DUCKDB_SHELL, "-readonly", "-csv", "-noheader", path, "-c", "SELECT count(*) FROM fact_sales"],
+                     shared_folder)  # fmt: skip
+    assert cli.stdout == f"{facts}\n", cli.stderr
+
+    with duckdb.connect(version) as root:  # what no mode stops: root (or an owner who chmods) writes it
+        root.execute("CREATE TABLE pwned AS SELECT 1 AS x; DELETE FROM fact_sales; CHECKPOINT")
+    rebuilt = refresh_warehouse(pg_dsn, path, zones)
+    assert rebuilt.mode == "full" and rebuilt.fact_rows == facts
+    with versions.open_published(path) as connection:
+        assert connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pwned'").fetchone() == (0,)
+    again = refresh_warehouse(pg_dsn, path, zones)  # its own copy of a read-only version is writable
+    assert again.mode == "incremental" and again.fact_rows == facts
+    assert stat.S_IMODE(os.stat(again.path).st_mode) == 0o444

@@ -6,7 +6,8 @@ import re
 import subprocess
 import sys
 import time
-from datetime import date
+from contextlib import ExitStack, closing
+from datetime import date, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -196,6 +197,33 @@ def test_a_transaction_committed_after_a_refresh_started_is_loaded_by_the_next_o
     assert second.transactions_loaded >= 1
     with open_published(path) as connection:
         assert checks.reconcile_with_postgres(connection, shop).matches
+
+
+def test_only_sessions_that_can_write_sales_hold_the_watermark_back(shop, tmp_path):
+    """Reproduced: an analyst's `BEGIN; SELECT txid_current();` left idle pinned the watermark at its start,
+    so every incremental refresh re-read everything since. Analytics and Sales cannot write transactions
+    or lines, so their sessions no longer count; Logistics' still do (it completes transactions)."""
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+
+    def idle_with_a_transaction_id(session) -> datetime:
+        with session.cursor() as cursor:
+            cursor.execute("SELECT txid_current(), now()")
+            return cursor.fetchone()[1]  # the transaction's start, left open
+
+    with ExitStack() as stack:
+        session = {
+            team: stack.enter_context(closing(login(shop, stack.enter_context(team_user(shop, team)))))
+            for team in ("analytics", "sales", "logistics")
+        }
+        pinned = [idle_with_a_transaction_id(session[team]) for team in ("analytics", "sales")]
+        time.sleep(0.1)
+        first = refresh_warehouse(shop, path)
+        assert first.watermark > max(pinned)
+        assert refresh_warehouse(shop, path).changed_since == first.watermark
+        completing = idle_with_a_transaction_id(session["logistics"])
+        time.sleep(0.1)
+        assert refresh_warehouse(shop, path).watermark == completing
 
 
 def write_outcomes(zones: Zones, kind: str, batch: str, outcomes: list[tuple[bool, str]]) -> None:
@@ -500,3 +528,37 @@ def test_a_warehouse_from_before_member_key_is_rebuilt_by_the_next_refresh(shop,
     with open_published(path) as connection:
         assert checks.referential_integrity(connection) == dict.fromkeys(checks.INTEGRITY_PROBLEMS, 0)
         assert checks.reconcile_with_postgres(connection, shop).matches
+
+
+def test_the_sales_team_can_only_give_items_times_the_warehouse_loads(shop, tmp_path):
+    """PostgreSQL takes times from 4713 BC to 294276 AD; the warehouse cannot load a BC time or one
+    after 294247, and one such discontinued_at made every refresh fail (0065_loadable_times.sql)."""
+    path = str(tmp_path / "warehouse.duckdb")
+    refresh_warehouse(shop, path)
+    loadable = ["infinity", "-infinity", "9999-12-31 23:59:59.999999+00", "0001-01-01 00:00:00+00"]
+    with team_user(shop, "sales") as user:
+        seller = login(shop, user)
+        try:
+            for value in ["294270-01-01", "0044-03-15 BC", "10000-01-01", "9999-12-31 23:00-05"]:
+                with pytest.raises(psycopg2.errors.CheckViolation, match="items_discontinued_at_loadable"):
+                    seller.cursor().execute("UPDATE sales.items SET discontinued_at = %s WHERE item_id = 1", (value,))
+                seller.rollback()
+            with seller, seller.cursor() as cursor:
+                cursor.execute("UPDATE sales.items SET discontinued_at = %s WHERE item_id = 1", (loadable[0],))
+                cursor.execute("UPDATE sales.items SET discontinued_at = %s WHERE item_id = 2", (loadable[1],))
+                cursor.execute("UPDATE sales.items SET discontinued_at = %s WHERE item_id = 3", (loadable[2],))
+                cursor.execute(
+                    "INSERT INTO sales.items (name, manufacturer_id, cost, weight_kg, discontinued_at) "
+                    "VALUES ('Antique', 1, 1, 1, %s)",
+                    (loadable[3],),
+                )
+        finally:
+            seller.close()
+    assert refresh_warehouse(shop, path).mode == "incremental"
+    assert refresh_warehouse(shop, path, full=True).items == 4
+    assert [value for (value,) in rows(path, "SELECT discontinued_at::VARCHAR FROM dim_item ORDER BY item_id")] == [
+        "infinity",
+        "-infinity",
+        "9999-12-31 23:59:59.999999+00",
+        "0001-01-01 00:00:00+00",
+    ]

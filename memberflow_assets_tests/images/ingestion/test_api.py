@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.api import create_app
 from memberflow_assets.images.ingestion.api_keys import append_key_line, mint_key
 from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.http_protocol import UVICORN_OPTIONS
 from memberflow_assets.images.ingestion.landing import Upload, image_id_for
 from memberflow_assets.images.ingestion.upload_endpoint import Queued, UploadBatches
 from memberflow_assets.postgres import ensure_database, with_database
@@ -44,13 +46,13 @@ MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
 
 
 class ApiServer:
-    """uvicorn serving the app in a thread of the test process."""
+    """uvicorn serving the app in a thread of the test process, with the HTTP protocol `memberflow api` uses."""
 
     def __init__(self, app):
         # bound here and handed to uvicorn: a port picked now and bound later could be taken meanwhile
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **UVICORN_OPTIONS))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> str:
@@ -387,6 +389,93 @@ def test_oversized_streamed_body_is_refused_while_streaming(api):
     assert answer.startswith("HTTP/1.1 413") and '"code":"too_large"' in answer, answer[:200]
     assert sent < total_chunks  # refused while the client was still sending
     assert api.landed() == before
+
+
+# -- the request head's limits (http_protocol.py, as `memberflow api` serves) --------------------------
+def head_answer_while_sending(api: Api, head: bytes, rest: Callable[[socket.socket], None] | None = None) -> bytes:
+    """What the server answers on a raw connection (until it closes it) while `head`, then whatever
+    `rest` sends, is still being sent by another thread."""
+    sock = socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30)
+
+    def send() -> None:
+        try:
+            sock.sendall(head)
+            if rest is not None:
+                rest(sock)
+        except OSError:  # the server closed the connection: what it refused is not read
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:  # after the answer, once the server stops reading what is still sent
+        pass
+    finally:
+        sock.close()
+        sender.join(timeout=30)
+    return received
+
+
+def test_a_request_head_of_too_many_header_fields_is_431_and_closed(api):
+    """101 header fields (uvicorn alone would hand them all to the app, which answers 401)."""
+    head = b"POST /v1/images HTTP/1.1\r\nHost: x\r\n" + b"a: b\r\n" * 100 + b"Content-Length: 3\r\n\r\nabc"
+    answer = head_answer_while_sending(api, head)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"connection: close" in answer.lower() and b"more than 100 header fields" in answer
+
+
+def test_an_endless_request_head_is_431_before_it_is_read(api):
+    """Header lines sent for ever (uvicorn alone holds each as Python objects: 18 MB cost the API 320 MB),
+    and one endless header value (joined quadratically by httptools: 80 MB held the event loop 4.5 s),
+    are answered 431 as soon as 64 KiB of head have arrived; the connection is then closed."""
+
+    def forever(piece: bytes) -> Callable[[socket.socket], None]:
+        def send(sock: socket.socket) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                sock.sendall(piece)
+
+        return send
+
+    start = time.monotonic()
+    request_line = b"POST /v1/images HTTP/1.1\r\n"
+    short_lines = head_answer_while_sending(api, request_line, forever(b"a: b\r\n" * 10_000))
+    long_lines = head_answer_while_sending(api, request_line, forever((b"a: " + b"b" * 4000 + b"\r\n") * 10))
+    value = head_answer_while_sending(api, request_line + b"X-Long: ", forever(b"v" * 65536))
+    assert time.monotonic() - start < 15  # each closed after a second of lingering, not after 20 s of sending
+    assert short_lines.startswith(b"HTTP/1.1 431 ") and b"more than 100 header fields" in short_lines
+    for answer in (long_lines, value):
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"exceed 65,536 bytes" in answer
+    with api.client(None) as client:
+        assert client.get("/healthz").status_code == 200
+
+
+def test_heads_within_the_limits_are_served_whatever_arrives_with_them(api):
+    """A head near the limits with a 300 KB upload sent at once (head and body in one read: the parser is
+    fed up to the limit, then the rest), and two requests pipelined in one send, are answered as usual."""
+    data = unique_jpeg(jpeg_of_about(300_000), 60)
+    cookie = "c" * 60_000
+    filler = "".join(f"X-{n}: {n}\r\n" for n in range(90))
+    head = (
+        f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {api.keys['alice']}\r\nCookie: {cookie}\r\n{filler}"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    assert len(head) < 64 * 1024
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(head + data)
+        status, _, body = answer_of(sock)
+    assert (status, body["sha256"]) == (201, hashlib.sha256(data).hexdigest())
+    pipelined = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(pipelined + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK") == 3, received[:500]
 
 
 def test_crafted_jpegs_are_refused_fast_and_do_not_delay_another_client(api):

@@ -20,11 +20,12 @@ metadata (EXIF, ICC, XMP, text), which validation does not need and processing r
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, TiffImagePlugin
+from PIL import Image, TiffImagePlugin, TiffTags
 
 from memberflow_assets.images.layout import ACCEPTED_FORMATS, MAX_PIXELS
 
@@ -48,6 +49,15 @@ MAX_PNG_CHUNKS = 20_000  # 2,560 IDAT chunks of libpng's 8 KB hold a 20 MB file
 MAX_GIF_BLOCKS = 10_000  # extension sub-blocks before the first image (255 bytes each at most)
 MAX_TIFF_TAGS = 1_000  # entries of the first image directory
 MAX_TIFF_STRIPS = 10_000  # strips or tiles: one row per strip for 10,000 rows
+# Values of any other tag: per-sample lists (BitsPerSample, SampleFormat, ...) for 1,000 samples. Pillow
+# makes a Python object of each value of a tag it reads on open (~5 µs for a rational): 10M values of
+# BitsPerSample took 0.57 s. Byte strings Pillow reads as one object (ICC, XMP, ...) are bounded only
+# by the file (Pillow refuses tag data larger than it); a palette or transfer function of 16-bit
+# samples has 3 x 65,536 values.
+MAX_TIFF_TAG_VALUES = 1_000
+_TIFF_STRIP_TAGS = (273, 279, 324, 325)  # StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
+_TIFF_SHORT_TABLES = {301: 3 * 65_536, 320: 3 * 65_536}  # TransferFunction, ColorMap (of type SHORT)
+_TIFF_BYTE_TYPES = (1, 2, 6, 7)  # BYTE, ASCII, SBYTE, UNDEFINED
 
 
 class ImageRejected(Exception):
@@ -252,11 +262,30 @@ def _check_tiff_directory(data: bytes) -> bytes:
     if table + entries * entry_size > len(data):
         raise truncated("TIFF ends inside its image directory")
     for entry in range(table, table + entries * entry_size, entry_size):
-        if int.from_bytes(data[entry : entry + 2], order) in (273, 279, 324, 325):  # strip/tile offsets, sizes
-            count = int.from_bytes(data[entry + 4 : entry + 4 + value_size], order)
+        tag = int.from_bytes(data[entry : entry + 2], order)
+        kind = int.from_bytes(data[entry + 2 : entry + 4], order)
+        count = int.from_bytes(data[entry + 4 : entry + 4 + value_size], order)
+        if tag in _TIFF_STRIP_TAGS:
             if count > MAX_TIFF_STRIPS:
                 raise too_complex(f"TIFF has {count:,} strips or tiles; at most {MAX_TIFF_STRIPS:,} are accepted")
+        elif count > MAX_TIFF_TAG_VALUES and count > _tiff_values_allowed(tag, kind):
+            raise too_complex(
+                f"TIFF tag {tag} has {count:,} values; at most {MAX_TIFF_TAG_VALUES:,} are accepted for it"
+            )
     return data
+
+
+def _tiff_values_allowed(tag: int, kind: int) -> float:
+    """The most values a TIFF tag other than the strips' and tiles' may have, with this value type."""
+    if kind == 3 and tag in _TIFF_SHORT_TABLES:
+        return _TIFF_SHORT_TABLES[tag]
+    if kind == 4 and tag == 33723:  # IPTC, which Photoshop writes as LONGs; Pillow does not read it on open
+        return math.inf
+    if kind in _TIFF_BYTE_TYPES:
+        known = TiffTags.TAGS_V2.get(tag)
+        if known is None or known.type in _TIFF_BYTE_TYPES:  # read as one bytes object, or not at all on open
+            return math.inf
+    return MAX_TIFF_TAG_VALUES
 
 
 _BEFORE_PARSING = {"JPEG": _check_jpeg, "PNG": _check_png, "GIF": _check_gif_blocks, "TIFF": _check_tiff_directory}

@@ -40,6 +40,7 @@ from memberflow_assets.testing.images import (
 )
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.images.ingestion.test_content import tiff_with_tag
 from memberflow_assets_tests.sales_data import migrated
 
 MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
@@ -389,6 +390,14 @@ def test_oversized_streamed_body_is_refused_while_streaming(api):
     assert answer.startswith("HTTP/1.1 413") and '"code":"too_large"' in answer, answer[:200]
     assert sent < total_chunks  # refused while the client was still sending
     assert api.landed() == before
+
+
+def test_a_tiff_whose_tag_has_millions_of_values_is_422_too_complex(api):
+    """BitsPerSample with 1M values (Pillow made an object of each: 10M took 0.57 s, and were accepted)."""
+    with api.client() as client:
+        response = client.post("/v1/images", content=tiff_with_tag(258, 3, 1_000_000))
+    assert response.status_code == 422 and response.json()["code"] == "too_complex", response.text
+    assert "tag 258 has 1,000,000 values" in response.json()["detail"]
 
 
 # -- the request head's limits (http_protocol.py, as `memberflow api` serves) --------------------------

@@ -195,18 +195,16 @@ async def _read_multipart(body: AsyncIterator[bytes], boundary: bytes | None, li
             if len(part) > limit:
                 raise _too_large(limit)
 
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-        },
-    )
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data,
+    }
     try:
+        parser = MultipartParser(boundary, callbacks=callbacks)  # refuses a boundary of over 256 characters
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()

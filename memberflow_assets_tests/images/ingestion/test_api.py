@@ -195,6 +195,28 @@ def test_status_of_an_image(api):
         assert client.get(f"/v1/images/{image_id}").status_code == 404  # alice's image is not bob's business
 
 
+def test_a_status_request_for_an_id_no_image_can_have_is_404_and_keeps_the_connection(api):
+    """A NUL in the id made the registry query fail (500, the keep-alive connection reset)."""
+    with api.client() as client:
+        image_id = client.post("/v1/images", content=small_image("PNG", 61)).json()["image_id"]
+        for bad in ("abc%00def", f"{image_id}%00", "x", "0" * 31, image_id.upper(), "%C3%A9" * 16):
+            response = client.get(f"/v1/images/{bad}")
+            assert response.status_code == 404 and response.json()["code"] == "not_found", (bad, response.text)
+        assert client.get(f"/v1/images/{image_id}").status_code == 200  # on the same connection
+
+
+def test_a_multipart_boundary_the_parser_refuses_is_400(api):
+    """python-multipart refuses a boundary of over 256 characters in its constructor (it was a 500)."""
+    boundary = "B" * 300
+    with api.client() as client:
+        response = client.post(
+            "/v1/images",
+            content=f"--{boundary}\r\n".encode() + small_image("PNG", 62),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+    assert response.status_code == 400 and response.json()["code"] == "bad_multipart", response.text
+
+
 def test_other_methods_on_the_upload_path_are_405_with_allow_post(api):
     with api.client() as client:
         for method in ("GET", "PUT", "DELETE"):
@@ -690,7 +712,7 @@ def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_i
             assert client.get("/healthz").status_code == 200
             database_accepts_connections(False)
             answers = [client.get("/healthz") for _ in range(3)]  # a broken pooled connection, then new ones
-            answers += [client.post("/v1/images", content=small_image("PNG", 40)), client.get("/v1/images/x")]
+            answers += [client.post("/v1/images", content=small_image("PNG", 40)), client.get(f"/v1/images/{'0' * 32}")]
             for answer in answers:
                 assert answer.status_code == 503 and answer.json()["code"] == "unavailable", answer.text
                 assert answer.json()["detail"] == "the image registry is unavailable"

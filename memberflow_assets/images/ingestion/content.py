@@ -110,8 +110,11 @@ def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageFacts:
     if announced is None:
         raise unsupported("the content is not a JPEG, PNG, WebP, GIF or TIFF image")
     try:
-        walk = _BEFORE_PARSING.get(announced)
-        header = data if walk is None else walk(data)  # bounded: what Pillow may parse, or a refusal
+        if announced == "JPEG":  # its frame headers checked too: Pillow reports only the last
+            header = _check_jpeg(data, max_pixels)
+        else:
+            walk = _BEFORE_PARSING.get(announced)
+            header = data if walk is None else walk(data)  # bounded: what Pillow may parse, or a refusal
         with Image.open(io.BytesIO(header), formats=[announced]) as image:
             width, height = image.size
             if width * height > max_pixels:
@@ -147,13 +150,14 @@ def _check_complete(fmt: str, data: bytes, image: Image.Image) -> None:
         _check_tiff(data, image)
 
 
-def _check_jpeg(data: bytes) -> bytes:
+def _check_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> bytes:
     """Walk the marker segments to the first start-of-scan, then require an end-of-image after it.
     Returns the JPEG's header for Pillow: SOI, the frame header (SOF), the scan header (SOS), EOI.
 
     Walking (rather than searching for FF DA) skips an EXIF thumbnail, which has its own scan and EOI.
     Inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so an FF D9 after
-    the first scan can only be the image's own end.
+    the first scan can only be the image's own end. Of several frame headers Pillow (and processing)
+    takes the last, so that is the one Pillow gets here; any of them over `max_pixels` is refused.
     """
     position = 2
     frame = b""
@@ -173,8 +177,11 @@ def _check_jpeg(data: bytes) -> bytes:
             break
         else:
             end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-            if marker in _JPEG_FRAME_MARKERS and not frame:
+            if marker in _JPEG_FRAME_MARKERS:
                 frame = data[position:end]
+                height, width = int.from_bytes(frame[5:7], "big"), int.from_bytes(frame[7:9], "big")
+                if width * height > max_pixels:
+                    raise _too_many_pixels(width, height, max_pixels)
             position = end
     else:
         raise too_complex(f"JPEG has more than {MAX_JPEG_SEGMENTS:,} marker segments before its image data")
@@ -288,7 +295,7 @@ def _tiff_values_allowed(tag: int, kind: int) -> float:
     return MAX_TIFF_TAG_VALUES
 
 
-_BEFORE_PARSING = {"JPEG": _check_jpeg, "PNG": _check_png, "GIF": _check_gif_blocks, "TIFF": _check_tiff_directory}
+_BEFORE_PARSING = {"PNG": _check_png, "GIF": _check_gif_blocks, "TIFF": _check_tiff_directory}
 
 
 def _check_tiff(data: bytes, image: Image.Image) -> None:

@@ -40,7 +40,7 @@ from memberflow_assets.testing.images import (
 )
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import wait_until
-from memberflow_assets_tests.images.ingestion.test_content import tiff_with_tag
+from memberflow_assets_tests.images.ingestion.test_content import jpeg_with_second_frame, tiff_with_tag
 from memberflow_assets_tests.sales_data import migrated
 
 MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
@@ -378,6 +378,12 @@ def test_png_claiming_ten_billion_pixels_is_422(api):
     with api.client() as client:
         response = client.post("/v1/images", content=png_claiming(100_000, 100_000))
     assert response.status_code == 422 and response.json()["code"] == "too_many_pixels"
+
+
+def test_a_jpeg_hiding_a_huge_frame_behind_a_small_one_is_422(api):
+    with api.client() as client:
+        response = client.post("/v1/images", content=jpeg_with_second_frame(60_000, 60_000))
+    assert response.status_code == 422 and response.json()["code"] == "too_many_pixels", response.text
 
 
 def test_oversized_declared_body_is_refused_before_it_is_read(api):

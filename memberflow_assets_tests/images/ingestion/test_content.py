@@ -1,6 +1,7 @@
 """Content validation of uploads: formats by their bytes, bombs by their header, truncation by framing,
 and bounded work whatever the structure."""
 
+import io
 import struct
 import zlib
 
@@ -105,6 +106,23 @@ def test_a_rejection_names_no_memory_address():
 def test_png_claiming_ten_billion_pixels_is_refused_from_its_header():
     error = rejection(png_claiming(100_000, 100_000))
     assert (error.status, error.code) == (422, "too_many_pixels")
+
+
+def jpeg_with_second_frame(width: int, height: int) -> bytes:
+    """A 16x16 JPEG with a second frame header (SOF0) of `width` x `height` after its own."""
+    jpeg = small_image("JPEG")
+    at = jpeg.index(b"\xff\xc0")
+    end = at + 2 + int.from_bytes(jpeg[at + 2 : at + 4], "big")
+    return jpeg[:end] + jpeg[at : at + 5] + struct.pack(">HH", height, width) + jpeg[at + 9 : end] + jpeg[end:]
+
+
+def test_every_jpeg_frame_header_counts_and_the_last_one_is_the_size():
+    """Pillow (and processing) takes the last frame header: a small one first hid a 60000x60000 one."""
+    error = rejection(jpeg_with_second_frame(60_000, 60_000))
+    assert (error.code, error.status) == ("too_many_pixels", 422) and "60000x60000" in error.detail
+    facts = inspect_image(jpeg_with_second_frame(30, 20))
+    assert (facts.width, facts.height) == (30, 20)
+    assert Image.open(io.BytesIO(jpeg_with_second_frame(30, 20))).size == (30, 20)
 
 
 def test_pixel_limit_is_configurable():

@@ -41,6 +41,7 @@ from memberflow_assets.images.ingestion.landing import open_lander, rebuild_lost
 from memberflow_assets.images.ingestion.upload_endpoint import (
     INTERNAL_ERROR,
     REGISTRY_UNAVAILABLE,
+    RETRY_AFTER_SECONDS,
     STORAGE_UNAVAILABLE,
     UPLOAD_PATH,
     BodyLimits,
@@ -318,7 +319,7 @@ def create_app(
         except Exception as error:
             log.error("health check failed: %s: %s", type(error).__name__, error)
             reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else STORAGE_UNAVAILABLE
-            raise RequestRefused(503, "unavailable", reason) from None
+            raise RequestRefused(503, "unavailable", reason, {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         held = app.state.admission.total
         return {"status": "ok", "uploads_in_progress": held.bodies, "upload_bytes_held": held.bytes}
 

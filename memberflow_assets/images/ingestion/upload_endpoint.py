@@ -260,7 +260,7 @@ def error_answer(error: Exception) -> tuple[int, dict, dict[str, str] | None]:
         return error.status, {"code": error.code, "detail": error.detail}, None
     if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
         log.error("registry unavailable: %s", error)
-        return 503, {"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, None
+        return 503, {"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(error, OSError):  # the files could not be written or made durable: nothing was landed
         log.error("image storage failed: %s", error)
         return 503, {"code": "unavailable", "detail": STORAGE_UNAVAILABLE}, {"Retry-After": str(RETRY_AFTER_SECONDS)}

@@ -722,6 +722,7 @@ def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_i
             for answer in answers:
                 assert answer.status_code == 503 and answer.json()["code"] == "unavailable", answer.text
                 assert answer.json()["detail"] == "the image registry is unavailable"
+                assert answer.headers.get("retry-after") == "5", answer.request.url
                 for internal in (socket_dir, ".s.PGSQL", "psycopg2", "FATAL", database, "server"):
                     assert internal not in answer.text
             database_accepts_connections(True)

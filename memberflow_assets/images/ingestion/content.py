@@ -259,6 +259,8 @@ def _check_tiff_directory(data: bytes) -> bytes:
     order = "little" if data[:2] == b"II" else "big"
     bigtiff = data[2:4] in (b"+\x00", b"\x00+")
     count_size, entry_size, value_size = (8, 20, 8) if bigtiff else (2, 12, 4)
+    if len(data) < (16 if bigtiff else 8):  # else the missing offset reads as 0, the header as a directory
+        raise truncated("TIFF ends inside its header")
     offset = int.from_bytes(data[8:16] if bigtiff else data[4:8], order)
     if offset + count_size > len(data):
         raise truncated("TIFF ends before its image directory")

@@ -75,6 +75,13 @@ def test_truncated_images_are_422(fmt):
         assert error.status == 422 and error.code in ("truncated", "corrupt"), (fmt, cut, error)
 
 
+@pytest.mark.parametrize("data", [b"II*\x00", b"MM\x00*\x00\x00\x00", b"II+\x00\x08\x00\x00\x00\x10\x00"])
+def test_a_tiff_that_ends_inside_its_header_is_truncated(data):
+    """Not `too_complex` (the missing directory offset read as 0, the header itself as 18,761 entries)."""
+    error = rejection(data)
+    assert (error.status, error.code) == (422, "truncated"), error
+
+
 def test_truncated_jpeg_with_complete_exif_thumbnail_is_still_truncated():
     data = jpeg_with_exif_thumbnail()
     assert inspect_image(data).width == 320

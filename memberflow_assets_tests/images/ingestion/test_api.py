@@ -198,7 +198,7 @@ def test_status_of_an_image(api):
 def test_a_status_request_for_an_id_no_image_can_have_is_404_and_keeps_the_connection(api):
     """A NUL in the id made the registry query fail (500, the keep-alive connection reset)."""
     with api.client() as client:
-        image_id = client.post("/v1/images", content=small_image("PNG", 61)).json()["image_id"]
+        image_id = client.post("/v1/images", content=small_image("PNG", 161)).json()["image_id"]
         for bad in ("abc%00def", f"{image_id}%00", "x", "0" * 31, image_id.upper(), "%C3%A9" * 16):
             response = client.get(f"/v1/images/{bad}")
             assert response.status_code == 404 and response.json()["code"] == "not_found", (bad, response.text)
@@ -211,7 +211,7 @@ def test_a_multipart_boundary_the_parser_refuses_is_400(api):
     with api.client() as client:
         response = client.post(
             "/v1/images",
-            content=f"--{boundary}\r\n".encode() + small_image("PNG", 62),
+            content=f"--{boundary}\r\n".encode() + small_image("PNG", 162),
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
     assert response.status_code == 400 and response.json()["code"] == "bad_multipart", response.text
@@ -494,7 +494,7 @@ def test_an_endless_request_head_is_431_before_it_is_read(api):
 def test_heads_within_the_limits_are_served_whatever_arrives_with_them(api):
     """A head near the limits with a 300 KB upload sent at once (head and body in one read: the parser is
     fed up to the limit, then the rest), and two requests pipelined in one send, are answered as usual."""
-    data = unique_jpeg(jpeg_of_about(300_000), 60)
+    data = unique_jpeg(jpeg_of_about(300_000), 160)
     cookie = "c" * 60_000
     filler = "".join(f"X-{n}: {n}\r\n" for n in range(90))
     head = (

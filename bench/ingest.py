@@ -114,7 +114,9 @@ def durable_app():
 def serve_ceiling(kind: str, port: int, workers: int) -> None:
     import uvicorn
 
-    uvicorn.run(
+    from memberflow_assets.images.ingestion.http_protocol import UVICORN_OPTIONS
+
+    uvicorn.run(  # the API's own uvicorn settings (its HTTP protocol), so that the comparison is the app's
         f"ingest:{kind}_app",
         factory=True,
         app_dir=str(Path(__file__).parent),
@@ -123,6 +125,7 @@ def serve_ceiling(kind: str, port: int, workers: int) -> None:
         workers=workers,
         access_log=False,
         log_level="warning",
+        **UVICORN_OPTIONS,
     )
 
 

@@ -125,6 +125,8 @@ def _ingest_from_env(data_dir: Path) -> IngestSettings:
         api_host=_env("MEMBERFLOW_API_HOST") or default.api_host,
         api_port=_int("MEMBERFLOW_API_PORT", default.api_port),
         api_header_timeout_seconds=_float("MEMBERFLOW_API_HEADER_TIMEOUT_SECONDS", default.api_header_timeout_seconds),
+        api_max_head_bytes=_int("MEMBERFLOW_API_MAX_HEAD_BYTES", default.api_max_head_bytes),
+        api_max_headers=_int("MEMBERFLOW_API_MAX_HEADERS", default.api_max_headers),
         api_body_timeout_seconds=_float("MEMBERFLOW_API_BODY_TIMEOUT_SECONDS", default.api_body_timeout_seconds),
         api_body_deadline_seconds=_float("MEMBERFLOW_API_BODY_DEADLINE_SECONDS", default.api_body_deadline_seconds),
         api_max_bodies=_int("MEMBERFLOW_API_MAX_BODIES", default.api_max_bodies),

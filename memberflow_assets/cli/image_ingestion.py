@@ -51,7 +51,7 @@ def exit_with_parent() -> None:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from memberflow_assets.images.ingestion.http_protocol import HeaderDeadlineProtocol
+    from memberflow_assets.images.ingestion.http_protocol import UVICORN_OPTIONS
 
     settings = Settings.from_env().ingest
     if args.exit_with_parent:
@@ -62,8 +62,8 @@ def _api(args: argparse.Namespace) -> int:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         workers=args.workers,
-        http=HeaderDeadlineProtocol,
         access_log=not args.no_access_log,
+        **UVICORN_OPTIONS,
     )
     return 0
 

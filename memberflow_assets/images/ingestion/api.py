@@ -15,6 +15,7 @@ documents the upload route too.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -40,6 +41,7 @@ from memberflow_assets.images.ingestion.landing import open_lander, rebuild_lost
 from memberflow_assets.images.ingestion.upload_endpoint import (
     INTERNAL_ERROR,
     REGISTRY_UNAVAILABLE,
+    RETRY_AFTER_SECONDS,
     STORAGE_UNAVAILABLE,
     UPLOAD_PATH,
     BodyLimits,
@@ -57,6 +59,8 @@ from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
 
 log = logging.getLogger(__name__)
+
+IMAGE_ID = re.compile(r"[0-9a-f]{32}")  # landing.image_id_for: the only ids images have
 
 
 class UploadResult(BaseModel):
@@ -290,7 +294,8 @@ def create_app(
         responses=_error_responses(401, 404, 503),
     )
     async def image_status(image_id: str, client: Client) -> ImageStatus:
-        row = await in_thread(app.state.lander.lookup, image_id)
+        # An id no image can have is unknown without a query (the registry refuses some, e.g. with a NUL).
+        row = await in_thread(app.state.lander.lookup, image_id) if IMAGE_ID.fullmatch(image_id) else None
         # Another client's image is reported as unknown; a purged tombstone no longer has an owner.
         if row is None or (row.status != "purged" and row.client != client):
             raise RequestRefused(404, "not_found", f"no image {image_id!r}")
@@ -314,7 +319,7 @@ def create_app(
         except Exception as error:
             log.error("health check failed: %s: %s", type(error).__name__, error)
             reason = REGISTRY_UNAVAILABLE if isinstance(error, psycopg2.Error) else STORAGE_UNAVAILABLE
-            raise RequestRefused(503, "unavailable", reason) from None
+            raise RequestRefused(503, "unavailable", reason, {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         held = app.state.admission.total
         return {"status": "ok", "uploads_in_progress": held.bodies, "upload_bytes_held": held.bytes}
 

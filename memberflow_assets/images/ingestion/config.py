@@ -30,6 +30,8 @@ class IngestSettings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_header_timeout_seconds: float = 10  # the longest a request's line and headers may take to arrive (then 408)
+    api_max_head_bytes: int = 64 * 1024  # the most a request's line and headers may take together (then 431)
+    api_max_headers: int = 100  # header fields per request (then 431)
     api_body_timeout_seconds: float = 30  # the longest wait for the next part of an upload's body (then 408)
     api_body_deadline_seconds: float = 300  # the longest a whole body may take to arrive (then 408)
     api_max_bodies: int = 128  # uploads being received or landed at once, per API process (then 503)

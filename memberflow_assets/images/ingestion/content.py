@@ -20,11 +20,12 @@ metadata (EXIF, ICC, XMP, text), which validation does not need and processing r
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, TiffImagePlugin
+from PIL import Image, TiffImagePlugin, TiffTags
 
 from memberflow_assets.images.layout import ACCEPTED_FORMATS, MAX_PIXELS
 
@@ -48,6 +49,15 @@ MAX_PNG_CHUNKS = 20_000  # 2,560 IDAT chunks of libpng's 8 KB hold a 20 MB file
 MAX_GIF_BLOCKS = 10_000  # extension sub-blocks before the first image (255 bytes each at most)
 MAX_TIFF_TAGS = 1_000  # entries of the first image directory
 MAX_TIFF_STRIPS = 10_000  # strips or tiles: one row per strip for 10,000 rows
+# Values of any other tag: per-sample lists (BitsPerSample, SampleFormat, ...) for 1,000 samples. Pillow
+# makes a Python object of each value of a tag it reads on open (~5 µs for a rational): 10M values of
+# BitsPerSample took 0.57 s. Byte strings Pillow reads as one object (ICC, XMP, ...) are bounded only
+# by the file (Pillow refuses tag data larger than it); a palette or transfer function of 16-bit
+# samples has 3 x 65,536 values.
+MAX_TIFF_TAG_VALUES = 1_000
+_TIFF_STRIP_TAGS = (273, 279, 324, 325)  # StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
+_TIFF_SHORT_TABLES = {301: 3 * 65_536, 320: 3 * 65_536}  # TransferFunction, ColorMap (of type SHORT)
+_TIFF_BYTE_TYPES = (1, 2, 6, 7)  # BYTE, ASCII, SBYTE, UNDEFINED
 
 
 class ImageRejected(Exception):
@@ -100,8 +110,11 @@ def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageFacts:
     if announced is None:
         raise unsupported("the content is not a JPEG, PNG, WebP, GIF or TIFF image")
     try:
-        walk = _BEFORE_PARSING.get(announced)
-        header = data if walk is None else walk(data)  # bounded: what Pillow may parse, or a refusal
+        if announced == "JPEG":  # its frame headers checked too: Pillow reports only the last
+            header = _check_jpeg(data, max_pixels)
+        else:
+            walk = _BEFORE_PARSING.get(announced)
+            header = data if walk is None else walk(data)  # bounded: what Pillow may parse, or a refusal
         with Image.open(io.BytesIO(header), formats=[announced]) as image:
             width, height = image.size
             if width * height > max_pixels:
@@ -137,13 +150,14 @@ def _check_complete(fmt: str, data: bytes, image: Image.Image) -> None:
         _check_tiff(data, image)
 
 
-def _check_jpeg(data: bytes) -> bytes:
+def _check_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> bytes:
     """Walk the marker segments to the first start-of-scan, then require an end-of-image after it.
     Returns the JPEG's header for Pillow: SOI, the frame header (SOF), the scan header (SOS), EOI.
 
     Walking (rather than searching for FF DA) skips an EXIF thumbnail, which has its own scan and EOI.
     Inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so an FF D9 after
-    the first scan can only be the image's own end.
+    the first scan can only be the image's own end. Of several frame headers Pillow (and processing)
+    takes the last, so that is the one Pillow gets here; any of them over `max_pixels` is refused.
     """
     position = 2
     frame = b""
@@ -163,8 +177,11 @@ def _check_jpeg(data: bytes) -> bytes:
             break
         else:
             end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-            if marker in _JPEG_FRAME_MARKERS and not frame:
+            if marker in _JPEG_FRAME_MARKERS:
                 frame = data[position:end]
+                height, width = int.from_bytes(frame[5:7], "big"), int.from_bytes(frame[7:9], "big")
+                if width * height > max_pixels:
+                    raise _too_many_pixels(width, height, max_pixels)
             position = end
     else:
         raise too_complex(f"JPEG has more than {MAX_JPEG_SEGMENTS:,} marker segments before its image data")
@@ -242,6 +259,8 @@ def _check_tiff_directory(data: bytes) -> bytes:
     order = "little" if data[:2] == b"II" else "big"
     bigtiff = data[2:4] in (b"+\x00", b"\x00+")
     count_size, entry_size, value_size = (8, 20, 8) if bigtiff else (2, 12, 4)
+    if len(data) < (16 if bigtiff else 8):  # else the missing offset reads as 0, the header as a directory
+        raise truncated("TIFF ends inside its header")
     offset = int.from_bytes(data[8:16] if bigtiff else data[4:8], order)
     if offset + count_size > len(data):
         raise truncated("TIFF ends before its image directory")
@@ -252,14 +271,33 @@ def _check_tiff_directory(data: bytes) -> bytes:
     if table + entries * entry_size > len(data):
         raise truncated("TIFF ends inside its image directory")
     for entry in range(table, table + entries * entry_size, entry_size):
-        if int.from_bytes(data[entry : entry + 2], order) in (273, 279, 324, 325):  # strip/tile offsets, sizes
-            count = int.from_bytes(data[entry + 4 : entry + 4 + value_size], order)
+        tag = int.from_bytes(data[entry : entry + 2], order)
+        kind = int.from_bytes(data[entry + 2 : entry + 4], order)
+        count = int.from_bytes(data[entry + 4 : entry + 4 + value_size], order)
+        if tag in _TIFF_STRIP_TAGS:
             if count > MAX_TIFF_STRIPS:
                 raise too_complex(f"TIFF has {count:,} strips or tiles; at most {MAX_TIFF_STRIPS:,} are accepted")
+        elif count > MAX_TIFF_TAG_VALUES and count > _tiff_values_allowed(tag, kind):
+            raise too_complex(
+                f"TIFF tag {tag} has {count:,} values; at most {MAX_TIFF_TAG_VALUES:,} are accepted for it"
+            )
     return data
 
 
-_BEFORE_PARSING = {"JPEG": _check_jpeg, "PNG": _check_png, "GIF": _check_gif_blocks, "TIFF": _check_tiff_directory}
+def _tiff_values_allowed(tag: int, kind: int) -> float:
+    """The most values a TIFF tag other than the strips' and tiles' may have, with this value type."""
+    if kind == 3 and tag in _TIFF_SHORT_TABLES:
+        return _TIFF_SHORT_TABLES[tag]
+    if kind == 4 and tag == 33723:  # IPTC, which Photoshop writes as LONGs; Pillow does not read it on open
+        return math.inf
+    if kind in _TIFF_BYTE_TYPES:
+        known = TiffTags.TAGS_V2.get(tag)
+        if known is None or known.type in _TIFF_BYTE_TYPES:  # read as one bytes object, or not at all on open
+            return math.inf
+    return MAX_TIFF_TAG_VALUES
+
+
+_BEFORE_PARSING = {"PNG": _check_png, "GIF": _check_gif_blocks, "TIFF": _check_tiff_directory}
 
 
 def _check_tiff(data: bytes, image: Image.Image) -> None:

@@ -203,18 +203,16 @@ async def _read_multipart(body: AsyncIterator[bytes], boundary: bytes | None, li
             if len(part) > limit:
                 raise _too_large(limit)
 
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-        },
-    )
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data,
+    }
     try:
+        parser = MultipartParser(boundary, callbacks=callbacks)  # refuses a boundary of over 256 characters
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
@@ -272,7 +270,7 @@ def error_answer(error: Exception) -> tuple[int, dict, dict[str, str] | None]:
         return 503, {"code": "unavailable", "detail": LANDING_NOT_FINISHED}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
         log.error("registry unavailable: %s", error)
-        return 503, {"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, None
+        return 503, {"code": "unavailable", "detail": REGISTRY_UNAVAILABLE}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(error, OSError):  # the files could not be written or made durable: nothing was landed
         log.error("image storage failed: %s", error)
         return 503, {"code": "unavailable", "detail": STORAGE_UNAVAILABLE}, {"Retry-After": str(RETRY_AFTER_SECONDS)}

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from memberflow_assets.images import layout
 from memberflow_assets.images.ingestion.api import create_app
 from memberflow_assets.images.ingestion.api_keys import append_key_line, mint_key
 from memberflow_assets.images.ingestion.config import IngestSettings
+from memberflow_assets.images.ingestion.http_protocol import UVICORN_OPTIONS
 from memberflow_assets.images.ingestion.landing import Upload, image_id_for
 from memberflow_assets.images.ingestion.upload_endpoint import Queued, UploadBatches
 from memberflow_assets.postgres import ensure_database, with_database
@@ -38,19 +40,20 @@ from memberflow_assets.testing.images import (
 )
 from memberflow_assets.zones import Zones
 from memberflow_assets_tests.helpers import wait_until
+from memberflow_assets_tests.images.ingestion.test_content import jpeg_with_second_frame, tiff_with_tag
 from memberflow_assets_tests.sales_data import migrated
 
 MAX_UPLOAD = 2 * 1024 * 1024  # a small limit keeps the oversized tests quick
 
 
 class ApiServer:
-    """uvicorn serving the app in a thread of the test process."""
+    """uvicorn serving the app in a thread of the test process, with the HTTP protocol `memberflow api` uses."""
 
     def __init__(self, app):
         # bound here and handed to uvicorn: a port picked now and bound later could be taken meanwhile
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **UVICORN_OPTIONS))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> str:
@@ -190,6 +193,28 @@ def test_status_of_an_image(api):
         assert client.get("/v1/images/0123456789abcdef0123456789abcdef").status_code == 404
     with api.client("bob") as client:
         assert client.get(f"/v1/images/{image_id}").status_code == 404  # alice's image is not bob's business
+
+
+def test_a_status_request_for_an_id_no_image_can_have_is_404_and_keeps_the_connection(api):
+    """A NUL in the id made the registry query fail (500, the keep-alive connection reset)."""
+    with api.client() as client:
+        image_id = client.post("/v1/images", content=small_image("PNG", 161)).json()["image_id"]
+        for bad in ("abc%00def", f"{image_id}%00", "x", "0" * 31, image_id.upper(), "%C3%A9" * 16):
+            response = client.get(f"/v1/images/{bad}")
+            assert response.status_code == 404 and response.json()["code"] == "not_found", (bad, response.text)
+        assert client.get(f"/v1/images/{image_id}").status_code == 200  # on the same connection
+
+
+def test_a_multipart_boundary_the_parser_refuses_is_400(api):
+    """python-multipart refuses a boundary of over 256 characters in its constructor (it was a 500)."""
+    boundary = "B" * 300
+    with api.client() as client:
+        response = client.post(
+            "/v1/images",
+            content=f"--{boundary}\r\n".encode() + small_image("PNG", 162),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+    assert response.status_code == 400 and response.json()["code"] == "bad_multipart", response.text
 
 
 def test_other_methods_on_the_upload_path_are_405_with_allow_post(api):
@@ -355,6 +380,12 @@ def test_png_claiming_ten_billion_pixels_is_422(api):
     assert response.status_code == 422 and response.json()["code"] == "too_many_pixels"
 
 
+def test_a_jpeg_hiding_a_huge_frame_behind_a_small_one_is_422(api):
+    with api.client() as client:
+        response = client.post("/v1/images", content=jpeg_with_second_frame(60_000, 60_000))
+    assert response.status_code == 422 and response.json()["code"] == "too_many_pixels", response.text
+
+
 def test_oversized_declared_body_is_refused_before_it_is_read(api):
     """The server answers 413 on the Content-Length alone: a raw socket sends the headers only."""
     headers = (
@@ -387,6 +418,101 @@ def test_oversized_streamed_body_is_refused_while_streaming(api):
     assert answer.startswith("HTTP/1.1 413") and '"code":"too_large"' in answer, answer[:200]
     assert sent < total_chunks  # refused while the client was still sending
     assert api.landed() == before
+
+
+def test_a_tiff_whose_tag_has_millions_of_values_is_422_too_complex(api):
+    """BitsPerSample with 1M values (Pillow made an object of each: 10M took 0.57 s, and were accepted)."""
+    with api.client() as client:
+        response = client.post("/v1/images", content=tiff_with_tag(258, 3, 1_000_000))
+    assert response.status_code == 422 and response.json()["code"] == "too_complex", response.text
+    assert "tag 258 has 1,000,000 values" in response.json()["detail"]
+
+
+# -- the request head's limits (http_protocol.py, as `memberflow api` serves) --------------------------
+def head_answer_while_sending(api: Api, head: bytes, rest: Callable[[socket.socket], None] | None = None) -> bytes:
+    """What the server answers on a raw connection (until it closes it) while `head`, then whatever
+    `rest` sends, is still being sent by another thread."""
+    sock = socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30)
+
+    def send() -> None:
+        try:
+            sock.sendall(head)
+            if rest is not None:
+                rest(sock)
+        except OSError:  # the server closed the connection: what it refused is not read
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:  # after the answer, once the server stops reading what is still sent
+        pass
+    finally:
+        sock.close()
+        sender.join(timeout=30)
+    return received
+
+
+def test_a_request_head_of_too_many_header_fields_is_431_and_closed(api):
+    """101 header fields (uvicorn alone would hand them all to the app, which answers 401)."""
+    head = b"POST /v1/images HTTP/1.1\r\nHost: x\r\n" + b"a: b\r\n" * 100 + b"Content-Length: 3\r\n\r\nabc"
+    answer = head_answer_while_sending(api, head)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"connection: close" in answer.lower() and b"more than 100 header fields" in answer
+
+
+def test_an_endless_request_head_is_431_before_it_is_read(api):
+    """Header lines sent for ever (uvicorn alone holds each as Python objects: 18 MB cost the API 320 MB),
+    and one endless header value (joined quadratically by httptools: 80 MB held the event loop 4.5 s),
+    are answered 431 as soon as 64 KiB of head have arrived; the connection is then closed."""
+
+    def forever(piece: bytes) -> Callable[[socket.socket], None]:
+        def send(sock: socket.socket) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                sock.sendall(piece)
+
+        return send
+
+    start = time.monotonic()
+    request_line = b"POST /v1/images HTTP/1.1\r\n"
+    short_lines = head_answer_while_sending(api, request_line, forever(b"a: b\r\n" * 10_000))
+    long_lines = head_answer_while_sending(api, request_line, forever((b"a: " + b"b" * 4000 + b"\r\n") * 10))
+    value = head_answer_while_sending(api, request_line + b"X-Long: ", forever(b"v" * 65536))
+    assert time.monotonic() - start < 15  # each closed after a second of lingering, not after 20 s of sending
+    assert short_lines.startswith(b"HTTP/1.1 431 ") and b"more than 100 header fields" in short_lines
+    for answer in (long_lines, value):
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"exceed 65,536 bytes" in answer
+    with api.client(None) as client:
+        assert client.get("/healthz").status_code == 200
+
+
+def test_heads_within_the_limits_are_served_whatever_arrives_with_them(api):
+    """A head near the limits with a 300 KB upload sent at once (head and body in one read: the parser is
+    fed up to the limit, then the rest), and two requests pipelined in one send, are answered as usual."""
+    data = unique_jpeg(jpeg_of_about(300_000), 160)
+    cookie = "c" * 60_000
+    filler = "".join(f"X-{n}: {n}\r\n" for n in range(90))
+    head = (
+        f"POST /v1/images HTTP/1.1\r\nHost: x\r\nX-API-Key: {api.keys['alice']}\r\nCookie: {cookie}\r\n{filler}"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    assert len(head) < 64 * 1024
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(head + data)
+        status, _, body = answer_of(sock)
+    assert (status, body["sha256"]) == (201, hashlib.sha256(data).hexdigest())
+    pipelined = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(pipelined + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK") == 3, received[:500]
 
 
 def test_crafted_jpegs_are_refused_fast_and_do_not_delay_another_client(api):
@@ -592,10 +718,11 @@ def test_answers_never_carry_driver_messages_or_socket_paths_when_the_database_i
             assert client.get("/healthz").status_code == 200
             database_accepts_connections(False)
             answers = [client.get("/healthz") for _ in range(3)]  # a broken pooled connection, then new ones
-            answers += [client.post("/v1/images", content=small_image("PNG", 40)), client.get("/v1/images/x")]
+            answers += [client.post("/v1/images", content=small_image("PNG", 40)), client.get(f"/v1/images/{'0' * 32}")]
             for answer in answers:
                 assert answer.status_code == 503 and answer.json()["code"] == "unavailable", answer.text
                 assert answer.json()["detail"] == "the image registry is unavailable"
+                assert answer.headers.get("retry-after") == "5", answer.request.url
                 for internal in (socket_dir, ".s.PGSQL", "psycopg2", "FATAL", database, "server"):
                     assert internal not in answer.text
             database_accepts_connections(True)

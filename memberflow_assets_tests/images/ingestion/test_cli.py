@@ -68,6 +68,9 @@ def test_memberflow_api_serves_uploads(memberflow_env, capsys):
     with memberflow_api() as url:
         response = httpx.post(f"{url}/v1/images", content=small_image("PNG"), headers={"X-API-Key": key})
         assert response.status_code == 201
+        # served with the API's HTTP protocol, which bounds a request's head (test_api.py tests it further)
+        too_many = {f"X-{n}": "1" for n in range(100)}
+        assert httpx.get(f"{url}/healthz", headers=too_many).status_code == 431
     assert len(list((memberflow_env / "landing" / "images").rglob("*.json"))) == 1
 
 

@@ -1,6 +1,7 @@
 """Content validation of uploads: formats by their bytes, bombs by their header, truncation by framing,
 and bounded work whatever the structure."""
 
+import io
 import struct
 import zlib
 
@@ -74,6 +75,13 @@ def test_truncated_images_are_422(fmt):
         assert error.status == 422 and error.code in ("truncated", "corrupt"), (fmt, cut, error)
 
 
+@pytest.mark.parametrize("data", [b"II*\x00", b"MM\x00*\x00\x00\x00", b"II+\x00\x08\x00\x00\x00\x10\x00"])
+def test_a_tiff_that_ends_inside_its_header_is_truncated(data):
+    """Not `too_complex` (the missing directory offset read as 0, the header itself as 18,761 entries)."""
+    error = rejection(data)
+    assert (error.status, error.code) == (422, "truncated"), error
+
+
 def test_truncated_jpeg_with_complete_exif_thumbnail_is_still_truncated():
     data = jpeg_with_exif_thumbnail()
     assert inspect_image(data).width == 320
@@ -105,6 +113,23 @@ def test_a_rejection_names_no_memory_address():
 def test_png_claiming_ten_billion_pixels_is_refused_from_its_header():
     error = rejection(png_claiming(100_000, 100_000))
     assert (error.status, error.code) == (422, "too_many_pixels")
+
+
+def jpeg_with_second_frame(width: int, height: int) -> bytes:
+    """A 16x16 JPEG with a second frame header (SOF0) of `width` x `height` after its own."""
+    jpeg = small_image("JPEG")
+    at = jpeg.index(b"\xff\xc0")
+    end = at + 2 + int.from_bytes(jpeg[at + 2 : at + 4], "big")
+    return jpeg[:end] + jpeg[at : at + 5] + struct.pack(">HH", height, width) + jpeg[at + 9 : end] + jpeg[end:]
+
+
+def test_every_jpeg_frame_header_counts_and_the_last_one_is_the_size():
+    """Pillow (and processing) takes the last frame header: a small one first hid a 60000x60000 one."""
+    error = rejection(jpeg_with_second_frame(60_000, 60_000))
+    assert (error.code, error.status) == ("too_many_pixels", 422) and "60000x60000" in error.detail
+    facts = inspect_image(jpeg_with_second_frame(30, 20))
+    assert (facts.width, facts.height) == (30, 20)
+    assert Image.open(io.BytesIO(jpeg_with_second_frame(30, 20))).size == (30, 20)
 
 
 def test_pixel_limit_is_configurable():
@@ -145,6 +170,28 @@ def bigtiff_directory(entries: int) -> bytes:
     return b"II+\x00\x08\x00\x00\x00" + struct.pack("<Q", 16) + struct.pack("<Q", entries) + bytes(20 * 4)
 
 
+def tiff_with_tag(tag: int, kind: int, count: int, value: int = 1) -> bytes:
+    """A 16x16 grey TIFF (one strip) whose directory also holds `tag` with `count` values of type `kind`."""
+    one = {1: "<B", 2: "<B", 3: "<H", 4: "<I", 5: "<II", 7: "<B", 10: "<ii", 12: "<d"}[kind]
+    values = struct.pack(one, *[value] * len(one[1:])) * count
+    unit = len(values) // count
+    tags = {256: (3, 1, 16), 257: (3, 1, 16), 258: (3, 1, 8), 262: (3, 1, 1), 277: (3, 1, 1), 279: (4, 1, 256)}
+    tags[tag] = (kind, count, None)
+    entries = sorted({**tags, 273: (4, 1, 0)}.items())
+    table_end = 8 + 2 + 12 * len(entries) + 4
+    values_at, pixels_at = table_end, table_end + unit * count
+    directory = struct.pack("<H", len(entries))
+    for number, (kind_, count_, value) in entries:
+        if value is None:  # the crafted tag's values, after the directory
+            directory += struct.pack("<HHII", number, kind_, count_, values_at)
+        else:
+            value = pixels_at if number == 273 else value
+            directory += struct.pack("<HHI", number, kind_, count_) + struct.pack(
+                "<I" if kind_ == 4 else "<H", value
+            ).ljust(4, b"\0")
+    return b"II*\0" + struct.pack("<I", 8) + directory + bytes(4) + values + b"\x80" * 256
+
+
 CRAFTED = {
     "jpeg-many-empty-app1-segments": jpeg_with_empty_segments(small_image("JPEG"), 100_000),
     "jpeg-many-fill-bytes": small_image("JPEG")[:2] + b"\xff" * 100_000 + small_image("JPEG")[2:],
@@ -156,6 +203,14 @@ CRAFTED = {
     "gif-one-comment-of-tiny-blocks": gif_with_blocks(b"\x21\xfe" + b"\x01a" * 50_000 + b"\x00"),
     "tiff-many-strips": tiff_with_strips(50_000),
     "bigtiff-huge-directory": bigtiff_directory(1_000_000),
+    # Pillow makes an object of each value of the tags it reads on open (10M of BitsPerSample: 0.57 s)
+    "tiff-bits-per-sample-of-100k-values": tiff_with_tag(258, 3, 100_000),
+    "tiff-sample-format-of-100k-values": tiff_with_tag(339, 3, 100_000),
+    "tiff-extra-samples-of-100k-values": tiff_with_tag(338, 3, 100_000),
+    "tiff-resolution-of-10k-rationals": tiff_with_tag(282, 5, 10_000),
+    "tiff-unknown-tag-of-100k-doubles": tiff_with_tag(40_000, 12, 100_000),
+    "tiff-colormap-of-rationals": tiff_with_tag(320, 5, 3 * 65_536),
+    "tiff-bits-per-sample-of-100k-bytes": tiff_with_tag(258, 1, 100_000),
 }
 
 
@@ -173,3 +228,19 @@ def test_real_images_with_much_structure_are_accepted():
     texts = png_with_chunks(png_chunk(b"tEXt", b"Comment\x00" + b"v" * 100), 200)
     for data in (progressive, big_icc, animated, texts, tiff_with_strips(5_000), jpeg_with_exif_thumbnail()):
         assert inspect_image(data).format in content.ACCEPTED_FORMATS
+
+
+def test_tiff_tags_that_are_byte_strings_or_tables_may_be_large():
+    """Values Pillow reads as one bytes object (an ICC profile, XMP, a description, an unknown tag's bytes)
+    are bounded by the file only; a 16-bit palette's ColorMap has 3 x 65,536 values."""
+    icc_and_xmp = encode(noise_image(64, 48), "TIFF", icc_profile=bytes(1_000_000), tiffinfo={700: b"x" * 200_000})
+    palette = encode(noise_image(64, 48).convert("P"), "TIFF")
+    for data in (
+        icc_and_xmp,
+        palette,
+        tiff_with_tag(270, 2, 100_000),  # ImageDescription
+        tiff_with_tag(40_000, 7, 1_000_000),
+        tiff_with_tag(320, 3, 3 * 65_536),
+        tiff_with_tag(258, 3, content.MAX_TIFF_TAG_VALUES, value=8),
+    ):
+        assert inspect_image(data).format == "TIFF"

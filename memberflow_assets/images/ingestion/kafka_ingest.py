@@ -50,6 +50,9 @@ HEADER_SOURCE = "source-application"
 HEADER_EVENT_TIME = "event-time"
 HEADER_REASON = "memberflow-quarantine-reason"  # added to messages copied to the dead-letter topic
 UNKNOWN_SOURCE = "unknown"
+# The client (source-application header) and the producer's key are stored as text in the registry: one
+# PostgreSQL refuses (a NUL) or megabytes long would fail every landing of its batch, for ever.
+MAX_IDENTITY_CHARACTERS = 256
 FETCH_BATCH = 100
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group has not committed this partition yet
 
@@ -150,6 +153,15 @@ def _header(headers: dict[str, bytes | None], name: str) -> str | None:
     value = headers.get(name)
     text = value.decode("utf-8", errors="replace").strip() if value else ""
     return text or None
+
+
+def _shown(text: str | None) -> str | None:
+    """A client, key or header value as a quarantine reason shows it: cut short, control characters escaped."""
+    if text is None:
+        return None
+    cut = text[:MAX_IDENTITY_CHARACTERS]
+    shown = cut if cut.isprintable() else cut.encode("unicode_escape").decode("ascii")
+    return shown + ("…" if len(text) > MAX_IDENTITY_CHARACTERS else "")
 
 
 def _event_time(header: str | None, message: Message) -> str | None:
@@ -279,6 +291,8 @@ class KafkaIngestor:
             if len(item.data) > self.max_upload_bytes:
                 size = f"{len(item.data):,} bytes exceeds the limit of {self.max_upload_bytes:,}"
                 rejected.append((item, ImageRejected(413, "too_large", size)))
+            elif problem := item.identity_problem():
+                rejected.append((item, ImageRejected(422, "bad_identity", problem)))
             else:
                 uploads.append((item, item.upload()))
         for (item, _), result in zip(uploads, self.lander.land_many([u for _, u in uploads]), strict=True):
@@ -297,10 +311,13 @@ class KafkaIngestor:
                 item.data,
                 rejection,
                 source="kafka",
-                client=item.client,
+                client=_shown(item.client),
                 # stable per message: a redelivery overwrites instead of adding a second record
                 quarantine_id=f"kafka-{item.kafka['topic']}-{item.kafka['partition']}-{item.kafka['offset']}",
-                details={"kafka": item.kafka, "declared_content_type": _header(item.headers, HEADER_CONTENT_TYPE)},
+                details={
+                    "kafka": {**item.kafka, "key": _shown(item.kafka["key"])},
+                    "declared_content_type": _shown(_header(item.headers, HEADER_CONTENT_TYPE)),
+                },
             )
             stats.quarantined += 1
             stats.reasons[rejection.code] += 1
@@ -337,6 +354,15 @@ class _Received:
             client=_header(headers, HEADER_SOURCE) or UNKNOWN_SOURCE,
             kafka={"topic": message.topic(), "partition": message.partition(), "offset": message.offset(), "key": key},
         )
+
+    def identity_problem(self) -> str | None:
+        """Why the message's client or key cannot be stored, or None."""
+        for what, text in ((f"{HEADER_SOURCE} header", self.client), ("key", self.kafka["key"])):
+            if text is not None and len(text) > MAX_IDENTITY_CHARACTERS:
+                return f"its {what} has {len(text):,} characters (at most {MAX_IDENTITY_CHARACTERS})"
+            if text is not None and not text.isprintable():
+                return f"its {what} holds control or invisible characters"
+        return None
 
     def upload(self) -> Upload:
         return Upload(

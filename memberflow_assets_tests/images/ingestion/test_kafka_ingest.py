@@ -106,6 +106,31 @@ def test_images_land_and_bad_messages_are_quarantined_and_committed(kafka_bootst
     assert ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group).messages == 0
 
 
+def test_a_message_whose_source_or_key_cannot_be_stored_is_quarantined_and_the_rest_land(
+    kafka_bootstrap, settings, pg_dsn, memberflow_env
+):
+    """The registry holds the client (the source-application header) and the producer's key as text: a NUL
+    in either, or one of megabytes, made the whole fetched batch fail, for ever (never committed)."""
+    topic, group = create_topic(kafka_bootstrap), f"g-{uuid.uuid4().hex[:6]}"
+    messages = [
+        Sent(0, small_image("PNG", 91), "cam-1"),
+        Sent(0, small_image("PNG", 92), "cam-2", source="cam\x00eras", expect="bad_identity"),
+        Sent(1, small_image("PNG", 93), "k\x00ey", expect="bad_identity"),
+        Sent(1, small_image("PNG", 94), "cam-4", source="s" * 100_000, expect="bad_identity"),
+        Sent(0, small_image("PNG", 95), "k" * 10_000, expect="bad_identity"),
+        Sent(1, small_image("PNG", 96), "cam-6"),
+    ]
+    produce(kafka_bootstrap, topic, messages)
+
+    stats = ingest_all(kafka_bootstrap, settings, pg_dsn, topic, group)
+
+    assert (stats.landed, stats.quarantined, dict(stats.reasons)) == (2, 4, {"bad_identity": 4})
+    assert committed_offsets(kafka_bootstrap, group, topic) == partition_ends(messages)
+    assert sorted(s.kafka["key"] for s in sidecars(memberflow_env)) == ["cam-1", "cam-6"]
+    reasons = quarantine_reasons(memberflow_env)
+    assert len(reasons) == 4 and all(len(json.dumps(reason)) < 20_000 for reason in reasons)
+
+
 def test_a_resent_image_behind_a_key_conflict_in_one_fetch_is_a_duplicate(
     kafka_bootstrap, settings, pg_dsn, memberflow_env
 ):

@@ -330,24 +330,33 @@ def test_no_writer_can_create_a_transaction_in_the_future(sales_dsn):
                        f"VALUES ('{MEMBER}', 1, 1, 'infinity')")  # fmt: skip
 
 
-def test_existing_rows_in_the_future_are_reported_and_new_ones_refused(pg_dsn, tmp_path, monkeypatch, caplog):
+@contextmanager
+def migrated_before(pg_dsn: str, tmp_path, monkeypatch, first_missing: str) -> Iterator[None]:
+    """The database migrated up to (not including) migration `first_missing` for the block, which can add
+    the rows a later migration finds; afterwards apply_migrations applies the rest."""
     before = tmp_path / "before"
     before.mkdir()
     for path in postgres.migration_files():
-        if path.name < "0052":
+        if path.name < first_missing:
             (before / path.name).symlink_to(path)
     real = postgres.MIGRATIONS_DIR
     monkeypatch.setattr(postgres, "MIGRATIONS_DIR", before)
     migrated(pg_dsn)
-    add_members(pg_dsn, [MEMBER])
-    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
-        transaction = add_transaction(cursor, MEMBER, [(add_item(cursor, "Kettle", "19.99", "1.200"), 1)])
-        cursor.execute(
-            "UPDATE sales.transactions SET status = 'completed', completed_at = 'infinity' WHERE transaction_id = %s",
-            (transaction,),
-        )
-    connection.close()
+    yield
     monkeypatch.setattr(postgres, "MIGRATIONS_DIR", real)
+
+
+def test_existing_rows_in_the_future_are_reported_and_new_ones_refused(pg_dsn, tmp_path, monkeypatch, caplog):
+    with migrated_before(pg_dsn, tmp_path, monkeypatch, "0052"):
+        add_members(pg_dsn, [MEMBER])
+        with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+            transaction = add_transaction(cursor, MEMBER, [(add_item(cursor, "Kettle", "19.99", "1.200"), 1)])
+            cursor.execute(
+                "UPDATE sales.transactions SET status = 'completed', completed_at = 'infinity'"
+                " WHERE transaction_id = %s",
+                (transaction,),
+            )
+        connection.close()
 
     assert postgres.apply_migrations(pg_dsn)[0].startswith("0052_")
 
@@ -365,20 +374,12 @@ def test_existing_rows_in_the_future_are_reported_and_new_ones_refused(pg_dsn, t
 def test_existing_times_the_warehouse_cannot_load_are_reported_and_new_ones_refused(
     pg_dsn, tmp_path, monkeypatch, caplog
 ):
-    before = tmp_path / "before"
-    before.mkdir()
-    for path in postgres.migration_files():
-        if path.name < "0065":
-            (before / path.name).symlink_to(path)
-    real = postgres.MIGRATIONS_DIR
-    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", before)
-    migrated(pg_dsn)
-    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
-        add_item(cursor, "Kettle", "19.99", "1.200")
-        old = add_item(cursor, "Amphora", "5.00", "2.000")
-        cursor.execute("UPDATE sales.items SET discontinued_at = '0044-03-15 BC' WHERE item_id = %s", (old,))
-    connection.close()
-    monkeypatch.setattr(postgres, "MIGRATIONS_DIR", real)
+    with migrated_before(pg_dsn, tmp_path, monkeypatch, "0065"):
+        with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+            add_item(cursor, "Kettle", "19.99", "1.200")
+            old = add_item(cursor, "Amphora", "5.00", "2.000")
+            cursor.execute("UPDATE sales.items SET discontinued_at = '0044-03-15 BC' WHERE item_id = %s", (old,))
+        connection.close()
 
     assert postgres.apply_migrations(pg_dsn)[0].startswith("0065_")
 

@@ -49,6 +49,7 @@ MAX_PNG_CHUNKS = 20_000  # 2,560 IDAT chunks of libpng's 8 KB hold a 20 MB file
 MAX_GIF_BLOCKS = 10_000  # extension sub-blocks before the first image (255 bytes each at most)
 MAX_TIFF_TAGS = 1_000  # entries of the first image directory
 MAX_TIFF_STRIPS = 10_000  # strips or tiles: one row per strip for 10,000 rows
+MAX_TIFF_TILE_PIXELS = 1 << 20  # a tile may exceed its image (256x256 tiles of a 100x100 image), up to this
 # Values of any other tag: per-sample lists (BitsPerSample, SampleFormat, ...) for 1,000 samples. Pillow
 # makes a Python object of each value of a tag it reads on open (~5 µs for a rational): 10M values of
 # BitsPerSample took 0.57 s. Byte strings Pillow reads as one object (ICC, XMP, ...) are bounded only
@@ -302,6 +303,15 @@ _BEFORE_PARSING = {"PNG": _check_png, "GIF": _check_gif_blocks, "TIFF": _check_t
 
 def _check_tiff(data: bytes, image: Image.Image) -> None:
     tags = image.tag_v2 if isinstance(image, TiffImagePlugin.TiffImageFile) else {}
+    # A tile is decoded whole, whatever the image's size: a 16x16 TIFF with one 16368 x 16368 tile of zeros
+    # (800 KB deflated) took processing 900 MB. A tile larger than the image is allowed up to 1 M pixels.
+    tile_width, tile_height = tags.get(322), tags.get(323)  # TileWidth, TileLength
+    if isinstance(tile_width, int) and isinstance(tile_height, int):
+        allowed = max(image.size[0] * image.size[1], MAX_TIFF_TILE_PIXELS)
+        if tile_width * tile_height > allowed:
+            raise too_complex(
+                f"TIFF tiles of {tile_width}x{tile_height} pixels for a {image.size[0]}x{image.size[1]} image"
+            )
     offsets = tags.get(273) or tags.get(324)  # StripOffsets / TileOffsets
     counts = tags.get(279) or tags.get(325)  # StripByteCounts / TileByteCounts
     if not offsets or not counts:

@@ -26,7 +26,7 @@ from datetime import datetime
 
 import numpy as np
 import simplejpeg
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from memberflow_assets.images.layout import ACCEPTED_FORMATS, MAX_PIXELS, Sidecar
 
@@ -38,6 +38,7 @@ THUMBNAIL_FORMAT = "JPEG"
 THUMBNAIL_EXT = "jpg"
 THUMBNAIL_QUALITY = 85
 HASH_SIZE = 8  # dHash of an 8 x 8 grid of differences: 64 bits, 16 hex digits
+MAX_EXIF_BYTES = 256 << 10  # a camera's EXIF fits one JPEG segment (64 KB); more is there to be costly to read
 
 PROCESSED = "processed"
 REJECTED = "rejected"
@@ -67,10 +68,17 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def has_location(image: Image.Image) -> bool:
-    """True when the image's EXIF has GPS data or its XMP packet mentions GPS coordinates."""
-    exif = image.getexif()
-    if ExifTags.IFD.GPSInfo in exif and exif.get_ifd(ExifTags.IFD.GPSInfo):
+def readable_exif(image: Image.Image) -> Image.Exif | None:
+    """The image's EXIF, or None when it is too large to read (MAX_EXIF_BYTES): reading decodes every value
+    of its first directory, as many as a crafted file holds (a 20 MB eXIf chunk took seconds)."""
+    raw = image.info.get("exif")
+    return None if isinstance(raw, bytes) and len(raw) > MAX_EXIF_BYTES else image.getexif()
+
+
+def has_location(image: Image.Image, exif: Image.Exif | None) -> bool:
+    """True when the image's EXIF points to GPS data (or is too large to read: it may) or its XMP packet
+    mentions GPS coordinates. The GPS directory itself is not read: its values would all be decoded."""
+    if exif is None or exif.get(ExifTags.IFD.GPSInfo):
         return True
     xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or b""
     return bool(_GPS_IN_XMP.search(xmp if isinstance(xmp, bytes) else xmp.encode()))
@@ -114,7 +122,7 @@ def decode_jpeg_strictly(data: bytes, image: Image.Image) -> Image.Image:
     except ValueError as error:
         raise JpegDataError(str(error)) from error
     decoded = Image.fromarray(pixels[:, :, 0] if colorspace == "GRAY" else pixels, image.mode)
-    decoded.info = dict(image.info)  # EXIF/XMP orientation, ICC profile: what exif_transpose and the thumbnail use
+    decoded.info = dict(image.info)  # the ICC profile (and transparency) the thumbnail uses
     return decoded
 
 
@@ -141,7 +149,10 @@ def decode_thumbnail(data: bytes, image: Image.Image) -> Image.Image:
 
 
 def _thumbnail_bytes(thumbnail: Image.Image, icc_profile: bytes | None) -> bytes:
-    if thumbnail.mode not in ("RGB", "L"):
+    if thumbnail.mode in _SIXTEEN_BIT_MODES:  # 16-bit samples: scaled to 8, not clipped at 255
+        eight_bit = np.clip(np.asarray(thumbnail, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
+        thumbnail, icc_profile = Image.fromarray(eight_bit, "L"), None
+    if thumbnail.mode not in ("RGB", "L") or "transparency" in thumbnail.info:  # incl. a PNG's colour key
         if thumbnail.mode in ("RGBA", "LA", "PA") or "transparency" in thumbnail.info:
             rgba = thumbnail.convert("RGBA")
             flat = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -150,9 +161,36 @@ def _thumbnail_bytes(thumbnail: Image.Image, icc_profile: bytes | None) -> bytes
         else:
             thumbnail, icc_profile = thumbnail.convert("RGB"), None  # e.g. CMYK: its profile no longer applies
     buffer = io.BytesIO()
-    # Only what is passed here is written: no exif=, no xmp= — the thumbnail carries no EXIF at all.
-    thumbnail.save(buffer, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY, icc_profile=icc_profile)
+    # Only what is passed here is written: no EXIF, XMP or comment (Pillow's JPEG writer copies a comment
+    # or XMP of the image's `info`, which the original's COM segment or GIF comment fills).
+    thumbnail.info = {}
+    thumbnail.save(buffer, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY, icc_profile=icc_profile, comment=b"")
     return buffer.getvalue()
+
+
+# EXIF orientation -> the transposition that turns the picture upright (1, and any other value, as it is).
+# Done here rather than by ImageOps.exif_transpose, which rewrites the EXIF it is given and fails on
+# values its tags' types do not hold (struct.error): the thumbnail carries no EXIF anyway.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
+
+
+def orientation_of(exif: Image.Exif | None) -> int:
+    """The EXIF orientation (1-8); 1 for none, for an EXIF too large to read, or for a value no picture has."""
+    value = 1 if exif is None else exif.get(ExifTags.Base.Orientation, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(picture: Image.Image, orientation: int) -> Image.Image:
+    return picture.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else picture
 
 
 def rejected(row: dict, error: str, detail: str) -> ProcessedImage:
@@ -198,22 +236,24 @@ def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> Proc
         return rejected(row, TOO_MANY_PIXELS, str(error))
     except UnidentifiedImageError:
         return rejected(row, NOT_AN_IMAGE, "Pillow cannot identify the bytes as an image")
-    except (OSError, ValueError, SyntaxError) as error:
+    except Exception as error:  # OSError, ValueError, SyntaxError, ... of a malformed header
         return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
     with image:
-        row["format"], row["mode"] = image.format, image.mode
-        if image.format not in ACCEPTED_FORMATS:
+        # a multi-picture JPEG (MPO, as phones write) is a JPEG: its first picture is the image
+        row["format"], row["mode"] = ("JPEG" if image.format == "MPO" else image.format), image.mode
+        if row["format"] not in ACCEPTED_FORMATS:
             return rejected(row, UNSUPPORTED_FORMAT, f"format {image.format}")
         try:
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-            row["gps_removed"] = has_location(image)
+            exif = readable_exif(image)
+            orientation = orientation_of(exif)
+            row["gps_removed"] = has_location(image, exif)
             row["width"], row["height"] = (
                 (image.height, image.width) if orientation in (5, 6, 7, 8) else (image.width, image.height)
             )
             icc_profile = image.info.get("icc_profile")
-            upright = ImageOps.exif_transpose(decode_thumbnail(data, image))
-            thumbnail = _thumbnail_bytes(upright, icc_profile)
-            row["phash"] = dhash(upright)
+            picture = upright(decode_thumbnail(data, image), orientation)
+            thumbnail = _thumbnail_bytes(picture, icc_profile)
+            row["phash"] = dhash(picture)
         except Image.DecompressionBombError as error:
             return rejected(row, TOO_MANY_PIXELS, str(error))
         except JpegDataError as error:  # "Corrupt JPEG data: ..." (incl. a scan cut short), or the file ends
@@ -222,12 +262,14 @@ def process_image(data: bytes, sidecar: Sidecar, processed_at: datetime) -> Proc
         except OSError as error:
             code = TRUNCATED if "truncated" in str(error).lower() else CORRUPT
             return rejected(row, code, f"{type(error).__name__}: {error}")
-        except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError) as error:
-            # Pillow's plugins signal malformed structures with all of these
+        except Exception as error:
+            # Pillow's plugins signal malformed structures with many exception types (ValueError, SyntaxError,
+            # EOFError, IndexError, KeyError, TypeError, ZeroDivisionError, struct.error, OverflowError, ...):
+            # whatever one image raises makes it a rejected row, never a failure of its hour
             return rejected(row, CORRUPT, f"{type(error).__name__}: {error}")
     row.update(
         status=PROCESSED,
-        orientation=int(orientation) if isinstance(orientation, int) else 1,
+        orientation=orientation,
         thumbnail_bytes=len(thumbnail),
     )
     return ProcessedImage(row, thumbnail)
@@ -245,8 +287,8 @@ def inspect_thumbnail(data: bytes) -> ThumbnailProblems:
     """What the asset checks verify about a stored thumbnail: it decodes, and carries no location."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            location = has_location(image)
-            exif = len(image.getexif()) > 0
+            location = has_location(image, readable_exif(image))
+            exif = len(image.getexif()) > 0 or "comment" in image.info  # metadata a thumbnail never carries
             image.load()
             return ThumbnailProblems(None, location, exif, image.size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:

@@ -244,3 +244,27 @@ def test_tiff_tags_that_are_byte_strings_or_tables_may_be_large():
         tiff_with_tag(258, 3, content.MAX_TIFF_TAG_VALUES, value=8),
     ):
         assert inspect_image(data).format == "TIFF"
+
+
+def tiled_tiff(width: int, height: int, tile: int) -> bytes:
+    """A grey TIFF of width x height pixels in one Deflate tile of tile x tile pixels (zeros)."""
+    pixels = zlib.compress(bytes(tile * tile), 9)
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1)]
+    tags += [(322, 4, tile), (323, 4, tile), (324, 4, 0), (325, 4, len(pixels))]
+    directory_end = 8 + 2 + 12 * len(tags) + 4
+    entries = b"".join(
+        struct.pack("<HHI", tag, kind, 1)
+        + struct.pack("<I" if kind == 4 else "<HH", *((value,) if kind == 4 else (value, 0)))
+        if tag != 324
+        else struct.pack("<HHII", tag, kind, 1, directory_end)
+        for tag, kind, value in tags
+    )
+    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + entries + b"\x00" * 4 + pixels
+
+
+def test_a_tile_far_larger_than_its_image_is_too_complex():
+    """A tile is decoded whole: a 16x16 TIFF with a 16368 x 16368 tile of zeros (800 KB) took processing
+    900 MB. Tiles larger than the image are allowed up to MAX_TIFF_TILE_PIXELS (real TIFFs have them)."""
+    assert rejection(tiled_tiff(16, 16, 2048)).code == "too_complex"
+    for width, height, tile in ((100, 100, 256), (16, 16, 1024), (2048, 2048, 2048)):
+        assert inspect_image(tiled_tiff(width, height, tile)).format == "TIFF"

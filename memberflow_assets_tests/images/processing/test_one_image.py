@@ -5,6 +5,7 @@ import struct
 import zlib
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
@@ -85,7 +86,7 @@ def test_gps_in_xmp_is_detected_and_not_carried_over():
     xmp = b'<x:xmpmeta><rdf:Description exif:GPSLatitude="1,17.5N" exif:GPSLongitude="103,51E"/></x:xmpmeta>'
     data = encode(picture(), "JPEG", xmp=xmp)
     with Image.open(io.BytesIO(data)) as original:
-        assert one_image.has_location(original)
+        assert one_image.has_location(original, one_image.readable_exif(original))
 
     result = process(data)
 
@@ -219,3 +220,81 @@ def test_the_orientation_tag_alone_is_not_personal_but_is_applied():
     with Image.open(io.BytesIO(result.thumbnail)) as thumbnail:
         bottom_right = thumbnail.convert("RGB").getpixel((thumbnail.width - 5, thumbnail.height - 5))
         assert bottom_right[0] > 200 and bottom_right[1] < 60  # the red block, turned 180°
+
+
+def raw_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """An EXIF block of one directory, each entry (tag, type, count, 4-byte value) exactly as given."""
+    directory = struct.pack("<H", len(entries))
+    directory += b"".join(struct.pack("<HHI", *entry[:3]) + entry[3] for entry in entries)
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + directory + b"\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize(
+    ("entries", "orientation"),
+    [
+        # rotated, and a SHORT tag (ResolutionUnit) holding a LONG beyond 65535: rewriting the EXIF, as
+        # ImageOps.exif_transpose does, raised struct.error, which failed the whole hour
+        ([(274, 3, 1, struct.pack("<HH", 6, 0)), (296, 4, 1, struct.pack("<I", 100_000))], 6),
+        # an orientation no picture has (the metadata column is int16): as stored
+        ([(274, 3, 1, struct.pack("<HH", 40_000, 0))], 1),
+    ],
+    ids=["a tag beyond its type", "orientation 40000"],
+)
+def test_a_photo_with_crafted_exif_is_processed(entries, orientation):
+    result = process(encode(picture(640, 480), "JPEG", exif=raw_exif(entries)))
+    assert (result.row["status"], result.row["orientation"]) == ("processed", orientation)
+    assert (result.row["width"], result.row["height"]) == ((480, 640) if orientation == 6 else (640, 480))
+
+
+def test_whatever_one_image_raises_makes_it_a_rejected_row(monkeypatch):
+    def unexpected(_):
+        raise RuntimeError("a bug of a plugin")
+
+    monkeypatch.setattr(one_image, "dhash", unexpected)
+    result = process(jpeg(64, 48))
+    assert (result.row["status"], result.row["error"]) == ("rejected", "corrupt") and result.thumbnail is None
+    assert "RuntimeError" in result.row["error_detail"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "GIF"])
+def test_a_comment_in_the_original_never_reaches_the_thumbnail(fmt):
+    comment = b"Owner: Jane Doe, 12 Main St, 51.5007N 0.1246W"
+    result = process(encode(picture(320, 240), fmt, comment=comment), fmt=fmt)
+    assert result.row["status"] == "processed" and comment not in result.thumbnail
+    with Image.open(io.BytesIO(result.thumbnail)) as thumbnail:
+        assert "comment" not in thumbnail.info
+
+
+def test_a_multi_picture_jpeg_is_processed_as_a_jpeg():
+    buffer = io.BytesIO()
+    picture(320, 240).save(buffer, "MPO", save_all=True, append_images=[picture(160, 120)])
+    result = process(buffer.getvalue())
+    assert (result.row["status"], result.row["format"], result.row["width"]) == ("processed", "JPEG", 320)
+
+
+def test_16_bit_grey_and_a_png_colour_key_give_true_thumbnails():
+    ramp = Image.fromarray((np.arange(256 * 64, dtype=np.uint16).reshape(64, 256) * 4).astype(np.uint16))
+    grey = process(encode(ramp, "PNG"), fmt="PNG")
+    with Image.open(io.BytesIO(grey.thumbnail)) as thumbnail:
+        values = np.asarray(thumbnail.convert("L"))
+    assert values.min() < 20 and values.max() > 230 and (values == 255).mean() < 0.1  # scaled, not clipped
+
+    keyed = picture(64, 64).convert("RGB")
+    keyed.paste((0, 255, 1), (0, 0, 32, 32))  # the colour key: transparent
+    buffer = io.BytesIO()
+    keyed.save(buffer, "PNG", transparency=(0, 255, 1))
+    result = process(buffer.getvalue(), fmt="PNG")
+    with Image.open(io.BytesIO(result.thumbnail)) as thumbnail:
+        red, green, blue = thumbnail.convert("RGB").getpixel((5, 5))
+    assert min(red, green, blue) > 230  # flattened on white
+
+
+def test_an_exif_too_large_to_read_is_not_read():
+    """20 MB of EXIF values (a PNG's eXIf chunk) took seconds to decode: beyond MAX_EXIF_BYTES it is ignored,
+    and counted as location data the outputs do not carry."""
+    values = b"\x01\x00\x00\x00" * 2 * 40_000  # 40,000 RATIONALs
+    entries = struct.pack("<H", 1) + struct.pack("<HHII", 0x8298, 5, 40_000, 26) + b"\x00\x00\x00\x00"
+    exif = b"II*\x00" + struct.pack("<I", 8) + entries + values
+    assert len(exif) > one_image.MAX_EXIF_BYTES
+    result = process(encode(picture(64, 48), "PNG", exif=exif), fmt="PNG")
+    assert (result.row["status"], result.row["orientation"], result.row["gps_removed"]) == ("processed", 1, True)

@@ -82,6 +82,8 @@ def _write_new_file(path: str, data: bytes, start_writeback: bool = False) -> li
 
 TEMPORARY_DIR = ".tmp"
 NOT_UTF8_NAME = "file whose name is not UTF-8"
+# s3fs reads `?versionId=` in a key as the version of the key before it: such an object cannot be read
+S3_VERSION_NAME = "object whose key holds ?versionId="
 # A temporary file keeps this many bytes of its final name (a name of up to 255 bytes still fits beside the suffix).
 _TEMPORARY_NAME_BYTES = 100
 # A temporary file older than this belongs to no write in progress (a write renames its files within
@@ -200,16 +202,22 @@ class Zones:
 
     def list_entries(self, prefix: str) -> tuple[list[FileInfo], dict[str, str]]:
         """What is directly under a zone folder: its regular files, and every other entry's relative path
-        with what it is (`folder`, `symbolic link` — never followed —, `special file`, or NOT_UTF8_NAME: an
-        entry whose local name is not UTF-8, shown with its bytes escaped, e.g. `bad\\xff.csv`)."""
+        with what it is (`folder`, `symbolic link` — never followed —, `special file`, NOT_UTF8_NAME: an
+        entry whose local name is not UTF-8, shown with its bytes escaped, e.g. `bad\\xff.csv`, or
+        S3_VERSION_NAME). An S3 "folder" marker (the empty object `<prefix>/` consoles create) is no entry."""
+        listed = self.path(prefix).rstrip("/")
         try:
-            entries = self.fs.ls(self.path(prefix), detail=True)
+            entries = self.fs.ls(listed, detail=True)
         except FileNotFoundError:
             return [], {}
         files, others = [], {}
         for entry in entries:
+            if self.is_s3 and entry["name"].rstrip("/") == listed:
+                continue
             if not _is_utf8(entry["name"]):  # a local name of other bytes: no tag, log or database can hold it
                 others[_printable(self.relative(entry["name"]))] = NOT_UTF8_NAME
+            elif self.is_s3 and "?versionId=" in entry["name"]:
+                others[self.relative(entry["name"])] = S3_VERSION_NAME
             elif entry.get("islink"):
                 others[self.relative(entry["name"])] = "symbolic link"
             elif entry.get("type") == "file":
@@ -240,6 +248,17 @@ class Zones:
         except FileNotFoundError:
             return None
         return FileInfo(relpath, int(entry["size"]), self._changed_at(entry)) if entry.get("type") == "file" else None
+
+    def require_root(self) -> None:
+        """Raises when the zones' root is not there (an S3 bucket that does not exist, a local folder
+        missing): a command that deletes or rebuilds from the zones must not take a wrong setting for an
+        empty store."""
+        if self.is_s3:
+            bucket = self.root.split("/", 1)[0]
+            if not self.fs.exists(bucket):
+                raise FileNotFoundError(f"the S3 bucket {bucket!r} of the zones does not exist (or is not visible)")
+        elif not os.path.isdir(self.root):
+            raise FileNotFoundError(f"the zones' folder {self.root} does not exist")
 
     def exists(self, relpath: str) -> bool:
         return self.fs.exists(self.path(relpath))
@@ -437,8 +456,8 @@ class Zones:
             yield writer
 
     def copy(self, src_relpath: str, dst_relpath: str) -> None:
-        if self.is_s3:
-            self.fs.copy(self.path(src_relpath), self.path(dst_relpath))
+        if self.is_s3:  # cp_file: `copy` takes `[`, `*`, `?` in a name for a pattern and copies what matches
+            self.fs.cp_file(self.path(src_relpath), self.path(dst_relpath))
         else:
             self.write_bytes(dst_relpath, self.read_bytes(src_relpath))
 

@@ -148,7 +148,9 @@ def _file_landed_at(zones: Zones, batch: str) -> datetime:
 def rebuild_members(zones: Zones, connect: Callable[[], AbstractContextManager[PgConnection]], progress=print) -> int:
     """Replay every batch's successful file into sales.members in landing order, each batch in its own
     transaction (`connect()` gives a connection that commits when its block succeeds). Nothing is
-    deleted: members are referenced by transactions. Returns the number of batches loaded."""
+    deleted: members are referenced by transactions. Returns the number of batches loaded. Raises when
+    the zones' root is missing (a wrong setting is not an empty history)."""
+    zones.require_root()
     names = [info.name for info in zones.list_files(SUCCESSFUL_PREFIX)]
     batch_names = [name.removesuffix(".parquet") for name in names if name.endswith(".parquet") and name[0] != "."]
     for landed, batch in sorted((_file_landed_at(zones, batch), batch) for batch in batch_names):

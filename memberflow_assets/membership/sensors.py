@@ -11,6 +11,7 @@ once; a partition runs again only for content other than its latest run's (the r
 earlier content runs again. Every landed file is a partition of its own, a copy under another name too.
 """
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -22,11 +23,15 @@ from memberflow_assets.membership import layout
 from memberflow_assets.membership.jobs import membership_batch_job
 from memberflow_assets.membership.partitions import application_files
 from memberflow_assets.settings import Settings
-from memberflow_assets.zones import NOT_UTF8_NAME, FileInfo, Zones
+from memberflow_assets.zones import NOT_UTF8_NAME, S3_VERSION_NAME, FileInfo, Zones
 
 SHA256_TAG = "memberflow/sha256"
 OVERLAP_SECONDS = 5.0
 MAX_FILES_PER_TICK = 200
+_RENAMING_ADVICE = {  # files under names nothing can read
+    NOT_UTF8_NAME: "rename it (UTF-8) to have it read",
+    S3_VERSION_NAME: "rename it (S3 reads ?versionId= in a key as a version) to have it read",
+}
 RUNS_LOOKED_AT = 20  # a partition's latest runs searched for its latest content
 
 
@@ -131,10 +136,15 @@ def evaluate_landing_applications(
     now = time.time()
     plan = plan_tick(zones, cursor, now=now, settle_seconds=settle_seconds)
 
-    run_requests, new_keys = [], []
+    run_requests, new_keys, unreadable = [], [], []
     existing_keys = set(context.instance.get_dynamic_partitions(application_files.name)) if plan.ready else set()
     for info in plan.ready:
-        sha256 = _sha256(zones, info.relpath)
+        try:
+            sha256 = _sha256(zones, info.relpath)
+        except OSError as error:  # unreadable now (or gone): the other files go on, this one is tried again
+            context.log.warning(f"{info.name}: cannot be read ({type(error).__name__}: {error}); tried again next tick")
+            unreadable.append(info)
+            continue
         key = layout.batch_key(info.name)
         if info.changed_at > now + OVERLAP_SECONDS:
             context.log.warning(
@@ -157,11 +167,10 @@ def evaluate_landing_applications(
         )
     for relpath in sorted(plan.not_files.keys() - set(cursor.reported)):
         kind = plan.not_files[relpath]
-        advice = (
-            "rename it (UTF-8) to have it read"
-            if kind == NOT_UTF8_NAME
-            else f"applications are the files directly in {layout.LANDING_PREFIX}/ "
-            "(move the files it holds or points to there)"
+        advice = _RENAMING_ADVICE.get(
+            kind,
+            f"applications are the files directly in {layout.LANDING_PREFIX}/ "
+            "(move the files it holds or points to there)",
         )
         context.log.warning(f"{relpath}: a {kind}, not read: {advice}")
     if plan.waiting:
@@ -169,5 +178,11 @@ def evaluate_landing_applications(
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[application_files.build_add_request(new_keys)] if new_keys else [],
-        cursor=advance(cursor, plan, now).dump(),
+        cursor=advance(
+            cursor,
+            dataclasses.replace(
+                plan, ready=[info for info in plan.ready if info not in unreadable], waiting=plan.waiting + unreadable
+            ),
+            now,
+        ).dump(),
     )

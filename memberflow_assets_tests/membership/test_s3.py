@@ -118,3 +118,34 @@ def test_chunked_outputs_on_s3_appear_whole_or_not_at_all(instance, s3_env, moto
     assert successful["row_number"].to_pylist() == [1, 3, 5, 7, 9]
     with zones.fs.open(zones.path("members/unsuccessful/chunks.parquet"), "rb") as handle:
         assert pq.ParquetFile(handle).metadata.num_row_groups == 3  # lines 2-5, 6-9, 10-11
+
+
+def test_odd_keys_on_s3_neither_copy_other_files_nor_stop_the_sensor(instance, s3_env, moto_endpoint, pg_dsn):
+    """A name with glob characters was quarantined as whatever objects its pattern matched (another
+    file's applicants among them); a key with `?versionId=` made every tick fail; the empty `<prefix>/`
+    object an S3 console makes for a folder became a partition of its own that failed."""
+    zones = Zones.from_settings()
+    good = f"{HEADER}\nAnn Lee,ann@mail.net,1985-02-03,81234567\n"
+    binary = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR garbage"
+    land(zones, "bad1.csv", good)
+    land(zones, "bad[1].csv", binary)
+    land(zones, "star*.csv", binary + b"2")
+    land(zones, "starX.csv", good)
+    bucket, _, prefix = s3_env.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/landing/applications/", Body=b"")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/landing/applications/v?versionId=1.csv", Body=good.encode())
+
+    tick = build_landing_applications_sensor(Settings.from_env())(
+        dg.build_sensor_context(instance=instance, resources={"zones": zones})
+    )
+
+    sources = sorted(request.tags["memberflow/source_file"] for request in tick.run_requests)
+    assert sources == ["bad1.csv", "bad[1].csv", "star*.csv", "starX.csv"]
+    for request in tick.run_requests:
+        run_batch(instance, request.partition_key, tags=request.tags)
+    keys = bucket_keys(moto_endpoint, s3_env)
+    quarantined = sorted(key for key in keys if key.startswith("quarantine/") and not key.endswith(".reason.txt"))
+    assert quarantined == ["quarantine/applications/bad[1].csv", "quarantine/applications/star*.csv"]
+    assert zones.read_bytes("quarantine/applications/bad[1].csv") == binary
+    assert zones.read_bytes("quarantine/applications/star*.csv") == binary + b"2"

@@ -239,3 +239,21 @@ def test_a_file_whose_name_is_not_utf8_is_reported_once_and_does_not_stop_the_ot
     assert ticker.tick().run_requests == [] and "WARNING" not in capfd.readouterr().err  # said once
     [request] = first.run_requests
     assert run_batch(instance, request.partition_key, tags=request.tags).success  # members included
+
+
+def test_a_file_that_cannot_be_read_now_is_tried_again_and_holds_up_no_other(instance, zones, settled, monkeypatch):
+    land(zones, "flaky.csv", GOOD)
+    land(zones, "fine.csv", GOOD.replace("Ann", "Bea"))
+    real, failures = sensors._sha256, []
+
+    def flaky(zones_, relpath):
+        if relpath.endswith("flaky.csv") and not failures:
+            failures.append(relpath)
+            raise OSError("connection reset")  # an S3 hiccup, a file gone for a moment
+        return real(zones_, relpath)
+
+    monkeypatch.setattr(sensors, "_sha256", flaky)
+    ticker = Ticker(instance)
+    assert keys(ticker.tick()) == ["fine"]
+    assert keys(ticker.tick()) == ["flaky"]
+    assert ticker.tick().run_requests == []

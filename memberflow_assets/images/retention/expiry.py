@@ -384,8 +384,11 @@ def run_retention(
     records: PartitionRecords | None = None,
     log: Callable[[str], None] | None = None,
 ) -> RetentionResult:
-    """Purge every hourly partition expired at `as_of`; idempotent. Commits as it goes."""
+    """Purge every hourly partition expired at `as_of`; idempotent. Commits as it goes. Raises, before
+    anything is recorded, when the zones' root is missing: a wrong bucket or folder would have looked
+    empty, and the registry rows of images still stored elsewhere would have become tombstones."""
     as_of = check_as_of(as_of)
+    zones.require_root()
     first_kept_key = hour_key(first_kept_hour(as_of))
     with exclusive_run(dsn), closing(postgres.connect(dsn, "memberflow-retention")) as connection:
         with connection.cursor() as cursor:

@@ -283,6 +283,25 @@ def test_retention_command_on_s3(s3_env, pg_dsn, moto_endpoint, monkeypatch, cap
     assert any(hour_key(young) in path for path in after)
 
 
+def test_retention_pointed_at_a_bucket_that_does_not_exist_fails_and_purges_nothing(s3_env, pg_dsn, monkeypatch):
+    """A mistyped bucket looked like an empty store: the run succeeded and made the registry rows of images
+    still stored in the real bucket tombstones."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    apply_migrations(pg_dsn)
+    expired = datetime.now(UTC) - WEEK - 3 * HOUR
+    sidecar = land_image(Zones.from_settings(), pg_dsn, jpeg(seed=3), expired)
+    monkeypatch.setenv("MEMBERFLOW_STORAGE_URL", "s3://no-such-bucket-memberflow/zones")
+
+    with pytest.raises(FileNotFoundError, match="no-such-bucket-memberflow"):
+        expiry.run_retention(Zones.from_settings(), pg_dsn, datetime.now(UTC), "wrong-bucket", "test")
+
+    with psycopg2.connect(pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM images.registry WHERE image_id = %s", (sidecar.image_id,))
+        assert cursor.fetchone() == ("landed",)
+        cursor.execute("SELECT count(*) FROM images.retention_runs WHERE retention_run_id = 'wrong-bucket'")
+        assert cursor.fetchone() == (0,)
+
+
 def test_s3_lifecycle_rules_expire_the_image_prefixes_and_keep_other_rules(s3_env, moto_endpoint, capsys):
     zones = Zones.from_settings()
     bucket, prefix = lifecycle.bucket_and_prefix(zones)

@@ -213,10 +213,11 @@ def continued_lines(lines: Lines) -> np.ndarray | None:
     MAX_CONTINUED_LINES; None when no line is. The opening line is malformed already (its quote does not
     close on it), and the lines it takes are malformed too, so no fragment of a field is ever taken for an
     application of its own."""
+    with_quotes = _lines_with(lines, ord('"'))  # few in most files: only they can open a quoted field
     with duck.connect() as connection:
         connection.execute(_CSV_FIELDS)
-        [opens] = _line_flags(connection, lines, np.arange(len(lines)), ["opens_quoted_field"])
-        openers = np.flatnonzero(opens)
+        [opens] = _line_flags(connection, lines, with_quotes, ["opens_quoted_field"])
+        openers = with_quotes[opens]
         if not len(openers):
             return None
         window = np.unique((openers[:, None] + np.arange(1, MAX_CONTINUED_LINES + 1)).ravel())
@@ -243,6 +244,25 @@ def continued_lines(lines: Lines) -> np.ndarray | None:
             taken_to = following
             opener = following if following in reopens else None  # the closing line may open another field
     return continued if continued.any() else None
+
+
+def _lines_with(lines: Lines, byte: int) -> np.ndarray:
+    """The indices of the lines that may hold `byte`: exactly those when the byte is rare, else all of them
+    (mapping millions of positions to lines would cost more than checking every line). Searched a slice of
+    the bytes at a time, so the comparison's temporary stays small."""
+    if not len(lines):
+        return np.zeros(0, np.int64)
+    start, end = int(lines.starts[0]), int(lines.starts[-1] + lines.lengths[-1])
+    slices = range(start, end, _NEWLINE_SEARCH_BYTES)
+    found = sum(int(np.count_nonzero(lines.data[offset : offset + _NEWLINE_SEARCH_BYTES] == byte)) for offset in slices)
+    if found > len(lines) // 8:
+        return np.arange(len(lines))
+    positions = np.concatenate(
+        [np.zeros(0, np.int64)]
+        + [np.flatnonzero(lines.data[offset : offset + _NEWLINE_SEARCH_BYTES] == byte) + offset for offset in slices]
+    )
+    positions = positions[positions < end]
+    return np.unique(np.searchsorted(lines.starts, positions, side="right") - 1)
 
 
 def _line_flags(

@@ -1,0 +1,125 @@
+"""Configuration the platform refuses, and how: a clear error naming the variable, never a secret of it;
+and the values it cleans up rather than refuses (relative paths, file:// URLs)."""
+
+import traceback
+
+import pytest
+
+from memberflow_assets import cli
+from memberflow_assets.definitions import build_defs
+from memberflow_assets.settings import ConfigurationError, Settings
+
+SECRET = "Sup3rSecretPW"
+
+
+def _everything_shown(error: BaseException) -> str:
+    """What a traceback of `error` prints: its message and every chained exception's."""
+    return "".join(traceback.format_exception(error))
+
+
+# -- settings ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url", ["S3://bucket/zones", "s3:/bucket/zones", "gs://bucket/zones", "s3a://bucket/zones", "s3://", "s3://B/x",
+            "s3://bucket//zones", "file://host/srv/zones", "file:relative"],
+)  # fmt: skip
+def test_a_storage_url_that_is_neither_s3_nor_a_folder_is_refused(clean_env, url):
+    clean_env.setenv("MEMBERFLOW_STORAGE_URL", url)
+    with pytest.raises(ConfigurationError, match="MEMBERFLOW_STORAGE_URL"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("url", "zones"),
+    [("s3://bucket/zones", "s3://bucket/zones"), ("s3://my.bucket-1", "s3://my.bucket-1"),
+     ("s3://bucket/a/b/", "s3://bucket/a/b"), ("file:///srv/my%20zones", "/srv/my zones"),
+     ("/srv/zones", "/srv/zones")],
+)  # fmt: skip
+def test_accepted_storage_urls(clean_env, url, zones):
+    clean_env.setenv("MEMBERFLOW_STORAGE_URL", url)
+    assert Settings.from_env().zones_url == zones
+
+
+def test_relative_paths_are_made_absolute_when_the_settings_are_read(clean_env, tmp_path):
+    # `memberflow start` changes folder before `dagster dev`: every process must mean the same folders
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("MEMBERFLOW_DATA_DIR", "data")
+    clean_env.setenv("MEMBERFLOW_WAREHOUSE", "bi/warehouse.duckdb")
+    clean_env.setenv("MEMBERFLOW_STORAGE_URL", "zones")
+    clean_env.setenv("MEMBERFLOW_API_KEYS_FILE", "keys.txt")
+    settings = Settings.from_env()
+    clean_env.chdir("/")
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.warehouse == str(tmp_path / "bi" / "warehouse.duckdb")
+    assert settings.zones_url == str(tmp_path / "zones")
+    assert settings.ingest.api_keys_file == tmp_path / "keys.txt"
+
+
+def test_memberflow_env_exports_the_absolute_paths(clean_env, tmp_path, make_database, capsys):
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("MEMBERFLOW_DATA_DIR", "data")
+    clean_env.setenv("MEMBERFLOW_WAREHOUSE", "warehouse.duckdb")
+    clean_env.setenv("MEMBERFLOW_STORAGE_URL", "zones")
+    clean_env.setenv("MEMBERFLOW_PG_DSN", make_database())
+    clean_env.setenv("MEMBERFLOW_DAGSTER_PG_DSN", "postgresql://dagster@db/dagster")
+    clean_env.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert cli.main(["env"]) == 0
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert exported["MEMBERFLOW_DATA_DIR"] == str(tmp_path / "data")
+    assert exported["MEMBERFLOW_WAREHOUSE"] == str(tmp_path / "warehouse.duckdb")
+    assert exported["MEMBERFLOW_STORAGE_URL"] == str(tmp_path / "zones")
+    assert exported["MEMBERFLOW_API_KEYS_FILE"] == str(tmp_path / "data" / "api_keys.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MEMBERFLOW_MAX_UPLOAD_BYTES", "0", "between 1024 and"),  # every image was too_large
+        ("MEMBERFLOW_KAFKA_BATCH_MAX_MESSAGES", "0", "between 1 and 1e\\+06"),  # kafka-ingest busy-looped
+        ("MEMBERFLOW_API_PORT", "99999", "between 1 and 65535"),
+        ("MEMBERFLOW_ANALYTICS_PORT", "0", "between 1 and 65535"),
+        ("MEMBERFLOW_SENSOR_INTERVAL_SECONDS", "0", "between 1 and 86400"),
+        ("MEMBERFLOW_KAFKA_SENSOR_INTERVAL_SECONDS", "-5", "between 1 and 86400"),
+        ("MEMBERFLOW_MAX_CONCURRENT_RUNS", "0", "between 1 and 1000"),  # no run ever launched
+        ("MEMBERFLOW_MAX_CONCURRENT_RUNS", "-1", "between 1 and 1000"),
+        ("MEMBERFLOW_LANDING_SETTLE_SECONDS", "-1", "between 0 and 86400"),
+        ("MEMBERFLOW_LANDING_SETTLE_SECONDS", "nan", "between 0 and 86400"),
+        ("MEMBERFLOW_IMAGES_RUN_INTERVAL_SECONDS", "inf", "between 0 and 86400"),
+        ("MEMBERFLOW_API_HEADER_TIMEOUT_SECONDS", "0", "between 0.1 and 3600"),
+        ("MEMBERFLOW_API_MAX_BODIES", "0", "between 1 and"),
+        ("MEMBERFLOW_MAX_IMAGE_PIXELS", "0", "between 1 and"),
+        ("MEMBERFLOW_ANALYTICS_CHECK_EVERY", "soon", 'a duration such as "30s"'),  # silently became 30 s
+        ("MEMBERFLOW_ANALYTICS_CHECK_EVERY", "0s", "between 0.1 s and 86400 s"),
+        ("MEMBERFLOW_START_API", "nope", "must be one of 1, true, yes, on / 0, false, no, off"),  # started the API
+        ("MEMBERFLOW_SALES_DEMO", "maybe", "must be one of"),
+        ("MEMBERFLOW_INGEST_DURABLE", "2", "must be one of"),
+    ],
+)
+def test_out_of_range_numbers_and_unknown_flags_are_refused_naming_the_variable(clean_env, name, value, message):
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=f"^{name} .*{message}"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(("value", "on"), [("1", True), ("TRUE", True), (" yes ", True), ("On", True),
+                                           ("0", False), ("false", False), ("No", False), ("OFF", False)])  # fmt: skip
+def test_flags_accept_the_usual_spellings(clean_env, value, on):
+    clean_env.setenv("MEMBERFLOW_SALES_DEMO", value)  # only "1" switched the demo on
+    clean_env.setenv("MEMBERFLOW_START_API", value)
+    settings = Settings.from_env()
+    assert (settings.sales_demo, settings.start_api) == (on, on)
+
+
+def test_malformed_kafka_config_is_named_with_its_position_never_quoted(clean_env):
+    clean_env.setenv("MEMBERFLOW_KAFKA_CONFIG", f'{{"sasl.password": "{SECRET}" "sasl.username": "u"}}')
+    clean_env.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", "kafka:9092")
+    expected = r"MEMBERFLOW_KAFKA_CONFIG is not valid JSON \(.* line 1, column 35\)"
+    with pytest.raises(ConfigurationError, match=expected) as info:
+        Settings.from_env()
+    assert SECRET not in _everything_shown(info.value)
+
+
+def test_without_kafka_its_config_is_not_read_and_the_code_location_loads(clean_env):
+    clean_env.setenv("MEMBERFLOW_KAFKA_CONFIG", "{not json")
+    settings = Settings.from_env()
+    assert settings.ingest.kafka_config == {}
+    build_defs(settings).get_repository_def()

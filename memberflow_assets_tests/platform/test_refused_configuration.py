@@ -1,20 +1,81 @@
-"""Configuration the platform refuses, and how: a clear error naming the variable, never a secret of it;
-and the values it cleans up rather than refuses (relative paths, file:// URLs)."""
+"""Configuration the platform refuses, and how: a clear error naming the variable, never a secret of it
+(not even in the chained exception Dagster's event log shows); and the values it cleans up rather than
+refuses (whitespace, relative paths, file:// URLs)."""
 
 import traceback
 
+import dagster as dg
+import psycopg2
 import pytest
 
-from memberflow_assets import cli
+from memberflow_assets import cli, postgres
 from memberflow_assets.definitions import build_defs
+from memberflow_assets.resources import SalesDatabase
+from memberflow_assets.sales.jobs import migrate_sales_database_job
 from memberflow_assets.settings import ConfigurationError, Settings
 
 SECRET = "Sup3rSecretPW"
+# each makes libpq's parser quote a part of it, the password included
+UNPARSABLE_DSNS = [
+    f"postgresql://alice:{SECRET[:5]}%ZZ{SECRET[5:]}@localhost/x",  # a % not percent-encoding anything
+    f"postgresql:/ /postgres:{SECRET}@localhost/x",  # not a URL: read as key=value, quoted whole
+    f"host=localhost password=Sup3r {SECRET}",  # key=value with an unquoted space
+]
 
 
 def _everything_shown(error: BaseException) -> str:
     """What a traceback of `error` prints: its message and every chained exception's."""
     return "".join(traceback.format_exception(error))
+
+
+@pytest.mark.parametrize("dsn", UNPARSABLE_DSNS)
+def test_an_unparsable_dsn_is_refused_naming_the_variable_not_quoting_it(dsn):
+    for opening in (
+        lambda: postgres.connect(dsn),
+        lambda: postgres.ConnectionPool(dsn, 1).connection().__enter__(),
+        lambda: SalesDatabase(dsn=dsn).connect().__enter__(),
+        lambda: postgres.ensure_database(dsn, "x"),
+    ):
+        with pytest.raises(postgres.InvalidDsnError, match="MEMBERFLOW_PG_DSN is not a valid PostgreSQL DSN") as info:
+            opening()
+        shown = _everything_shown(info.value)
+        assert SECRET not in shown and SECRET[5:] not in shown
+        assert info.value.__cause__ is None and info.value.__context__ is None  # no chained original at all
+
+
+def test_dagsters_event_log_shows_no_part_of_an_unparsable_dsn(monkeypatch, instance):
+    monkeypatch.setenv("MEMBERFLOW_PG_DSN", UNPARSABLE_DSNS[0])
+    defs = dg.Definitions(
+        jobs=[migrate_sales_database_job], resources={"sales_db": SalesDatabase(dsn=dg.EnvVar("MEMBERFLOW_PG_DSN"))}
+    )
+    result = defs.resolve_job_def("migrate_sales_database").execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    logged = "\n".join(str(record) for record in instance.all_logs(result.run_id))
+    assert "MEMBERFLOW_PG_DSN is not a valid PostgreSQL DSN" in logged
+    assert SECRET[5:] not in logged and "ZZ" not in logged
+
+
+def test_a_refused_login_names_no_password(pg_server_uri):
+    # the test server asks every role but postgres for its SCRAM password
+    dsn = postgres.with_database(pg_server_uri, "postgres").replace("postgres:@", f"nobody:{SECRET}@", 1)
+    with pytest.raises(postgres.ConnectionFailedError, match="could not connect to PostgreSQL") as info:
+        postgres.connect(dsn)
+    assert isinstance(info.value, psycopg2.OperationalError)  # still what callers catch
+    assert SECRET not in _everything_shown(info.value)
+
+
+def test_libpq_messages_lose_any_password_they_quote():
+    dsn = f"postgresql://alice:{SECRET}%21@db/x"
+    assert postgres.redact_dsn(f'bad "{SECRET}!" and {dsn}', dsn) == 'bad "***" and ***'
+
+
+def test_a_trailing_newline_of_the_dsn_variable_is_ignored(make_database, instance, monkeypatch):
+    # a Kubernetes Secret's value usually ends in one; dg.EnvVar resolves it raw
+    monkeypatch.setenv("MEMBERFLOW_PG_DSN", make_database() + "\n")
+    defs = dg.Definitions(
+        jobs=[migrate_sales_database_job], resources={"sales_db": SalesDatabase(dsn=dg.EnvVar("MEMBERFLOW_PG_DSN"))}
+    )
+    assert defs.resolve_job_def("migrate_sales_database").execute_in_process(instance=instance).success
 
 
 # -- settings ---------------------------------------------------------------------------------------

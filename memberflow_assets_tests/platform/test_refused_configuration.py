@@ -1,6 +1,6 @@
 """Configuration the platform refuses, and how: a clear error naming the variable, never a secret of it
-(not even in the chained exception Dagster's event log shows); and the values it cleans up rather than
-refuses (whitespace, relative paths, file:// URLs)."""
+(not even in the chained exception Dagster's event log shows), one line from a `memberflow` command;
+and the values it cleans up rather than refuses (whitespace, relative paths, file:// URLs)."""
 
 import traceback
 
@@ -184,3 +184,42 @@ def test_without_kafka_its_config_is_not_read_and_the_code_location_loads(clean_
     settings = Settings.from_env()
     assert settings.ingest.kafka_config == {}
     build_defs(settings).get_repository_def()
+
+
+# -- the command line -------------------------------------------------------------------------------
+def _one_line_error(capsys, argv: list[str], command: str) -> str:
+    assert cli.main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"memberflow {command}: ") and error.count("\n") == 1 and "Traceback" not in error
+    return error
+
+
+def test_commands_print_configuration_errors_as_one_line(clean_env, capsys, tmp_path):
+    clean_env.setenv("MEMBERFLOW_API_PORT", "99999")
+    assert "MEMBERFLOW_API_PORT must be between 1 and 65535" in _one_line_error(capsys, ["migrate"], "migrate")
+    clean_env.delenv("MEMBERFLOW_API_PORT")
+
+    clean_env.setenv("MEMBERFLOW_PG_DSN", UNPARSABLE_DSNS[0])
+    error = _one_line_error(capsys, ["warehouse", "refresh"], "warehouse")
+    assert "MEMBERFLOW_PG_DSN is not a valid PostgreSQL DSN" in error and "ZZ" not in error
+
+    clean_env.setenv("MEMBERFLOW_PG_DSN", f"postgresql://alice:{SECRET}@127.0.0.1:1/x")  # nobody listens there
+    error = _one_line_error(capsys, ["migrate"], "migrate")
+    assert "could not connect to PostgreSQL" in error and SECRET not in error
+
+    clean_env.setenv("MEMBERFLOW_PG_DSN", f"postgresql://alice:{SECRET}@localhost/x?sslmode=bogus")
+    assert 'invalid sslmode value: "bogus"' in _one_line_error(capsys, ["migrate"], "migrate")
+
+    data_file = tmp_path / "a-file"
+    data_file.write_text("")
+    clean_env.setenv("MEMBERFLOW_DATA_DIR", str(data_file))
+    assert _one_line_error(capsys, ["env"], "env") == f"memberflow env: File exists: {data_file}\n"
+
+
+def test_a_bug_keeps_its_traceback(clean_env, monkeypatch):
+    def broken(settings):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("memberflow_assets.cli.platform.prepare_environment", broken)
+    with pytest.raises(KeyError):
+        cli.main(["env"])

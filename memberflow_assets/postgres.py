@@ -26,7 +26,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
-from memberflow_assets.settings import SQL_DIR, Settings, read_sql
+from memberflow_assets.settings import SQL_DIR, ConfigurationError, Settings, read_sql
 
 if TYPE_CHECKING:
     from pgserver import PostgresServer
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SALES_DB = "memberflow"
 DAGSTER_DB = "dagster"
+PG_DSN_ENV = "MEMBERFLOW_PG_DSN"
 
 
 # The embedded server's authentication, rewritten at every start. It listens on its unix socket only.
@@ -146,7 +147,13 @@ def stop_embedded(pg_dir: Path) -> bool:
 
 
 def with_database(dsn: str, database: str) -> str:
-    """The same server address with another database name."""
+    """The same server address with another database name (a URL or key=value DSN)."""
+    dsn = dsn.strip()
+    if "://" not in dsn:
+        try:
+            return psycopg2.extensions.make_dsn(dsn, dbname=database)
+        except psycopg2.ProgrammingError:
+            return dsn  # unparsable: connect() refuses it without quoting it
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path=f"/{database}"))
 
@@ -154,7 +161,7 @@ def with_database(dsn: str, database: str) -> str:
 def ensure_database(dsn: str, database: str) -> None:
     """Create `database` on the server `dsn` points at, unless it exists; PUBLIC may not connect to
     it or create temporary tables there (the sales database's migrations let the teams connect)."""
-    connection = psycopg2.connect(with_database(dsn, "postgres"))
+    connection = connect(with_database(dsn, "postgres"), "memberflow-setup")
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
@@ -197,10 +204,56 @@ def dagster_storage_url(settings: Settings) -> str:
 CONNECT_TIMEOUT_SECONDS = 10
 
 
+class InvalidDsnError(ConfigurationError):
+    """A DSN libpq cannot parse; the message never quotes it (it may hold a password)."""
+
+
+class ConnectionFailedError(psycopg2.OperationalError):
+    """libpq could not connect (wrong password, unknown host, bad port or sslmode ...); its message
+    with any part of the DSN's password taken out. Still an OperationalError for those who catch that."""
+
+
 def connect(dsn: str, application_name: str = "memberflow", **options: str) -> PgConnection:
     """A new connection to `dsn` (the sales database, or another database of its server) with the
-    platform's defaults; `options` are further libpq parameters (e.g. `options="-c ..."`)."""
-    return psycopg2.connect(dsn, application_name=application_name, connect_timeout=CONNECT_TIMEOUT_SECONDS, **options)
+    platform's defaults; `options` are further libpq parameters (e.g. `options="-c ..."`).
+
+    Its errors never echo the DSN: libpq's parse errors quote the piece they choke on (often the
+    password), and Dagster shows an exception's message and its chained causes in the event log."""
+    dsn = dsn.strip()  # a trailing newline is what a Kubernetes Secret or a file usually gives
+    failure: str | None = None
+    try:
+        return psycopg2.connect(
+            dsn, application_name=application_name, connect_timeout=CONNECT_TIMEOUT_SECONDS, **options
+        )
+    except psycopg2.ProgrammingError as error:  # "invalid dsn: ..." from parsing, before any network
+        if not str(error).startswith("invalid dsn"):
+            raise
+        failure = "invalid"
+    except psycopg2.OperationalError as error:
+        failure = redact_dsn(str(error).strip(), dsn)
+    # raised outside the except blocks, so the original (which quotes the DSN) is not even its __context__
+    if failure == "invalid":
+        raise InvalidDsnError(
+            f"{PG_DSN_ENV} is not a valid PostgreSQL DSN: expected "
+            "postgresql://user:password@host:port/database (percent-encode special characters in the password) "
+            "or key=value pairs; its value is not shown because it may hold a password"
+        )
+    raise ConnectionFailedError(f"could not connect to PostgreSQL: {failure}")
+
+
+def redact_dsn(message: str, dsn: str) -> str:
+    """`message` without the DSN, nor its password (raw or percent-decoded) anywhere in it."""
+    secrets = {dsn}
+    with suppress(psycopg2.Error):
+        password = psycopg2.extensions.parse_dsn(dsn).get("password")
+        if password:
+            secrets.add(password)
+    with suppress(ValueError):
+        if urlsplit(dsn).password:
+            secrets.add(urlsplit(dsn).password)
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
 
 
 @contextmanager
@@ -400,6 +453,8 @@ class ConnectionPool:
             try:
                 connection = self._idle.get_nowait()
             except queue.Empty:
+                connection = None
+            if connection is None:  # connected outside the except: a failure's traceback is not "during Empty"
                 connection = connect(self.dsn, self.application_name, options=self._options)
                 connection.autocommit = True
             try:

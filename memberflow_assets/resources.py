@@ -14,10 +14,9 @@ from psycopg2.extensions import connection as PgConnection
 from pydantic import Field
 
 from memberflow_assets import postgres
+from memberflow_assets.postgres import PG_DSN_ENV
 from memberflow_assets.settings import Settings
 from memberflow_assets.zones import Zones
-
-PG_DSN_ENV = "MEMBERFLOW_PG_DSN"
 
 
 class ZonesResource(dg.ConfigurableResource):
@@ -66,8 +65,9 @@ class SalesDatabase(dg.ConfigurableResource):
 
     def unchecked_dsn(self) -> str:
         """The DSN whatever the schema (for the migrations themselves)."""
-        if self.dsn:
-            return self.dsn
+        if self.dsn and self.dsn.strip():
+            # stripped: dg.EnvVar resolves the raw value, and a Kubernetes Secret usually ends in a newline
+            return self.dsn.strip()
         if not self.embedded_pg_dir:
             raise dg.Failure("SalesDatabase needs a dsn or an embedded_pg_dir")
         return postgres.embedded_sales_dsn(Path(self.embedded_pg_dir))

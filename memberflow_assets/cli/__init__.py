@@ -16,8 +16,11 @@ import argparse
 import logging
 import sys
 
+import psycopg2
+
 from memberflow_assets import postgres
 from memberflow_assets.cli import image_ingestion, images, membership, platform, sales, warehouse
+from memberflow_assets.settings import ConfigurationError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +36,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except postgres.SchemaBehindError as error:  # says which command brings the schema up to date
-        print(f"memberflow {args.command}: {error}", file=sys.stderr)
+    except OPERATOR_ERRORS as error:  # the operator can act on these: one line, no traceback
+        print(f"memberflow {args.command}: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+# What configuration or the environment gets wrong, not the code: a refused variable (ConfigurationError,
+# InvalidDsnError), the schema behind (says which command brings it up to date), PostgreSQL unreachable
+# or refusing us (connect() has taken the DSN out of the message), a data folder that is a file.
+# Anything else is a bug and keeps its traceback.
+OPERATOR_ERRORS = (
+    ConfigurationError,
+    postgres.SchemaBehindError,
+    psycopg2.OperationalError,
+    FileExistsError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:  # its str() would be "[Errno 17] File exists: ..."
+        return f"{error.strerror}: {error.filename}"
+    return " ".join(str(error).split())

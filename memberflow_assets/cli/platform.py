@@ -35,8 +35,11 @@ def prepare_environment(settings: Settings) -> dict[str, str]:
     dagster_home = os.environ.get("DAGSTER_HOME") or str(settings.data_dir / "dagster_home")
     os.makedirs(dagster_home, exist_ok=True)
     shutil.copy(REPO_ROOT / "dagster.yaml", os.path.join(dagster_home, "dagster.yaml"))
+    # every path as the settings made it, absolute: `start` runs its children here, then dagster dev in REPO_ROOT
     return {
         "MEMBERFLOW_DATA_DIR": str(settings.data_dir),
+        **({"MEMBERFLOW_STORAGE_URL": settings.storage_url} if settings.storage_url else {}),
+        "MEMBERFLOW_API_KEYS_FILE": str(settings.ingest.api_keys_file),
         "MEMBERFLOW_PG_DSN": dsn,
         "MEMBERFLOW_WAREHOUSE": settings.warehouse,
         "MEMBERFLOW_DAGSTER_PG_URL": postgres.dagster_storage_url(settings),

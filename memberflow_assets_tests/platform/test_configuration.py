@@ -16,7 +16,6 @@ from memberflow_assets.definitions import build_defs
 from memberflow_assets.resources import SalesDatabase
 from memberflow_assets.sales.jobs import migrate_sales_database_job
 from memberflow_assets.settings import REPO_ROOT, Settings
-from memberflow_assets_tests.conftest import ENV_VARS
 
 PASSWORD = "pa55-word-in-the-dsn"
 PRODUCTION = {
@@ -34,14 +33,6 @@ PRODUCTION = {
     "MEMBERFLOW_MAX_UPLOAD_BYTES": "1000000",
     "MEMBERFLOW_INGEST_DURABLE": "0",
 }
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(tmp_path))
-    return monkeypatch
 
 
 def shown_resources(defs: dg.Definitions) -> tuple[dict[str, dict], str]:
@@ -115,6 +106,7 @@ def test_sensor_intervals_come_from_the_settings_the_definitions_were_built_with
     ],
 )
 def test_a_malformed_variable_is_named_when_the_settings_are_read(clean_env, name, value, message):
+    clean_env.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", "kafka:9092")  # MEMBERFLOW_KAFKA_CONFIG is read with Kafka on
     clean_env.setenv(name, value)
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
         Settings.from_env()
@@ -123,6 +115,7 @@ def test_a_malformed_variable_is_named_when_the_settings_are_read(clean_env, nam
 def test_ingestion_settings_are_part_of_the_one_reading(clean_env, tmp_path):
     clean_env.setenv("MEMBERFLOW_API_PORT", " 9001 ")
     clean_env.setenv("MEMBERFLOW_INGEST_DURABLE", "off")
+    clean_env.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", "kafka:9092")
     clean_env.setenv("MEMBERFLOW_KAFKA_CONFIG", '{"security.protocol": "SSL"}')
     ingest = Settings.from_env().ingest
     assert (ingest.api_port, ingest.durable, ingest.kafka_config) == (9001, False, {"security.protocol": "SSL"})

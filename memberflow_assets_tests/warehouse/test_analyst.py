@@ -9,7 +9,7 @@ from decimal import Decimal
 import psycopg2
 import pytest
 
-from memberflow_assets.settings import Settings
+from memberflow_assets.settings import ConfigurationError, Settings
 from memberflow_assets.warehouse import analyst as analyst_module
 from memberflow_assets.warehouse import charts, versions
 from memberflow_assets.warehouse.analyst import AnalystWarehouse, keep_charts_drawn, sample_queries
@@ -229,8 +229,14 @@ def test_the_app_draws_the_charts_of_new_data_before_anyone_asks(analyst, pg_dsn
 
 
 @pytest.mark.parametrize(
-    ("setting", "seconds"), [("30s", 30), ("1s", 1), ("5m", 300), ("1h", 3600), ("2.5", 2.5), ("soon", 30), ("", 30)]
+    ("setting", "seconds"), [("30s", 30), ("1s", 1), ("5m", 300), ("1h", 3600), ("2.5", 2.5), ("", 30)]
 )
 def test_how_often_the_app_looks_for_new_data(monkeypatch, setting, seconds):
     monkeypatch.setenv("MEMBERFLOW_ANALYTICS_CHECK_EVERY", setting)
     assert Settings.from_env().analytics_check_every_seconds == seconds
+
+
+def test_an_unreadable_check_interval_is_refused_not_taken_as_30_s(monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_ANALYTICS_CHECK_EVERY", "soon")
+    with pytest.raises(ConfigurationError, match='MEMBERFLOW_ANALYTICS_CHECK_EVERY must be a duration such as "30s"'):
+        Settings.from_env()

@@ -50,7 +50,14 @@ class IngestSettings:
 
 def parse_kafka_config(text: str | None, name: str = "MEMBERFLOW_KAFKA_CONFIG") -> dict:
     """librdkafka settings given as a JSON object (`name` says where they came from, for the error)."""
-    value = json.loads(text or "{}")
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as error:
+        value, problem = None, f"{error.msg} at line {error.lineno}, column {error.colno}"
+    else:
+        problem = None
+    if problem:  # raised outside the except: the JSONDecodeError holds the value (SASL passwords), not chained
+        raise ValueError(f"{name} is not valid JSON ({problem}); its value is not shown")
     if not isinstance(value, dict):
         raise ValueError(f'{name} must be a JSON object of librdkafka settings, e.g. {{"security.protocol": "SSL"}}')
     return value

@@ -301,6 +301,7 @@ def test_bounded_batches_follow_each_other_until_the_topic_is_consumed(
 
 
 def test_cluster_settings_come_from_configuration_but_cannot_break_the_guarantees(memberflow_env, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_KAFKA_BOOTSTRAP", "broker:9094")  # the variable is read with Kafka on
     monkeypatch.setenv("MEMBERFLOW_KAFKA_CONFIG", '{"security.protocol": "SSL", "enable.auto.commit": true}')
     settings = Settings.from_env().ingest
     config = consumer_config("broker:9094", "g", settings.kafka_config)

@@ -5,7 +5,8 @@ chunk before it is split into its successful and unsuccessful rows, each part is
 a row group, and the successful part is re-checked (`validation`): the single-threaded work (Parquet
 writing, the checks) runs beside DuckDB's, and memory holds a few chunks instead of the whole file's rows
 several times over. Both files are written under temporary names and appear only once every chunk is in
-them (`Zones.writing_parquet`): a failure anywhere leaves neither an output file nor a temporary one.
+them (`Zones.writing_parquet`): a failure before then leaves neither an output file nor a temporary one
+(the two are published one after the other: see docs/membership.md).
 """
 
 from __future__ import annotations

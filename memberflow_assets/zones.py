@@ -281,15 +281,13 @@ class Zones:
         with self.fs.open(self.path(relpath), "rb") as handle:
             return pq.read_table(handle, columns=columns)
 
-    def parquet_num_rows(self, relpath: str) -> int:
-        """Row count from the Parquet footer, without reading the data."""
+    def parquet_footer(self, relpath: str) -> pq.FileMetaData:
+        """A Parquet file's footer (row count, key-value metadata, ...), without reading the data."""
         with self.fs.open(self.path(relpath), "rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
+            return pq.ParquetFile(handle).metadata
 
-    def parquet_metadata(self, relpath: str) -> dict[bytes, bytes]:
-        """The key-value metadata of a Parquet file's footer, without reading the data."""
-        with self.fs.open(self.path(relpath), "rb") as handle:
-            return pq.ParquetFile(handle).metadata.metadata or {}
+    def parquet_num_rows(self, relpath: str) -> int:
+        return self.parquet_footer(relpath).num_rows
 
     # -- writing ---------------------------------------------------------------------------------
     @contextmanager

@@ -48,7 +48,7 @@ PREVIEW_ROWS = 5
 # and every value cut short. A name field can hold any of them too (a row that lost a field, columns in
 # another order): its words with an @ and its digits are masked (`_masked_text`).
 PREVIEW_COLUMNS = ("row_number", "line_number", "first_name", "last_name", "membership_id", "rejection_reasons")
-PREVIEW_TEXT_COLUMNS = ("first_name", "last_name", "membership_id")
+PREVIEW_NAME_COLUMNS = ("first_name", "last_name")
 PREVIEW_CHARACTERS = 40
 HEADER_COLUMNS_SHOWN = 20
 COLLISION_IDS_SHOWN = 50
@@ -107,17 +107,13 @@ def _masked_text(text: str) -> str:
     return _DIGIT.sub("•", _EMAIL_LIKE_WORD.sub("•@•", text))
 
 
-def _masked_id(membership_id: str) -> str:
-    """A membership ID without its birthday part: five hex characters of the birthday's SHA-256 name the
-    birthday itself to anyone who hashes the ~40,000 plausible dates."""
+def _id_shown(membership_id: str, birthday_hidden: bool) -> str:
+    """A membership ID with its last name part masked (`_masked_text`); `birthday_hidden`: without its
+    birthday part too (five hex characters of the birthday's SHA-256 name the birthday itself to anyone
+    who hashes the ~40,000 plausible dates) — kept where an operator needs the ID to look a collision up."""
     last_name, _, suffix = membership_id.rpartition("_")
-    return f"{last_name}_{'•' * len(suffix)}" if last_name else "•" * len(suffix)
-
-
-def _id_shown(membership_id: str) -> str:
-    """A membership ID as an operator needs it to look the collision up, its last name part masked."""
-    last_name, _, suffix = membership_id.rpartition("_")
-    return f"{_shorten(last_name, masked=True)}_{suffix}"
+    shown = "•" * len(suffix) if birthday_hidden else suffix
+    return f"{_shorten(last_name, masked=True)}_{shown}" if last_name else shown
 
 
 def _preview(table: pa.Table) -> dg.MetadataValue:
@@ -125,8 +121,8 @@ def _preview(table: pa.Table) -> dg.MetadataValue:
     head = table.slice(0, PREVIEW_ROWS).select(list(PREVIEW_COLUMNS)).to_pylist()
     for row in head:
         if row["membership_id"] is not None:
-            row["membership_id"] = _masked_id(row["membership_id"])
-        for column in PREVIEW_TEXT_COLUMNS:
+            row["membership_id"] = _id_shown(row["membership_id"], birthday_hidden=True)
+        for column in PREVIEW_NAME_COLUMNS:
             if row[column] is not None:
                 row[column] = _shorten(row[column], masked=True)
     lines = [_markdown_row(PREVIEW_COLUMNS), _markdown_row("---" for _ in PREVIEW_COLUMNS)]
@@ -412,7 +408,8 @@ def members(context: dg.AssetExecutionContext, zones: dg.ResourceParam[Zones], s
             "applicants_not_loaded": colliding_applicants,
             "this_batch": loaded.collisions,
             "counted_up_to": COUNT_CAP,
-            "ids": ", ".join(map(_id_shown, sample)) + (" ..." if colliding_ids > len(sample) else ""),
+            "ids": ", ".join(_id_shown(membership_id, birthday_hidden=False) for membership_id in sample)
+            + (" ..." if colliding_ids > len(sample) else ""),
             "table": "sales.membership_id_collisions",
         },
     )

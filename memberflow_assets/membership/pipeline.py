@@ -112,7 +112,7 @@ def landing_time(zones: Zones, relpath: str, sha256: str, changed_at: float, now
     time, never later than `now`. So a re-run of an older file whose time stamp changed since (a chmod, a
     copy by `cp -a` or `rsync -a`) does not make it the latest landing, nor does a time in the future."""
     try:
-        recorded = json.loads(zones.parquet_metadata(relpath).get(LANDING_METADATA, b"{}"))
+        recorded = json.loads((zones.parquet_footer(relpath).metadata or {}).get(LANDING_METADATA, b"{}"))
     except (FileNotFoundError, pa.ArrowInvalid, ValueError):  # no output yet, or one we cannot read
         recorded = {}
     if isinstance(recorded, dict) and recorded.get("sha256") == sha256 and isinstance(recorded.get("landed_at"), float):

@@ -164,7 +164,7 @@ def _thumbnail_bytes(thumbnail: Image.Image, icc_profile: bytes | None) -> bytes
     # Only what is passed here is written: no EXIF, XMP or comment (Pillow's JPEG writer copies a comment
     # or XMP of the image's `info`, which the original's COM segment or GIF comment fills).
     thumbnail.info = {}
-    thumbnail.save(buffer, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY, icc_profile=icc_profile, comment=b"")
+    thumbnail.save(buffer, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY, icc_profile=icc_profile)
     return buffer.getvalue()
 
 

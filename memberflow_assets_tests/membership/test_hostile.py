@@ -616,5 +616,5 @@ def test_personal_data_in_the_name_column_is_masked_too(instance, zones, pg_dsn)
     assert all(result.success for result in ran)
     logged = "\n".join(repr(entry) for result in ran for entry in instance.all_logs(result.run_id))
     assert "unsuccessful_applications" in logged  # the previews are in what was read
-    for secret in ("pia.secret", "quo@private", "1977", "1966", "86543210", "86543211", "86543299"):
+    for secret in ("pia.secret", "quo@private", "1977-07-19", "1966-12-31", "86543210", "86543211", "86543299"):
         assert secret not in logged, secret
